@@ -1,0 +1,57 @@
+import 'reflect-metadata';
+import type { LoggerService } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import { DocumentBuilder, type OpenAPIObject, SwaggerModule } from '@nestjs/swagger';
+import type { Logger } from 'pino';
+import { AppModule } from './app.module.js';
+import { createRootLogger, PinoNestLogger, requestLogger } from './common/logging.js';
+import { ProblemFilter } from './common/problem.filter.js';
+import { createValidationPipe } from './common/validation.js';
+import type { AppConfig } from './config/config.js';
+import { databaseOptions } from './database/data-source.js';
+import { VERSION } from './version.js';
+
+export interface CreateAppOptions {
+  /** A pino logger to write to; defaults to one at the configured level. */
+  logger?: Logger;
+  /** Build the module graph without connecting to anything (used to write the OpenAPI spec). */
+  preview?: boolean;
+}
+
+export async function createApp(config: AppConfig, opts: CreateAppOptions = {}): Promise<NestExpressApplication> {
+  const logger = opts.logger ?? createRootLogger(config.logLevel);
+  const nestLogger: LoggerService | false = config.logLevel === 'silent' ? false : new PinoNestLogger(logger);
+  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, databaseOptions(config)), {
+    logger: nestLogger,
+    preview: opts.preview,
+    abortOnError: false,
+    bodyParser: false,
+  });
+  app.disable('x-powered-by');
+  app.set('query parser', 'extended');
+  app.use(requestLogger(logger));
+  // JSON bodies only; checkpoints and datasets arrive as streams that the feature modules read.
+  app.useBodyParser('json', { limit: '4mb', type: ['application/json', 'application/*+json'] });
+  app.useGlobalFilters(new ProblemFilter());
+  app.useGlobalPipes(createValidationPipe());
+  app.enableShutdownHooks();
+  SwaggerModule.setup('docs', app, () => createOpenApiDocument(app), { jsonDocumentUrl: 'docs/openapi.json' });
+  return app;
+}
+
+export function createOpenApiDocument(app: NestExpressApplication): OpenAPIObject {
+  const config = new DocumentBuilder()
+    .setTitle('sparsoup')
+    .setDescription(
+      'Prunes neural-network checkpoints and merges sparse models into sparse model soups ' +
+        '(Zimmer, Spiegel & Pokutta, ICLR 2024). Errors are application/problem+json (RFC 9457).',
+    )
+    .setVersion(VERSION)
+    .addBearerAuth({ type: 'http', scheme: 'bearer', description: 'an API key from API_KEYS' })
+    .addSecurityRequirements('bearer')
+    .build();
+  return SwaggerModule.createDocument(app, config, {
+    operationIdFactory: (_controllerKey: string, methodKey: string) => methodKey,
+  });
+}

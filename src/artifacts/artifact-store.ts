@@ -1,0 +1,190 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, type ReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface StoredArtifact {
+  sha256: string;
+  sizeBytes: number;
+  /** False when the same bytes were already stored (content addressing de-duplicates). */
+  created: boolean;
+}
+
+export class UploadTooLargeError extends Error {
+  constructor(readonly limit: number) {
+    super(`body exceeds the limit of ${limit} bytes`);
+    this.name = 'UploadTooLargeError';
+  }
+}
+
+const SHA256 = /^[0-9a-f]{64}$/;
+
+/**
+ * A writer that streams bytes into a temporary file while hashing them. `commit()` renames it to
+ * its content address; `abort()` removes it. Until commit nothing is visible under the address,
+ * so a crash leaves at most a temporary file, which `collectGarbage` removes later.
+ */
+export class ArtifactWriter {
+  private readonly hash = createHash('sha256');
+  private size = 0;
+  private done = false;
+
+  constructor(
+    private readonly store: ArtifactStore,
+    private readonly handle: FileHandle,
+    readonly tempPath: string,
+    private readonly maxBytes: number,
+  ) {}
+
+  get bytesWritten(): number {
+    return this.size;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.done) throw new Error('artifact writer already finished');
+    if (this.size + chunk.byteLength > this.maxBytes) throw new UploadTooLargeError(this.maxBytes);
+    this.hash.update(chunk);
+    let offset = 0;
+    while (offset < chunk.byteLength) {
+      const { bytesWritten } = await this.handle.write(chunk, offset, chunk.byteLength - offset);
+      offset += bytesWritten;
+    }
+    this.size += chunk.byteLength;
+  }
+
+  async commit(): Promise<StoredArtifact> {
+    if (this.done) throw new Error('artifact writer already finished');
+    this.done = true;
+    try {
+      await this.handle.sync();
+      await this.handle.close();
+      const sha256 = this.hash.digest('hex');
+      const target = this.store.pathOf(sha256);
+      await mkdir(join(target, '..'), { recursive: true });
+      const existed = await exists(target);
+      if (existed) await rm(this.tempPath, { force: true });
+      else await rename(this.tempPath, target);
+      return { sha256, sizeBytes: this.size, created: !existed };
+    } catch (err) {
+      await rm(this.tempPath, { force: true });
+      throw err;
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await this.handle.close().catch(() => {});
+    await rm(this.tempPath, { force: true });
+  }
+}
+
+/**
+ * Content-addressed files: `root/sha256/ab/abcdef…`. Written through a temporary file in
+ * `root/tmp` and renamed, so an address either holds the complete bytes or nothing.
+ */
+export class ArtifactStore {
+  readonly tmpDir: string;
+  readonly objectsDir: string;
+
+  constructor(readonly root: string) {
+    this.tmpDir = join(root, 'tmp');
+    this.objectsDir = join(root, 'sha256');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.tmpDir, { recursive: true });
+    await mkdir(this.objectsDir, { recursive: true });
+  }
+
+  pathOf(sha256: string): string {
+    if (!SHA256.test(sha256)) throw new Error(`not a sha256 hex digest: ${sha256}`);
+    return join(this.objectsDir, sha256.slice(0, 2), sha256);
+  }
+
+  async createWriter(opts: { maxBytes?: number } = {}): Promise<ArtifactWriter> {
+    await mkdir(this.tmpDir, { recursive: true });
+    const tempPath = join(this.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}.part`);
+    const handle = await open(tempPath, 'wx');
+    return new ArtifactWriter(this, handle, tempPath, opts.maxBytes ?? Number.POSITIVE_INFINITY);
+  }
+
+  /** Streams any byte source into the store. On any error the temporary file is removed. */
+  async put(source: AsyncIterable<Uint8Array> | Uint8Array, opts: { maxBytes?: number } = {}): Promise<StoredArtifact> {
+    const writer = await this.createWriter(opts);
+    try {
+      if (source instanceof Uint8Array) await writer.write(source);
+      else for await (const chunk of source) await writer.write(chunk);
+      return await writer.commit();
+    } catch (err) {
+      await writer.abort();
+      throw err;
+    }
+  }
+
+  async has(sha256: string): Promise<boolean> {
+    return exists(this.pathOf(sha256));
+  }
+
+  async size(sha256: string): Promise<number> {
+    return (await stat(this.pathOf(sha256))).size;
+  }
+
+  read(sha256: string, range?: { start: number; end: number }): ReadStream {
+    // `end` is exclusive here, inclusive for createReadStream.
+    return createReadStream(this.pathOf(sha256), range ? { start: range.start, end: range.end - 1 } : {});
+  }
+
+  async openFile(sha256: string): Promise<FileHandle> {
+    return open(this.pathOf(sha256), 'r');
+  }
+
+  async delete(sha256: string): Promise<void> {
+    await rm(this.pathOf(sha256), { force: true });
+  }
+
+  async *list(): AsyncGenerator<{ sha256: string; mtimeMs: number }> {
+    for (const prefix of await readdir(this.objectsDir).catch(() => [] as string[])) {
+      for (const name of await readdir(join(this.objectsDir, prefix)).catch(() => [] as string[])) {
+        if (!SHA256.test(name)) continue;
+        const s = await stat(join(this.objectsDir, prefix, name)).catch(() => null);
+        if (s) yield { sha256: name, mtimeMs: s.mtimeMs };
+      }
+    }
+  }
+
+  /**
+   * Deletes stored objects that `isReferenced` rejects and temporary files, both only when older
+   * than `graceMs` (a file younger than that may belong to an upload whose row is not written yet).
+   */
+  async collectGarbage(
+    isReferenced: (sha256: string) => Promise<boolean> | boolean,
+    graceMs = 10 * 60_000,
+  ): Promise<{ deleted: string[]; tempFilesDeleted: number }> {
+    const cutoff = Date.now() - graceMs;
+    const deleted: string[] = [];
+    for await (const obj of this.list()) {
+      if (obj.mtimeMs > cutoff) continue;
+      if (await isReferenced(obj.sha256)) continue;
+      await this.delete(obj.sha256);
+      deleted.push(obj.sha256);
+    }
+    let tempFilesDeleted = 0;
+    for (const name of await readdir(this.tmpDir).catch(() => [] as string[])) {
+      const path = join(this.tmpDir, name);
+      const s = await stat(path).catch(() => null);
+      if (s && s.mtimeMs <= cutoff) {
+        await rm(path, { force: true });
+        tempFilesDeleted++;
+      }
+    }
+    return { deleted, tempFilesDeleted };
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}

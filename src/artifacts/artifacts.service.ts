@@ -1,0 +1,85 @@
+import { join } from 'node:path';
+import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
+import type { AppConfig } from '../config/config.js';
+import { APP_CONFIG } from '../config/config.module.js';
+import { ArtifactEntity } from './artifact.entity.js';
+import { ArtifactStore, type ArtifactWriter, type StoredArtifact } from './artifact-store.js';
+import { type ArtifactPageDto, mapArtifact } from './artifacts.dto.js';
+import type { PageQueryDto } from '../common/paging.dto.js';
+
+@Injectable()
+export class ArtifactsService implements OnModuleInit {
+  private readonly logger = new Logger(ArtifactsService.name);
+  readonly store: ArtifactStore;
+
+  constructor(
+    @Inject(APP_CONFIG) config: AppConfig,
+    @InjectDataSource() private readonly dataSource: DataSource,
+  ) {
+    this.store = new ArtifactStore(join(config.dataDir, 'artifacts'));
+  }
+
+  async onModuleInit(): Promise<void> {
+    await this.store.init();
+  }
+
+  async list(page: PageQueryDto): Promise<ArtifactPageDto> {
+    const limit = page.limit ?? 50;
+    const offset = page.offset ?? 0;
+    const [rows, total] = await this.dataSource
+      .getRepository(ArtifactEntity)
+      .findAndCount({ order: { createdAt: 'DESC', sha256: 'ASC' }, take: limit, skip: offset });
+    return { items: rows.map(mapArtifact), total, limit, offset };
+  }
+
+  /**
+   * Records a committed artifact in the database (inside the caller's transaction, so the row that
+   * references it and the artifact row land together).
+   */
+  async record(manager: EntityManager, stored: StoredArtifact, mediaType: string): Promise<void> {
+    await manager
+      .createQueryBuilder()
+      .insert()
+      .into(ArtifactEntity)
+      .values({ sha256: stored.sha256, sizeBytes: stored.sizeBytes, mediaType })
+      .orIgnore()
+      .execute();
+  }
+
+  /** Removes a file this request created when the request fails before its row is committed. */
+  async discard(stored: StoredArtifact | ArtifactWriter | null | undefined): Promise<void> {
+    if (!stored) return;
+    if ('commit' in stored) return stored.abort();
+    if (!stored.created) return;
+    const row = await this.dataSource.getRepository(ArtifactEntity).findOneBy({ sha256: stored.sha256 });
+    if (!row) await this.store.delete(stored.sha256);
+  }
+
+  /**
+   * Deletes artifact rows that no foreign key references and files that have no row. The referencing
+   * columns are read from the entity metadata, so a new table that stores artifacts is covered.
+   */
+  async collectGarbage(graceMs = 10 * 60_000): Promise<{ rowsDeleted: number; filesDeleted: number }> {
+    const refs = this.dataSource.entityMetadatas.flatMap((m) =>
+      m.foreignKeys
+        .filter((fk) => fk.referencedEntityMetadata.target === ArtifactEntity)
+        .map((fk) => ({ table: m.tablePath, column: fk.columnNames[0] })),
+    );
+    const notReferenced = refs
+      .map((r) => `NOT EXISTS (SELECT 1 FROM "${r.table}" t WHERE t."${r.column}" = a.sha256)`)
+      .join(' AND ');
+    const rows: { sha256: string }[] = await this.dataSource.query(
+      `WITH d AS (DELETE FROM artifact a WHERE a.created_at < now() - ($1 || ' milliseconds')::interval
+       ${notReferenced ? `AND ${notReferenced}` : ''} RETURNING sha256) SELECT sha256 FROM d`,
+      [String(graceMs)],
+    );
+    const known = new Set(
+      ((await this.dataSource.query('SELECT sha256 FROM artifact')) as { sha256: string }[]).map((r) => r.sha256),
+    );
+    const result = await this.store.collectGarbage((sha) => known.has(sha), graceMs);
+    this.logger.log({ rowsDeleted: rows.length, filesDeleted: result.deleted.length }, 'artifact garbage collected');
+    return { rowsDeleted: rows.length, filesDeleted: result.deleted.length + result.tempFilesDeleted };
+  }
+}

@@ -1,0 +1,54 @@
+import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { UploadTooLargeError } from '../artifacts/artifact-store.js';
+import { defaultProblem, type Problem, ProblemException } from './problem.js';
+
+/** Every error leaves as application/problem+json. Unknown errors are logged with the request id
+ * and answered as a bare 500 that names the request id and nothing internal. */
+@Catch()
+export class ProblemFilter implements ExceptionFilter {
+  private readonly logger = new Logger('ProblemFilter');
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const ctx = host.switchToHttp();
+    const req = ctx.getRequest<Request & { id?: string }>();
+    const res = ctx.getResponse<Response>();
+    const problem = toProblem(exception);
+    if (problem.status >= 500) {
+      this.logger.error({ err: exception, requestId: req.id, path: req.url }, 'unhandled error');
+    }
+    problem.instance ??= req.originalUrl;
+    if (req.id) problem.requestId = req.id;
+    if (res.headersSent) {
+      // A streamed response already started; all we can do is cut it.
+      res.destroy();
+      return;
+    }
+    if (problem.status === 413 || problem.status === 401) res.setHeader('connection', 'close');
+    if (problem.status === 401) res.setHeader('www-authenticate', 'Bearer');
+    res.status(problem.status).type('application/problem+json').send(JSON.stringify(problem));
+  }
+}
+
+export function toProblem(exception: unknown): Problem {
+  if (exception instanceof ProblemException) return { ...exception.problem };
+  if (exception instanceof UploadTooLargeError) return defaultProblem(413, exception.message);
+  if (exception instanceof HttpException) {
+    const status = exception.getStatus();
+    const body = exception.getResponse();
+    const message =
+      typeof body === 'string'
+        ? body
+        : Array.isArray((body as { message?: unknown }).message)
+          ? ((body as { message: string[] }).message).join('; ')
+          : String((body as { message?: unknown }).message ?? exception.message);
+    return defaultProblem(status, status >= 500 ? 'internal error' : message);
+  }
+  // body-parser and friends signal client errors with `status`/`type`.
+  const e = exception as { status?: number; statusCode?: number; type?: string; message?: string; expose?: boolean };
+  const status = e?.status ?? e?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500 && e.expose !== false) {
+    return defaultProblem(status, e.message ?? 'bad request');
+  }
+  return defaultProblem(500, 'internal error; the request id identifies it in the service log');
+}

@@ -1,0 +1,4 @@
+import { ArtifactEntity } from '../artifacts/artifact.entity.js';
+
+/** Every entity, in one list: the data source, migration generation and the drift check use it. */
+export const ENTITIES = [ArtifactEntity];

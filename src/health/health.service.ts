@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto';
+import { rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Inject, Injectable } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import type { DataSource } from 'typeorm';
+import { ArtifactsService } from '../artifacts/artifacts.service.js';
+import type { AppConfig } from '../config/config.js';
+import { APP_CONFIG } from '../config/config.module.js';
+import { initBackend } from '../core/tf/backend.js';
+import { VERSION } from '../version.js';
+import type { HealthDto } from './health.dto.js';
+
+@Injectable()
+export class HealthService {
+  private readonly started = Date.now();
+
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly artifacts: ArtifactsService,
+  ) {}
+
+  async check(): Promise<HealthDto> {
+    const [database, artifacts, backend] = await Promise.all([this.database(), this.artifactsWritable(), this.backend()]);
+    return {
+      status: database.ok && artifacts.ok ? 'ok' : 'unavailable',
+      version: VERSION,
+      uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
+      database,
+      artifacts,
+      backend,
+    };
+  }
+
+  private async database() {
+    const driver = this.config.databaseUrl ? ('postgres' as const) : ('pglite' as const);
+    try {
+      await withTimeout(this.dataSource.query('SELECT 1'), 3000);
+      return { ok: true, driver };
+    } catch (err) {
+      return { ok: false, driver, detail: err instanceof Error ? err.message : String(err) };
+    }
+  }
+
+  private async artifactsWritable() {
+    const path = this.artifacts.store.root;
+    const probe = join(this.artifacts.store.tmpDir, `.health-${randomBytes(4).toString('hex')}`);
+    try {
+      await writeFile(probe, 'ok');
+      await rm(probe);
+      return { ok: true, path };
+    } catch (err) {
+      return { ok: false, path, detail: err instanceof Error ? err.message : String(err) };
+    }
+  }
+
+  private async backend() {
+    try {
+      const info = await initBackend(this.config.backend);
+      return { ok: true, name: info.name, tfjsVersion: info.tfjsVersion, skipped: info.skipped };
+    } catch (err) {
+      return { ok: false, name: null, tfjsVersion: null, skipped: [], detail: err instanceof Error ? err.message : String(err) };
+    }
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms).unref())]);
+}
