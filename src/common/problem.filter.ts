@@ -1,7 +1,8 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { UploadTooLargeError } from '../artifacts/artifact-store.js';
-import { defaultProblem, type Problem, ProblemException } from './problem.js';
+import { CoreInputError } from '../core/errors.js';
+import { defaultProblem, PROBLEM_BASE, type Problem, ProblemException } from './problem.js';
 
 /** Every error leaves as application/problem+json. Unknown errors are logged with the request id
  * and answered as a bare 500 that names the request id and nothing internal. */
@@ -32,6 +33,9 @@ export class ProblemFilter implements ExceptionFilter {
 
 export function toProblem(exception: unknown): Problem {
   if (exception instanceof ProblemException) return { ...exception.problem };
+  if (exception instanceof CoreInputError) {
+    return { ...defaultProblem(exception.status, exception.message), type: PROBLEM_BASE + exception.code, ...exception.details };
+  }
   if (exception instanceof UploadTooLargeError) return defaultProblem(413, exception.message);
   if (exception instanceof HttpException) {
     const status = exception.getStatus();
