@@ -1,0 +1,150 @@
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from './backend.js';
+import { registerWasmKernelFixes } from './wasm-kernels.js';
+
+// Deterministic pseudo-random inputs (mulberry32) so a failure reproduces.
+function randoms(n: number, seed: number): Float32Array {
+  let a = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
+  }
+  return out;
+}
+
+const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+
+/** Runs one kernel on a backend from plain arrays and returns its output values and shape. */
+async function runOn(
+  backend: 'cpu' | 'wasm',
+  kernelName: string,
+  inputs: Record<string, { shape: number[]; values: Float32Array }>,
+  attrs: Record<string, unknown>,
+): Promise<{ shape: number[]; values: Float32Array }> {
+  await tf.setBackend(backend);
+  return tf.tidy(() => {
+    const ins: Record<string, tf.Tensor> = {};
+    for (const [k, v] of Object.entries(inputs)) ins[k] = tf.tensor(v.values, v.shape);
+    const out = tf.engine().runKernel(kernelName, ins, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+    return { shape: out.shape, values: out.dataSync() as Float32Array };
+  });
+}
+
+/** max |a−b| / max |b|: a relative error that does not blow up on near-zero entries. */
+function relError(a: Float32Array, b: Float32Array): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
+}
+
+async function compare(kernelName: string, inputs: Record<string, number[]>, attrs: Record<string, unknown>) {
+  let seed = 1;
+  const data = Object.fromEntries(
+    Object.entries(inputs).map(([k, shape]) => [k, { shape, values: randoms(size(shape), seed++) }]),
+  );
+  const want = await runOn('cpu', kernelName, data, attrs);
+  const got = await runOn('wasm', kernelName, data, attrs);
+  expect(got.shape).toEqual(want.shape);
+  const err = relError(got.values, want.values);
+  expect(err).toBeLessThanOrEqual(1e-3);
+  return err;
+}
+
+function outSize(x: number, k: number, s: number, pad: 'same' | 'valid' | number): number {
+  if (pad === 'same') return Math.ceil(x / s);
+  if (pad === 'valid') return Math.ceil((x - k + 1) / s);
+  return Math.floor((x + 2 * pad - k) / s) + 1;
+}
+
+// Variants the templates use (3×3 same, 1×1 stride 2 shortcuts, 3×3 stride 2) plus awkward ones:
+// valid padding that leaves trailing rows unused, non-square filters, explicit numeric padding.
+const CONV_CASES: { x: number[]; k: number[]; s: number; pad: 'same' | 'valid' | number }[] = [
+  { x: [4, 12, 12, 3], k: [3, 3, 3, 5], s: 1, pad: 'same' },
+  { x: [3, 11, 11, 4], k: [3, 3, 4, 6], s: 2, pad: 'same' },
+  { x: [3, 10, 9, 2], k: [1, 1, 2, 4], s: 2, pad: 'valid' },
+  { x: [2, 13, 13, 3], k: [5, 5, 3, 2], s: 1, pad: 'valid' },
+  { x: [2, 12, 12, 3], k: [3, 2, 3, 4], s: 3, pad: 'valid' },
+  { x: [2, 9, 9, 2], k: [3, 3, 2, 3], s: 1, pad: 1 },
+  { x: [2, 28, 28, 1], k: [5, 5, 1, 8], s: 1, pad: 'same' },
+];
+
+describe('wasm kernel fixes match the cpu backend', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+    registerWasmKernelFixes();
+  });
+
+  it.each(CONV_CASES)('Conv2DBackpropFilter x=$x k=$k s=$s pad=$pad', async ({ x, k, s, pad }) => {
+    const dy = [x[0], outSize(x[1], k[0], s, pad), outSize(x[2], k[1], s, pad), k[3]];
+    await compare('Conv2DBackpropFilter', { x, dy }, { strides: [s, s], pad, dataFormat: 'NHWC', filterShape: k });
+  });
+
+  it.each(CONV_CASES)('Conv2DBackpropInput x=$x k=$k s=$s pad=$pad', async ({ x, k, s, pad }) => {
+    const dy = [x[0], outSize(x[1], k[0], s, pad), outSize(x[2], k[1], s, pad), k[3]];
+    await compare('Conv2DBackpropInput', { dy, filter: k }, { strides: [s, s], pad, dataFormat: 'NHWC', inputShape: x });
+  });
+
+  it.each([
+    { a: [37, 50], b: [37, 21], transposeA: true, transposeB: false },
+    { a: [37, 50], b: [21, 50], transposeA: false, transposeB: true },
+    { a: [50, 37], b: [21, 50], transposeA: true, transposeB: true },
+    { a: [3, 8, 5], b: [3, 8, 6], transposeA: true, transposeB: false },
+    { a: [3, 5, 8], b: [1, 6, 8], transposeA: false, transposeB: true },
+  ])('BatchMatMul a=$a b=$b tA=$transposeA tB=$transposeB', async ({ a, b, transposeA, transposeB }) => {
+    await compare('BatchMatMul', { a, b }, { transposeA, transposeB });
+  });
+
+  it.each([
+    { x: [3, 8, 8, 4], f: 2, s: 2, pad: 'valid' as const },
+    { x: [2, 9, 9, 3], f: 3, s: 2, pad: 'same' as const },
+    { x: [2, 7, 7, 2], f: 3, s: 1, pad: 'same' as const },
+  ])('MaxPoolGrad x=$x f=$f s=$s $pad, incl. windows whose maximum is negative (native wasm drops those)', async ({
+    x,
+    f,
+    s,
+    pad,
+  }) => {
+    // Random input centred on 0: many windows have a negative maximum; ties practically never happen.
+    const input = randoms(size(x), 7);
+    const grad = async (backend: 'cpu' | 'wasm') => {
+      await tf.setBackend(backend);
+      return tf.tidy(() => {
+        const t = tf.tensor4d(input, x as [number, number, number, number]);
+        const y = tf.maxPool(t, f, s, pad);
+        const weights = tf.tensor(randoms(y.size, 9), y.shape);
+        return tf.grad((u: tf.Tensor) => tf.maxPool(u as tf.Tensor4D, f, s, pad).mul(weights).sum())(t).dataSync() as Float32Array;
+      });
+    };
+    const cpu = await grad('cpu');
+    const wasm = await grad('wasm');
+    expect(relError(wasm, cpu)).toBeLessThanOrEqual(1e-6);
+  });
+
+  it('a conv layer gradient through tf.grad works on wasm and frees its intermediates', async () => {
+    await tf.setBackend('wasm');
+    const x = tf.tensor(randoms(2 * 10 * 10 * 3, 3), [2, 10, 10, 3]) as tf.Tensor4D;
+    const w = tf.tensor(randoms(3 * 3 * 3 * 4, 4), [3, 3, 3, 4]) as tf.Tensor4D;
+    const f = (xx: tf.Tensor4D, ww: tf.Tensor4D) => tf.conv2d(xx, ww, 2, 'same').square().sum();
+    const run = () => tf.tidy(() => tf.grads(f as (...a: tf.Tensor[]) => tf.Tensor)([x, w]).map((g) => g.dataSync()));
+    run();
+    const before = tf.memory().numTensors;
+    const bytes = tf.memory().numBytes;
+    const [dxW, dwW] = run();
+    expect(tf.memory().numTensors).toBe(before);
+    expect(tf.memory().numBytes).toBe(bytes);
+    await tf.setBackend('cpu');
+    const [dxC, dwC] = tf.tidy(() => tf.grads(f as (...a: tf.Tensor[]) => tf.Tensor)([x, w]).map((g) => g.dataSync()));
+    expect(relError(dxW as Float32Array, dxC as Float32Array)).toBeLessThanOrEqual(1e-3);
+    expect(relError(dwW as Float32Array, dwC as Float32Array)).toBeLessThanOrEqual(1e-3);
+    tf.dispose([x, w]);
+  });
+});

@@ -1,0 +1,249 @@
+import * as tf from '@tensorflow/tfjs';
+import { onBackendReady } from './backend.js';
+
+/**
+ * Kernel fixes for the wasm backend (see STACK.md, "TensorFlow.js here"):
+ * - `Conv2DBackpropFilter` is missing on wasm (tfjs issue 8474): without it no CNN trains. It is
+ *   rebuilt from the fast XNNPACK Conv2D over transposed operands.
+ * - `BatchMatMul` with a transposed operand bypasses XNNPACK (~12× slower): an explicit transpose
+ *   followed by the plain matmul is used instead.
+ * - `MaxPoolGrad` on wasm drops the gradient of windows whose maximum is negative (it starts the
+ *   running max at 0, not −∞); pooling after ReLU never sees that, pooling elsewhere does. A plain
+ *   loop over the heap replaces it (first maximum wins, as on cpu).
+ * - `Conv2DBackpropInput` on wasm is a naive loop: for stride 1 it is rebuilt as a Conv2D of `dy`
+ *   with the flipped, in/out-swapped filter (strided ones keep the native kernel).
+ *
+ * Every kernel works on `TensorInfo`s and calls the wasm backend's own kernel functions directly
+ * (not tf ops), so nothing lands on the gradient tape and intermediates are freed with
+ * `backend.disposeData`.
+ */
+
+type Info = tf.TensorInfo;
+interface WasmBackend {
+  disposeData(dataId: object): boolean;
+  makeOutput(shape: number[], dtype: tf.DataType): Info;
+  /** A view on the wasm heap: valid only until the next allocation (the heap may grow). */
+  typedArrayFromHeap(info: Info): Float32Array;
+}
+type KernelArgs = { inputs: Record<string, Info>; backend: WasmBackend; attrs: Record<string, unknown> };
+type Kernel = (args: KernelArgs) => Info;
+
+const original = new Map<string, Kernel>();
+
+function kernel(name: string): Kernel {
+  const own = original.get(name);
+  if (own) return own;
+  const config = tf.getKernel(name, 'wasm');
+  if (!config) throw new Error(`the wasm backend has no ${name} kernel`);
+  return config.kernelFunc as unknown as Kernel;
+}
+
+function call(name: string, backend: WasmBackend, inputs: Record<string, Info>, attrs: Record<string, unknown> = {}): Info {
+  return kernel(name)({ inputs, backend, attrs });
+}
+
+function free(backend: WasmBackend, ...infos: Info[]): void {
+  for (const t of infos) backend.disposeData(t.dataId);
+}
+
+function transpose(backend: WasmBackend, x: Info, perm: number[]): Info {
+  return call('Transpose', backend, { x }, { perm });
+}
+
+type ConvPad = 'valid' | 'same' | number | [[number, number], [number, number], [number, number], [number, number]];
+
+function convInfo(xShape: number[], filterShape: number[], attrs: Record<string, unknown>) {
+  const dataFormat = (attrs.dataFormat as 'NHWC' | 'NCHW' | undefined) ?? 'NHWC';
+  if (dataFormat !== 'NHWC') throw new Error(`wasm conv gradient supports NHWC only, got ${dataFormat}`);
+  return tf.backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number],
+    filterShape as [number, number, number, number],
+    attrs.strides as [number, number] | number,
+    1,
+    attrs.pad as ConvPad,
+    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+    false,
+    'channelsLast',
+  );
+}
+
+/**
+ * dW[kh,kw,ci,co] = Σ_{b,oh,ow} x[b, oh·s+kh−top, ow·s+kw−left, ci] · dy[b,oh,ow,co]
+ * is a convolution of x (channels ↔ batch swapped: [Ci,H,W,B]) with dy as the filter
+ * ([OH,OW,B,Co]), dilated by the forward stride. Output [Ci,KH',KW',Co] is cropped to KH×KW.
+ */
+const conv2DBackpropFilter: Kernel = ({ inputs, backend, attrs }) => {
+  const { x, dy } = inputs;
+  const filterShape = attrs.filterShape as number[];
+  const info = convInfo(x.shape, filterShape, attrs);
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, inHeight, inWidth } = info;
+  const { top, left } = info.padInfo;
+  const { outHeight: oh, outWidth: ow } = info;
+  // Pad the far side only as much as the last filter tap reaches; never negative (valid padding
+  // can leave trailing rows unused, which the crop below handles).
+  const bottom = Math.max(0, kh - inHeight - top + (oh - 1) * sh);
+  const right = Math.max(0, kw - inWidth - left + (ow - 1) * sw);
+  const xT = transpose(backend, x, [3, 1, 2, 0]);
+  const dyT = transpose(backend, dy, [1, 2, 0, 3]);
+  const conv = call(
+    'Conv2D',
+    backend,
+    { x: xT, filter: dyT },
+    {
+      strides: [1, 1],
+      dilations: [sh, sw],
+      pad: [
+        [0, 0],
+        [top, bottom],
+        [left, right],
+        [0, 0],
+      ],
+      dataFormat: 'NHWC',
+    },
+  );
+  free(backend, xT, dyT);
+  let cropped = conv;
+  if (conv.shape[1] !== kh || conv.shape[2] !== kw) {
+    cropped = call('Slice', backend, { x: conv }, { begin: [0, 0, 0, 0], size: [conv.shape[0], kh, kw, conv.shape[3]] });
+    free(backend, conv);
+  }
+  const out = transpose(backend, cropped, [1, 2, 0, 3]);
+  free(backend, cropped);
+  return out;
+};
+
+function swapLast(rank: number): number[] {
+  const perm = Array.from({ length: rank }, (_, i) => i);
+  perm[rank - 2] = rank - 1;
+  perm[rank - 1] = rank - 2;
+  return perm;
+}
+
+const batchMatMul: Kernel = ({ inputs, backend, attrs }) => {
+  let { a, b } = inputs;
+  const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+  if (!transposeA && !transposeB) return call('BatchMatMul', backend, inputs, attrs);
+  const temps: Info[] = [];
+  if (transposeA) {
+    a = transpose(backend, a, swapLast(a.shape.length));
+    temps.push(a);
+  }
+  if (transposeB) {
+    b = transpose(backend, b, swapLast(b.shape.length));
+    temps.push(b);
+  }
+  const out = call('BatchMatMul', backend, { a, b }, { ...attrs, transposeA: false, transposeB: false });
+  free(backend, ...temps);
+  return out;
+};
+
+/**
+ * For stride 1, dx = conv(dy, W') with W'[kh,kw,co,ci] = W[KH−1−kh, KW−1−kw, ci, co] and padding
+ * (KH−1−top, KH−1−bottom). Strided convolutions would need a zero-dilated dy; they keep the
+ * native kernel (correct, just slower).
+ */
+const conv2DBackpropInput: Kernel = ({ inputs, backend, attrs }) => {
+  const { dy, filter } = inputs;
+  const inputShape = attrs.inputShape as number[];
+  const info = convInfo(inputShape, filter.shape, attrs);
+  if (info.strideHeight !== 1 || info.strideWidth !== 1) return call('Conv2DBackpropInput', backend, inputs, attrs);
+  const { filterHeight: kh, filterWidth: kw } = info;
+  const { top, bottom, left, right } = info.padInfo;
+  const flipped = call('Reverse', backend, { x: filter }, { dims: [0, 1] });
+  const swapped = transpose(backend, flipped, [0, 1, 3, 2]);
+  free(backend, flipped);
+  const out = call(
+    'Conv2D',
+    backend,
+    { x: dy, filter: swapped },
+    {
+      strides: [1, 1],
+      dilations: [1, 1],
+      pad: [
+        [0, 0],
+        [kh - 1 - top, kh - 1 - bottom],
+        [kw - 1 - left, kw - 1 - right],
+        [0, 0],
+      ],
+      dataFormat: 'NHWC',
+    },
+  );
+  free(backend, swapped);
+  return out;
+};
+
+const maxPoolGrad: Kernel = ({ inputs, backend, attrs }) => {
+  const { dy, input } = inputs;
+  const info = tf.backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    attrs.filterSize as [number, number] | number,
+    attrs.strides as [number, number] | number,
+    1,
+    attrs.pad as ConvPad,
+    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
+  );
+  const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth, strideHeight, strideWidth } = info;
+  const { effectiveFilterHeight: fh, effectiveFilterWidth: fw } = info;
+  const { top, left } = info.padInfo;
+  const out = backend.makeOutput(input.shape, 'float32');
+  // Views taken after the allocation: makeOutput may grow (and so detach) the heap.
+  const x = backend.typedArrayFromHeap(input);
+  const g = backend.typedArrayFromHeap(dy);
+  const dx = backend.typedArrayFromHeap(out);
+  dx.fill(0);
+  for (let b = 0; b < batchSize; b++) {
+    const xb = b * inHeight * inWidth * c;
+    for (let oh = 0; oh < outHeight; oh++) {
+      const h0 = oh * strideHeight - top;
+      for (let ow = 0; ow < outWidth; ow++) {
+        const w0 = ow * strideWidth - left;
+        const gBase = ((b * outHeight + oh) * outWidth + ow) * c;
+        for (let ch = 0; ch < c; ch++) {
+          let best = Number.NEGATIVE_INFINITY;
+          let at = -1;
+          for (let h = Math.max(0, h0); h < Math.min(inHeight, h0 + fh); h++) {
+            for (let w = Math.max(0, w0); w < Math.min(inWidth, w0 + fw); w++) {
+              const i = xb + (h * inWidth + w) * c + ch;
+              if (x[i] > best) {
+                best = x[i];
+                at = i;
+              }
+            }
+          }
+          if (at >= 0) dx[at] += g[gBase + ch];
+        }
+      }
+    }
+  }
+  return out;
+};
+
+const FIXES: Record<string, Kernel> = {
+  Conv2DBackpropFilter: conv2DBackpropFilter,
+  BatchMatMul: batchMatMul,
+  Conv2DBackpropInput: conv2DBackpropInput,
+  MaxPoolGrad: maxPoolGrad,
+};
+
+let registered = false;
+
+/** Registers the fixes on the wasm backend once per thread. Safe to call again. */
+export function registerWasmKernelFixes(): void {
+  if (registered) return;
+  for (const [name, fn] of Object.entries(FIXES)) {
+    const existing = tf.getKernel(name, 'wasm');
+    if (existing) {
+      original.set(name, existing.kernelFunc as unknown as Kernel);
+      tf.unregisterKernel(name, 'wasm');
+    }
+    tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: fn as unknown as tf.KernelFunc });
+  }
+  registered = true;
+}
+
+/** Names of the kernels this module replaces or adds on wasm (for /health and reports). */
+export const WASM_KERNEL_FIXES = Object.keys(FIXES);
+
+onBackendReady((name) => {
+  if (name === 'wasm') registerWasmKernelFixes();
+});
