@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -7,6 +8,8 @@ import { join, resolve } from 'node:path';
  * folder, made once per set of migrations and copied by each test file that needs a database.
  */
 export default async function setup() {
+  // Worker threads run the compiled JavaScript (as in production): build it first (incremental).
+  execFileSync(process.execPath, [resolve('node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
   if (process.env.DATABASE_URL) return;
   const root = resolve('.tmp');
   const migrations = resolve('migrations');

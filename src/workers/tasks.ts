@@ -1,0 +1,42 @@
+import type { MessagePort } from 'node:worker_threads';
+import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
+
+/**
+ * What the main thread asks a worker thread to do. Tasks carry ids, paths and configurations;
+ * tensors stay in files. Results are small; big outputs are written as artifacts by the worker
+ * and returned as their sha256.
+ */
+export interface WorkerInit {
+  backend: BackendPreference;
+  artifactsDir: string;
+  cacheDir: string;
+  /** Lets tests ask a thread to crash, to check that the pool replaces it. */
+  allowDiagnostics?: boolean;
+}
+
+export interface InfoTask {
+  type: 'info';
+}
+export interface InfoResult {
+  backend: BackendInfo;
+  threadId: number;
+}
+
+export interface CrashTask {
+  type: 'crash';
+  how: 'exit' | 'throw' | 'hang';
+}
+
+export type WorkerTask = InfoTask | CrashTask;
+
+/** Messages a running task sends back on its progress port. */
+export interface ProgressMessage {
+  kind: 'progress';
+  [key: string]: unknown;
+}
+
+export interface TaskContext {
+  init: WorkerInit;
+  progress: (message: Omit<ProgressMessage, 'kind'>) => void;
+  port: MessagePort | null;
+}

@@ -1,0 +1,81 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { MessageChannel } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { PROJECT_ROOT } from '../paths.js';
+import type { ProgressMessage, WorkerInit, WorkerTask } from './tasks.js';
+
+/** The compiled worker entry: threads run plain JavaScript, so tests run the build like production. */
+export function workerFilename(): string {
+  const file = join(PROJECT_ROOT, 'dist', 'src', 'workers', 'task-worker.js');
+  if (!existsSync(file)) throw new Error(`worker entry ${file} is missing: run \`npm run build\``);
+  return file;
+}
+
+export interface RunTaskOptions {
+  onProgress?: (message: ProgressMessage) => void;
+  /** Aborting terminates the task's thread at once; the pool starts a fresh one. */
+  signal?: AbortSignal;
+}
+
+/**
+ * piscina threads, `threads` of them, each with one TensorFlow.js backend. A task that kills its
+ * thread (out of memory, process.exit, a native crash) rejects with that error and the pool
+ * replaces the thread.
+ */
+export class WorkerPool {
+  private readonly piscina: Piscina;
+  private busy = 0;
+  private completedTasks = 0;
+  private failedTasks = 0;
+
+  constructor(readonly threads: number, init: WorkerInit) {
+    this.piscina = new Piscina({
+      filename: workerFilename(),
+      minThreads: 0,
+      maxThreads: threads,
+      idleTimeout: 60_000,
+      workerData: init,
+      // Training holds a model, optimizer state and batches: give threads room, but bounded.
+      resourceLimits: { maxOldGenerationSizeMb: 4096 },
+    });
+  }
+
+  async run<R>(task: WorkerTask, opts: RunTaskOptions = {}): Promise<R> {
+    const channel = opts.onProgress ? new MessageChannel() : null;
+    if (channel && opts.onProgress) {
+      const onProgress = opts.onProgress;
+      channel.port1.on('message', (m: ProgressMessage) => onProgress(m));
+    }
+    this.busy++;
+    try {
+      const result = (await this.piscina.run(
+        { task, port: channel?.port2 },
+        { transferList: channel ? [channel.port2] : [], signal: opts.signal ?? null },
+      )) as R;
+      this.completedTasks++;
+      return result;
+    } catch (err) {
+      this.failedTasks++;
+      throw err;
+    } finally {
+      this.busy--;
+      channel?.port1.close();
+    }
+  }
+
+  stats() {
+    return {
+      threads: this.threads,
+      busy: this.busy,
+      queued: this.piscina.queueSize,
+      completed: this.completedTasks,
+      failed: this.failedTasks,
+      utilization: this.piscina.utilization,
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.piscina.destroy();
+  }
+}
