@@ -1,0 +1,230 @@
+import { stat } from 'node:fs/promises';
+import { CoreInputError } from '../errors.js';
+import { DTYPE_BYTES, type DType, type TensorEntry, type TensorStats } from '../tensors.js';
+import { FileCheckpointReader } from './file-reader.js';
+import { scanJsonKeys } from './json-scan.js';
+import { TensorStatsAccumulator } from './stats.js';
+import { layoutTensors, shapeSize, TensorStreamWriter, type ByteSink, type TensorSpec } from './tensor-writer.js';
+
+/**
+ * TensorFlow.js layers models: `model.json` (topology + weights manifest) plus weight files whose
+ * concatenation, in manifest order, holds every weight back to back as little-endian raw bytes.
+ */
+
+/** Problem type for a refused model.json. */
+export const TFJS_MODEL_ERROR = 'invalid-tfjs-model';
+/** Problem type for refused weight bytes. */
+export const TFJS_WEIGHTS_ERROR = 'invalid-tfjs-weights';
+export const DEFAULT_MAX_MODEL_JSON_BYTES = 64 * 1024 * 1024;
+
+export type TfjsDtype = 'float32' | 'int32' | 'bool';
+const TFJS_DTYPES: Readonly<Record<TfjsDtype, DType>> = { float32: 'F32', int32: 'I32', bool: 'BOOL' };
+
+export interface TfjsWeightSpec {
+  name: string;
+  shape: number[];
+  dtype: TfjsDtype;
+  [field: string]: unknown;
+}
+
+export interface TfjsWeightsGroup {
+  paths: string[];
+  weights: TfjsWeightSpec[];
+}
+
+export interface TfjsModelJson {
+  modelTopology: Record<string, unknown>;
+  weightsManifest: TfjsWeightsGroup[];
+  format?: string;
+  [field: string]: unknown;
+}
+
+export interface ParsedModelJson {
+  modelJson: TfjsModelJson;
+  /** Weights with absolute offsets over the concatenation of all weight files in manifest order. */
+  entries: TensorEntry[];
+  /** Total weight bytes the manifest describes. */
+  weightsBytes: number;
+  /** Every weight file path, in manifest order. */
+  weightPaths: string[];
+}
+
+function bad(message: string, details: Record<string, unknown> = {}, status: 400 | 413 | 422 = 400): CoreInputError {
+  return new CoreInputError(TFJS_MODEL_ERROR, message, details, status);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Weight paths are resolved against model.json's folder: refuse anything that could leave it. */
+function checkWeightPath(p: unknown, group: number): string {
+  const where = { group, path: p };
+  if (typeof p !== 'string' || p.length === 0) throw bad(`weightsManifest[${group}]: a weight path is not a non-empty string`, where);
+  if (p.includes('\\')) throw bad(`weight path ${JSON.stringify(p)} contains a backslash`, where);
+  if (p.includes('\0')) throw bad(`weight path ${JSON.stringify(p)} contains a NUL character`, where);
+  if (p.startsWith('/')) throw bad(`weight path ${JSON.stringify(p)} is absolute`, where);
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(p)) throw bad(`weight path ${JSON.stringify(p)} has a URL scheme or drive letter`, where);
+  for (const seg of p.split('/')) {
+    if (seg === '..' || seg === '.' || seg === '') throw bad(`weight path ${JSON.stringify(p)} has a ${seg === '' ? 'empty' : JSON.stringify(seg)} segment`, where);
+  }
+  return p;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Parses and validates a layers-model `model.json`. Quantized, string or complex weights, graph
+ * models, duplicate weight names and weight paths that leave their folder are refused.
+ */
+export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = {}): ParsedModelJson {
+  const max = opts.maxBytes ?? DEFAULT_MAX_MODEL_JSON_BYTES;
+  if (bytes.byteLength > max) throw bad(`model.json is ${bytes.byteLength} bytes, more than the limit of ${max}`, { limit: max }, 413);
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    throw bad('model.json is not valid UTF-8');
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw bad(`model.json is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(json)) throw bad('model.json is not a JSON object');
+  const dup = scanJsonKeys(text).duplicate;
+  if (dup) throw bad(`model.json has the key ${JSON.stringify(dup.key)} twice${dup.path.length ? ` in ${dup.path.join('.')}` : ''}`, { key: dup.key });
+  if (json.format !== undefined && json.format !== 'layers-model') {
+    throw bad(`model.json has format ${JSON.stringify(json.format)}; only layers models ("layers-model") are supported`, {}, 422);
+  }
+  if (!isObject(json.modelTopology)) throw bad('model.json has no modelTopology object');
+  const manifest = json.weightsManifest;
+  if (!Array.isArray(manifest)) throw bad('model.json has no weightsManifest list');
+
+  const entries: TensorEntry[] = [];
+  const names = new Set<string>();
+  const weightPaths: string[] = [];
+  let offset = 0;
+  manifest.forEach((group: unknown, g) => {
+    if (!isObject(group)) throw bad(`weightsManifest[${g}] is not an object`, { group: g });
+    const { paths, weights } = group;
+    if (!Array.isArray(paths) || paths.length === 0) throw bad(`weightsManifest[${g}].paths is not a non-empty list`, { group: g });
+    for (const p of paths) {
+      const path = checkWeightPath(p, g);
+      if (weightPaths.includes(path)) throw bad(`weight path ${JSON.stringify(path)} is listed twice`, { group: g, path });
+      weightPaths.push(path);
+    }
+    if (!Array.isArray(weights)) throw bad(`weightsManifest[${g}].weights is not a list`, { group: g });
+    weights.forEach((w: unknown, i) => {
+      if (!isObject(w)) throw bad(`weightsManifest[${g}].weights[${i}] is not an object`, { group: g });
+      const { name, shape, dtype } = w;
+      if (typeof name !== 'string' || name.length === 0) throw bad(`weightsManifest[${g}].weights[${i}] has no name`, { group: g });
+      const details = { weight: name };
+      if (w.quantization !== undefined) throw bad(`weight ${name} is quantized; quantized weights are not supported`, details, 422);
+      if (typeof dtype !== 'string' || !Object.hasOwn(TFJS_DTYPES, dtype)) {
+        throw bad(`weight ${name} has dtype ${JSON.stringify(dtype)}; supported are float32, int32 and bool`, details, 422);
+      }
+      if (names.has(name)) throw bad(`weight ${name} is listed twice`, details);
+      names.add(name);
+      const size = shapeSize(shape);
+      const st = TFJS_DTYPES[dtype as TfjsDtype];
+      const byteLength = size === undefined ? Number.NaN : size * DTYPE_BYTES[st];
+      if (!Number.isSafeInteger(byteLength) || !Number.isSafeInteger(offset + byteLength)) {
+        throw bad(`weight ${name}: shape ${JSON.stringify(shape)} is not a list of non-negative integers with a safe size`, details);
+      }
+      entries.push({ name, dtype: st, shape: shape as number[], byteOffset: offset, byteLength });
+      offset += byteLength;
+    });
+  });
+  return { modelJson: json as TfjsModelJson, entries, weightsBytes: offset, weightPaths };
+}
+
+/**
+ * The model.json a client downloads: the same topology and weights, in the same order, as one
+ * group whose single path is `weightsPath` (so `tf.loadLayersModel(url)` fetches the weights from
+ * the service).
+ */
+export function modelJsonForDownload(modelJson: TfjsModelJson, weightsPath: string): TfjsModelJson {
+  const weights = modelJson.weightsManifest.flatMap((g) => g.weights.map((w) => ({ ...w, shape: [...w.shape] })));
+  return { ...modelJson, weightsManifest: [{ paths: [weightsPath], weights }] };
+}
+
+export interface WeightsIngestResult {
+  stats: TensorStats[];
+  totalBytes: number;
+}
+
+/**
+ * Push parser for the concatenated weight bytes of a tfjs model (entries from parseModelJson):
+ * per-weight statistics without keeping the data; refuses a body longer than the manifest as soon
+ * as the excess arrives and a shorter one at finish.
+ */
+export class WeightsIngest {
+  private readonly acc: TensorStatsAccumulator;
+  private total = 0;
+  private error?: CoreInputError;
+  private finished = false;
+
+  constructor(
+    readonly entries: readonly TensorEntry[],
+    readonly expectedBytes: number,
+  ) {
+    this.acc = new TensorStatsAccumulator(entries);
+    if (this.acc.expectedBytes !== expectedBytes || (entries.length > 0 && entries[0].byteOffset !== 0)) {
+      throw new Error(`weights entries cover ${this.acc.expectedBytes} bytes from ${entries[0]?.byteOffset ?? 0}, expected ${expectedBytes} from 0`);
+    }
+  }
+
+  get bytesReceived(): number {
+    return this.total;
+  }
+
+  private fail(message: string, details: Record<string, unknown>): CoreInputError {
+    this.error = new CoreInputError(TFJS_WEIGHTS_ERROR, message, details, 400);
+    return this.error;
+  }
+
+  push(chunk: Uint8Array): void {
+    if (this.error) throw this.error;
+    if (this.finished) throw new Error('weights ingest already finished');
+    if (this.total + chunk.byteLength > this.expectedBytes) {
+      this.total += chunk.byteLength;
+      throw this.fail(`the weights manifest names ${this.expectedBytes} bytes, the upload had more`, { expectedBytes: this.expectedBytes });
+    }
+    this.total += chunk.byteLength;
+    this.acc.consume(chunk);
+  }
+
+  finish(): WeightsIngestResult {
+    if (this.error) throw this.error;
+    if (this.finished) throw new Error('weights ingest already finished');
+    if (this.total !== this.expectedBytes) {
+      throw this.fail(`the weights manifest names ${this.expectedBytes} bytes, the upload had ${this.total}`, { expectedBytes: this.expectedBytes, actualBytes: this.total });
+    }
+    this.finished = true;
+    return { stats: this.acc.stats, totalBytes: this.total };
+  }
+}
+
+/** Opens a stored weights file (the concatenation) whose layout comes from parseModelJson. */
+export async function openTfjsWeights(path: string, entries: readonly TensorEntry[]): Promise<FileCheckpointReader> {
+  const expected = entries.reduce((end, e) => Math.max(end, e.byteOffset + e.byteLength), 0);
+  const size = (await stat(path)).size;
+  if (size !== expected) {
+    throw new CoreInputError(TFJS_WEIGHTS_ERROR, `the weights manifest names ${expected} bytes, the weights file has ${size}`, { expectedBytes: expected, actualBytes: size }, 422);
+  }
+  return new FileCheckpointReader(path, entries, 'tfjs-weights');
+}
+
+/** Writes tfjs weights (the raw concatenation) to a sink, tensor by tensor in the given order. */
+export class TfjsWeightsWriter extends TensorStreamWriter {
+  constructor(tensors: readonly TensorSpec[], sink: ByteSink, opts: { chunkBytes?: number } = {}) {
+    for (const t of tensors) {
+      if (t.dtype !== 'F32' && t.dtype !== 'I32' && t.dtype !== 'BOOL') {
+        throw new CoreInputError('invalid-checkpoint', `tensor ${t.name} is ${t.dtype}; TensorFlow.js weights hold only float32, int32 and bool`, { tensor: t.name }, 422);
+      }
+    }
+    super(layoutTensors(tensors), sink, undefined, opts);
+  }
+}
