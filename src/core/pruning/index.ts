@@ -1,0 +1,4 @@
+export * from './methods.js';
+export * from './prng.js';
+export * from './prunable.js';
+export { keyToFloat } from './select.js';

@@ -1,0 +1,98 @@
+import { describe, expect, it } from 'vitest';
+import { CoreInputError } from '../errors.js';
+import type { DType, TensorEntry } from '../tensors.js';
+import { globToRegExp, isPrunableByDefault, selectPrunable } from './prunable.js';
+
+const t = (name: string, shape: number[], dtype: DType = 'F32'): TensorEntry => ({ name, shape, dtype, byteOffset: 0, byteLength: 0 });
+
+describe('default prunable rule', () => {
+  it('takes TensorFlow.js dense and conv kernels, never biases or batch-norm parameters', () => {
+    const tensors = [
+      t('conv1/kernel', [3, 3, 3, 16]),
+      t('conv1/bias', [16]),
+      t('bn1/gamma', [16]),
+      t('bn1/beta', [16]),
+      t('bn1/moving_mean', [16]),
+      t('bn1/moving_variance', [16]),
+      t('dense_1/kernel:0', [64, 10]),
+      t('conv2_block1_1_bn/gamma', [64]),
+      t('depthwise/depthwise_kernel', [3, 3, 16, 1]),
+      t('embedding/embeddings', [1000, 32]),
+    ];
+    expect(selectPrunable(tensors).map((e) => e.name)).toEqual(['conv1/kernel', 'dense_1/kernel:0', 'depthwise/depthwise_kernel']);
+  });
+
+  it('takes PyTorch weights, never norm weights, running statistics or biases', () => {
+    const tensors = [
+      t('conv1.weight', [64, 3, 7, 7]),
+      t('bn1.weight', [64]),
+      t('bn1.bias', [64]),
+      t('bn1.running_mean', [64]),
+      t('bn1.running_var', [64]),
+      t('bn1.num_batches_tracked', [], 'I64'),
+      t('layer1.0.conv1.weight', [64, 64, 1, 1]),
+      t('layer1.0.downsample.1.weight', [256]),
+      t('fc.weight', [1000, 2048]),
+      t('fc.bias', [1000]),
+      t('encoder.layer.0.LayerNorm.weight', [768]),
+      // A rank-2 tensor that is still not a kernel: the name rules catch it.
+      t('blocks.0.norm1.weight', [1, 768]),
+      t('blocks.0.attn.relative_position_bias_table', [169, 12]),
+      t('pos_embed', [1, 197, 768]),
+      t('int_table', [4, 4], 'I32'),
+      t('half.weight', [8, 8], 'F16'),
+    ];
+    expect(selectPrunable(tensors).map((e) => e.name)).toEqual(['conv1.weight', 'layer1.0.conv1.weight', 'fc.weight', 'half.weight']);
+  });
+
+  it('recognises bn/ln tokens but not words that merely contain the letters', () => {
+    expect(isPrunableByDefault(t('bn2a_branch2a/kernel', [3, 3]))).toBe(false);
+    expect(isPrunableByDefault(t('ln_1/kernel', [3, 3]))).toBe(false);
+    expect(isPrunableByDefault(t('unbnd/kernel', [3, 3]))).toBe(true);
+    expect(isPrunableByDefault(t('lnear/kernel', [3, 3]))).toBe(true);
+  });
+});
+
+describe('include / exclude globs', () => {
+  const tensors = [t('conv1/kernel', [3, 3, 1, 4]), t('conv1/bias', [4]), t('block.0.fc.weight', [4, 4]), t('head/kernel', [4, 2])];
+
+  it('include replaces the default rule (and may take rank-1 floats); exclude removes', () => {
+    expect(selectPrunable(tensors, { include: ['conv1/*'] }).map((e) => e.name)).toEqual(['conv1/kernel', 'conv1/bias']);
+    expect(selectPrunable(tensors, { exclude: ['head/*'] }).map((e) => e.name)).toEqual(['conv1/kernel', 'block.0.fc.weight']);
+    expect(selectPrunable(tensors, { include: ['*kernel'], exclude: ['head*'] }).map((e) => e.name)).toEqual(['conv1/kernel']);
+  });
+
+  it('* crosses / and . (** is the same), ? is one character, classes and alternations work', () => {
+    expect(globToRegExp('block*weight').test('block.0.fc.weight')).toBe(true);
+    expect(globToRegExp('**/kernel').test('a/b/c/kernel')).toBe(true);
+    expect(globToRegExp('conv?/kernel').test('conv1/kernel')).toBe(true);
+    expect(globToRegExp('conv?/kernel').test('conv12/kernel')).toBe(false);
+    expect(globToRegExp('conv[0-2]/*').test('conv2/kernel')).toBe(true);
+    expect(globToRegExp('conv[!0-2]/*').test('conv2/kernel')).toBe(false);
+    expect(globToRegExp('{conv,head}*/kernel').test('head/kernel')).toBe(true);
+    expect(globToRegExp('{conv,head}*/kernel').test('dense/kernel')).toBe(false);
+    // Dots are literal, the match is anchored and case-sensitive.
+    expect(globToRegExp('fc.weight').test('fcxweight')).toBe(false);
+    expect(globToRegExp('fc').test('fc.weight')).toBe(false);
+    expect(globToRegExp('FC.weight').test('fc.weight')).toBe(false);
+    expect(globToRegExp('a\\*b').test('a*b')).toBe(true);
+    expect(globToRegExp('a\\*b').test('axb')).toBe(false);
+  });
+
+  it('a pattern set selecting nothing is a 422 naming the patterns', () => {
+    try {
+      selectPrunable(tensors, { include: ['nothing*'] });
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(CoreInputError);
+      expect((e as CoreInputError).status).toBe(422);
+      expect((e as CoreInputError).code).toBe('no-prunable-tensors');
+      expect((e as CoreInputError).message).toContain('nothing*');
+    }
+    expect(() => selectPrunable(tensors, { exclude: ['*'] })).toThrow(/exclude \["\*"\]/);
+  });
+
+  it('rejects malformed patterns', () => {
+    for (const p of ['', 'a[b', '{a,b', '{a,{b}}', 'x\\']) expect(() => globToRegExp(p), p).toThrow(CoreInputError);
+  });
+});
