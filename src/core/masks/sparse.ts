@@ -259,3 +259,8 @@ export class SparseCheckpoint implements CheckpointReader {
 
   async close(): Promise<void> {}
 }
+
+/** Parses a sparse export (strict; see SparseCheckpoint). */
+export function parseSparse(bytes: Uint8Array): SparseCheckpoint {
+  return new SparseCheckpoint(bytes);
+}
