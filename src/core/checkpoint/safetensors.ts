@@ -82,6 +82,7 @@ export function parseHeaderJson(header: Uint8Array, opts: ParseHeaderOptions = {
   const scan = scanJsonKeys(text);
   if (scan.duplicate) {
     const { key, path } = scan.duplicate;
+    if (path.length === 0 && key === METADATA_KEY) throw bad('__metadata__ appears twice in the header');
     if (path.length === 0) throw bad(`tensor ${key} is listed twice in the header`, { tensor: key });
     if (path[0] === METADATA_KEY) throw bad(`metadata key ${key} appears twice`, { metadataKey: key });
     throw bad(`tensor ${path[0]} has the field ${key} twice`, { tensor: path[0] });
@@ -326,10 +327,10 @@ export async function openSafetensors(path: string, opts: { maxHeaderBytes?: num
  * data starts on an 8-byte boundary. Built by hand, not with JSON.stringify of an object, which
  * would move integer-like tensor names ("0") to the front.
  */
-export function encodeSafetensorsHeader(
+export function safetensorsLayout(
   tensors: readonly TensorSpec[],
   metadata: Record<string, string> = {},
-): { bytes: Uint8Array; headerLength: number; entries: TensorEntry[] } {
+): { header: Uint8Array; headerLength: number; entries: TensorEntry[] } {
   const relative = layoutTensors(tensors, 0, [METADATA_KEY]);
   const parts: string[] = [];
   const meta = Object.entries(metadata);
@@ -346,7 +347,12 @@ export function encodeSafetensorsHeader(
   new DataView(bytes.buffer).setBigUint64(0, BigInt(headerLength), true);
   bytes.set(json, 8);
   const entries = relative.map((e) => ({ ...e, byteOffset: e.byteOffset + 8 + headerLength }));
-  return { bytes, headerLength, entries };
+  return { header: bytes, headerLength, entries };
+}
+
+/** The 8-byte length plus the JSON header for these tensors, as `safetensorsLayout` lays them out. */
+export function encodeSafetensorsHeader(tensors: readonly TensorSpec[], metadata: Record<string, string> = {}): Uint8Array {
+  return safetensorsLayout(tensors, metadata).header;
 }
 
 /**
@@ -359,10 +365,10 @@ export class SafetensorsWriter {
   private readonly stream: TensorStreamWriter;
 
   constructor(tensors: readonly TensorSpec[], metadata: Record<string, string> | undefined, sink: ByteSink, opts: { chunkBytes?: number } = {}) {
-    const { bytes, headerLength, entries } = encodeSafetensorsHeader(tensors, metadata);
+    const { header, headerLength, entries } = safetensorsLayout(tensors, metadata);
     this.entries = entries;
     this.headerLength = headerLength;
-    this.stream = new TensorStreamWriter(entries, sink, bytes, opts);
+    this.stream = new TensorStreamWriter(entries, sink, header, opts);
   }
 
   get totalBytes(): number {

@@ -44,7 +44,7 @@ export interface ParsedModelJson {
   /** Weights with absolute offsets over the concatenation of all weight files in manifest order. */
   entries: TensorEntry[];
   /** Total weight bytes the manifest describes. */
-  weightsBytes: number;
+  weightBytes: number;
   /** Every weight file path, in manifest order. */
   weightPaths: string[];
 }
@@ -137,7 +137,7 @@ export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = 
       offset += byteLength;
     });
   });
-  return { modelJson: json as TfjsModelJson, entries, weightsBytes: offset, weightPaths };
+  return { modelJson: json as TfjsModelJson, entries, weightBytes: offset, weightPaths };
 }
 
 /**
