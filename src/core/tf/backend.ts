@@ -43,6 +43,8 @@ async function tryBackend(name: BackendName): Promise<void> {
       return;
     case 'wasm':
       await import('@tensorflow/tfjs-backend-wasm');
+      // Importing it registers the wasm kernel fixes with onBackendReady (run right after this).
+      await import('./wasm-kernels.js');
       if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend did not initialise');
       return;
     case 'cpu':

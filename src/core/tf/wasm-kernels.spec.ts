@@ -104,6 +104,35 @@ describe('wasm kernel fixes match the cpu backend', () => {
   });
 
   it.each([
+    { x: [1, 1, 1, 5], reps: [3, 4, 2, 1] },
+    { x: [2, 3], reps: [2, 3] },
+    { x: [2, 1, 3], reps: [1, 4, 2] },
+    { x: [7], reps: [3] },
+  ])('Tile x=$x reps=$reps', async ({ x, reps }) => {
+    await compare('Tile', { x }, { reps });
+  });
+
+  it.each([
+    { x: [6, 5, 4, 3], axis: [0, 1, 2], keepDims: false },
+    { x: [6, 5, 4, 3], axis: [2, 0, 1], keepDims: true },
+    { x: [9, 7], axis: 0, keepDims: false },
+    { x: [6, 5, 4], axis: [1, 2], keepDims: false },
+    { x: [6, 5, 4], axis: -1, keepDims: true },
+  ])('Sum and Mean x=$x axis=$axis keepDims=$keepDims', async ({ x, axis, keepDims }) => {
+    await compare('Sum', { x }, { axis, keepDims });
+    await compare('Mean', { x }, { axis, keepDims });
+  });
+
+  it('Identity shares the buffer and disposing either side keeps the other intact', async () => {
+    await tf.setBackend('wasm');
+    const a = tf.tensor([1, 2, 3]);
+    const b = tf.clone(a);
+    a.dispose();
+    expect(Array.from(b.dataSync())).toEqual([1, 2, 3]);
+    b.dispose();
+  });
+
+  it.each([
     { x: [3, 8, 8, 4], f: 2, s: 2, pad: 'valid' as const },
     { x: [2, 9, 9, 3], f: 3, s: 2, pad: 'same' as const },
     { x: [2, 7, 7, 2], f: 3, s: 1, pad: 'same' as const },

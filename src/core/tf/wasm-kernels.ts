@@ -10,6 +10,12 @@ import { onBackendReady } from './backend.js';
  * - `MaxPoolGrad` on wasm drops the gradient of windows whose maximum is negative (it starts the
  *   running max at 0, not −∞); pooling after ReLU never sees that, pooling elsewhere does. A plain
  *   loop over the heap replaces it (first maximum wins, as on cpu).
+ * - `Tile`, and `Sum`/`Mean` over leading axes (what batch-norm's gradient and moments do on NHWC:
+ *   reduce over N,H,W) are slow on wasm (Tile indexes per element; Sum/Mean transpose first):
+ *   Tile becomes block copies, the reductions a row loop with float64 accumulators.
+ * - `Identity` copies on wasm; the engine clones every input it saves for the gradient, so each
+ *   training step copied every activation once more. Like the cpu backend, it now shares the
+ *   (immutable) buffer by reference count.
  * - `Conv2DBackpropInput` on wasm is a naive loop: for stride 1 it is rebuilt as a Conv2D of `dy`
  *   with the flipped, in/out-swapped filter (strided ones keep the native kernel).
  *
@@ -21,9 +27,10 @@ import { onBackendReady } from './backend.js';
 type Info = tf.TensorInfo;
 interface WasmBackend {
   disposeData(dataId: object): boolean;
+  incRef(dataId: object): void;
   makeOutput(shape: number[], dtype: tf.DataType): Info;
   /** A view on the wasm heap: valid only until the next allocation (the heap may grow). */
-  typedArrayFromHeap(info: Info): Float32Array;
+  typedArrayFromHeap(info: Info): Float32Array | Int32Array | Uint8Array;
 }
 type KernelArgs = { inputs: Record<string, Info>; backend: WasmBackend; attrs: Record<string, unknown> };
 type Kernel = (args: KernelArgs) => Info;
@@ -189,33 +196,104 @@ const maxPoolGrad: Kernel = ({ inputs, backend, attrs }) => {
   // Views taken after the allocation: makeOutput may grow (and so detach) the heap.
   const x = backend.typedArrayFromHeap(input);
   const g = backend.typedArrayFromHeap(dy);
-  const dx = backend.typedArrayFromHeap(out);
+  const dx = backend.typedArrayFromHeap(out) as Float32Array;
   dx.fill(0);
+  // Channels innermost: every window is read as contiguous rows of `c` floats.
+  const best = new Float32Array(c);
+  const at = new Int32Array(c);
   for (let b = 0; b < batchSize; b++) {
     const xb = b * inHeight * inWidth * c;
     for (let oh = 0; oh < outHeight; oh++) {
       const h0 = oh * strideHeight - top;
+      const hStart = Math.max(0, h0);
+      const hEnd = Math.min(inHeight, h0 + fh);
       for (let ow = 0; ow < outWidth; ow++) {
         const w0 = ow * strideWidth - left;
-        const gBase = ((b * outHeight + oh) * outWidth + ow) * c;
-        for (let ch = 0; ch < c; ch++) {
-          let best = Number.NEGATIVE_INFINITY;
-          let at = -1;
-          for (let h = Math.max(0, h0); h < Math.min(inHeight, h0 + fh); h++) {
-            for (let w = Math.max(0, w0); w < Math.min(inWidth, w0 + fw); w++) {
-              const i = xb + (h * inWidth + w) * c + ch;
-              if (x[i] > best) {
-                best = x[i];
-                at = i;
+        const wStart = Math.max(0, w0);
+        const wEnd = Math.min(inWidth, w0 + fw);
+        best.fill(Number.NEGATIVE_INFINITY);
+        at.fill(-1);
+        for (let h = hStart; h < hEnd; h++) {
+          for (let w = wStart; w < wEnd; w++) {
+            const base = xb + (h * inWidth + w) * c;
+            for (let ch = 0; ch < c; ch++) {
+              // Strictly greater: the first maximum in row-major window order wins, as on cpu.
+              if (x[base + ch] > best[ch]) {
+                best[ch] = x[base + ch];
+                at[ch] = base + ch;
               }
             }
           }
-          if (at >= 0) dx[at] += g[gBase + ch];
         }
+        const gBase = ((b * outHeight + oh) * outWidth + ow) * c;
+        for (let ch = 0; ch < c; ch++) if (at[ch] >= 0) dx[at[ch]] += g[gBase + ch];
       }
     }
   }
   return out;
+};
+
+/** Tile by block copies: lay out one inner block, then double it with copyWithin. */
+const tile: Kernel = ({ inputs, backend, attrs }) => {
+  const { x } = inputs;
+  if (x.dtype === 'string' || x.dtype === 'complex64') return call('Tile', backend, inputs, attrs);
+  const reps = attrs.reps as number[];
+  const rank = x.shape.length;
+  const outShape = x.shape.map((d, i) => d * reps[i]);
+  const out = backend.makeOutput(outShape, x.dtype);
+  if (outShape.some((d) => d === 0)) return out;
+  const src = backend.typedArrayFromHeap(x);
+  const dst = backend.typedArrayFromHeap(out);
+  const inStrides = tf.util.computeStrides(x.shape);
+  const outStrides = tf.util.computeStrides(outShape);
+  const inStride = (d: number) => (d === rank - 1 ? 1 : inStrides[d]);
+  const outStride = (d: number) => (d === rank - 1 ? 1 : outStrides[d]);
+  // Fills the output block of dimension `d` whose first element is at outOffset.
+  const fill = (d: number, inOffset: number, outOffset: number) => {
+    const block = x.shape[d] * outStride(d);
+    if (d === rank - 1) dst.set(src.subarray(inOffset, inOffset + x.shape[d]), outOffset);
+    else for (let i = 0; i < x.shape[d]; i++) fill(d + 1, inOffset + i * inStride(d), outOffset + i * outStride(d));
+    const total = block * reps[d];
+    for (let filled = block; filled < total; filled *= 2) {
+      dst.copyWithin(outOffset + filled, outOffset, outOffset + Math.min(filled, total - filled));
+    }
+  };
+  if (rank === 0) dst.set(src);
+  else fill(0, 0, 0);
+  return out;
+};
+
+/** Sum or mean over the leading axes [0..k) of a float32 tensor, else the native kernel. */
+function leadingReduction(name: 'Sum' | 'Mean'): Kernel {
+  return ({ inputs, backend, attrs }) => {
+    const { x } = inputs;
+    const axes = tf.util.parseAxisParam(attrs.axis as number | number[], x.shape).sort((a, b) => a - b);
+    const leading = axes.length > 0 && axes.length < x.shape.length && axes.every((a, i) => a === i);
+    if (!leading || x.dtype !== 'float32') return call(name, backend, inputs, attrs);
+    const rows = x.shape.slice(0, axes.length).reduce((a, b) => a * b, 1);
+    const cols = x.shape.slice(axes.length).reduce((a, b) => a * b, 1);
+    const outShape = attrs.keepDims ? x.shape.map((d, i) => (i < axes.length ? 1 : d)) : x.shape.slice(axes.length);
+    const out = backend.makeOutput(outShape, 'float32');
+    const src = backend.typedArrayFromHeap(x) as Float32Array;
+    const dst = backend.typedArrayFromHeap(out) as Float32Array;
+    const acc = new Float64Array(cols);
+    // Four rows per pass: pairwise float32 adds into a float64 accumulator, ~2× a plain loop.
+    let r = 0;
+    let o = 0;
+    for (; r + 4 <= rows; r += 4, o += 4 * cols) {
+      for (let c = 0; c < cols; c++) acc[c] += src[o + c] + src[o + cols + c] + (src[o + 2 * cols + c] + src[o + 3 * cols + c]);
+    }
+    for (; r < rows; r++, o += cols) for (let c = 0; c < cols; c++) acc[c] += src[o + c];
+    const scale = name === 'Mean' ? 1 / rows : 1;
+    for (let c = 0; c < cols; c++) dst[c] = acc[c] * scale;
+    return out;
+  };
+}
+
+const identity: Kernel = ({ inputs, backend }) => {
+  const { x } = inputs;
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
 };
 
 const FIXES: Record<string, Kernel> = {
@@ -223,6 +301,10 @@ const FIXES: Record<string, Kernel> = {
   BatchMatMul: batchMatMul,
   Conv2DBackpropInput: conv2DBackpropInput,
   MaxPoolGrad: maxPoolGrad,
+  Tile: tile,
+  Sum: leadingReduction('Sum'),
+  Mean: leadingReduction('Mean'),
+  Identity: identity,
 };
 
 let registered = false;

@@ -1,0 +1,339 @@
+import * as tf from '@tensorflow/tfjs';
+import { fillBatch, type ImageDataset, sampleSize } from '../data/dataset.js';
+import { CoreInputError } from '../errors.js';
+import { isPrunableWeight } from './model-io.js';
+import { deriveSeed, shuffleInto } from './random.js';
+
+/** One candidate's training configuration (API.md, "Training configuration"). */
+export interface TrainingConfig {
+  /** Fixes the batch order (a seeded shuffle of the train split each epoch). */
+  seed: number;
+  /** May be fractional: training stops after round(epochs · stepsPerEpoch) steps. */
+  epochs: number;
+  batchSize: number;
+  optimizer: 'sgd' | 'adam';
+  /** SGD momentum (PyTorch semantics, no dampening). Ignored by Adam (β = 0.9, 0.999). */
+  momentum: number;
+  nesterov: boolean;
+  /** The peak learning rate η_max. */
+  learningRate: number;
+  schedule: 'constant' | 'linear' | 'cosine' | 'allr';
+  /** Fraction of steps spent warming up (all schedules but constant). Default 0.1. */
+  warmupFraction?: number;
+  /** Coupled L2 weight decay (added to the gradient, as PyTorch's SGD/Adam `weight_decay`). */
+  weightDecay: number;
+}
+
+/** What ALLR needs about the prune that preceded this retrain (DESIGN.md). */
+export interface AllrInputs {
+  /** d = ‖θ − θ_pruned‖₂ / ‖θ‖₂ */
+  relativeDistance: number;
+  /** The phase's pruning rate p (fraction of the remaining weights pruned in this phase). */
+  pruneRate: number;
+  /** E_retrain / E_pretrain. */
+  retrainToPretrainRatio: number;
+}
+
+export const DEFAULT_WARMUP_FRACTION = 0.1;
+
+/** ALLR's initial rate: clip((d/√p)·η_max, min(E_retrain/E_pretrain, 1)·η_max, η_max). */
+export function allrInitialRate(etaMax: number, allr: AllrInputs): number {
+  const { relativeDistance: d, pruneRate: p, retrainToPretrainRatio: r } = allr;
+  const raw = p > 0 ? (d / Math.sqrt(p)) * etaMax : etaMax;
+  const lower = Math.min(r, 1) * etaMax;
+  return Math.min(Math.max(raw, lower), etaMax);
+}
+
+/**
+ * The learning rate used for optimizer step `step` (0-based) of `totalSteps`.
+ * constant: η_max throughout. Others warm up over W = floor(warmupFraction · T) steps with
+ * η₀(1 − cos(π t / W))/2, then linear (and ALLR) decay linearly from η₀ at t = W to 0 at t = T;
+ * cosine decays as η₀(1 + cos(π (t − W)/(T − W)))/2. η₀ = η_max except for ALLR.
+ */
+export function learningRateAt(step: number, totalSteps: number, config: TrainingConfig, allr?: AllrInputs): number {
+  const etaMax = config.learningRate;
+  if (config.schedule === 'constant') return etaMax;
+  let eta0 = etaMax;
+  if (config.schedule === 'allr') {
+    if (!allr) throw new CoreInputError('bad-training-config', 'the allr schedule needs relativeDistance, pruneRate and retrainToPretrainRatio');
+    eta0 = allrInitialRate(etaMax, allr);
+  }
+  const T = totalSteps;
+  const W = Math.floor((config.warmupFraction ?? DEFAULT_WARMUP_FRACTION) * T);
+  const t = step;
+  if (t < W) return (eta0 * (1 - Math.cos((Math.PI * t) / W))) / 2;
+  const progress = T > W ? (t - W) / (T - W) : 1;
+  switch (config.schedule) {
+    case 'linear':
+    case 'allr':
+      return eta0 * (1 - progress);
+    case 'cosine':
+      return (eta0 * (1 + Math.cos(Math.PI * progress))) / 2;
+    default:
+      throw new CoreInputError('bad-training-config', `unknown schedule "${config.schedule as string}"`);
+  }
+}
+
+/** Steps per epoch keep the last partial batch (PyTorch's DataLoader default, drop_last = False). */
+export function stepsFor(trainSize: number, config: Pick<TrainingConfig, 'epochs' | 'batchSize'>): { stepsPerEpoch: number; totalSteps: number } {
+  const stepsPerEpoch = Math.ceil(trainSize / config.batchSize);
+  return { stepsPerEpoch, totalSteps: Math.max(1, Math.round(config.epochs * stepsPerEpoch)) };
+}
+
+export function validateTrainingConfig(config: TrainingConfig, allr?: AllrInputs): void {
+  const bad = (field: string, why: string) => {
+    throw new CoreInputError('bad-training-config', `training.${field} ${why}`, { field });
+  };
+  if (!Number.isSafeInteger(config.seed)) bad('seed', 'must be an integer');
+  if (!(config.epochs > 0) || !Number.isFinite(config.epochs)) bad('epochs', 'must be a positive number');
+  if (!Number.isInteger(config.batchSize) || config.batchSize < 1) bad('batchSize', 'must be a positive integer');
+  if (config.optimizer !== 'sgd' && config.optimizer !== 'adam') bad('optimizer', 'must be "sgd" or "adam"');
+  if (!(config.momentum >= 0 && config.momentum < 1)) bad('momentum', 'must be in [0, 1)');
+  if (!(config.learningRate >= 0) || !Number.isFinite(config.learningRate)) bad('learningRate', 'must be a finite number ≥ 0');
+  if (!['constant', 'linear', 'cosine', 'allr'].includes(config.schedule)) bad('schedule', 'must be constant, linear, cosine or allr');
+  const w = config.warmupFraction ?? DEFAULT_WARMUP_FRACTION;
+  if (!(w >= 0 && w < 1)) bad('warmupFraction', 'must be in [0, 1)');
+  if (!(config.weightDecay >= 0) || !Number.isFinite(config.weightDecay)) bad('weightDecay', 'must be a finite number ≥ 0');
+  if (config.schedule === 'allr') {
+    if (!allr) bad('schedule', '"allr" needs the prune inputs (relativeDistance, pruneRate, retrainToPretrainRatio)');
+    else {
+      if (!(allr.relativeDistance >= 0) || !Number.isFinite(allr.relativeDistance)) bad('allr.relativeDistance', 'must be ≥ 0');
+      if (!(allr.pruneRate > 0 && allr.pruneRate <= 1)) bad('allr.pruneRate', 'must be in (0, 1]');
+      if (!(allr.retrainToPretrainRatio > 0) || !Number.isFinite(allr.retrainToPretrainRatio)) bad('allr.retrainToPretrainRatio', 'must be > 0');
+    }
+  }
+}
+
+/**
+ * A mask: weight name (`fc1/kernel`) → one byte per element, 1 = kept, 0 = pruned, in the weight's
+ * row-major order. Weights not named are unmasked. (Packed bit masks are unpacked by the caller.)
+ */
+export type WeightMask = Map<string, Uint8Array>;
+
+export interface TrainProgress {
+  /** 1-based epoch the last step belonged to. */
+  epoch: number;
+  /** Optimizer steps done so far, of `steps`. */
+  step: number;
+  steps: number;
+  /** Mean training loss over the steps since the previous report. */
+  loss: number;
+  learningRate: number;
+  /** Throughput since the previous report. */
+  samplesPerSecond: number;
+}
+
+export interface TrainOptions {
+  mask?: WeightMask;
+  onProgress?: (p: TrainProgress) => void;
+  /** Report every this many steps (and after the last). Default 50. */
+  progressEvery?: number;
+  /** Checked between steps; the loop yields to the event loop each step so an abort can land. */
+  signal?: AbortSignal;
+  /** Required for schedule "allr". */
+  allr?: AllrInputs;
+  /**
+   * Which trainable weights weight decay applies to. Default "all" (kernels, biases, BN γ/β), as the
+   * SMS code does with SGD's weight_decay; "kernels" exempts biases and batch-norm parameters.
+   */
+  weightDecayOn?: 'all' | 'kernels';
+  /** Train on these sample indices instead of `dataset.splits.train`. */
+  indices?: Uint32Array;
+}
+
+export interface TrainResult {
+  steps: number;
+  epochs: number;
+  samples: number;
+  durationMs: number;
+  samplesPerSecond: number;
+  /** Mean training loss of each (possibly partial) epoch. */
+  epochLosses: number[];
+  finalLearningRate: number;
+}
+
+interface Slot {
+  name: string;
+  variable: tf.Variable;
+  decay: boolean;
+  /** float 0/1, multiplies the gradient. */
+  maskFloat?: tf.Tensor;
+  /** bool, selects kept weights; pruned ones become +0 (never −0). */
+  maskBool?: tf.Tensor;
+  zeros?: tf.Tensor;
+  state: tf.Variable[];
+}
+
+function abortError(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('training was aborted', 'AbortError');
+}
+
+function buildSlots(model: tf.LayersModel, mask: WeightMask | undefined, decayOn: 'all' | 'kernels', optimizer: 'sgd' | 'adam'): Slot[] {
+  const trainable = new Map(model.trainableWeights.map((w) => [w.originalName, w]));
+  if (mask) {
+    const all = new Map(model.weights.map((w) => [w.originalName, w]));
+    const mismatches: { tensor: string; kind: string }[] = [];
+    for (const [name, bits] of mask) {
+      const w = all.get(name);
+      if (!w) mismatches.push({ tensor: name, kind: 'missing' });
+      else if (!trainable.has(name)) mismatches.push({ tensor: name, kind: 'not-trainable' });
+      else if (bits.length !== w.shape.reduce((a: number, b) => a * (b ?? 1), 1)) mismatches.push({ tensor: name, kind: 'shape' });
+    }
+    if (mismatches.length) throw new CoreInputError('mask-mismatch', 'the mask does not fit the model', { mismatches }, 422);
+  }
+  return model.trainableWeights.map((w) => {
+    const variable = w.read() as tf.Variable;
+    const slot: Slot = {
+      name: w.originalName,
+      variable,
+      decay: decayOn === 'all' || isPrunableWeight(w.originalName),
+      state: [],
+    };
+    const bits = mask?.get(w.originalName);
+    if (bits) {
+      slot.maskFloat = tf.tensor(Float32Array.from(bits, (b) => (b ? 1 : 0)), variable.shape);
+      slot.maskBool = tf.tidy(() => tf.notEqual(slot.maskFloat!, 0));
+      slot.zeros = tf.zerosLike(variable);
+    }
+    const nState = optimizer === 'adam' ? 2 : 1;
+    for (let i = 0; i < nState; i++) slot.state.push(tf.variable(tf.zerosLike(variable), false));
+    return slot;
+  });
+}
+
+function enforceMask(slots: Slot[]): void {
+  tf.tidy(() => {
+    for (const s of slots) if (s.maskBool) s.variable.assign(tf.where(s.maskBool, s.variable, s.zeros!));
+  });
+}
+
+/**
+ * Trains `model` in place with a hand-written optimizer step, so that:
+ * - the seed alone fixes the batch order (seeded shuffle of the train split each epoch);
+ * - the mask is enforced after every step (pruned weights are exactly +0, their gradients and
+ *   optimizer state are masked too), so the trained model's zero pattern equals the mask;
+ * - weight decay is coupled L2 on the chosen weights (see `weightDecayOn`);
+ * - batches are filled into reused typed arrays (never sliced out of a big tensor).
+ * BN moving statistics update as the layers do in training mode (momentum 0.9 in the templates).
+ */
+export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, config: TrainingConfig, options: TrainOptions = {}): Promise<TrainResult> {
+  validateTrainingConfig(config, options.allr);
+  const { signal, onProgress } = options;
+  const progressEvery = Math.max(1, options.progressEvery ?? 50);
+  const source = options.indices ?? dataset.splits.train;
+  if (source.length === 0) throw new CoreInputError('empty-split', 'the training split is empty', {}, 422);
+  const { stepsPerEpoch, totalSteps } = stepsFor(source.length, config);
+  const [h, w, c] = dataset.inputShape;
+  const size = sampleSize(dataset);
+  const xBuf = new Float32Array(config.batchSize * size);
+  const yBuf = new Int32Array(config.batchSize);
+  const order = new Uint32Array(source.length);
+  const slots = buildSlots(model, options.mask, options.weightDecayOn ?? 'all', config.optimizer);
+  const varList = slots.map((s) => s.variable);
+  const beta1 = 0.9;
+  const beta2 = 0.999;
+  const eps = 1e-8;
+
+  const epochLosses: number[] = [];
+  let epochLossSum = 0;
+  let epochSteps = 0;
+  let windowLoss = 0;
+  let windowSteps = 0;
+  let windowSamples = 0;
+  let windowStart = performance.now();
+  const start = windowStart;
+  let samples = 0;
+  let lr = 0;
+  let step = 0;
+  try {
+    enforceMask(slots);
+    for (; step < totalSteps; step++) {
+      if (signal) {
+        // Let pending events (a cancel message to this worker) run, then check.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        if (signal.aborted) throw abortError(signal);
+      }
+      const epoch = Math.floor(step / stepsPerEpoch);
+      const pos = step % stepsPerEpoch;
+      if (pos === 0) {
+        if (epoch > 0) {
+          epochLosses.push(epochLossSum / epochSteps);
+          epochLossSum = 0;
+          epochSteps = 0;
+        }
+        shuffleInto(source, deriveSeed(config.seed, epoch), order);
+      }
+      const count = Math.min(config.batchSize, source.length - pos * config.batchSize);
+      fillBatch(dataset, order, pos * config.batchSize, count, xBuf, yBuf);
+      lr = learningRateAt(step, totalSteps, config, options.allr);
+      const t = step + 1;
+      const lossValue = tf.tidy(() => {
+        const xs = tf.tensor4d(xBuf.subarray(0, count * size), [count, h, w, c]);
+        const ys = tf.oneHot(tf.tensor1d(yBuf.subarray(0, count), 'int32'), dataset.classes);
+        const { value, grads } = tf.variableGrads(() => {
+          const logits = model.apply(xs, { training: true }) as tf.Tensor;
+          return tf.losses.softmaxCrossEntropy(ys, logits) as tf.Scalar;
+        }, varList);
+        for (const s of slots) {
+          let g = grads[s.variable.name];
+          if (config.weightDecay > 0 && s.decay) g = tf.add(g, tf.mul(s.variable, config.weightDecay));
+          if (s.maskFloat) g = tf.mul(g, s.maskFloat);
+          let next: tf.Tensor;
+          if (config.optimizer === 'sgd') {
+            let direction = g;
+            if (config.momentum > 0) {
+              const buf = s.state[0];
+              buf.assign(tf.add(tf.mul(buf, config.momentum), g));
+              direction = config.nesterov ? tf.add(g, tf.mul(buf, config.momentum)) : buf;
+            }
+            next = tf.sub(s.variable, tf.mul(direction, lr));
+          } else {
+            const [m, v] = s.state;
+            m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)));
+            v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)));
+            const mHat = tf.div(m, 1 - beta1 ** t);
+            const vHat = tf.div(v, 1 - beta2 ** t);
+            next = tf.sub(s.variable, tf.mul(tf.div(mHat, tf.add(tf.sqrt(vHat), eps)), lr));
+          }
+          if (s.maskBool) next = tf.where(s.maskBool, next, s.zeros!);
+          s.variable.assign(next);
+        }
+        return value.dataSync()[0];
+      });
+      samples += count;
+      epochLossSum += lossValue;
+      epochSteps++;
+      windowLoss += lossValue;
+      windowSteps++;
+      windowSamples += count;
+      if (onProgress && ((step + 1) % progressEvery === 0 || step + 1 === totalSteps)) {
+        const now = performance.now();
+        onProgress({
+          epoch: epoch + 1,
+          step: step + 1,
+          steps: totalSteps,
+          loss: windowLoss / windowSteps,
+          learningRate: lr,
+          samplesPerSecond: (windowSamples * 1000) / Math.max(now - windowStart, 1e-6),
+        });
+        windowLoss = 0;
+        windowSteps = 0;
+        windowSamples = 0;
+        windowStart = now;
+      }
+    }
+    if (epochSteps > 0) epochLosses.push(epochLossSum / epochSteps);
+  } finally {
+    for (const s of slots) tf.dispose([s.maskFloat, s.maskBool, s.zeros, ...s.state].filter((x): x is tf.Tensor => x != null));
+  }
+  const durationMs = performance.now() - start;
+  return {
+    steps: step,
+    epochs: step / stepsPerEpoch,
+    samples,
+    durationMs,
+    samplesPerSecond: (samples * 1000) / durationMs,
+    epochLosses,
+    finalLearningRate: lr,
+  };
+}
