@@ -107,8 +107,11 @@ export function recalibrateBatchNorm(model: tf.LayersModel, dataset: ImageDatase
     if (!mean || !variance) throw new Error(`batch norm ${layer.name} has no moving statistics`);
     const t = totals[i];
     const pop = Float32Array.from(t.m2, (m2) => m2 / t.n);
-    mean.write(tf.tensor(Float32Array.from(t.mean), mean.shape as number[]));
-    variance.write(tf.tensor(pop, variance.shape as number[]));
+    // In a tidy: the variables keep their own references, the temporaries are freed.
+    tf.tidy(() => {
+      mean.write(tf.tensor(Float32Array.from(t.mean), mean.shape as number[]));
+      variance.write(tf.tensor(pop, variance.shape as number[]));
+    });
   });
   return { layers: bnLayers.map((l) => l.name), samples: indices.length, batches };
 }

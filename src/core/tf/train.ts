@@ -196,7 +196,8 @@ function buildSlots(model: tf.LayersModel, mask: WeightMask | undefined, decayOn
       slot.zeros = tf.zerosLike(variable);
     }
     const nState = optimizer === 'adam' ? 2 : 1;
-    for (let i = 0; i < nState; i++) slot.state.push(tf.variable(tf.zerosLike(variable), false));
+    // In a tidy: the variable keeps its own reference to the zeros, the temporary is freed.
+    for (let i = 0; i < nState; i++) slot.state.push(tf.tidy(() => tf.variable(tf.zerosLike(variable), false)));
     return slot;
   });
 }
