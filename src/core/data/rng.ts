@@ -87,10 +87,10 @@ export class Rng {
       this.spare = Number.NaN;
       return v;
     }
-    let u = this.float();
-    while (u === 0) u = this.float();
+    // 32-bit uniforms suffice here (tails to about 6.7σ) and halve the cost; u is never 0.
+    const u = (this.nextUint32() + 0.5) / 4294967296;
     const r = Math.sqrt(-2 * Math.log(u));
-    const t = 2 * Math.PI * this.float();
+    const t = (2 * Math.PI * this.nextUint32()) / 4294967296;
     this.spare = r * Math.sin(t);
     return r * Math.cos(t);
   }
