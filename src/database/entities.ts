@@ -1,4 +1,5 @@
 import { ArtifactEntity } from '../artifacts/artifact.entity.js';
+import { ModelEntity, ModelParentEntity } from '../models/model.entity.js';
 
 /** Every entity, in one list: the data source, migration generation and the drift check use it. */
-export const ENTITIES = [ArtifactEntity];
+export const ENTITIES = [ArtifactEntity, ModelEntity, ModelParentEntity];

@@ -16,6 +16,8 @@ export const TFJS_MODEL_ERROR = 'invalid-tfjs-model';
 /** Problem type for refused weight bytes. */
 export const TFJS_WEIGHTS_ERROR = 'invalid-tfjs-weights';
 export const DEFAULT_MAX_MODEL_JSON_BYTES = 64 * 1024 * 1024;
+/** Keras topologies nest a few dozen levels at most; far deeper JSON would overflow JSON.stringify. */
+export const MAX_MODEL_JSON_DEPTH = 128;
 
 export type TfjsDtype = 'float32' | 'int32' | 'bool';
 const TFJS_DTYPES: Readonly<Record<TfjsDtype, DType>> = { float32: 'F32', int32: 'I32', bool: 'BOOL' };
@@ -65,8 +67,9 @@ function checkWeightPath(p: unknown, group: number): string {
   if (p.includes('\0')) throw bad(`weight path ${JSON.stringify(p)} contains a NUL character`, where);
   if (p.startsWith('/')) throw bad(`weight path ${JSON.stringify(p)} is absolute`, where);
   if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(p)) throw bad(`weight path ${JSON.stringify(p)} has a URL scheme or drive letter`, where);
+  // tf.io.http itself writes "./model.weights.bin": "." stays in the folder; ".." and "" do not.
   for (const seg of p.split('/')) {
-    if (seg === '..' || seg === '.' || seg === '') throw bad(`weight path ${JSON.stringify(p)} has a ${seg === '' ? 'empty' : JSON.stringify(seg)} segment`, where);
+    if (seg === '..' || seg === '') throw bad(`weight path ${JSON.stringify(p)} has a ${seg === '' ? 'empty' : JSON.stringify(seg)} segment`, where);
   }
   return p;
 }
@@ -93,7 +96,9 @@ export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = 
     throw bad(`model.json is not valid JSON: ${(err as Error).message}`);
   }
   if (!isObject(json)) throw bad('model.json is not a JSON object');
-  const dup = scanJsonKeys(text).duplicate;
+  const scan = scanJsonKeys(text);
+  const dup = scan.duplicate;
+  if (scan.maxDepth > MAX_MODEL_JSON_DEPTH) throw bad(`model.json nests ${scan.maxDepth} levels deep, more than the limit of ${MAX_MODEL_JSON_DEPTH}`);
   if (dup) throw bad(`model.json has the key ${JSON.stringify(dup.key)} twice${dup.path.length ? ` in ${dup.path.join('.')}` : ''}`, { key: dup.key });
   if (json.format !== undefined && json.format !== 'layers-model') {
     throw bad(`model.json has format ${JSON.stringify(json.format)}; only layers models ("layers-model") are supported`, {}, 422);

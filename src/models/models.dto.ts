@@ -1,0 +1,78 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { IsOptional, IsString, IsUUID, Length, Matches } from 'class-validator';
+import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
+import type { ModelEntity } from './model.entity.js';
+
+export const MODEL_NAME = /^[\w.@+-][\w .@+/-]{0,199}$/;
+
+export class ModelTensorDto {
+  @ApiProperty({ example: 'fc1/kernel' }) name: string;
+  @ApiProperty({ enum: ['F64', 'F32', 'F16', 'BF16', 'I64', 'I32', 'I16', 'I8', 'U64', 'U32', 'U16', 'U8', 'BOOL'] }) dtype: string;
+  @ApiProperty({ type: [Number], example: [784, 300] }) shape: number[];
+  @ApiProperty({ description: 'kernels of dense and convolution layers; never biases or normalisation parameters' }) prunable: boolean;
+  @ApiProperty({ description: 'exact zeros / elements' }) sparsity: number;
+}
+
+export class ModelDto {
+  @ApiProperty({ format: 'uuid' }) id: string;
+  @ApiProperty() name: string;
+  @ApiProperty({ enum: ['tfjs-layers', 'safetensors'] }) format: 'tfjs-layers' | 'safetensors';
+  @ApiProperty({ description: 'sha256 of the weights file (the safetensors file, or the concatenated TensorFlow.js weights)' }) sha256: string;
+  @ApiProperty() sizeBytes: number;
+  @ApiProperty() paramCount: number;
+  @ApiProperty({ description: 'exact zeros / all weights' }) sparsity: number;
+  @ApiProperty({ description: 'exact zeros / prunable weights' }) prunableSparsity: number;
+  @ApiProperty({ type: [ModelTensorDto] }) tensors: ModelTensorDto[];
+  @ApiProperty({ type: [String], description: 'lineage: the source of a pruned model, the ingredients of a soup, in order' }) parentIds: string[];
+  @ApiProperty({ type: String, nullable: true, description: 'the mask this model was pruned with' }) maskId: string | null;
+  @ApiProperty({ type: String, nullable: true, description: 'hash of the exact-zero pattern on the prunable tensors' }) impliedMaskHash: string | null;
+  @ApiProperty({ description: 'true when some weight is NaN or infinite' }) nonFinite: boolean;
+  @ApiProperty({ type: 'object', additionalProperties: true, description: 'provenance: how the model was made, with configuration and seed' }) origin: Record<string, unknown>;
+  @ApiProperty({ type: 'object', additionalProperties: { type: 'string' } }) metadata: Record<string, string>;
+  @ApiProperty() createdAt: Date;
+}
+
+export class ModelPageDto extends PageMetaDto {
+  @ApiProperty({ type: [ModelDto] }) items: ModelDto[];
+}
+
+export class CreateModelQueryDto {
+  @ApiProperty({ description: 'a name for the model', example: 'lenet' })
+  @IsString() @Length(1, 200) @Matches(MODEL_NAME, { message: 'name may hold letters, digits, spaces and . _ - @ + /' })
+  name: string;
+}
+
+export class ModelQueryDto extends PageQueryDto {
+  @ApiPropertyOptional({ description: 'only models with exactly this name' })
+  @IsOptional() @IsString()
+  name?: string;
+
+  @ApiPropertyOptional({ description: 'only direct children of this model', format: 'uuid' })
+  @IsOptional() @IsUUID()
+  parentId?: string;
+}
+
+export class IdParamDto {
+  @ApiProperty({ format: 'uuid' }) @IsUUID() id: string;
+}
+
+export function mapModel(e: ModelEntity, parentIds: string[], maskId: string | null = null): ModelDto {
+  return {
+    id: e.id,
+    name: e.name,
+    format: e.format,
+    sha256: e.weightsSha256,
+    sizeBytes: e.sizeBytes,
+    paramCount: e.paramCount,
+    sparsity: e.sparsity,
+    prunableSparsity: e.prunableSparsity,
+    tensors: e.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, prunable: t.prunable, sparsity: t.sparsity })),
+    parentIds,
+    maskId,
+    impliedMaskHash: e.impliedMaskHash,
+    nonFinite: e.nonFinite,
+    origin: e.origin,
+    metadata: e.metadata,
+    createdAt: e.createdAt,
+  };
+}

@@ -1,0 +1,240 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import type { Request, Response } from 'express';
+import { StreamableFile } from '@nestjs/common';
+import { type DataSource, type EntityManager, In, QueryFailedError } from 'typeorm';
+import type { StoredArtifact } from '../artifacts/artifact-store.js';
+import { ArtifactsService } from '../artifacts/artifacts.service.js';
+import { conflict, notFound, ProblemException } from '../common/problem.js';
+import type { AppConfig } from '../config/config.js';
+import { APP_CONFIG } from '../config/config.module.js';
+import { encodeSafetensorsHeader, openSafetensors } from '../core/checkpoint/safetensors.js';
+import { modelJsonForDownload, openTfjsWeights, type TfjsModelJson } from '../core/checkpoint/tfjs.js';
+import { impliedMask, maskHash } from '../core/masks/index.js';
+import { isPrunable } from '../core/pruning/prunable.js';
+import type { CheckpointReader, TensorEntry, TensorStats } from '../core/tensors.js';
+import { ModelEntity, ModelParentEntity, type ModelOrigin, type ModelTensor } from './model.entity.js';
+import { ingestSafetensors, ingestTfjsMultipart, type IngestedCheckpoint } from './model-upload.js';
+import { type ModelDto, type ModelPageDto, type ModelQueryDto, mapModel } from './models.dto.js';
+
+/** A new model's facts, however it was made (upload, prune, soup, training). */
+export interface NewModel {
+  name: string;
+  format: 'tfjs-layers' | 'safetensors';
+  weights: StoredArtifact;
+  topology: StoredArtifact | null;
+  entries: IngestedCheckpoint['entries'];
+  stats: TensorStats[];
+  metadata?: Record<string, string>;
+  origin: ModelOrigin;
+  parentIds?: string[];
+  impliedMaskHash?: string | null;
+}
+
+const REFERRERS: Record<string, string> = {
+  model_parent: 'a model derived from it',
+  mask: 'a mask',
+  run: 'a run',
+  run_candidate: 'a run candidate',
+  soup: 'a soup',
+  soup_ingredient: 'a soup',
+  evaluation: 'an evaluation',
+};
+
+@Injectable()
+export class ModelsService {
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly artifacts: ArtifactsService,
+  ) {}
+
+  /** POST /models: a safetensors body or the multipart body of tf.io.http. */
+  async upload(name: string, req: Request): Promise<ModelDto> {
+    const max = this.config.maxUploadBytes;
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > max) {
+      throw new ProblemException(413, `the body is ${declared} bytes; the limit (MAX_UPLOAD_BYTES) is ${max}`);
+    }
+    const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    const committed: StoredArtifact[] = [];
+    try {
+      let ingested: IngestedCheckpoint;
+      if (type === 'multipart/form-data') {
+        ingested = await ingestTfjsMultipart(req, this.artifacts.store, max, committed);
+      } else if (type === 'application/octet-stream' || type === 'application/vnd.safetensors') {
+        ingested = await ingestSafetensors(req, this.artifacts.store, max);
+        committed.push(ingested.weights);
+      } else {
+        throw new ProblemException(415, `send a safetensors file as application/octet-stream, or a TensorFlow.js model as multipart/form-data (tf.io.http); got "${type || 'no content type'}"`);
+      }
+      const { implied } = await this.impliedMask(ingested);
+      return await this.create({ name, ...ingested, origin: { kind: 'upload' }, impliedMaskHash: implied });
+    } catch (err) {
+      for (const a of committed) await this.artifacts.discard(a);
+      throw err;
+    }
+  }
+
+  /** The hash of the upload's exact-zero pattern on its prunable tensors (null when none is prunable). */
+  private async impliedMask(c: IngestedCheckpoint): Promise<{ implied: string | null }> {
+    if (!c.entries.some((e) => isPrunable(e))) return { implied: null };
+    const reader = await this.openWeights(c.format, c.weights.sha256, c.entries);
+    try {
+      return { implied: maskHash(await impliedMask(reader)) };
+    } finally {
+      await reader.close();
+    }
+  }
+
+  /** A reader over a stored weights artifact, one tensor at a time. */
+  async openWeights(format: 'safetensors' | 'tfjs-layers', sha256: string, entries: readonly TensorEntry[]): Promise<CheckpointReader> {
+    const path = this.artifacts.store.pathOf(sha256);
+    return format === 'safetensors' ? openSafetensors(path) : openTfjsWeights(path, entries);
+  }
+
+  /** Opens a model's weights for reading. */
+  async openModel(e: ModelEntity): Promise<CheckpointReader> {
+    return this.openWeights(e.format, e.weightsSha256, e.tensors.map(({ name, dtype, shape, byteOffset, byteLength }) => ({ name, dtype, shape, byteOffset, byteLength })));
+  }
+
+  /** Persists a model whose artifacts are already committed: artifact rows, model row and lineage in one transaction. */
+  async create(m: NewModel, manager?: EntityManager): Promise<ModelDto> {
+    const run = async (tx: EntityManager) => {
+      await this.artifacts.record(tx, m.weights, m.format === 'safetensors' ? 'application/vnd.safetensors' : 'application/octet-stream');
+      if (m.topology) await this.artifacts.record(tx, m.topology, 'application/json');
+      const tensors = toModelTensors(m);
+      const all = tensors.reduce((a, t) => a + t.size, 0);
+      const prunable = tensors.filter((t) => t.prunable);
+      const prunableSize = prunable.reduce((a, t) => a + t.size, 0);
+      const entity = tx.create(ModelEntity, {
+        name: m.name,
+        format: m.format,
+        weightsSha256: m.weights.sha256,
+        topologySha256: m.topology?.sha256 ?? null,
+        sizeBytes: m.weights.sizeBytes + (m.topology?.sizeBytes ?? 0),
+        paramCount: all,
+        sparsity: all ? tensors.reduce((a, t) => a + t.zeros, 0) / all : 0,
+        prunableSparsity: prunableSize ? prunable.reduce((a, t) => a + t.zeros, 0) / prunableSize : 0,
+        nonFinite: m.stats.some((s) => s.nonFinite > 0),
+        tensors,
+        metadata: m.metadata ?? {},
+        origin: m.origin,
+        impliedMaskHash: m.impliedMaskHash ?? null,
+      });
+      const saved = await tx.save(entity);
+      const parentIds = m.parentIds ?? [];
+      if (parentIds.length) {
+        await tx.insert(ModelParentEntity, parentIds.map((parentId, position) => ({ modelId: saved.id, parentId, position })));
+      }
+      return mapModel(saved, parentIds);
+    };
+    return manager ? run(manager) : this.dataSource.transaction(run);
+  }
+
+  async list(q: ModelQueryDto): Promise<ModelPageDto> {
+    const limit = q.limit ?? 50;
+    const offset = q.offset ?? 0;
+    const qb = this.dataSource.getRepository(ModelEntity).createQueryBuilder('m').orderBy('m.created_at', 'DESC').addOrderBy('m.id');
+    if (q.name !== undefined) qb.andWhere('m.name = :name', { name: q.name });
+    if (q.parentId) qb.andWhere('m.id IN (SELECT model_id FROM model_parent WHERE parent_id = :pid)', { pid: q.parentId });
+    const [rows, total] = await qb.take(limit).skip(offset).getManyAndCount();
+    const parents = await this.parentsOf(rows.map((r) => r.id));
+    return { items: rows.map((r) => mapModel(r, parents.get(r.id) ?? [])), total, limit, offset };
+  }
+
+  async get(id: string): Promise<ModelDto> {
+    const e = await this.entity(id);
+    return mapModel(e, (await this.parentsOf([id])).get(id) ?? []);
+  }
+
+  async entity(id: string, manager: EntityManager = this.dataSource.manager): Promise<ModelEntity> {
+    const e = await manager.findOneBy(ModelEntity, { id });
+    if (!e) throw notFound('model', id);
+    return e;
+  }
+
+  private async parentsOf(ids: string[]): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    if (!ids.length) return out;
+    const rows = await this.dataSource.getRepository(ModelParentEntity).find({ where: { modelId: In(ids) }, order: { position: 'ASC' } });
+    for (const r of rows) out.set(r.modelId, [...(out.get(r.modelId) ?? []), r.parentId]);
+    return out;
+  }
+
+  /** Refused with 409 while anything refers to the model; the foreign keys say what. */
+  async delete(id: string): Promise<void> {
+    await this.entity(id);
+    try {
+      await this.dataSource.transaction(async (tx) => {
+        await tx.delete(ModelParentEntity, { modelId: id });
+        await tx.delete(ModelEntity, { id });
+      });
+    } catch (err) {
+      const e = err as QueryFailedError & { code?: string; driverError?: { code?: string; table?: string; detail?: string } };
+      const code = e.driverError?.code ?? e.code;
+      if (err instanceof QueryFailedError && code === '23503') {
+        const table = e.driverError?.table ?? /table "(\w+)"/.exec(e.driverError?.detail ?? e.message)?.[1] ?? '';
+        throw conflict(`model ${id} cannot be deleted while ${REFERRERS[table] ?? `a ${table} row`} refers to it`, { referencedBy: table });
+      }
+      throw err;
+    }
+  }
+
+  async modelJson(id: string): Promise<Record<string, unknown>> {
+    const e = await this.entity(id);
+    if (e.format !== 'tfjs-layers' || !e.topologySha256) {
+      throw new ProblemException(409, `model ${id} is a ${e.format} checkpoint and has no TensorFlow.js topology; download /models/${id}/safetensors`);
+    }
+    const chunks: Buffer[] = [];
+    for await (const c of this.artifacts.store.read(e.topologySha256)) chunks.push(c as Buffer);
+    return modelJsonForDownload(JSON.parse(Buffer.concat(chunks).toString('utf8')) as TfjsModelJson, 'model.weights.bin') as Record<string, unknown>;
+  }
+
+  async weights(id: string, res: Response): Promise<StreamableFile> {
+    const e = await this.entity(id);
+    if (e.format !== 'tfjs-layers') throw new ProblemException(409, `model ${id} is a safetensors checkpoint; download /models/${id}/safetensors`);
+    res.setHeader('content-type', 'application/octet-stream');
+    res.setHeader('etag', `"${e.weightsSha256}"`);
+    return new StreamableFile(this.artifacts.store.read(e.weightsSha256), { length: await this.artifacts.store.size(e.weightsSha256) });
+  }
+
+  async safetensors(id: string, res: Response): Promise<StreamableFile> {
+    const e = await this.entity(id);
+    res.setHeader('content-type', 'application/octet-stream');
+    res.setHeader('content-disposition', `attachment; filename="${e.name.replace(/[^\w.-]/g, '_')}.safetensors"`);
+    if (e.format === 'safetensors') {
+      res.setHeader('etag', `"${e.weightsSha256}"`);
+      return new StreamableFile(this.artifacts.store.read(e.weightsSha256), { length: await this.artifacts.store.size(e.weightsSha256) });
+    }
+    // The TensorFlow.js weights are already laid out back to back in manifest order: the safetensors
+    // file is a header naming the same tensors followed by those bytes, unchanged.
+    const header = encodeSafetensorsHeader(e.tensors, { format: 'tfjs-layers', source: e.id });
+    const body = this.artifacts.store.read(e.weightsSha256);
+    async function* concat() {
+      yield header;
+      yield* body;
+    }
+    const { Readable } = await import('node:stream');
+    return new StreamableFile(Readable.from(concat()), { length: header.byteLength + (await this.artifacts.store.size(e.weightsSha256)) });
+  }
+}
+
+function toModelTensors(m: NewModel): ModelTensor[] {
+  const stats = new Map(m.stats.map((s) => [s.name, s]));
+  return m.entries.map((entry) => {
+    const s = stats.get(entry.name);
+    if (!s) throw new Error(`no statistics for tensor ${entry.name}`);
+    return {
+      name: entry.name,
+      dtype: entry.dtype,
+      shape: entry.shape,
+      prunable: isPrunable(entry),
+      sparsity: s.size ? s.zeros / s.size : 0,
+      zeros: s.zeros,
+      size: s.size,
+      byteOffset: entry.byteOffset,
+      byteLength: entry.byteLength,
+    };
+  });
+}
