@@ -10,6 +10,8 @@ export interface JsonKeyScan {
   topLevelKeys: string[];
   /** The first key seen twice in one object, with the path of keys leading to that object. */
   duplicate?: { key: string; path: string[] };
+  /** Deepest nesting of objects and arrays (JSON.stringify recurses: deep values crash it later). */
+  maxDepth: number;
 }
 
 interface Frame {
@@ -54,10 +56,11 @@ export function scanJsonKeys(text: string): JsonKeyScan {
   // Modes: 0 = expecting a value, 1 = expecting an object key, 2 = after a value.
   let mode = 0;
   let pendingKey: string | undefined;
+  let maxDepth = 0;
   while (true) {
     skipWs();
     // Only reached on text JSON.parse rejected (a caller bug); stop rather than loop.
-    if (i >= n) return { topLevelKeys };
+    if (i >= n) return { topLevelKeys, maxDepth };
     if (mode === 0) {
       const c = text.charCodeAt(i);
       if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
@@ -65,10 +68,12 @@ export function scanJsonKeys(text: string): JsonKeyScan {
         skipWs();
         const close = c === 0x7b ? 0x7d : 0x5d;
         if (text.charCodeAt(i) === close) {
+          if (stack.length + 1 > maxDepth) maxDepth = stack.length + 1;
           i++;
           mode = 2;
         } else {
           stack.push({ isObject: c === 0x7b, keys: c === 0x7b ? new Set() : undefined, key: pendingKey });
+          if (stack.length > maxDepth) maxDepth = stack.length;
           mode = c === 0x7b ? 1 : 0;
         }
         pendingKey = undefined;
@@ -89,7 +94,7 @@ export function scanJsonKeys(text: string): JsonKeyScan {
     } else if (mode === 1) {
       const key = readString();
       const frame = stack[stack.length - 1];
-      if (frame.keys!.has(key)) return { topLevelKeys, duplicate: { key, path: path() } };
+      if (frame.keys!.has(key)) return { topLevelKeys, duplicate: { key, path: path() }, maxDepth };
       frame.keys!.add(key);
       if (stack.length === 1) topLevelKeys.push(key);
       skipWs();
@@ -97,7 +102,7 @@ export function scanJsonKeys(text: string): JsonKeyScan {
       pendingKey = key;
       mode = 0;
     } else {
-      if (stack.length === 0) return { topLevelKeys };
+      if (stack.length === 0) return { topLevelKeys, maxDepth };
       const c = text.charCodeAt(i);
       i++;
       if (c === 0x2c) mode = stack[stack.length - 1].isObject ? 1 : 0;

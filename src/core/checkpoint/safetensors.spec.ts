@@ -337,6 +337,7 @@ describe('bad safetensors input is a CoreInputError that says what is wrong', ()
     ['not an object', rawSafetensors('[1,2]'), /does not start with '\{'/],
     ['leading space', rawSafetensors(' {}'), /does not start with '\{'/],
     ['entry not an object', rawSafetensors('{"a":5}'), /tensor a: its entry is not an object/, { tensor: 'a' }],
+    ['deeply nested entry', rawSafetensors(`{"a":${'['.repeat(100000)}${']'.repeat(100000)}}`), /tensor a: its entry is not an object/],
     ['entry is an array', rawSafetensors('{"a":[]}'), /tensor a: its entry is not an object/, { tensor: 'a' }],
     ['unknown dtype', rawSafetensors('{"w":{"dtype":"F8","shape":[1],"data_offsets":[0,1]}}', 1), /tensor w has unknown dtype "F8"/, { tensor: 'w' }],
     ['unknown field', rawSafetensors('{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":1}}', 1), /tensor w has an unknown field x/],

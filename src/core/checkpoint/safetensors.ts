@@ -186,7 +186,7 @@ export class SafetensorsIngest {
   private parsed?: SafetensorsHeader;
   private acc?: TensorStatsAccumulator;
   private total = 0;
-  private error?: CoreInputError;
+  private error?: unknown;
   private finished = false;
 
   constructor(opts: { maxHeaderBytes?: number } = {}) {
@@ -207,13 +207,14 @@ export class SafetensorsIngest {
     try {
       this.consume(chunk);
     } catch (err) {
-      this.error = err instanceof CoreInputError ? err : bad(`the upload could not be read: ${(err as Error).message}`);
-      throw this.error;
+      // Sticky: a half-consumed chunk leaves the state unusable. Internal errors stay what they are.
+      this.error = err;
+      throw err;
     }
   }
 
   private guard(): void {
-    if (this.error) throw this.error;
+    if (this.error !== undefined) throw this.error;
     if (this.finished) throw new Error('safetensors ingest already finished');
   }
 

@@ -144,6 +144,7 @@ describe('bad model.json is a CoreInputError that says what is wrong', () => {
     ['fractional dimension', model([group([w('k', [0.5])])]), /shape \[0.5\]/],
     ['shape not a list', model([group([w('k', 3)])]), /shape 3/],
     ['overflowing shape', model([group([w('k', [2 ** 26, 2 ** 26, 2 ** 26])])]), /safe size/],
+    ['nesting deeper than 128', enc(`{"modelTopology":{"x":${'['.repeat(200)}${']'.repeat(200)}},"weightsManifest":[]}`), /nests 202 levels deep, more than the limit of 128/],
     ['duplicate JSON key', enc('{"modelTopology":{},"weightsManifest":[],"modelTopology":{}}'), /has the key "modelTopology" twice/],
   ];
   it.each(cases)('%s', (_label, bytes, message, status) => {
