@@ -104,10 +104,66 @@ describe('magnitude-global', () => {
     const reader = ckpt(big);
     const entries = selectPrunable(reader.tensors);
     const a = await magnitudeGlobal(reader, entries, 0.63);
-    const b = await magnitudeGlobal(reader, entries, 0.63, new PruneBuffers(), 0);
+    const b = await magnitudeGlobal(reader, entries, 0.63, new PruneBuffers(), undefined, { candidateCap: 0 });
+    expect([a.stats.path, b.stats.path]).toEqual(['bucket', 'histogram']);
     expect(maskHash(a.mask)).toBe(maskHash(b.mask));
     expect(keptArrays(a.mask)).toEqual(referenceGlobal(big, 0.63));
     expect(maskHash((await magnitudeGlobal(reader, entries, 0.63)).mask)).toBe(maskHash(a.mask));
+  });
+});
+
+describe('magnitude-global on larger models (sampled window fast path)', () => {
+  /** Deterministic pseudo-normal values, quantized to create exact ties. */
+  function model(sizes: number[], zeroFraction: number, seed: number): T[] {
+    let x = seed;
+    const rnd = () => {
+      x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+      return x / 2 ** 32;
+    };
+    return sizes.map((n, i) => {
+      const data = new Float32Array(n);
+      for (let j = 0; j < n; j++) data[j] = rnd() < zeroFraction ? 0 : Math.round((rnd() + rnd() + rnd() - 1.5) * 4096) / 4096;
+      return { name: `l${i}/kernel`, shape: [n / 100, 100], data };
+    });
+  }
+
+  it('matches the exact paths and the sorting reference', async () => {
+    const ts = model([120_000, 90_000, 60_000], 0, 1);
+    const reader = ckpt(ts);
+    const entries = selectPrunable(reader.tensors);
+    for (const s of [0.9, 0.5, 0.02]) {
+      const fast = await magnitudeGlobal(reader, entries, s);
+      const exact = await magnitudeGlobal(reader, entries, s, new PruneBuffers(), undefined, { candidateCap: 0 });
+      expect(fast.stats.pruned).toBe(Math.round(s * 270_000));
+      expect([fast.stats.path, exact.stats.path]).toEqual(['window', 'histogram']);
+      expect(maskHash((await magnitudeGlobal(reader, entries, s, new PruneBuffers(), undefined, { sample: false })).mask)).toBe(maskHash(fast.mask));
+      expect(maskHash(fast.mask)).toBe(maskHash(exact.mask));
+      if (s === 0.9) expect(keptArrays(fast.mask)).toEqual(referenceGlobal(ts, s));
+    }
+  });
+
+  it('falls back to the exact path when the window holds too many weights (re-pruning mostly-zero models)', async () => {
+    const ts = model([80_000, 80_000, 80_000, 80_000], 0.9, 2);
+    const reader = ckpt(ts);
+    const entries = selectPrunable(reader.tensors);
+    for (const s of [0.85, 0.9, 0.93]) {
+      const r = await magnitudeGlobal(reader, entries, s);
+      expect(r.stats.path).toBe(s === 0.93 ? 'window' : 'histogram');
+      expect(keptArrays(r.mask)).toEqual(referenceGlobal(ts, s));
+    }
+  });
+
+  it('reuses an `into` mask and gives the same result as a fresh one', async () => {
+    const reader = ckpt(model([100_000, 200_000], 0.3, 3));
+    const buffers = new PruneBuffers();
+    const a = await prune(reader, { method: 'magnitude-global', sparsity: 0.8, buffers });
+    const hashA = maskHash(a.mask);
+    const b = await prune(reader, { method: 'magnitude-global', sparsity: 0.6, buffers, into: a.mask });
+    expect(b.mask).toBe(a.mask);
+    expect(maskHash(b.mask)).toBe(maskHash((await prune(reader, { method: 'magnitude-global', sparsity: 0.6 })).mask));
+    expect(maskHash(b.mask)).not.toBe(hashA);
+    const c = await prune(reader, { method: 'random', sparsity: 0.6, seed: 1, into: a.mask });
+    expect(maskHash(c.mask)).toBe(maskHash((await prune(reader, { method: 'random', sparsity: 0.6, seed: 1 })).mask));
   });
 });
 

@@ -1,5 +1,5 @@
 import { CoreInputError } from '../errors.js';
-import { allocateMask, fillKept, type Mask, type TensorMask, wordsOf } from '../masks/mask.js';
+import { allocateMask, fillKept, type Mask, sameShape, type TensorMask, wordsOf } from '../masks/mask.js';
 import type { CheckpointReader, TensorEntry } from '../tensors.js';
 import { Xoshiro128 } from './prng.js';
 import { type PrunableRule, selectPrunable } from './prunable.js';
@@ -53,6 +53,12 @@ export interface PruneOptions {
   rule?: PrunableRule;
   /** Reused scratch buffers (hot paths, benchmarks). Not shared between concurrent calls. */
   buffers?: PruneBuffers;
+  /**
+   * Write the result into this mask instead of a new one (same prunable tensors, as returned by an
+   * earlier prune of the same architecture): skips the first touch of fresh memory. Its previous
+   * contents are lost.
+   */
+  into?: Mask;
 }
 
 export interface PruneStats {
@@ -67,6 +73,11 @@ export interface PruneStats {
   threshold?: number;
   /** `magnitude-global`: weights with |w| exactly the threshold that were pruned. */
   prunedAtThreshold?: number;
+  /**
+   * `magnitude-global`: which path found the threshold (all give the same mask): `window` (sampled
+   * window, 2 reads), `bucket` (histogram + bucket collection), `histogram` (3-read exact path).
+   */
+  path?: 'window' | 'bucket' | 'histogram';
 }
 
 export interface PruneResult {
@@ -80,7 +91,17 @@ export class PruneBuffers {
   readonly hi = new Uint32Array(HIGH_BUCKETS);
   readonly lo = new Uint32Array(LOW_BUCKETS);
   candIndex = new Uint32Array(0);
-  candLow = new Uint16Array(0);
+  candKey = new Uint32Array(0);
+  sample = new Uint32Array(0);
+
+  growCandidates(n: number): void {
+    const index = new Uint32Array(n);
+    const key = new Uint32Array(n);
+    index.set(this.candIndex);
+    key.set(this.candKey);
+    this.candIndex = index;
+    this.candKey = key;
+  }
 
   /** A scratch tensor buffer of at least n floats. */
   floats(n: number): Float32Array {
@@ -102,13 +123,13 @@ export async function prune(reader: CheckpointReader, options: PruneOptions): Pr
   const buffers = options.buffers ?? new PruneBuffers();
   switch (options.method) {
     case 'magnitude-global':
-      return magnitudeGlobal(reader, entries, checkSparsity(options.sparsity), buffers);
+      return magnitudeGlobal(reader, entries, checkSparsity(options.sparsity), buffers, options.into);
     case 'magnitude-layerwise':
-      return magnitudeLayerwise(reader, entries, checkSparsity(options.sparsity), buffers);
+      return magnitudeLayerwise(reader, entries, checkSparsity(options.sparsity), buffers, options.into);
     case 'random':
-      return randomPrune(reader, entries, checkSparsity(options.sparsity), checkSeed(options.seed ?? 0), buffers);
+      return randomPrune(reader, entries, checkSparsity(options.sparsity), checkSeed(options.seed ?? 0), buffers, options.into);
     case 'n-of-m':
-      return nOfM(reader, entries, options, buffers);
+      return nOfM(reader, entries, options, buffers, options.into);
     default:
       throw new CoreInputError('unknown-method', `unknown pruning method ${JSON.stringify(options.method)}`, { method: options.method }, 422);
   }
@@ -143,6 +164,22 @@ async function read(reader: CheckpointReader, e: TensorEntry, buffers: PruneBuff
   return u32View(f);
 }
 
+/**
+ * A fresh mask for `entries`, or `into` cleared for reuse (same tensor names and shapes in the same
+ * order, word-aligned as `allocateMask` makes them): reuse skips the first-touch cost of new memory.
+ */
+function maskFor(entries: readonly TensorEntry[], into?: Mask): Mask {
+  if (!into) return allocateMask(entries);
+  if (into.tensors.length !== entries.length || !into.tensors.every((t, i) => t.name === entries[i].name && sameShape(t.shape, entries[i].shape) && wordsOf(t))) {
+    throw new Error('`into` mask does not match the prunable tensors');
+  }
+  for (const t of into.tensors) {
+    t.bits.fill(0);
+    t.kept = 0;
+  }
+  return into;
+}
+
 function words(tm: TensorMask): Uint32Array {
   const w = wordsOf(tm);
   if (!w) throw new Error('mask not word-aligned');
@@ -158,25 +195,45 @@ function stats(method: PruneMethod, entries: readonly TensorEntry[], mask: Mask,
 
 /**
  * One L1 threshold over all prunable tensors (the SMS default), exactly round(s · N) pruned.
- * Pass 1 histograms the high 15 key bits of every weight. Pass 2 writes the mask of every weight
- * outside the threshold's bucket and collects the bucket's members (index and low 16 bits); the
- * exact threshold is then found among them and their bits set. When the bucket is larger than
- * the largest tensor (many equal weights), a low-bits histogram pass and a third build pass
- * replace the collection, to keep memory bounded. `candidateCap` forces that path in tests.
+ *
+ * Fast path (two reads of every tensor, one full compute pass): pass 1 samples about one key in
+ * 64 (pseudo-random strides, so no alignment with kernel shapes) and takes a key window around
+ * the target rank with a 6σ margin; pass 2 writes the mask of every weight outside the window
+ * and collects the window's members (index, key), then the exact threshold is selected among
+ * them (radix select) and their bits set by the tie rule. The window is checked exactly (weights
+ * below it < k ≤ below + members); when the check fails, or the members would exceed the
+ * candidate cap (many equal weights, e.g. a model already at the target sparsity), the exact path
+ * runs instead: a full 15-bit histogram pass, then the same collection restricted to the
+ * threshold's bucket, or (bucket over the cap) a low-bits histogram pass and a build pass.
+ * Every path gives the same mask. Memory: the largest tensor, 384 KiB of histograms, a sample of
+ * N/64 keys and the candidates (8 bytes each, capped at the largest tensor's size).
+ * `tuning` (tests, benchmarks) forces the exact paths: `sample: false` skips the window,
+ * `candidateCap` lowers the cap.
  */
 export async function magnitudeGlobal(
   reader: CheckpointReader,
   entries: readonly TensorEntry[],
   sparsity: number,
   buffers = new PruneBuffers(),
-  candidateCap = Math.max(1 << 16, maxSize(entries)),
+  into?: Mask,
+  tuning: { sample?: boolean; candidateCap?: number } = {},
 ): Promise<PruneResult> {
+  const candidateCap = tuning.candidateCap ?? Math.max(1 << 16, maxSize(entries));
   const n = total(entries);
   const k = Math.round(sparsity * n);
-  const mask = allocateMask(entries);
+  const mask = maskFor(entries, into);
   if (k === 0) {
     for (const t of mask.tensors) fillKept(t);
     return { mask, stats: stats('magnitude-global', entries, mask) };
+  }
+  const done = (key: number, ties: number, path: PruneStats['path']) => ({
+    mask,
+    stats: stats('magnitude-global', entries, mask, { threshold: keyToFloat(key), prunedAtThreshold: ties, path }),
+  });
+  if (n >= SAMPLE_MIN && tuning.sample !== false) {
+    const win = await sampleWindow(reader, entries, k, n, buffers);
+    const r = await buildCollecting(reader, entries, mask, win.lo, win.hi, k, candidateCap, buffers);
+    if (r) return done(r.key, r.ties, 'window');
   }
   const { hi, lo } = buffers;
   hi.fill(0);
@@ -184,86 +241,129 @@ export async function magnitudeGlobal(
   const { bucket, before } = findBucket(hi, k);
   const inBucket = hi[bucket];
   hi.fill(0);
-  let t: number;
-  let ties: number;
   if (inBucket <= candidateCap) {
-    ({ key: t, ties } = await buildCollecting(reader, entries, mask, bucket, k - before, inBucket, buffers));
-  } else {
-    lo.fill(0);
-    for (const e of entries) histLowIn(await read(reader, e, buffers), bucket, lo);
-    const low = findBucket(lo, k - before);
-    lo.fill(0);
-    t = (bucket << 16) | low.bucket;
-    ties = k - before - low.before;
-    let left = ties;
-    for (let i = 0; i < entries.length; i++) {
-      const w = words(mask.tensors[i]);
-      left = buildWords(await read(reader, entries[i], buffers), w, t, left);
-      mask.tensors[i].kept = countWords(w);
-    }
+    const r = await buildCollecting(reader, entries, mask, bucket << 16, (bucket << 16) | 0xffff, k, candidateCap, buffers);
+    if (!r) throw new Error('threshold bucket did not hold the target rank');
+    return done(r.key, r.ties, 'bucket');
   }
-  return { mask, stats: stats('magnitude-global', entries, mask, { threshold: keyToFloat(t), prunedAtThreshold: ties }) };
+  lo.fill(0);
+  for (const e of entries) histLowIn(await read(reader, e, buffers), bucket, lo);
+  const low = findBucket(lo, k - before);
+  lo.fill(0);
+  const t = (bucket << 16) | low.bucket;
+  const ties = k - before - low.before;
+  let left = ties;
+  for (let i = 0; i < entries.length; i++) {
+    const w = words(mask.tensors[i]);
+    left = buildWords(await read(reader, entries[i], buffers), w, t, left);
+    mask.tensors[i].kept = countWords(w);
+  }
+  return done(t, ties, 'histogram');
 }
 
-/** Pass 2 of magnitudeGlobal when the threshold bucket fits in the candidate buffers. */
+/** Below this many weights the exact path is cheap enough; sampling is skipped. */
+const SAMPLE_MIN = 1 << 18;
+
+/**
+ * Pass 1 of the fast path: a key window [lo, hi] that holds the k-th smallest key with high
+ * probability, from a sample of about n / 64 keys (exact order statistics of the sample ± 6σ).
+ */
+async function sampleWindow(reader: CheckpointReader, entries: readonly TensorEntry[], k: number, n: number, buffers: PruneBuffers): Promise<{ lo: number; hi: number }> {
+  const cap = Math.ceil(n / 32) + 64;
+  if (buffers.sample.length < cap) buffers.sample = new Uint32Array(cap);
+  const sample = buffers.sample;
+  let m = 0;
+  let x = 0x2545f491; // xorshift32: strides 33..96 (mean 64.5), fixed seed so runs agree
+  let next = 0;
+  for (const e of entries) {
+    const u = await read(reader, e, buffers);
+    const len = u.length;
+    while (next < len) {
+      sample[m++] = u[next] & 0x7fffffff;
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      next += 33 + ((x >>> 26) & 63);
+    }
+    next -= len;
+  }
+  const s = sample.subarray(0, m);
+  const p = k / n;
+  const margin = 6 * Math.sqrt(m * p * (1 - p)) + 16;
+  const rLo = Math.floor(p * m - margin);
+  const rHi = Math.ceil(p * m + margin);
+  const lo = rLo < 1 ? 0 : thresholdOf(s, rLo, buffers.hi, buffers.lo).key;
+  const hi = rHi > m ? 0x7fffffff : thresholdOf(s, rHi, buffers.hi, buffers.lo).key;
+  return { lo, hi };
+}
+
+/**
+ * Builds the mask for keys outside [lo, hi] (below pruned, above kept) and collects the keys
+ * inside, then selects the exact threshold among them. Null when the k-th key is not inside the
+ * window or the window holds more than `cap` weights; the mask is then garbage, to be rebuilt.
+ */
 async function buildCollecting(
   reader: CheckpointReader,
   entries: readonly TensorEntry[],
   mask: Mask,
-  bucket: number,
-  rank: number,
-  inBucket: number,
+  lo: number,
+  hi: number,
+  k: number,
+  cap: number,
   buffers: PruneBuffers,
-): Promise<{ key: number; ties: number }> {
-  if (buffers.candIndex.length < inBucket) {
-    buffers.candIndex = new Uint32Array(inBucket);
-    buffers.candLow = new Uint16Array(inBucket);
-  }
-  const { candIndex, candLow, lo } = buffers;
-  // Keys above the bucket's top are kept; keys below its bottom are pruned; members are
-  // tentatively kept and collected.
-  const top = (bucket << 16) | 0xffff;
+): Promise<{ key: number; ties: number } | null> {
+  const span = hi - lo;
   const ends: number[] = [];
   let c = 0;
+  let kept = 0;
   for (let ti = 0; ti < entries.length; ti++) {
     const u = await read(reader, entries[ti], buffers);
     const w = words(mask.tensors[ti]);
     const nn = u.length;
+    if (buffers.candIndex.length < Math.min(cap, c + nn)) buffers.growCandidates(Math.min(cap, Math.max(c + nn, 2 * buffers.candIndex.length)));
+    const { candIndex, candKey } = buffers;
     for (let base = 0; base < nn; base += 32) {
       const m = Math.min(32, nn - base);
       let word = 0;
       for (let j = 0; j < m; j++) {
         const key = u[base + j] & 0x7fffffff;
-        if (key >>> 16 === bucket) {
+        // One unsigned compare for lo ≤ key ≤ hi; outside, the sign of hi − key says above.
+        if ((key - lo) >>> 0 <= span) {
+          if (c === cap) return null;
           candIndex[c] = base + j;
-          candLow[c++] = key;
+          candKey[c++] = key;
           word |= 1 << j;
-        } else word |= ((top - key) >>> 31) << j;
+        } else word |= ((hi - key) >>> 31) << j;
       }
       w[base >>> 5] = word;
     }
+    const kt = countWords(w);
+    mask.tensors[ti].kept = kt;
+    kept += kt;
     ends.push(c);
   }
-  lo.fill(0);
-  for (let i = 0; i < c; i++) lo[candLow[i]]++;
-  const low = findBucket(lo, rank);
-  lo.fill(0);
-  const ties = rank - low.before;
+  const below = total(entries) - kept;
+  if (below >= k || below + c < k) return null;
+  const { candIndex, candKey } = buffers;
+  const { key, ties } = thresholdOf(candKey.subarray(0, c), k - below, buffers.hi, buffers.lo);
   let left = ties;
   let start = 0;
   for (let ti = 0; ti < entries.length; ti++) {
-    const bits = mask.tensors[ti].bits;
+    const tm = mask.tensors[ti];
+    const bits = tm.bits;
+    let cleared = 0;
     for (let i = start; i < ends[ti]; i++) {
-      const l = candLow[i];
-      if (l < low.bucket || (l === low.bucket && left-- > 0)) {
+      const v = candKey[i];
+      if (v < key || (v === key && left-- > 0)) {
         const p = candIndex[i];
         bits[p >> 3] &= ~(1 << (p & 7));
+        cleared++;
       }
     }
+    tm.kept -= cleared;
     start = ends[ti];
-    mask.tensors[ti].kept = countWords(words(mask.tensors[ti]));
   }
-  return { key: (bucket << 16) | low.bucket, ties };
+  return { key, ties };
 }
 
 /** The same fraction in every prunable tensor: exactly round(s · n_t) pruned in each. */
@@ -272,8 +372,9 @@ export async function magnitudeLayerwise(
   entries: readonly TensorEntry[],
   sparsity: number,
   buffers = new PruneBuffers(),
+  into?: Mask,
 ): Promise<PruneResult> {
-  const mask = allocateMask(entries);
+  const mask = maskFor(entries, into);
   for (let i = 0; i < entries.length; i++) {
     const tm = mask.tensors[i];
     const k = Math.round(sparsity * tm.size);
@@ -302,10 +403,11 @@ export async function randomPrune(
   sparsity: number,
   seed: number,
   buffers = new PruneBuffers(),
+  into?: Mask,
 ): Promise<PruneResult> {
   const n = total(entries);
   const k = Math.round(sparsity * n);
-  const mask = allocateMask(entries);
+  const mask = maskFor(entries, into);
   let zeros = 0;
   if (k > 0) {
     for (const e of entries) {
@@ -365,6 +467,7 @@ export async function nOfM(
   entries: readonly TensorEntry[],
   options: Pick<PruneOptions, 'n' | 'm' | 'layout'>,
   buffers = new PruneBuffers(),
+  into?: Mask,
 ): Promise<PruneResult> {
   const { n, m, layout } = options;
   if (!Number.isInteger(n) || !Number.isInteger(m) || (n as number) < 1 || (m as number) > 256 || (n as number) > (m as number)) {
@@ -375,7 +478,7 @@ export async function nOfM(
   }
   const N = n as number;
   const M = m as number;
-  const mask = allocateMask(entries);
+  const mask = maskFor(entries, into);
   const keys = new Uint32Array(M);
   for (let ti = 0; ti < entries.length; ti++) {
     const tm = mask.tensors[ti];

@@ -1,0 +1,46 @@
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+
+/** The machine a benchmark ran on, for its printout. */
+export interface MachineInfo {
+  cpu: string;
+  /** Logical cores Node sees (what the process may use). */
+  cores: number;
+  memoryGiB: number;
+  node: string;
+  v8: string;
+  platform: string;
+}
+
+export function machineInfo(): MachineInfo {
+  const cpus = os.cpus();
+  let cpu = cpus[0]?.model?.trim() || 'unknown';
+  if (cpu === 'unknown' || cpu.length < 4) {
+    // Some virtual CPUs report an empty model to libuv; /proc/cpuinfo may still say more.
+    try {
+      const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+      if (m) cpu = m[1].trim();
+    } catch {
+      // not Linux
+    }
+  }
+  return {
+    cpu,
+    cores: typeof os.availableParallelism === 'function' ? os.availableParallelism() : cpus.length,
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    v8: process.versions.v8,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+  };
+}
+
+/** One line: `machine: <cpu>, <n> cores, <m> GiB, node <v> (<platform>)`. */
+export function machineLine(info = machineInfo()): string {
+  return `machine: ${info.cpu}, ${info.cores} cores, ${info.memoryGiB} GiB, node ${info.node} (v8 ${info.v8}, ${info.platform})`;
+}
+
+export function printMachine(): MachineInfo {
+  const info = machineInfo();
+  console.log(machineLine(info));
+  return info;
+}
