@@ -49,7 +49,7 @@ describe('mask basics', () => {
     const m = maskOf([{ name: 'w', shape: [n], kept }]);
     const data = Float32Array.from({ length: n }, (_, i) => i + 1);
     applyMask(data, m.tensors[0]);
-    data.forEach((x, i) => expect(x).toBe(kept[i] ? i + 1 : 0));
+    expect(Array.from(data)).toEqual(kept.map((k, i) => (k ? i + 1 : 0)));
     expect(countRevived(data, m.tensors[0])).toBe(0);
     data[9] = 0.5;
     expect(countRevived(data, m.tensors[0])).toBe(1);

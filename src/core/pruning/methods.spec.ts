@@ -19,7 +19,7 @@ function zeros(mask: Mask): number {
 function referenceGlobal(ts: T[], s: number): boolean[][] {
   const all: { key: number; t: number; i: number }[] = [];
   const keyOf = (x: number) => new Uint32Array(Float32Array.of(x).buffer)[0] & 0x7fffffff;
-  ts.forEach((t, ti) => t.data.forEach((x, i) => all.push({ key: keyOf(x), t: ti, i })));
+  for (const [ti, t] of ts.entries()) for (const [i, x] of t.data.entries()) all.push({ key: keyOf(x), t: ti, i });
   all.sort((a, b) => a.key - b.key || a.t - b.t || a.i - b.i);
   const kept = ts.map((t) => new Array<boolean>(t.data.length).fill(true));
   const k = Math.round(s * all.length);
@@ -304,7 +304,7 @@ describe('properties', () => {
           for (let i = 0; i < tm.size; i++) if (!isKept(g.mask.tensors[ti], i)) expect(isKept(tm, i)).toBe(false);
         });
         const lw = await prune(ckpt(ts), { method: 'magnitude-layerwise', sparsity: s1 });
-        lw.mask.tensors.forEach((tm) => expect(tm.size - tm.kept).toBe(Math.round(s1 * tm.size)));
+        for (const tm of lw.mask.tensors) expect(tm.size - tm.kept).toBe(Math.round(s1 * tm.size));
       }),
       { numRuns: 150 },
     );
