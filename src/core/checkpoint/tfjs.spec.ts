@@ -157,6 +157,19 @@ describe('bad model.json is a CoreInputError that says what is wrong', () => {
     expect(e.status).toBe(413);
   });
 
+  it('accepts the model.json tf.io.http posts (one group, path "./model.weights.bin")', () => {
+    const posted = {
+      modelTopology: { class_name: 'Sequential', config: { name: 'seq', layers: [] }, keras_version: 'tfjs-layers 4.22.0', backend: 'tensor_flow.js' },
+      format: 'layers-model',
+      generatedBy: 'TensorFlow.js tfjs-layers v4.22.0',
+      convertedBy: null,
+      weightsManifest: [{ paths: ['./model.weights.bin'], weights: [w('dense_Dense1/kernel', [784, 10]), w('dense_Dense1/bias', [10])] }],
+    };
+    const p = parseModelJson(enc(posted));
+    expect(p.weightPaths).toEqual(['./model.weights.bin']);
+    expect(p.weightBytes).toBe(7850 * 4);
+  });
+
   it('accepts a model without weights and keeps unusual names as they are', () => {
     expect(parseModelJson(model([])).entries).toEqual([]);
     const p = parseModelJson(model([group([w('0'), w('__proto__'), w('dense/kernel:0 ü')], ['sub/dir/w.bin'])]));
