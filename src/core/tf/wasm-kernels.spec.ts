@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend.js';
-import { registerWasmKernelFixes } from './wasm-kernels.js';
+import { internals, registerWasmKernelFixes } from './wasm-kernels.js';
 
 // Deterministic pseudo-random inputs (mulberry32) so a failure reproduces.
 function randoms(n: number, seed: number): Float32Array {
@@ -83,10 +83,19 @@ describe('wasm kernel fixes match the cpu backend', () => {
     registerWasmKernelFixes();
   });
 
-  it.each(CONV_CASES)('Conv2DBackpropFilter x=$x k=$k s=$s pad=$pad', async ({ x, k, s, pad }) => {
-    const dy = [x[0], outSize(x[1], k[0], s, pad), outSize(x[2], k[1], s, pad), k[3]];
-    await compare('Conv2DBackpropFilter', { x, dy }, { strides: [s, s], pad, dataFormat: 'NHWC', filterShape: k });
-  });
+  // Both implementations (transposed convolution, patch-matrix matmul) on every case.
+  it.each(CONV_CASES.flatMap((c) => [{ ...c, path: 'conv' }, { ...c, path: 'im2col' }]))(
+    'Conv2DBackpropFilter ($path) x=$x k=$k s=$s pad=$pad',
+    async ({ x, k, s, pad, path }) => {
+      internals.setIm2colMaxChannels(path === 'conv' ? 0 : Number.POSITIVE_INFINITY);
+      try {
+        const dy = [x[0], outSize(x[1], k[0], s, pad), outSize(x[2], k[1], s, pad), k[3]];
+        await compare('Conv2DBackpropFilter', { x, dy }, { strides: [s, s], pad, dataFormat: 'NHWC', filterShape: k });
+      } finally {
+        internals.setIm2colMaxChannels(4);
+      }
+    },
+  );
 
   it.each(CONV_CASES)('Conv2DBackpropInput x=$x k=$k s=$s pad=$pad', async ({ x, k, s, pad }) => {
     const dy = [x[0], outSize(x[1], k[0], s, pad), outSize(x[2], k[1], s, pad), k[3]];
