@@ -75,6 +75,11 @@ const CONV_CASES: { x: number[]; k: number[]; s: number; pad: 'same' | 'valid' |
   { x: [2, 12, 12, 3], k: [3, 2, 3, 4], s: 3, pad: 'valid' },
   { x: [2, 9, 9, 2], k: [3, 3, 2, 3], s: 1, pad: 1 },
   { x: [2, 28, 28, 1], k: [5, 5, 1, 8], s: 1, pad: 'same' },
+  // Stride 2 on even sizes (asymmetric 'same' padding), explicit padding with stride, and padding
+  // wider than the filter (the native fallback).
+  { x: [2, 12, 12, 3], k: [3, 3, 3, 4], s: 2, pad: 'same' },
+  { x: [2, 10, 10, 2], k: [3, 3, 2, 3], s: 2, pad: 1 },
+  { x: [2, 7, 7, 2], k: [3, 3, 2, 2], s: 1, pad: 3 },
 ];
 
 describe('wasm kernel fixes match the cpu backend', () => {
