@@ -48,6 +48,9 @@ describe('mask basics', () => {
     const kept = pattern(n, (i) => (i < 8 ? true : i < 16 ? false : i % 3 === 0));
     const m = maskOf([{ name: 'w', shape: [n], kept }]);
     const data = Float32Array.from({ length: n }, (_, i) => i + 1);
+    // Pruned NaN and -0 become +0 too.
+    data[9] = Number.NaN;
+    data[17] = -0;
     applyMask(data, m.tensors[0]);
     expect(Array.from(data)).toEqual(kept.map((k, i) => (k ? i + 1 : 0)));
     expect(countRevived(data, m.tensors[0])).toBe(0);
