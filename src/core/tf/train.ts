@@ -105,10 +105,11 @@ export function validateTrainingConfig(config: TrainingConfig, allr?: AllrInputs
 }
 
 /**
- * A mask: weight name (`fc1/kernel`) → one byte per element, 1 = kept, 0 = pruned, in the weight's
- * row-major order. Weights not named are unmasked. (Packed bit masks are unpacked by the caller.)
+ * A mask: weight name (`fc1/kernel`) → one value per element, non-zero = kept, 0 = pruned, in the
+ * weight's row-major order (Uint8Array or Float32Array of 0/1). Weights not named are unmasked.
+ * Packed bit masks are unpacked by the caller.
  */
-export type WeightMask = Map<string, Uint8Array>;
+export type WeightMask = Map<string, Uint8Array | Float32Array>;
 
 export interface TrainProgress {
   /** 1-based epoch the last step belonged to. */
@@ -211,8 +212,9 @@ function enforceMask(slots: Slot[]): void {
 /**
  * Trains `model` in place with a hand-written optimizer step, so that:
  * - the seed alone fixes the batch order (seeded shuffle of the train split each epoch);
- * - the mask is enforced after every step (pruned weights are exactly +0, their gradients and
- *   optimizer state are masked too), so the trained model's zero pattern equals the mask;
+ * - the mask is enforced before the first step and after every step (pruned weights are exactly
+ *   +0, their gradients and optimizer state are masked too), so the trained model's zero pattern
+ *   equals the mask;
  * - weight decay is coupled L2 on the chosen weights (see `weightDecayOn`);
  * - batches are filled into reused typed arrays (never sliced out of a big tensor).
  * BN moving statistics update as the layers do in training mode (momentum 0.9 in the templates).
