@@ -322,12 +322,39 @@ async function buildCollecting(
     const nn = u.length;
     if (buffers.candIndex.length < Math.min(cap, c + nn)) buffers.growCandidates(Math.min(cap, Math.max(c + nn, 2 * buffers.candIndex.length)));
     const { candIndex, candKey } = buffers;
-    for (let base = 0; base < nn; base += 32) {
-      const m = Math.min(32, nn - base);
+    const full = nn >>> 5;
+    for (let wi = 0; wi < full; wi++) {
+      const base = wi << 5;
       let word = 0;
-      for (let j = 0; j < m; j++) {
+      // Four at a time: the bits for "above the window" branch-free (sign of hi − key), then one
+      // rarely taken branch when any of the four lies inside the window (lo ≤ key ≤ hi, one
+      // unsigned compare each). About 2× the one-at-a-time loop.
+      for (let j = 0; j < 32; j += 4) {
+        const p = base + j;
+        const k0 = u[p] & 0x7fffffff;
+        const k1 = u[p + 1] & 0x7fffffff;
+        const k2 = u[p + 2] & 0x7fffffff;
+        const k3 = u[p + 3] & 0x7fffffff;
+        word |= (((hi - k0) >>> 31) | (((hi - k1) >>> 31) << 1) | (((hi - k2) >>> 31) << 2) | (((hi - k3) >>> 31) << 3)) << j;
+        if ((k0 - lo) >>> 0 <= span || (k1 - lo) >>> 0 <= span || (k2 - lo) >>> 0 <= span || (k3 - lo) >>> 0 <= span) {
+          for (let q = 0; q < 4; q++) {
+            const key = u[p + q] & 0x7fffffff;
+            if ((key - lo) >>> 0 <= span) {
+              if (c === cap) return null;
+              candIndex[c] = p + q;
+              candKey[c++] = key;
+              word |= 1 << (j + q);
+            }
+          }
+        }
+      }
+      w[wi] = word;
+    }
+    if (nn & 31) {
+      const base = full << 5;
+      let word = 0;
+      for (let j = 0; j < (nn & 31); j++) {
         const key = u[base + j] & 0x7fffffff;
-        // One unsigned compare for lo ≤ key ≤ hi; outside, the sign of hi − key says above.
         if ((key - lo) >>> 0 <= span) {
           if (c === cap) return null;
           candIndex[c] = base + j;
@@ -335,7 +362,7 @@ async function buildCollecting(
           word |= 1 << j;
         } else word |= ((hi - key) >>> 31) << j;
       }
-      w[base >>> 5] = word;
+      w[full] = word;
     }
     const kt = countWords(w);
     mask.tensors[ti].kept = kt;
