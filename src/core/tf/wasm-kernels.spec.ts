@@ -148,6 +148,8 @@ describe('wasm kernel fixes match the cpu backend', () => {
 
   it.each([
     { x: [3, 8, 8, 4], f: 2, s: 2, pad: 'valid' as const },
+    { x: [2, 9, 7, 3], f: 2, s: 2, pad: 'valid' as const },
+    { x: [2, 9, 7, 3], f: 2, s: 2, pad: 'same' as const },
     { x: [2, 9, 9, 3], f: 3, s: 2, pad: 'same' as const },
     { x: [2, 7, 7, 2], f: 3, s: 1, pad: 'same' as const },
   ])('MaxPoolGrad x=$x f=$f s=$s $pad, incl. windows whose maximum is negative (native wasm drops those)', async ({
