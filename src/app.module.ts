@@ -8,17 +8,19 @@ import type { DatabaseHandle } from './database/data-source.js';
 import { DatabaseModule } from './database/database.module.js';
 import { HealthModule } from './health/health.module.js';
 import { JobsModule } from './jobs/jobs.module.js';
+import { MasksModule } from './masks/masks.module.js';
 import { ModelsModule } from './models/models.module.js';
+import { WorkersModule } from './workers/workers.module.js';
 
 /** Feature modules, in the order a reader meets them in the API. */
-export const FEATURE_MODULES = [HealthModule, ModelsModule];
+export const FEATURE_MODULES = [HealthModule, ModelsModule, MasksModule];
 
 @Module({})
 export class AppModule {
   static forRoot(config: AppConfig, database: DatabaseHandle): DynamicModule {
     return {
       module: AppModule,
-      imports: [ConfigModule.forRoot(config), DatabaseModule.forRoot(database), ArtifactsModule, JobsModule, ...FEATURE_MODULES],
+      imports: [ConfigModule.forRoot(config), DatabaseModule.forRoot(database), ArtifactsModule, JobsModule, WorkersModule, ...FEATURE_MODULES],
       providers: [{ provide: APP_GUARD, useClass: AuthGuard }],
     };
   }

@@ -85,7 +85,7 @@ export function ingestTfjsMultipart(
           let size = 0;
           for await (const c of stream as AsyncIterable<Buffer>) {
             size += c.length;
-            if (size > MODEL_JSON_LIMIT) throw new CoreInputError('invalid-model-json', `model.json is larger than ${MODEL_JSON_LIMIT} bytes`, {}, 413);
+            if (size > MODEL_JSON_LIMIT) throw new CoreInputError('invalid-tfjs-model', `model.json is larger than ${MODEL_JSON_LIMIT} bytes`, {}, 413);
             chunks.push(c);
           }
           const bytes = Buffer.concat(chunks);
@@ -131,7 +131,7 @@ export function ingestTfjsMultipart(
       const mj = modelJson as ReturnType<typeof parseModelJson>;
       if (!weights || !stats) {
         if (mj.entries.length > 0) return fail(new CoreInputError('invalid-multipart', 'the model.weights.bin part is missing'));
-        return fail(new CoreInputError('invalid-model-json', 'the model has no weights'));
+        return fail(new CoreInputError('invalid-tfjs-model', 'the model has no weights'));
       }
       resolve({ format: 'tfjs-layers', weights, topology, entries: mj.entries, stats, metadata: {} });
     });

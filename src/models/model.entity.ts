@@ -1,6 +1,7 @@
-import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
+import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn, PrimaryGeneratedColumn, type Relation } from 'typeorm';
 import { ArtifactEntity } from '../artifacts/artifact.entity.js';
 import type { DType } from '../core/tensors.js';
+import type { MaskEntity } from '../masks/mask.entity.js';
 
 export type ModelFormat = 'tfjs-layers' | 'safetensors';
 
@@ -78,6 +79,14 @@ export class ModelEntity {
 
   @Column({ type: 'char', length: 64, name: 'implied_mask_hash', nullable: true })
   impliedMaskHash: string | null;
+
+  /** The mask this model was pruned with (by name: the mask entity imports this one). */
+  @ManyToOne('MaskEntity', { onDelete: 'RESTRICT', nullable: true })
+  @JoinColumn({ name: 'mask_id' })
+  mask: Relation<MaskEntity> | null;
+
+  @Column({ type: 'uuid', name: 'mask_id', nullable: true })
+  maskId: string | null;
 
   @CreateDateColumn({ type: 'timestamptz', name: 'created_at' })
   createdAt: Date;

@@ -56,7 +56,7 @@ export class IdParamDto {
   @ApiProperty({ format: 'uuid' }) @IsUUID() id: string;
 }
 
-export function mapModel(e: ModelEntity, parentIds: string[], maskId: string | null = null): ModelDto {
+export function mapModel(e: ModelEntity, parentIds: string[]): ModelDto {
   return {
     id: e.id,
     name: e.name,
@@ -68,7 +68,7 @@ export function mapModel(e: ModelEntity, parentIds: string[], maskId: string | n
     prunableSparsity: e.prunableSparsity,
     tensors: e.tensors.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, prunable: t.prunable, sparsity: t.sparsity })),
     parentIds,
-    maskId,
+    maskId: e.maskId ?? null,
     impliedMaskHash: e.impliedMaskHash,
     nonFinite: e.nonFinite,
     origin: e.origin,

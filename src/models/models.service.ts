@@ -29,6 +29,7 @@ export interface NewModel {
   origin: ModelOrigin;
   parentIds?: string[];
   impliedMaskHash?: string | null;
+  maskId?: string | null;
 }
 
 const REFERRERS: Record<string, string> = {
@@ -121,6 +122,7 @@ export class ModelsService {
         metadata: m.metadata ?? {},
         origin: m.origin,
         impliedMaskHash: m.impliedMaskHash ?? null,
+        maskId: m.maskId ?? null,
       });
       const saved = await tx.save(entity);
       const parentIds = m.parentIds ?? [];
@@ -173,8 +175,10 @@ export class ModelsService {
     } catch (err) {
       const e = err as QueryFailedError & { code?: string; driverError?: { code?: string; table?: string; detail?: string } };
       const code = e.driverError?.code ?? e.code;
-      if (err instanceof QueryFailedError && code === '23503') {
-        const table = e.driverError?.table ?? /table "(\w+)"/.exec(e.driverError?.detail ?? e.message)?.[1] ?? '';
+      // 23503: foreign key violation; 23001: RESTRICT violation. The referencing table is named last.
+      if (err instanceof QueryFailedError && (code === '23503' || code === '23001')) {
+        const named = [...e.message.matchAll(/table "(\w+)"/g)].map((m) => m[1]);
+        const table = named[named.length - 1] ?? e.driverError?.table ?? '';
         throw conflict(`model ${id} cannot be deleted while ${REFERRERS[table] ?? `a ${table} row`} refers to it`, { referencedBy: table });
       }
       throw err;

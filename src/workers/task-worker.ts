@@ -4,8 +4,10 @@
  */
 import { threadId } from 'node:worker_threads';
 import { workerData } from 'piscina';
+import { CoreInputError } from '../core/errors.js';
 import { initBackend } from '../core/tf/backend.js';
-import type { ProgressMessage, TaskContext, WorkerInit, WorkerTask } from './tasks.js';
+import { runApplyMask, runPrune } from './handlers/prune.js';
+import { CORE_INPUT_ERROR, type ProgressMessage, type TaskContext, type WorkerInit, type WorkerTask } from './tasks.js';
 
 const init = workerData as WorkerInit;
 
@@ -17,21 +19,33 @@ export default async function runTask({ task, port }: { task: WorkerTask; port?:
     progress: (m) => port?.postMessage({ kind: 'progress', ...m } satisfies ProgressMessage),
   };
   try {
-    switch (task.type) {
-      case 'info':
-        return { backend, threadId };
-      case 'crash':
-        if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
-        if (task.how === 'exit') process.exit(70);
-        if (task.how === 'hang') await new Promise(() => {});
-        throw new Error('diagnostic failure');
-      default: {
-        const t: { type: string } = task;
-        void ctx;
-        throw new Error(`unknown task type ${t.type}`);
-      }
-    }
+    return await dispatch(task, ctx, backend);
+  } catch (err) {
+    // Errors cross the thread boundary as plain Errors: carry a client error's fields explicitly.
+    if (err instanceof CoreInputError) return { [CORE_INPUT_ERROR]: { code: err.code, message: err.message, details: err.details, status: err.status } };
+    throw err;
   } finally {
     port?.close();
+  }
+}
+
+async function dispatch(task: WorkerTask, ctx: TaskContext, backend: Awaited<ReturnType<typeof initBackend>>) {
+  switch (task.type) {
+    case 'info':
+      return { backend, threadId };
+    case 'prune':
+      return await runPrune(task, ctx);
+    case 'apply-mask':
+      return await runApplyMask(task, ctx);
+    case 'crash':
+      if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
+      if (task.how === 'exit') process.exit(70);
+      if (task.how === 'hang') await new Promise(() => {});
+      throw new Error('diagnostic failure');
+    default: {
+      const t: { type: string } = task;
+      void ctx;
+      throw new Error(`unknown task type ${t.type}`);
+    }
   }
 }

@@ -1,5 +1,8 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
+import type { ApplyMaskTask, PruneTask } from './handlers/prune.js';
+
+export type { ApplyMaskTask, PruneTask };
 
 /**
  * What the main thread asks a worker thread to do. Tasks carry ids, paths and configurations;
@@ -27,7 +30,7 @@ export interface CrashTask {
   how: 'exit' | 'throw' | 'hang';
 }
 
-export type WorkerTask = InfoTask | CrashTask;
+export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask;
 
 /** Messages a running task sends back on its progress port. */
 export interface ProgressMessage {
@@ -40,3 +43,6 @@ export interface TaskContext {
   progress: (message: Omit<ProgressMessage, 'kind'>) => void;
   port: MessagePort | null;
 }
+
+/** Key of a task result that is really a client error (CoreInputError) raised in the worker. */
+export const CORE_INPUT_ERROR = '__coreInputError';

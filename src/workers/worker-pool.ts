@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { PROJECT_ROOT } from '../paths.js';
-import type { ProgressMessage, WorkerInit, WorkerTask } from './tasks.js';
+import { CoreInputError } from '../core/errors.js';
+import { CORE_INPUT_ERROR, type ProgressMessage, type WorkerInit, type WorkerTask } from './tasks.js';
 
 /** The compiled worker entry: threads run plain JavaScript, so tests run the build like production. */
 export function workerFilename(): string {
@@ -53,6 +54,10 @@ export class WorkerPool {
         { task, port: channel?.port2 },
         { transferList: channel ? [channel.port2] : [], signal: opts.signal ?? null },
       )) as R;
+      const clientError = (result as Record<string, unknown> | null)?.[CORE_INPUT_ERROR] as
+        | { code: string; message: string; details: Record<string, unknown>; status: 400 | 413 | 422 }
+        | undefined;
+      if (clientError) throw new CoreInputError(clientError.code, clientError.message, clientError.details, clientError.status);
       this.completedTasks++;
       return result;
     } catch (err) {

@@ -1,0 +1,104 @@
+import { readFile } from 'node:fs/promises';
+import { ArtifactStore, type StoredArtifact } from '../../artifacts/artifact-store.js';
+import { type WrittenCheckpoint, writeCheckpointArtifact } from '../../artifacts/checkpoint-output.js';
+import { writeCheckpointLike } from '../../core/checkpoint/write-like.js';
+import {
+  allocateMask,
+  applyMask,
+  checkMaskFits,
+  impliedBits,
+  type Mask,
+  type MaskSummary,
+  maskHash,
+  parseMask,
+  serializeMask,
+  summarizeMask,
+  wordsOf,
+} from '../../core/masks/index.js';
+import { type KernelLayout, type PruneMethod, type PruneStats, prune } from '../../core/pruning/methods.js';
+import type { CheckpointReader } from '../../core/tensors.js';
+import type { TaskContext } from '../tasks.js';
+import { openStoredModel, type StoredModelRef } from './checkpoint.js';
+
+export interface PruneTask {
+  type: 'prune';
+  model: StoredModelRef;
+  options: {
+    method: PruneMethod;
+    sparsity?: number;
+    n?: number;
+    m?: number;
+    seed?: number;
+    layout?: KernelLayout;
+    include?: string[];
+    exclude?: string[];
+  };
+}
+
+export interface ApplyMaskTask {
+  type: 'apply-mask';
+  model: StoredModelRef;
+  maskSha256: string;
+}
+
+export interface MaskedModelResult {
+  mask: { stored: StoredArtifact; hash: string; summary: MaskSummary };
+  model: WrittenCheckpoint;
+  /** Hash of the written model's exact-zero pattern: the mask hash, unless kept weights were already zero. */
+  impliedMaskHash: string;
+  stats?: PruneStats;
+}
+
+/** Selects the mask, stores it, and writes the model with the mask applied (same format and layout). */
+export async function runPrune(task: PruneTask, ctx: TaskContext): Promise<MaskedModelResult> {
+  const store = new ArtifactStore(ctx.init.artifactsDir);
+  const reader = await openStoredModel(store, task.model);
+  try {
+    const { method, sparsity, n, m, seed, include, exclude } = task.options;
+    const layout = task.options.layout ?? (task.model.format === 'tfjs-layers' ? 'tfjs' : 'torch');
+    const result = await prune(reader, { method, sparsity, n, m, seed, layout, rule: { include, exclude } });
+    return { ...(await storeMaskedModel(store, reader, task.model, result.mask)), stats: result.stats };
+  } finally {
+    await reader.close();
+  }
+}
+
+/** Applies a stored mask to a model: shapes must match, or a CoreInputError says which differ. */
+export async function runApplyMask(task: ApplyMaskTask, ctx: TaskContext): Promise<MaskedModelResult> {
+  const store = new ArtifactStore(ctx.init.artifactsDir);
+  const mask = parseMask(new Uint8Array(await readFile(store.pathOf(task.maskSha256))));
+  const reader = await openStoredModel(store, task.model);
+  try {
+    checkMaskFits(mask, reader.tensors);
+    return await storeMaskedModel(store, reader, task.model, mask);
+  } finally {
+    await reader.close();
+  }
+}
+
+async function storeMaskedModel(store: ArtifactStore, reader: CheckpointReader, ref: StoredModelRef, mask: Mask) {
+  const byName = new Map(mask.tensors.map((t) => [t.name, t]));
+  const implied = allocateMask(mask.tensors);
+  const impliedByName = new Map(implied.tensors.map((t) => [t.name, t]));
+  const maskStored = await store.put(serializeMask(mask));
+  try {
+    const model = await writeCheckpointArtifact(store, ref.format, ref.entries, (sink) =>
+      writeCheckpointLike(reader, sink, {
+        format: ref.format === 'safetensors' ? 'safetensors' : 'tfjs-weights',
+        transform: (name, data) => {
+          const tm = byName.get(name);
+          if (tm) {
+            applyMask(data, tm);
+            const it = impliedByName.get(name)!;
+            it.kept = impliedBits(new Uint32Array(data.buffer, data.byteOffset, it.size), wordsOf(it)!);
+          }
+          return data;
+        },
+      }),
+    );
+    return { mask: { stored: maskStored, hash: maskHash(mask), summary: summarizeMask(mask) }, model, impliedMaskHash: maskHash(implied) };
+  } catch (err) {
+    if (maskStored.created) await store.delete(maskStored.sha256);
+    throw err;
+  }
+}
