@@ -6,6 +6,8 @@ import type { AppConfig } from './config/config.js';
 import { ConfigModule } from './config/config.module.js';
 import type { DatabaseHandle } from './database/data-source.js';
 import { DatabaseModule } from './database/database.module.js';
+import { DatasetsModule } from './datasets/datasets.module.js';
+import { EvaluationsModule } from './evaluations/evaluations.module.js';
 import { HealthModule } from './health/health.module.js';
 import { JobsModule } from './jobs/jobs.module.js';
 import { MasksModule } from './masks/masks.module.js';
@@ -13,7 +15,7 @@ import { ModelsModule } from './models/models.module.js';
 import { WorkersModule } from './workers/workers.module.js';
 
 /** Feature modules, in the order a reader meets them in the API. */
-export const FEATURE_MODULES = [HealthModule, ModelsModule, MasksModule];
+export const FEATURE_MODULES = [HealthModule, ModelsModule, MasksModule, DatasetsModule, EvaluationsModule];
 
 @Module({})
 export class AppModule {

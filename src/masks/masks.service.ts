@@ -8,6 +8,7 @@ import { notFound } from '../common/problem.js';
 import { diffMasks, impliedMask, type Mask, parseMask, sparseExportSize, writeSparse } from '../core/masks/index.js';
 import type { ModelEntity } from '../models/model.entity.js';
 import type { ModelDto } from '../models/models.dto.js';
+import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
 import type { MaskedModelResult } from '../workers/handlers/prune.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
@@ -165,12 +166,4 @@ export class MasksService {
       .finally(() => reader.close());
     return new StreamableFile(out, { length: size.sparseBytes });
   }
-}
-
-export function modelRef(e: ModelEntity) {
-  return {
-    format: e.format,
-    weightsSha256: e.weightsSha256,
-    entries: e.tensors.map(({ name, dtype, shape, byteOffset, byteLength }) => ({ name, dtype, shape, byteOffset, byteLength })),
-  };
 }

@@ -1,7 +1,7 @@
-import { Controller, Delete, Get, HttpCode, Param, ParseUUIDPipe, Post, Query, Req, Res, StreamableFile } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, ParseUUIDPipe, Post, Query, Req, Res, StreamableFile } from '@nestjs/common';
 import { ApiBody, ApiConsumes, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
-import { CreateModelQueryDto, ModelDto, ModelPageDto, ModelQueryDto } from './models.dto.js';
+import { CreateModelQueryDto, CreateTemplateDto, ModelDto, ModelPageDto, ModelQueryDto } from './models.dto.js';
 import { ModelsService } from './models.service.js';
 
 @ApiTags('models')
@@ -25,6 +25,12 @@ export class ModelsController {
   @ApiCreatedResponse({ type: ModelDto })
   createModel(@Query() query: CreateModelQueryDto, @Req() req: Request): Promise<ModelDto> {
     return this.models.upload(query.name, req);
+  }
+
+  @Post('templates')
+  @ApiCreatedResponse({ type: ModelDto, description: 'a seeded, freshly initialised TensorFlow.js layers model with named layers, sized for the dataset' })
+  createModelFromTemplate(@Body() dto: CreateTemplateDto): Promise<ModelDto> {
+    return this.models.fromTemplate(dto);
   }
 
   @Get()

@@ -1,5 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { IsOptional, IsString, IsUUID, Length, Matches } from 'class-validator';
+import { IsIn, IsInt, IsOptional, IsString, IsUUID, Length, Matches, Max, Min } from 'class-validator';
+import { ARCHITECTURES } from '../core/tf/templates.js';
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
 import type { ModelEntity } from './model.entity.js';
 
@@ -75,4 +76,22 @@ export function mapModel(e: ModelEntity, parentIds: string[]): ModelDto {
     metadata: e.metadata,
     createdAt: e.createdAt,
   };
+}
+
+export class CreateTemplateDto {
+  @ApiProperty({ enum: ARCHITECTURES, description: 'lenet-300-100 (the classic pruning MLP), cnn-bn (conv-BN-ReLU blocks), resnet-small (residual blocks with BN)' })
+  @IsIn(ARCHITECTURES)
+  architecture: (typeof ARCHITECTURES)[number];
+
+  @ApiProperty({ example: 'fashion-mnist', description: 'fixes the input shape and the number of classes' })
+  @IsString()
+  datasetId: string;
+
+  @ApiPropertyOptional({ default: 0, description: 'seeds the initialisation: the same seed gives the same weights' })
+  @IsOptional() @IsInt() @Min(0) @Max(2 ** 31 - 1)
+  seed?: number;
+
+  @ApiPropertyOptional({ description: 'defaults to "<architecture>-<dataset>-s<seed>"' })
+  @IsOptional() @IsString() @Length(1, 200) @Matches(MODEL_NAME)
+  name?: string;
 }

@@ -1,7 +1,6 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, StreamableFile } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { Request, Response } from 'express';
-import { StreamableFile } from '@nestjs/common';
 import { type DataSource, type EntityManager, In, QueryFailedError } from 'typeorm';
 import type { StoredArtifact } from '../artifacts/artifact-store.js';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
@@ -13,9 +12,12 @@ import { modelJsonForDownload, openTfjsWeights, type TfjsModelJson } from '../co
 import { impliedMask, maskHash } from '../core/masks/index.js';
 import { isPrunable } from '../core/pruning/prunable.js';
 import type { CheckpointReader, TensorEntry, TensorStats } from '../core/tensors.js';
+import { DatasetsService } from '../datasets/datasets.service.js';
+import type { StoredLayersModel } from '../workers/handlers/template.js';
+import { WorkerPoolService } from '../workers/workers.module.js';
 import { ModelEntity, ModelParentEntity, type ModelOrigin, type ModelTensor } from './model.entity.js';
 import { ingestSafetensors, ingestTfjsMultipart, type IngestedCheckpoint } from './model-upload.js';
-import { type ModelDto, type ModelPageDto, type ModelQueryDto, mapModel } from './models.dto.js';
+import { type CreateTemplateDto, type ModelDto, type ModelPageDto, type ModelQueryDto, mapModel } from './models.dto.js';
 
 /** A new model's facts, however it was made (upload, prune, soup, training). */
 export interface NewModel {
@@ -48,7 +50,38 @@ export class ModelsService {
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly artifacts: ArtifactsService,
+    private readonly datasets: DatasetsService,
+    private readonly pool: WorkerPoolService,
   ) {}
+
+  /** POST /models/templates: a freshly initialised, explicitly named TensorFlow.js model sized for a dataset. */
+  async fromTemplate(dto: CreateTemplateDto): Promise<ModelDto> {
+    const dataset = await this.datasets.entity(dto.datasetId);
+    const seed = dto.seed ?? 0;
+    const built = await this.pool.run<StoredLayersModel>({ type: 'template', architecture: dto.architecture, inputShape: dataset.inputShape, classes: dataset.classes, seed });
+    return this.createLayersModel(built, {
+      name: dto.name ?? `${dto.architecture}-${dataset.id}-s${seed}`,
+      origin: { kind: 'template', architecture: dto.architecture, datasetId: dataset.id, seed },
+    });
+  }
+
+  /** Persists a layers model a worker stored (templates, training results); discards its files on failure. */
+  async createLayersModel(
+    built: StoredLayersModel,
+    m: { name: string; origin: ModelOrigin; parentIds?: string[]; maskId?: string | null },
+    manager?: EntityManager,
+  ): Promise<ModelDto> {
+    try {
+      const { implied } = await this.impliedMask({ format: 'tfjs-layers', weights: built.model.weights, topology: built.topology, entries: built.model.entries, stats: built.model.stats, metadata: {} });
+      return await this.create({ ...m, format: 'tfjs-layers', weights: built.model.weights, topology: built.topology, entries: built.model.entries, stats: built.model.stats, impliedMaskHash: implied }, manager);
+    } catch (err) {
+      if (!manager) {
+        await this.artifacts.discard(built.model.weights);
+        await this.artifacts.discard(built.topology);
+      }
+      throw err;
+    }
+  }
 
   /** POST /models: a safetensors body or the multipart body of tf.io.http. */
   async upload(name: string, req: Request): Promise<ModelDto> {

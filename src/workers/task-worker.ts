@@ -6,7 +6,10 @@ import { threadId } from 'node:worker_threads';
 import { workerData } from 'piscina';
 import { CoreInputError } from '../core/errors.js';
 import { initBackend } from '../core/tf/backend.js';
+import { runInspectDataset } from './handlers/datasets.js';
+import { runEvaluate } from './handlers/evaluate.js';
 import { runApplyMask, runPrune } from './handlers/prune.js';
+import { runTemplate } from './handlers/template.js';
 import { CORE_INPUT_ERROR, type ProgressMessage, type TaskContext, type WorkerInit, type WorkerTask } from './tasks.js';
 
 const init = workerData as WorkerInit;
@@ -37,6 +40,12 @@ async function dispatch(task: WorkerTask, ctx: TaskContext, backend: Awaited<Ret
       return await runPrune(task, ctx);
     case 'apply-mask':
       return await runApplyMask(task, ctx);
+    case 'inspect-dataset':
+      return await runInspectDataset(task, ctx.init);
+    case 'evaluate':
+      return await runEvaluate(task, ctx);
+    case 'template':
+      return await runTemplate(task, ctx);
     case 'crash':
       if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
       if (task.how === 'exit') process.exit(70);

@@ -1,8 +1,11 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
+import type { InspectDatasetTask } from './handlers/datasets.js';
+import type { EvaluateTask } from './handlers/evaluate.js';
 import type { ApplyMaskTask, PruneTask } from './handlers/prune.js';
+import type { TemplateTask } from './handlers/template.js';
 
-export type { ApplyMaskTask, PruneTask };
+export type { ApplyMaskTask, EvaluateTask, InspectDatasetTask, PruneTask, TemplateTask };
 
 /**
  * What the main thread asks a worker thread to do. Tasks carry ids, paths and configurations;
@@ -30,7 +33,7 @@ export interface CrashTask {
   how: 'exit' | 'throw' | 'hang';
 }
 
-export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask;
+export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask | InspectDatasetTask | EvaluateTask | TemplateTask;
 
 /** Messages a running task sends back on its progress port. */
 export interface ProgressMessage {

@@ -15,7 +15,7 @@ import {
   summarizeMask,
   wordsOf,
 } from '../../core/masks/index.js';
-import { type KernelLayout, type PruneMethod, type PruneStats, prune } from '../../core/pruning/methods.js';
+import { type KernelLayout, PruneBuffers, type PruneMethod, type PruneStats, prune } from '../../core/pruning/methods.js';
 import type { CheckpointReader } from '../../core/tensors.js';
 import type { TaskContext } from '../tasks.js';
 import { openStoredModel, type StoredModelRef } from './checkpoint.js';
@@ -49,6 +49,10 @@ export interface MaskedModelResult {
   stats?: PruneStats;
 }
 
+// Tasks on one thread run one at a time: one set of scratch buffers per thread spares the slow first
+// touch of fresh memory on every prune.
+const buffers = new PruneBuffers();
+
 /** Selects the mask, stores it, and writes the model with the mask applied (same format and layout). */
 export async function runPrune(task: PruneTask, ctx: TaskContext): Promise<MaskedModelResult> {
   const store = new ArtifactStore(ctx.init.artifactsDir);
@@ -56,7 +60,7 @@ export async function runPrune(task: PruneTask, ctx: TaskContext): Promise<Maske
   try {
     const { method, sparsity, n, m, seed, include, exclude } = task.options;
     const layout = task.options.layout ?? (task.model.format === 'tfjs-layers' ? 'tfjs' : 'torch');
-    const result = await prune(reader, { method, sparsity, n, m, seed, layout, rule: { include, exclude } });
+    const result = await prune(reader, { method, sparsity, n, m, seed, layout, rule: { include, exclude }, buffers });
     return { ...(await storeMaskedModel(store, reader, task.model, result.mask)), stats: result.stats };
   } finally {
     await reader.close();

@@ -1,0 +1,200 @@
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import busboy from 'busboy';
+import type { Request } from 'express';
+import type { DataSource } from 'typeorm';
+import type { StoredArtifact } from '../artifacts/artifact-store.js';
+import { ArtifactsService } from '../artifacts/artifacts.service.js';
+import { notFound, ProblemException } from '../common/problem.js';
+import type { AppConfig } from '../config/config.js';
+import { APP_CONFIG } from '../config/config.module.js';
+import { BUILTIN_INFO, BUILTIN_NAMES, BUILTIN_VAL_FRACTION } from '../core/data/builtin.js';
+import { holdoutCount } from '../core/data/splits.js';
+import { CoreInputError } from '../core/errors.js';
+import type { PageQueryDto } from '../common/paging.dto.js';
+import type { DatasetRef, DatasetSummary } from '../workers/handlers/datasets.js';
+import { WorkerPoolService } from '../workers/workers.module.js';
+import { DatasetEntity, DatasetFileEntity } from './dataset.entity.js';
+import { type DatasetDto, type DatasetPageDto, mapDataset } from './datasets.dto.js';
+
+const IDX_PARTS = ['images', 'labels', 'testImages', 'testLabels'];
+
+@Injectable()
+export class DatasetsService implements OnModuleInit {
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly artifacts: ArtifactsService,
+    private readonly pool: WorkerPoolService,
+  ) {}
+
+  /** The built-ins are rows like any dataset (runs refer to them by foreign key); their data loads lazily. */
+  async onModuleInit(): Promise<void> {
+    for (const name of BUILTIN_NAMES) {
+      const info = BUILTIN_INFO[name];
+      const val = holdoutCount(info.train, BUILTIN_VAL_FRACTION);
+      await this.dataSource
+        .createQueryBuilder()
+        .insert()
+        .into(DatasetEntity)
+        .values({
+          id: name,
+          name,
+          source: 'builtin',
+          format: null,
+          description: info.description,
+          inputShape: info.inputShape,
+          classes: info.classes,
+          trainCount: info.train - val,
+          valCount: val,
+          testCount: info.test,
+          pixels: 'uint8',
+        })
+        .orIgnore()
+        .execute();
+    }
+  }
+
+  /**
+   * POST /datasets: an IDX pair as multipart (images, labels, optional testImages, testLabels), or one
+   * .npz or safetensors file as the body. Stored, then parsed and validated in a worker thread.
+   */
+  async upload(name: string, classes: number | undefined, req: Request): Promise<DatasetDto> {
+    const max = this.config.maxUploadBytes;
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > max) throw new ProblemException(413, `the body is ${declared} bytes; the limit (MAX_UPLOAD_BYTES) is ${max}`);
+    const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    const stored: StoredArtifact[] = [];
+    try {
+      let files: Record<string, string>;
+      let format: 'idx' | 'npz' | 'safetensors';
+      if (type === 'multipart/form-data') {
+        files = await this.receiveIdx(req, max, stored);
+        format = 'idx';
+      } else if (['application/octet-stream', 'application/zip', 'application/x-npz', 'application/vnd.safetensors'].includes(type)) {
+        const a = await this.artifacts.store.put(req, { maxBytes: max });
+        stored.push(a);
+        files = { data: a.sha256 };
+        format = (await this.startsWithZipMagic(a.sha256)) ? 'npz' : 'safetensors';
+      } else {
+        throw new ProblemException(415, `send an IDX images + labels pair as multipart/form-data, or one .npz or safetensors file as application/octet-stream; got "${type || 'no content type'}"`);
+      }
+      const id = randomUUID();
+      const ref: DatasetRef = { id, source: 'upload', format, files, classes };
+      const summary = await this.pool.run<DatasetSummary>({ type: 'inspect-dataset', dataset: ref });
+      const entity = await this.dataSource.transaction(async (tx) => {
+        for (const a of stored) await this.artifacts.record(tx, a, 'application/octet-stream');
+        const saved = await tx.save(
+          tx.create(DatasetEntity, {
+            id,
+            name,
+            source: 'upload',
+            format,
+            description: null,
+            inputShape: summary.inputShape,
+            classes: summary.classes,
+            trainCount: summary.splits.train,
+            valCount: summary.splits.val,
+            testCount: summary.splits.test,
+            pixels: summary.pixels,
+          }),
+        );
+        await tx.insert(DatasetFileEntity, Object.entries(files).map(([role, sha]) => ({ datasetId: id, role, artifactSha256: sha })));
+        return saved;
+      });
+      return mapDataset(entity);
+    } catch (err) {
+      for (const a of stored) await this.artifacts.discard(a);
+      throw err;
+    }
+  }
+
+  private async startsWithZipMagic(sha: string): Promise<boolean> {
+    const h = await this.artifacts.store.openFile(sha);
+    try {
+      const b = Buffer.alloc(4);
+      await h.read(b, 0, 4, 0);
+      return b.equals(Buffer.from([0x50, 0x4b, 0x03, 0x04]));
+    } finally {
+      await h.close();
+    }
+  }
+
+  private receiveIdx(req: Request, max: number, stored: StoredArtifact[]): Promise<Record<string, string>> {
+    return new Promise((resolve, reject) => {
+      let bb: busboy.Busboy;
+      try {
+        bb = busboy({ headers: req.headers, limits: { files: 4, fields: 0 } });
+      } catch (err) {
+        reject(new CoreInputError('invalid-multipart', `not a multipart body: ${(err as Error).message}`));
+        return;
+      }
+      const files: Record<string, string> = {};
+      const work: Promise<void>[] = [];
+      let failed = false;
+      const fail = (err: unknown) => {
+        if (failed) return;
+        failed = true;
+        req.unpipe(bb);
+        reject(err);
+      };
+      bb.on('file', (field: string, stream: Readable) => {
+        if (!IDX_PARTS.includes(field) || files[field]) {
+          stream.resume();
+          return fail(new CoreInputError('invalid-multipart', `unexpected part "${field}": send images, labels and optionally testImages, testLabels`));
+        }
+        files[field] = 'pending';
+        work.push(
+          this.artifacts.store.put(stream, { maxBytes: max }).then(
+            (a) => {
+              stored.push(a);
+              files[field] = a.sha256;
+            },
+            (err) => {
+              stream.resume();
+              fail(err);
+            },
+          ),
+        );
+      });
+      bb.on('field', (n: string) => fail(new CoreInputError('invalid-multipart', `unexpected field "${n}": send the IDX files as file parts`)));
+      bb.on('filesLimit', () => fail(new CoreInputError('invalid-multipart', 'too many parts: images, labels, testImages, testLabels at most')));
+      bb.on('error', (err: Error) => fail(new CoreInputError('invalid-multipart', `malformed multipart body: ${err.message}`)));
+      bb.on('close', async () => {
+        await Promise.all(work);
+        if (failed) return;
+        for (const need of ['images', 'labels']) if (!files[need]) return fail(new CoreInputError('invalid-dataset', `the ${need} part is missing`));
+        if (!!files.testImages !== !!files.testLabels) return fail(new CoreInputError('invalid-dataset', 'testImages and testLabels come as a pair'));
+        resolve(files);
+      });
+      req.pipe(bb);
+    });
+  }
+
+  async list(page: PageQueryDto): Promise<DatasetPageDto> {
+    const limit = page.limit ?? 50;
+    const offset = page.offset ?? 0;
+    const [rows, total] = await this.dataSource.getRepository(DatasetEntity).findAndCount({ order: { source: 'ASC', createdAt: 'ASC', id: 'ASC' }, take: limit, skip: offset });
+    return { items: rows.map(mapDataset), total, limit, offset };
+  }
+
+  async get(id: string): Promise<DatasetDto> {
+    return mapDataset(await this.entity(id));
+  }
+
+  async entity(id: string): Promise<DatasetEntity> {
+    const e = await this.dataSource.getRepository(DatasetEntity).findOneBy({ id });
+    if (!e) throw notFound('dataset', id);
+    return e;
+  }
+
+  /** What a worker needs to load the dataset. */
+  async ref(id: string): Promise<DatasetRef> {
+    const e = await this.entity(id);
+    if (e.source === 'builtin') return { id, source: 'builtin' };
+    const files = await this.dataSource.getRepository(DatasetFileEntity).findBy({ datasetId: id });
+    return { id, source: 'upload', format: e.format ?? undefined, files: Object.fromEntries(files.map((f) => [f.role, f.artifactSha256])), classes: e.classes };
+  }
+}
