@@ -3,5 +3,6 @@ import { Init1795944107871 as M0 } from './1795944107871-Init.js';
 import { Models1795945294002 as M1 } from './1795945294002-Models.js';
 import { Masks1795945722164 as M2 } from './1795945722164-Masks.js';
 import { DatasetsEvaluations1795946091782 as M3 } from './1795946091782-DatasetsEvaluations.js';
+import { Runs1795946514455 as M4 } from './1795946514455-Runs.js';
 
-export const MIGRATIONS = [M0, M1, M2, M3];
+export const MIGRATIONS = [M0, M1, M2, M3, M4];

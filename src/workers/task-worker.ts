@@ -10,6 +10,7 @@ import { runInspectDataset } from './handlers/datasets.js';
 import { runEvaluate } from './handlers/evaluate.js';
 import { runApplyMask, runPrune } from './handlers/prune.js';
 import { runTemplate } from './handlers/template.js';
+import { runCheckTrain, runTrain } from './handlers/train.js';
 import { CORE_INPUT_ERROR, type ProgressMessage, type TaskContext, type WorkerInit, type WorkerTask } from './tasks.js';
 
 const init = workerData as WorkerInit;
@@ -46,6 +47,10 @@ async function dispatch(task: WorkerTask, ctx: TaskContext, backend: Awaited<Ret
       return await runEvaluate(task, ctx);
     case 'template':
       return await runTemplate(task, ctx);
+    case 'train':
+      return await runTrain(task, ctx, backend.name);
+    case 'check-train':
+      return await runCheckTrain(task, ctx);
     case 'crash':
       if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
       if (task.how === 'exit') process.exit(70);

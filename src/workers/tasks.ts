@@ -4,8 +4,9 @@ import type { InspectDatasetTask } from './handlers/datasets.js';
 import type { EvaluateTask } from './handlers/evaluate.js';
 import type { ApplyMaskTask, PruneTask } from './handlers/prune.js';
 import type { TemplateTask } from './handlers/template.js';
+import type { CheckTrainTask, TrainTask } from './handlers/train.js';
 
-export type { ApplyMaskTask, EvaluateTask, InspectDatasetTask, PruneTask, TemplateTask };
+export type { ApplyMaskTask, CheckTrainTask, EvaluateTask, InspectDatasetTask, PruneTask, TemplateTask, TrainTask };
 
 /**
  * What the main thread asks a worker thread to do. Tasks carry ids, paths and configurations;
@@ -33,7 +34,7 @@ export interface CrashTask {
   how: 'exit' | 'throw' | 'hang';
 }
 
-export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask | InspectDatasetTask | EvaluateTask | TemplateTask;
+export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask | InspectDatasetTask | EvaluateTask | TemplateTask | TrainTask | CheckTrainTask;
 
 /** Messages a running task sends back on its progress port. */
 export interface ProgressMessage {

@@ -1,0 +1,228 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Type } from 'class-transformer';
+import {
+  ArrayMaxSize,
+  ArrayMinSize,
+  IsArray,
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsNumber,
+  IsOptional,
+  IsString,
+  IsUrl,
+  IsUUID,
+  Max,
+  Min,
+  ValidateIf,
+  ValidateNested,
+} from 'class-validator';
+import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
+import type { RunCandidateEntity, RunEntity } from './run.entity.js';
+
+export const RUN_KINDS = ['train', 'retrain'] as const;
+export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export const VARY = ['seed', 'weightDecay', 'epochs', 'learningRate', 'schedule'] as const;
+export const SCHEDULES = ['constant', 'linear', 'cosine', 'allr'] as const;
+
+const finite = { allowNaN: false, allowInfinity: false };
+
+/** One candidate's training configuration. Every field has the default shown. */
+export class TrainingConfigDto {
+  @ApiPropertyOptional({ default: 0, description: 'fixes batch order and any other randomness' })
+  @IsOptional() @IsInt() @Min(0) @Max(2 ** 31 - 1)
+  seed?: number;
+
+  @ApiPropertyOptional({ default: 1, description: 'fractional allowed (0.5 = half an epoch)' })
+  @IsOptional() @IsNumber(finite) @Min(0.001) @Max(10_000)
+  epochs?: number;
+
+  @ApiPropertyOptional({ default: 128 })
+  @IsOptional() @IsInt() @Min(1) @Max(65_536)
+  batchSize?: number;
+
+  @ApiPropertyOptional({ enum: ['sgd', 'adam'], default: 'sgd' })
+  @IsOptional() @IsIn(['sgd', 'adam'])
+  optimizer?: 'sgd' | 'adam';
+
+  @ApiPropertyOptional({ default: 0.9 })
+  @IsOptional() @IsNumber(finite) @Min(0) @Max(0.999999)
+  momentum?: number;
+
+  @ApiPropertyOptional({ default: false })
+  @IsOptional() @IsBoolean()
+  nesterov?: boolean;
+
+  @ApiPropertyOptional({ default: 0.1, description: 'the peak learning rate η_max' })
+  @IsOptional() @IsNumber(finite) @Min(0) @Max(100)
+  learningRate?: number;
+
+  @ApiPropertyOptional({ enum: SCHEDULES, default: 'linear', description: 'constant (FT), linear decay (LLR), cosine (CLR), or ALLR (SMS); all but constant warm up' })
+  @IsOptional() @IsIn(SCHEDULES)
+  schedule?: (typeof SCHEDULES)[number];
+
+  @ApiPropertyOptional({ default: 0.1 })
+  @IsOptional() @IsNumber(finite) @Min(0) @Max(0.99)
+  warmupFraction?: number;
+
+  @ApiPropertyOptional({ default: 0.0001 })
+  @IsOptional() @IsNumber(finite) @Min(0) @Max(1)
+  weightDecay?: number;
+}
+
+export type FullTrainingConfig = Required<TrainingConfigDto>;
+
+export const TRAINING_DEFAULTS: FullTrainingConfig = {
+  seed: 0,
+  epochs: 1,
+  batchSize: 128,
+  optimizer: 'sgd',
+  momentum: 0.9,
+  nesterov: false,
+  learningRate: 0.1,
+  schedule: 'linear',
+  warmupFraction: 0.1,
+  weightDecay: 1e-4,
+};
+
+export class CreateRunDto {
+  @ApiProperty({ enum: RUN_KINDS, description: 'train: dense training; retrain: m candidates retrained under one mask, in parallel' })
+  @IsIn(RUN_KINDS)
+  kind: (typeof RUN_KINDS)[number];
+
+  @ApiProperty({ format: 'uuid', description: 'a TensorFlow.js layers model (it carries the architecture)' })
+  @IsUUID()
+  modelId: string;
+
+  @ApiProperty({ example: 'mnist' })
+  @IsString()
+  datasetId: string;
+
+  @ApiPropertyOptional({ format: 'uuid', description: 'retrain: the mask to enforce (default: the model\'s own zero pattern)' })
+  @IsOptional() @IsUUID()
+  maskId?: string;
+
+  @ApiPropertyOptional({ type: TrainingConfigDto, description: 'train: the configuration; retrain: the base configuration that `vary` changes' })
+  @IsOptional() @ValidateNested() @Type(() => TrainingConfigDto)
+  training?: TrainingConfigDto;
+
+  @ApiPropertyOptional({ type: [TrainingConfigDto], description: 'retrain: explicit candidate configurations (instead of m + vary)' })
+  @IsOptional() @IsArray() @ArrayMinSize(1) @ArrayMaxSize(64) @ValidateNested({ each: true }) @Type(() => TrainingConfigDto)
+  candidates?: TrainingConfigDto[];
+
+  @ApiPropertyOptional({ minimum: 1, maximum: 64, description: 'retrain: number of candidates' })
+  @ValidateIf((o: CreateRunDto) => o.m !== undefined || (o.kind === 'retrain' && !o.candidates))
+  @IsInt() @Min(1) @Max(64)
+  m?: number;
+
+  @ApiPropertyOptional({ enum: VARY, default: 'seed', description: 'what differs between the m candidates' })
+  @IsOptional() @IsIn(VARY)
+  vary?: (typeof VARY)[number];
+
+  @ApiPropertyOptional({ type: 'array', items: { oneOf: [{ type: 'number' }, { type: 'string' }] }, description: 'the m values of `vary` (default for seed: base seed + i)' })
+  @IsOptional() @IsArray() @ArrayMaxSize(64)
+  values?: (number | string)[];
+
+  @ApiPropertyOptional({ description: 'ALLR: the epochs of the dense (pre)training, for E_retrain / E_pretrain (default: read from the lineage)' })
+  @IsOptional() @IsNumber(finite) @Min(0.001)
+  pretrainEpochs?: number;
+
+  @ApiPropertyOptional({ description: 'POSTed a signed event when the run finishes' })
+  @IsOptional() @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true })
+  callbackUrl?: string;
+}
+
+export class RunQueryDto extends PageQueryDto {
+  @ApiPropertyOptional({ enum: RUN_KINDS })
+  @IsOptional() @IsIn(RUN_KINDS)
+  kind?: string;
+
+  @ApiPropertyOptional({ enum: RUN_STATUSES })
+  @IsOptional() @IsIn(RUN_STATUSES)
+  status?: string;
+}
+
+export class CandidateProgressDto {
+  @ApiProperty() epoch: number;
+  @ApiProperty() step: number;
+  @ApiProperty() steps: number;
+  @ApiPropertyOptional() loss?: number;
+  @ApiPropertyOptional() learningRate?: number;
+  @ApiPropertyOptional() samplesPerSecond?: number;
+}
+
+export class CandidateDto {
+  @ApiProperty({ format: 'uuid' }) id: string;
+  @ApiProperty() phase: number;
+  @ApiProperty() index: number;
+  @ApiProperty({ type: TrainingConfigDto }) config: Record<string, unknown>;
+  @ApiProperty({ enum: RUN_STATUSES }) status: string;
+  @ApiProperty() attempts: number;
+  @ApiProperty({ type: CandidateProgressDto, nullable: true }) progress: CandidateProgressDto | null;
+  @ApiProperty({ type: String, nullable: true, format: 'uuid' }) resultModelId: string | null;
+  @ApiProperty({ type: Number, nullable: true }) valAccuracy: number | null;
+  @ApiProperty({ type: Number, nullable: true }) testAccuracy: number | null;
+  @ApiProperty({ type: 'object', nullable: true, additionalProperties: true }) metrics: Record<string, unknown> | null;
+  @ApiProperty({ type: String, nullable: true }) error: string | null;
+  @ApiProperty({ type: Date, nullable: true }) startedAt: Date | null;
+  @ApiProperty({ type: Date, nullable: true }) finishedAt: Date | null;
+}
+
+export class RunDto {
+  @ApiProperty({ format: 'uuid' }) id: string;
+  @ApiProperty({ enum: RUN_KINDS }) kind: string;
+  @ApiProperty({ enum: RUN_STATUSES }) status: string;
+  @ApiProperty({ type: String, nullable: true, description: 'the TensorFlow.js backend that trained it' }) backend: string | null;
+  @ApiProperty({ format: 'uuid' }) modelId: string;
+  @ApiProperty() datasetId: string;
+  @ApiProperty({ type: String, nullable: true, format: 'uuid' }) maskId: string | null;
+  @ApiProperty({ type: 'object', additionalProperties: true, description: 'the request as validated' }) request: Record<string, unknown>;
+  @ApiProperty({ type: [Object], description: 'SMS / IMP phases (empty for train and retrain runs)' }) phases: Record<string, unknown>[];
+  @ApiProperty({ type: [CandidateDto] }) candidates: CandidateDto[];
+  @ApiProperty({ type: String, nullable: true }) error: string | null;
+  @ApiProperty() createdAt: Date;
+  @ApiProperty({ type: Date, nullable: true }) startedAt: Date | null;
+  @ApiProperty({ type: Date, nullable: true }) finishedAt: Date | null;
+}
+
+export class RunPageDto extends PageMetaDto {
+  @ApiProperty({ type: [RunDto] }) items: RunDto[];
+}
+
+export function mapCandidate(c: RunCandidateEntity): CandidateDto {
+  return {
+    id: c.id,
+    phase: c.phase,
+    index: c.index,
+    config: c.config,
+    status: c.status,
+    attempts: c.attempts,
+    progress: c.progress,
+    resultModelId: c.resultModelId,
+    valAccuracy: c.valAccuracy,
+    testAccuracy: c.testAccuracy,
+    metrics: c.metrics,
+    error: c.error,
+    startedAt: c.startedAt,
+    finishedAt: c.finishedAt,
+  };
+}
+
+export function mapRun(r: RunEntity, candidates: RunCandidateEntity[]): RunDto {
+  return {
+    id: r.id,
+    kind: r.kind,
+    status: r.status,
+    backend: r.backend,
+    modelId: r.modelId,
+    datasetId: r.datasetId,
+    maskId: r.maskId,
+    request: r.request,
+    phases: [],
+    candidates: candidates.sort((a, b) => a.phase - b.phase || a.index - b.index).map(mapCandidate),
+    error: r.error,
+    createdAt: r.createdAt,
+    startedAt: r.startedAt,
+    finishedAt: r.finishedAt,
+  };
+}

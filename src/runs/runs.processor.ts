@@ -1,0 +1,223 @@
+import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import { type DataSource, In } from 'typeorm';
+import { ArtifactsService } from '../artifacts/artifacts.service.js';
+import type { AppConfig } from '../config/config.js';
+import { APP_CONFIG } from '../config/config.module.js';
+import { CoreInputError } from '../core/errors.js';
+import type { TrainingConfig } from '../core/tf/train.js';
+import { DatasetsService } from '../datasets/datasets.service.js';
+import { JobName, QUEUE_POLICIES } from '../jobs/jobs.js';
+import { JobsService } from '../jobs/jobs.service.js';
+import { WorkerRegistryService } from '../jobs/worker-registry.service.js';
+import { modelRef } from '../models/model-ref.js';
+import { ModelsService } from '../models/models.service.js';
+import type { TrainTaskResult } from '../workers/handlers/train.js';
+import type { ProgressMessage } from '../workers/tasks.js';
+import { WorkerPoolService } from '../workers/workers.module.js';
+import { type CandidateProgress, FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, type RunStatus } from './run.entity.js';
+import { type RunPlan, RunsService } from './runs.service.js';
+
+const PROGRESS_WRITE_MS = 1000;
+const CANCEL_POLL_MS = 1000;
+const SUPERVISE_MS = 5000;
+
+/**
+ * Works the candidate jobs of this process (WORKERS at a time): each candidate trains in a worker
+ * thread; its result lands in one transaction that is a no-op if another attempt already landed
+ * one. A supervisor requeues the candidates of workers that died.
+ */
+@Injectable()
+export class RunsProcessor implements OnApplicationBootstrap {
+  private readonly logger = new Logger(RunsProcessor.name);
+  private supervisor: NodeJS.Timeout | null = null;
+
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly runs: RunsService,
+    private readonly models: ModelsService,
+    private readonly datasets: DatasetsService,
+    private readonly jobs: JobsService,
+    private readonly registry: WorkerRegistryService,
+    private readonly pool: WorkerPoolService,
+    private readonly artifacts: ArtifactsService,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.registry.register();
+    await this.recover();
+    await this.jobs.work(JobName.TrainCandidate, this.config.workers, (payload, job) => this.trainCandidate(payload.candidateId, job));
+    this.supervisor = setInterval(() => this.recover().catch((err) => this.logger.warn({ err }, 'recovery sweep failed')), SUPERVISE_MS);
+    this.supervisor.unref();
+  }
+
+  onApplicationShutdown(): void {
+    if (this.supervisor) clearInterval(this.supervisor);
+  }
+
+  /** Candidates left running by a dead worker go back to the queue (their job fails into a retry). */
+  async recover(): Promise<void> {
+    const dead = await this.registry.deadWorkerIds();
+    if (!dead.length) return;
+    const orphans = await this.dataSource.getRepository(RunCandidateEntity).findBy({ status: 'running', workerId: In(dead) });
+    for (const c of orphans) {
+      await this.dataSource.transaction(async (tx) => {
+        await tx.update(RunCandidateEntity, { id: c.id, status: 'running' }, { status: 'queued', workerId: null, progress: null });
+        await this.runs.event(tx, c.runId, 'candidate-requeued', { reason: 'its worker stopped answering', attempts: c.attempts }, c.id);
+      });
+      if (c.jobId) await this.jobs.fail(JobName.TrainCandidate, c.jobId, 'worker died').catch(() => {});
+      this.logger.warn({ candidate: c.id, run: c.runId }, 'requeued the candidate of a dead worker');
+    }
+    await this.registry.forget(dead);
+  }
+
+  async trainCandidate(candidateId: string, job: { id: string; retryCount: number }): Promise<void> {
+    const candidate = await this.dataSource.getRepository(RunCandidateEntity).findOneBy({ id: candidateId });
+    if (!candidate || FINISHED.includes(candidate.status)) return; // idempotent: already done (or gone)
+    const run = await this.runs.entity(candidate.runId);
+    if (run.status === 'cancelled') {
+      await this.finishCandidate(candidate, 'cancelled', null);
+      return;
+    }
+    const started = await this.dataSource.transaction(async (tx) => {
+      const claimed = await tx.update(
+        RunCandidateEntity,
+        { id: candidate.id, status: In(['queued', 'running']) },
+        { status: 'running', attempts: () => 'attempts + 1', workerId: this.registry.id, jobId: job.id, startedAt: new Date(), error: null },
+      );
+      if (!claimed.affected) return false;
+      if (run.status === 'queued') await tx.update(RunEntity, { id: run.id, status: 'queued' }, { status: 'running', startedAt: new Date() });
+      await this.runs.event(tx, run.id, 'candidate-started', { index: candidate.index, attempt: candidate.attempts + 1 }, candidate.id);
+      return true;
+    });
+    if (!started) return;
+
+    const model = await this.models.entity(run.modelId);
+    const plan = (run.request.plan ?? { mask: { kind: 'none' } }) as RunPlan;
+    const allr = plan.allr ? { reference: modelRef(await this.models.entity(plan.allr.referenceModelId)), pruneRate: plan.allr.pruneRate, retrainToPretrainRatio: plan.allr.retrainToPretrainRatio } : undefined;
+    const abort = new AbortController();
+    const cancelWatch = setInterval(async () => {
+      const r = await this.dataSource.getRepository(RunEntity).findOneBy({ id: run.id }).catch(() => null);
+      if (r?.status === 'cancelled') abort.abort(new Error('the run was cancelled'));
+    }, CANCEL_POLL_MS);
+    let lastWrite = 0;
+    const onProgress = (m: ProgressMessage) => {
+      const now = Date.now();
+      if (now - lastWrite < PROGRESS_WRITE_MS && m.step !== m.steps) return;
+      lastWrite = now;
+      const progress = { epoch: m.epoch, step: m.step, steps: m.steps, loss: m.loss, learningRate: m.learningRate, samplesPerSecond: m.samplesPerSecond } as CandidateProgress;
+      this.dataSource
+        .transaction(async (tx) => {
+          await tx.update(RunCandidateEntity, { id: candidate.id, status: 'running' }, { progress });
+          await this.runs.event(tx, run.id, 'progress', { index: candidate.index, ...progress }, candidate.id);
+        })
+        .catch((err) => this.logger.warn({ err }, 'progress write failed'));
+    };
+
+    let result: TrainTaskResult;
+    try {
+      result = await this.pool.run<TrainTaskResult>(
+        {
+          type: 'train',
+          model: modelRef(model),
+          dataset: await this.datasets.ref(run.datasetId),
+          config: candidate.config as unknown as TrainingConfig,
+          mask: plan.mask,
+          allr,
+          recalibrate: true,
+          evaluate: ['val', 'test'],
+        },
+        { onProgress, signal: abort.signal },
+      );
+    } catch (err) {
+      clearInterval(cancelWatch);
+      if (abort.signal.aborted) {
+        await this.finishCandidate(candidate, 'cancelled', null);
+        return;
+      }
+      const message = err instanceof Error ? err.message : String(err);
+      const last = err instanceof CoreInputError || job.retryCount >= QUEUE_POLICIES[JobName.TrainCandidate].retryLimit;
+      if (last) {
+        await this.finishCandidate(candidate, 'failed', message);
+        return;
+      }
+      await this.dataSource.transaction(async (tx) => {
+        await tx.update(RunCandidateEntity, { id: candidate.id, status: 'running' }, { status: 'queued', error: message, workerId: null });
+        await this.runs.event(tx, run.id, 'candidate-retry', { index: candidate.index, error: message }, candidate.id);
+      });
+      throw err; // pg-boss retries with back-off
+    }
+    clearInterval(cancelWatch);
+    await this.landResult(run, candidate, result);
+  }
+
+  /** The result model and the candidate's success, together, once: a second attempt finds it done. */
+  private async landResult(run: RunEntity, candidate: RunCandidateEntity, result: TrainTaskResult): Promise<void> {
+    const { stored } = result;
+    let landed = false;
+    try {
+      landed = await this.dataSource.transaction(async (tx) => {
+        const claim = await tx.update(RunCandidateEntity, { id: candidate.id, status: 'running', workerId: this.registry.id }, { status: 'succeeded' });
+        if (!claim.affected) return false;
+        const model = await this.models.createLayersModel(
+          stored,
+          {
+            name: `${run.kind}-${run.id.slice(0, 8)}-c${candidate.phase}.${candidate.index}`,
+            origin: { kind: run.kind === 'train' ? 'train' : 'retrain', runId: run.id, candidateId: candidate.id, config: candidate.config, datasetId: run.datasetId },
+            parentIds: [run.modelId],
+            maskId: run.maskId,
+          },
+          tx,
+        );
+        const metrics = { ...result.metrics, train: result.train, backend: result.backend };
+        await tx.update(
+          RunCandidateEntity,
+          { id: candidate.id },
+          {
+            resultModelId: model.id,
+            valAccuracy: result.metrics.val?.accuracy ?? null,
+            testAccuracy: result.metrics.test?.accuracy ?? null,
+            metrics: metrics as never,
+            progress: { epoch: result.train.epochs, step: result.train.steps, steps: result.train.steps },
+            finishedAt: new Date(),
+          },
+        );
+        if (!run.backend) await tx.update(RunEntity, { id: run.id }, { backend: result.backend });
+        await this.runs.event(tx, run.id, 'candidate-succeeded', { index: candidate.index, resultModelId: model.id, valAccuracy: result.metrics.val?.accuracy ?? null, testAccuracy: result.metrics.test?.accuracy ?? null }, candidate.id);
+        return true;
+      });
+    } finally {
+      if (!landed) {
+        await this.artifacts.discard(stored.model.weights);
+        await this.artifacts.discard(stored.topology);
+      }
+    }
+    if (landed) await this.settleRun(run.id);
+  }
+
+  private async finishCandidate(candidate: RunCandidateEntity, status: RunStatus, error: string | null): Promise<void> {
+    await this.dataSource.transaction(async (tx) => {
+      await tx.update(RunCandidateEntity, { id: candidate.id }, { status, error, finishedAt: new Date(), workerId: null });
+      await this.runs.event(tx, candidate.runId, `candidate-${status}`, { index: candidate.index, ...(error ? { error } : {}) }, candidate.id);
+    });
+    await this.settleRun(candidate.runId);
+  }
+
+  /** A run is finished when every candidate is: succeeded if all succeeded, failed if any failed. Once. */
+  async settleRun(runId: string): Promise<void> {
+    await this.dataSource.transaction(async (tx) => {
+      // The row lock serialises candidates that finish at the same moment.
+      const run = await tx.findOne(RunEntity, { where: { id: runId }, lock: { mode: 'pessimistic_write' } });
+      if (!run) return;
+      const candidates = await tx.findBy(RunCandidateEntity, { runId });
+      if (!candidates.every((c) => FINISHED.includes(c.status))) return;
+      if (await tx.exists(RunEventEntity, { where: { runId, type: 'run-finished' } })) return;
+      const failed = candidates.filter((c) => c.status === 'failed');
+      const status: RunStatus = run.status === 'cancelled' ? 'cancelled' : failed.length ? 'failed' : 'succeeded';
+      const error = failed.length ? `${failed.length} of ${candidates.length} candidates failed: ${failed[0].error}` : null;
+      await tx.update(RunEntity, { id: runId }, { status, error, finishedAt: run.finishedAt ?? new Date() });
+      await this.runs.event(tx, runId, 'run-finished', { status, error });
+    });
+  }
+}

@@ -1,0 +1,183 @@
+import { Injectable } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import { type DataSource, type EntityManager, In } from 'typeorm';
+import { notFound, ProblemException, unprocessable } from '../common/problem.js';
+import { CoreInputError } from '../core/errors.js';
+import { validateTrainingConfig } from '../core/tf/train.js';
+import { DatasetsService } from '../datasets/datasets.service.js';
+import { JobName } from '../jobs/jobs.js';
+import { JobsService } from '../jobs/jobs.service.js';
+import { MasksService } from '../masks/masks.service.js';
+import type { ModelEntity } from '../models/model.entity.js';
+import { modelRef } from '../models/model-ref.js';
+import { ModelsService } from '../models/models.service.js';
+import { WorkerPoolService } from '../workers/workers.module.js';
+import { FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, type RunStatus } from './run.entity.js';
+import { type CreateRunDto, type FullTrainingConfig, mapRun, type RunDto, type RunPageDto, type RunQueryDto, TRAINING_DEFAULTS, type TrainingConfigDto } from './runs.dto.js';
+
+/** What a candidate job needs besides its configuration, fixed at POST time. */
+export interface RunPlan {
+  mask: { kind: 'none' } | { kind: 'implied' } | { kind: 'stored'; sha256: string };
+  allr?: { referenceModelId: string; pruneRate: number; retrainToPretrainRatio: number };
+}
+
+@Injectable()
+export class RunsService {
+  constructor(
+    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly models: ModelsService,
+    private readonly masks: MasksService,
+    private readonly datasets: DatasetsService,
+    private readonly jobs: JobsService,
+    private readonly pool: WorkerPoolService,
+  ) {}
+
+  /**
+   * POST /runs. Everything that can be known before training is checked here (the configuration, that
+   * the model is a layers model that takes the dataset, that the mask fits), so a bad run fails now
+   * with a problem, not in a worker an hour later. Rows and jobs are committed together.
+   */
+  async create(dto: CreateRunDto): Promise<RunDto> {
+    const model = await this.models.entity(dto.modelId);
+    if (model.format !== 'tfjs-layers') {
+      throw unprocessable(`model ${model.id} is a safetensors checkpoint: training needs a TensorFlow.js layers model (it carries the architecture)`, 'no-architecture');
+    }
+    const dataset = await this.datasets.ref(dto.datasetId);
+    const mask = dto.maskId ? await this.masks.entity(dto.maskId) : null;
+    if (dto.kind === 'train' && mask) throw new ProblemException(400, 'a train run is dense: maskId belongs to retrain runs', { slug: 'validation' });
+    const configs = expandCandidates(dto);
+    const plan: RunPlan = {
+      mask: dto.kind === 'train' ? { kind: 'none' } : mask ? { kind: 'stored', sha256: mask.artifactSha256 } : { kind: 'implied' },
+    };
+    if (configs.some((c) => c.schedule === 'allr')) plan.allr = await this.allrPlan(model, dto, configs);
+    for (const [i, c] of configs.entries()) {
+      try {
+        validateTrainingConfig(c, plan.allr ? { relativeDistance: 0, pruneRate: plan.allr.pruneRate, retrainToPretrainRatio: plan.allr.retrainToPretrainRatio } : undefined);
+      } catch (err) {
+        if (err instanceof CoreInputError) throw new ProblemException(400, `candidate ${i}: ${err.message}`, { slug: 'validation', extensions: { candidate: i } });
+        throw err;
+      }
+    }
+    await this.pool.run({ type: 'check-train', model: modelRef(model), dataset, maskSha256: mask?.artifactSha256 });
+
+    const run = await this.dataSource.transaction(async (tx) => {
+      const saved = await tx.save(
+        tx.create(RunEntity, {
+          kind: dto.kind,
+          status: 'queued',
+          backend: null,
+          request: { ...dto, plan } as unknown as Record<string, unknown>,
+          modelId: model.id,
+          datasetId: dto.datasetId,
+          maskId: mask?.id ?? null,
+          callbackUrl: dto.callbackUrl ?? null,
+          error: null,
+          startedAt: null,
+          finishedAt: null,
+        }),
+      );
+      const candidates = await tx.save(
+        configs.map((config, index) => tx.create(RunCandidateEntity, { runId: saved.id, phase: 0, index, config: { ...config }, status: 'queued' as RunStatus, attempts: 0 })),
+      );
+      await this.event(tx, saved.id, 'run-created', { kind: dto.kind, candidates: candidates.length });
+      for (const c of candidates) {
+        c.jobId = await this.jobs.send(JobName.TrainCandidate, { runId: saved.id, candidateId: c.id }, { manager: tx });
+        await tx.update(RunCandidateEntity, { id: c.id }, { jobId: c.jobId });
+      }
+      return saved;
+    });
+    return this.get(run.id);
+  }
+
+  /** ALLR's inputs known before training: the dense reference (the parent), p, and E_retrain / E_pretrain. */
+  private async allrPlan(model: ModelEntity, dto: CreateRunDto, configs: FullTrainingConfig[]): Promise<NonNullable<RunPlan['allr']>> {
+    const parentId = (await this.models.get(model.id)).parentIds[0];
+    if (dto.kind !== 'retrain' || !parentId) {
+      throw new ProblemException(400, 'the allr schedule retrains a pruned model: the model needs a parent (the model it was pruned from)', { slug: 'validation' });
+    }
+    const parent = await this.models.entity(parentId);
+    const kept = (m: ModelEntity) => m.tensors.filter((t) => t.prunable).reduce((n, t) => n + t.size - t.zeros, 0);
+    const pruneRate = 1 - kept(model) / Math.max(1, kept(parent));
+    const pretrainEpochs = dto.pretrainEpochs ?? (parent.origin.kind === 'train' ? Number((parent.origin.config as { epochs?: number } | undefined)?.epochs) : Number.NaN);
+    if (!(pretrainEpochs > 0)) {
+      throw new ProblemException(400, 'the allr schedule needs pretrainEpochs (the dense model was not trained by this service, so its epochs are unknown)', { slug: 'validation' });
+    }
+    const retrainEpochs = Math.max(...configs.map((c) => c.epochs));
+    return { referenceModelId: parent.id, pruneRate, retrainToPretrainRatio: retrainEpochs / pretrainEpochs };
+  }
+
+  async list(q: RunQueryDto): Promise<RunPageDto> {
+    const limit = q.limit ?? 50;
+    const offset = q.offset ?? 0;
+    const where = { ...(q.kind ? { kind: q.kind as RunEntity['kind'] } : {}), ...(q.status ? { status: q.status as RunStatus } : {}) };
+    const [rows, total] = await this.dataSource.getRepository(RunEntity).findAndCount({ where, order: { createdAt: 'DESC', id: 'ASC' }, take: limit, skip: offset });
+    const candidates = rows.length ? await this.dataSource.getRepository(RunCandidateEntity).findBy({ runId: In(rows.map((r) => r.id)) }) : [];
+    return { items: rows.map((r) => mapRun(r, candidates.filter((c) => c.runId === r.id))), total, limit, offset };
+  }
+
+  async get(id: string): Promise<RunDto> {
+    const run = await this.entity(id);
+    const candidates = await this.dataSource.getRepository(RunCandidateEntity).findBy({ runId: id });
+    return mapRun(run, candidates);
+  }
+
+  async entity(id: string, manager: EntityManager = this.dataSource.manager): Promise<RunEntity> {
+    const run = await manager.findOneBy(RunEntity, { id });
+    if (!run) throw notFound('run', id);
+    return run;
+  }
+
+  /**
+   * Cancels a run: queued candidates never start, running ones are stopped by their worker within a
+   * couple of seconds, finished ones and their models stay.
+   */
+  async cancel(id: string): Promise<RunDto> {
+    const run = await this.entity(id);
+    if (FINISHED.includes(run.status)) throw new ProblemException(409, `run ${id} has already ${run.status === 'cancelled' ? 'been cancelled' : run.status}`);
+    const queued = await this.dataSource.transaction(async (tx) => {
+      await tx.update(RunEntity, { id }, { status: 'cancelled', finishedAt: new Date() });
+      const q = await tx.findBy(RunCandidateEntity, { runId: id, status: 'queued' });
+      await tx.update(RunCandidateEntity, { runId: id, status: 'queued' }, { status: 'cancelled', finishedAt: new Date() });
+      await this.event(tx, id, 'run-cancelled', {});
+      return q;
+    });
+    for (const c of queued) if (c.jobId) await this.jobs.cancel(JobName.TrainCandidate, c.jobId);
+    return this.get(id);
+  }
+
+  async event(manager: EntityManager, runId: string, type: string, data: Record<string, unknown>, candidateId: string | null = null): Promise<void> {
+    await manager.save(manager.create(RunEventEntity, { runId, type, data, candidateId }));
+  }
+
+  async eventsAfter(runId: string, afterId: number, limit = 500): Promise<RunEventEntity[]> {
+    return this.dataSource.getRepository(RunEventEntity).createQueryBuilder('e').where('e.run_id = :runId AND e.id > :afterId', { runId, afterId }).orderBy('e.id', 'ASC').limit(limit).getMany();
+  }
+}
+
+/** The m candidate configurations: explicit, or the base configuration with one field varied. */
+export function expandCandidates(dto: CreateRunDto): FullTrainingConfig[] {
+  const full = (c: TrainingConfigDto | undefined): FullTrainingConfig => ({ ...TRAINING_DEFAULTS, ...stripUndefined(c ?? {}) });
+  if (dto.kind === 'train') {
+    if (dto.candidates || dto.m !== undefined) throw new ProblemException(400, 'a train run has one configuration: send training, not candidates or m', { slug: 'validation' });
+    return [full(dto.training)];
+  }
+  if (dto.candidates) {
+    if (dto.m !== undefined || dto.vary || dto.values) throw new ProblemException(400, 'send either candidates or m with vary, not both', { slug: 'validation' });
+    return dto.candidates.map((c) => full({ ...dto.training, ...stripUndefined(c) }));
+  }
+  const m = dto.m!;
+  const base = full(dto.training);
+  const vary = dto.vary ?? 'seed';
+  const values = dto.values ?? (vary === 'seed' ? Array.from({ length: m }, (_, i) => base.seed + i) : undefined);
+  if (!values) throw new ProblemException(400, `vary "${vary}" needs values: one ${vary} per candidate`, { slug: 'validation', extensions: { errors: [{ field: 'values', errors: ['required'] }] } });
+  if (values.length !== m) throw new ProblemException(400, `values has ${values.length} entries; m is ${m}`, { slug: 'validation', extensions: { errors: [{ field: 'values', errors: ['length must equal m'] }] } });
+  return values.map((v, i) => {
+    const ok = vary === 'schedule' ? typeof v === 'string' : typeof v === 'number' && Number.isFinite(v);
+    if (!ok) throw new ProblemException(400, `values[${i}] is not a valid ${vary}`, { slug: 'validation', extensions: { errors: [{ field: `values.${i}`, errors: [`must be a ${vary === 'schedule' ? 'schedule name' : 'number'}`] }] } });
+    return { ...base, [vary]: v } as FullTrainingConfig;
+  });
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,37 @@
+/**
+ * A worker process without the HTTP server: `npm run worker`. It works the same job queues as the
+ * API process. Point several at the same DATABASE_URL (Postgres; the embedded database is one
+ * process) and a shared DATA_DIR to scale out across machines.
+ */
+import 'reflect-metadata';
+import { NestFactory } from '@nestjs/core';
+import { AppModule } from './app.module.js';
+import { createRootLogger, PinoNestLogger } from './common/logging.js';
+import { type AppConfig, ConfigError, loadConfig } from './config/config.js';
+import { databaseOptions } from './database/data-source.js';
+
+async function main(): Promise<void> {
+  let config: AppConfig;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      process.exit(2);
+    }
+    throw err;
+  }
+  if (!config.databaseUrl) {
+    console.error('npm run worker needs DATABASE_URL: the embedded database lives inside the API process, which works jobs itself.');
+    process.exit(2);
+  }
+  const logger = createRootLogger(config.logLevel);
+  const app = await NestFactory.createApplicationContext(AppModule.forRoot(config, databaseOptions(config)), { logger: new PinoNestLogger(logger) });
+  app.enableShutdownHooks();
+  logger.info({ workers: config.workers }, 'sparsoup worker started');
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,142 @@
+import { readFile } from 'node:fs/promises';
+import type * as tf from '@tensorflow/tfjs';
+import { ArtifactStore } from '../../artifacts/artifact-store.js';
+import type { SplitName } from '../../core/data/dataset.js';
+import { CoreInputError } from '../../core/errors.js';
+import { checkMaskFits, isKept, type Mask, parseMask } from '../../core/masks/index.js';
+import { compareWeights } from '../../core/metrics/weights.js';
+import { isPrunable } from '../../core/pruning/prunable.js';
+import { recalibrateBatchNorm } from '../../core/tf/bn-recalibration.js';
+import { namedWeights } from '../../core/tf/model-io.js';
+import { type AllrInputs, type TrainingConfig, type TrainResult, trainModel, type WeightMask } from '../../core/tf/train.js';
+import type { TaskContext } from '../tasks.js';
+import { checkModelFitsDataset, loadStoredLayersModel, type StoredLayersModelRef } from './checkpoint.js';
+import { type DatasetRef, loadDataset } from './datasets.js';
+import { type EvaluationMetrics, evaluateWithCorruptions } from './evaluate.js';
+import { type StoredLayersModel, storeLayersModel } from './template.js';
+
+export interface TrainTask {
+  type: 'train';
+  model: StoredLayersModelRef;
+  dataset: DatasetRef;
+  config: TrainingConfig;
+  /** `none`: dense training; `implied`: the model's own zero pattern; otherwise a stored mask. */
+  mask: { kind: 'none' } | { kind: 'implied' } | { kind: 'stored'; sha256: string };
+  /** ALLR: the dense model the pruned one came from, and the other inputs of the formula. */
+  allr?: { reference: StoredLayersModelRef; pruneRate: number; retrainToPretrainRatio: number };
+  /** Re-estimate batch-norm statistics after training (SMS does, for every candidate). */
+  recalibrate: boolean;
+  evaluate: SplitName[];
+  progressEvery?: number;
+}
+
+export interface TrainTaskResult {
+  stored: StoredLayersModel;
+  train: TrainResult;
+  metrics: Partial<Record<SplitName, EvaluationMetrics>>;
+  /** Pruned weights that are non-zero after training: always 0 (checked, or the task fails). */
+  revived: number;
+  backend: string;
+}
+
+/** Checks, before any training, that a training task can run: model, dataset and mask fit. */
+export interface CheckTrainTask {
+  type: 'check-train';
+  model: StoredLayersModelRef;
+  dataset: DatasetRef;
+  maskSha256?: string;
+}
+
+export async function runCheckTrain(task: CheckTrainTask, ctx: TaskContext): Promise<{ prunableWeights: number; hasBatchNorm: boolean }> {
+  const store = new ArtifactStore(ctx.init.artifactsDir);
+  const [model, ds] = await Promise.all([loadStoredLayersModel(store, task.model), loadDataset(task.dataset, ctx.init)]);
+  try {
+    checkModelFitsDataset(model, ds);
+    if (task.maskSha256) checkMaskFits(parseMask(new Uint8Array(await readFile(store.pathOf(task.maskSha256)))), task.model.entries);
+    const trainable = model.trainableWeights.filter((w) => isPrunable({ name: w.originalName, dtype: 'F32', shape: w.shape as number[] }));
+    return { prunableWeights: trainable.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0), hasBatchNorm: model.layers.some((l) => l.getClassName() === 'BatchNormalization') };
+  } finally {
+    model.dispose();
+  }
+}
+
+export async function runTrain(task: TrainTask, ctx: TaskContext, backend: string): Promise<TrainTaskResult> {
+  const store = new ArtifactStore(ctx.init.artifactsDir);
+  const [model, ds] = await Promise.all([loadStoredLayersModel(store, task.model), loadDataset(task.dataset, ctx.init)]);
+  try {
+    checkModelFitsDataset(model, ds);
+    const mask = await weightMask(store, model, task);
+    const allr = task.allr ? await allrInputs(store, model, task.allr) : undefined;
+    const train = await trainModel(model, ds, task.config, {
+      mask,
+      allr,
+      progressEvery: task.progressEvery ?? 20,
+      onProgress: (p) => ctx.progress({ ...p }),
+    });
+    const revived = countRevived(model, mask);
+    if (revived > 0) throw new Error(`retraining revived ${revived} pruned weights: the mask was not enforced`);
+    if (task.recalibrate) recalibrateBatchNorm(model, ds, { seed: task.config.seed });
+    const metrics: TrainTaskResult['metrics'] = {};
+    for (const split of task.evaluate) {
+      if (ds.splits[split].length > 0) metrics[split] = evaluateWithCorruptions(model, ds, split, [], 0);
+    }
+    const stored = await storeLayersModel(store, model);
+    return { stored, train, metrics, revived, backend };
+  } finally {
+    model.dispose();
+  }
+}
+
+/** The mask as the training loop takes it: 0/1 per element for each masked weight. */
+async function weightMask(store: ArtifactStore, model: tf.LayersModel, task: TrainTask): Promise<WeightMask | undefined> {
+  if (task.mask.kind === 'none') return undefined;
+  const weights = namedWeights(model);
+  const out: WeightMask = new Map();
+  if (task.mask.kind === 'implied') {
+    for (const [name, v] of weights) {
+      if (!isPrunable({ name, dtype: 'F32', shape: v.shape as number[] })) continue;
+      const data = v.read().dataSync();
+      const m = new Uint8Array(data.length);
+      for (let i = 0; i < data.length; i++) m[i] = data[i] !== 0 ? 1 : 0;
+      out.set(name, m);
+    }
+    return out;
+  }
+  const mask: Mask = parseMask(new Uint8Array(await readFile(store.pathOf(task.mask.sha256))));
+  checkMaskFits(mask, task.model.entries);
+  for (const tm of mask.tensors) {
+    if (!weights.has(tm.name)) throw new CoreInputError('mask-mismatch', `the mask names ${tm.name}, which the model does not have`, { tensor: tm.name }, 422);
+    const m = new Uint8Array(tm.size);
+    for (let i = 0; i < tm.size; i++) m[i] = isKept(tm, i) ? 1 : 0;
+    out.set(tm.name, m);
+  }
+  return out;
+}
+
+function countRevived(model: tf.LayersModel, mask: WeightMask | undefined): number {
+  if (!mask) return 0;
+  const weights = namedWeights(model);
+  let revived = 0;
+  for (const [name, m] of mask) {
+    const data = weights.get(name)!.read().dataSync();
+    for (let i = 0; i < m.length; i++) if (m[i] === 0 && data[i] !== 0) revived++;
+  }
+  return revived;
+}
+
+/** ALLR's d = ‖θ − θ_pruned‖ / ‖θ‖ over the prunable weights, θ the dense reference. */
+async function allrInputs(store: ArtifactStore, pruned: tf.LayersModel, a: NonNullable<TrainTask['allr']>): Promise<AllrInputs> {
+  const dense = await loadStoredLayersModel(store, a.reference);
+  try {
+    const dw = namedWeights(dense);
+    const pw = namedWeights(pruned);
+    const names = [...pw.keys()].filter((n) => dw.has(n) && isPrunable({ name: n, dtype: 'F32', shape: pw.get(n)!.shape as number[] }));
+    const cmp = compareWeights(
+      names.map((n) => pw.get(n)!.read().dataSync() as Float32Array),
+      names.map((n) => dw.get(n)!.read().dataSync() as Float32Array),
+    );
+    return { relativeDistance: cmp.normB > 0 ? cmp.l2 / cmp.normB : 0, pruneRate: a.pruneRate, retrainToPretrainRatio: a.retrainToPretrainRatio };
+  } finally {
+    dense.dispose();
+  }
+}

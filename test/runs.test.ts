@@ -1,0 +1,143 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import request from 'supertest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApp, type TestApp } from './support/app.js';
+import { safetensorsBytes } from './support/checkpoints.js';
+import { artifactFiles } from './support/files.js';
+
+const PROBLEM = /application\/problem\+json/;
+const FAST = { epochs: 0.03, batchSize: 64, learningRate: 0.05, schedule: 'constant', momentum: 0.9 };
+
+export async function waitForRun(t: TestApp, id: string, timeoutMs = 120_000) {
+  const start = Date.now();
+  for (;;) {
+    const run = (await request(t.http).get(`/runs/${id}`).expect(200)).body;
+    if (['succeeded', 'failed', 'cancelled'].includes(run.status)) return run;
+    if (Date.now() - start > timeoutMs) throw new Error(`run ${id} still ${run.status} after ${timeoutMs} ms: ${JSON.stringify(run.candidates.map((c: { status: string }) => c.status))}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+describe('training and retraining runs', () => {
+  let t: TestApp;
+  let template: { id: string };
+  let trained: { id: string; parentIds: string[] };
+
+  beforeAll(async () => {
+    t = await startTestApp({ WORKERS: '2' });
+    template = (await request(t.http).post('/models/templates').send({ architecture: 'lenet-300-100', datasetId: 'mnist', seed: 1 }).expect(201)).body;
+  });
+  afterAll(() => t?.close());
+
+  it('trains a template densely: 202, progress, a result model whose parent is the template', async () => {
+    const res = await request(t.http).post('/runs').send({ kind: 'train', modelId: template.id, datasetId: 'mnist', training: { ...FAST, epochs: 0.1, seed: 3 } }).expect(202);
+    expect(res.body).toMatchObject({ kind: 'train', status: 'queued', modelId: template.id, candidates: [{ index: 0, status: 'queued', attempts: 0 }] });
+    const run = await waitForRun(t, res.body.id);
+    expect(run.status).toBe('succeeded');
+    expect(run.backend).toBeTruthy();
+    const c = run.candidates[0];
+    expect(c).toMatchObject({ status: 'succeeded', attempts: 1 });
+    expect(c.valAccuracy).toBeGreaterThan(0.7);
+    expect(c.testAccuracy).toBeGreaterThan(0.7);
+    expect(c.progress.step).toBe(c.progress.steps);
+    trained = (await request(t.http).get(`/models/${c.resultModelId}`).expect(200)).body;
+    expect(trained.parentIds).toEqual([template.id]);
+    expect((trained as unknown as { origin: { kind: string; runId: string } }).origin).toMatchObject({ kind: 'train', runId: run.id });
+  });
+
+  it('retrains m candidates under the mask: every candidate\'s zero pattern equals the mask, seeds differ', async () => {
+    const pruned = (await request(t.http).post(`/models/${trained.id}/prune`).send({ method: 'magnitude-global', sparsity: 0.8 }).expect(201)).body;
+    const res = await request(t.http).post('/runs').send({ kind: 'retrain', modelId: pruned.model.id, maskId: pruned.mask.id, datasetId: 'mnist', training: FAST, m: 3, vary: 'seed' }).expect(202);
+    expect(res.body.candidates.map((c: { config: { seed: number } }) => c.config.seed)).toEqual([0, 1, 2]);
+    const run = await waitForRun(t, res.body.id);
+    expect(run.status).toBe('succeeded');
+    const results = await Promise.all(run.candidates.map(async (c: { resultModelId: string }) => (await request(t.http).get(`/models/${c.resultModelId}`).expect(200)).body));
+    for (const m of results) {
+      expect(m.impliedMaskHash).toBe(pruned.mask.hash);
+      expect(m.maskId).toBe(pruned.mask.id);
+      expect(m.parentIds).toEqual([pruned.model.id]);
+    }
+    expect(new Set(results.map((m) => m.sha256)).size).toBe(3);
+  });
+
+  it('gives identical weights for the same configuration and seed', async () => {
+    const body = { kind: 'retrain', modelId: trained.id, datasetId: 'mnist', candidates: [{ ...FAST, seed: 9 }, { ...FAST, seed: 9 }] };
+    const run = await waitForRun(t, (await request(t.http).post('/runs').send(body).expect(202)).body.id);
+    const [a, b] = await Promise.all(run.candidates.map(async (c: { resultModelId: string }) => (await request(t.http).get(`/models/${c.resultModelId}`)).body.sha256));
+    expect(a).toBe(b);
+  });
+
+  it('streams the run\'s events as server-sent events, ending with run-finished', async () => {
+    const runs = (await request(t.http).get('/runs?kind=train&status=succeeded').expect(200)).body;
+    expect(runs.total).toBeGreaterThanOrEqual(1);
+    const res = await request(t.http).get(`/runs/${runs.items[0].id}/events`).buffer(true).parse((r, cb) => {
+      let text = '';
+      r.on('data', (c: Buffer) => {
+        text += c.toString();
+      });
+      r.on('end', () => cb(null, text));
+    });
+    expect(res.headers['content-type']).toMatch(/text\/event-stream/);
+    const types = [...(res.body as string).matchAll(/^event: (.+)$/gm)].map((m) => m[1]);
+    expect(types[0]).toBe('run-created');
+    expect(types).toContain('candidate-started');
+    expect(types).toContain('progress');
+    expect(types).toContain('candidate-succeeded');
+    expect(types[types.length - 1]).toBe('run-finished');
+  });
+
+  it('cancels a run within seconds, keeping what finished', async () => {
+    const res = await request(t.http).post('/runs').send({ kind: 'retrain', modelId: trained.id, datasetId: 'mnist', training: { ...FAST, epochs: 3 }, m: 4 }).expect(202);
+    for (let i = 0; i < 200; i++) {
+      const run = (await request(t.http).get(`/runs/${res.body.id}`)).body;
+      if (run.candidates.some((c: { progress: unknown }) => c.progress)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const asked = Date.now();
+    const cancelled = (await request(t.http).post(`/runs/${res.body.id}/cancel`).expect(200)).body;
+    expect(cancelled.status).toBe('cancelled');
+    const run = await waitForRun(t, res.body.id, 1);
+    for (let i = 0; i < 100 && run.candidates.some((c: { status: string }) => c.status === 'running'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      Object.assign(run, (await request(t.http).get(`/runs/${res.body.id}`)).body);
+    }
+    expect(Date.now() - asked).toBeLessThan(10_000);
+    expect(run.candidates.every((c: { status: string }) => c.status === 'cancelled')).toBe(true);
+    await request(t.http).post(`/runs/${res.body.id}/cancel`).expect(409);
+  });
+
+  describe('configurations that cannot work are refused at POST: a 4xx problem and no run', () => {
+    async function expectRefused(body: object, status: number, detail: RegExp) {
+      const before = (await request(t.http).get('/runs')).body.total;
+      const files = artifactFiles(t.config.dataDir);
+      const res = await request(t.http).post('/runs').send(body);
+      expect(res.status).toBe(status);
+      expect(res.headers['content-type']).toMatch(PROBLEM);
+      expect(res.body.detail).toMatch(detail);
+      expect((await request(t.http).get('/runs')).body.total).toBe(before);
+      expect(artifactFiles(t.config.dataDir)).toEqual(files);
+    }
+    it('a learning rate that is not a number', () => expectRefused({ kind: 'train', modelId: template.id, datasetId: 'mnist', training: { learningRate: 'NaN' } }, 400, /learningRate/));
+    it('a batch size of 0', () => expectRefused({ kind: 'train', modelId: template.id, datasetId: 'mnist', training: { batchSize: 0 } }, 400, /batchSize/));
+    it('varying weight decay without values', () => expectRefused({ kind: 'retrain', modelId: template.id, datasetId: 'mnist', m: 2, vary: 'weightDecay' }, 400, /values/));
+    it('values that do not match m', () => expectRefused({ kind: 'retrain', modelId: template.id, datasetId: 'mnist', m: 2, vary: 'learningRate', values: [0.1] }, 400, /m is 2/));
+    it('allr on a model with no parent', () => expectRefused({ kind: 'retrain', modelId: template.id, datasetId: 'mnist', m: 1, training: { schedule: 'allr' } }, 400, /parent/));
+    it('a model that cannot be trained (no architecture)', async () => {
+      const st = await request(t.http).post('/models?name=st').set('content-type', 'application/octet-stream').send(await safetensorsBytes([{ name: 'w', shape: [2, 2], data: new Float32Array(4) }])).expect(201);
+      await expectRefused({ kind: 'train', modelId: st.body.id, datasetId: 'mnist' }, 422, /layers model/);
+    });
+    it('a mask that does not fit the model', async () => {
+      const cnn = (await request(t.http).post('/models/templates').send({ architecture: 'cnn-bn', datasetId: 'mnist' }).expect(201)).body;
+      const { mask } = (await request(t.http).post(`/models/${cnn.id}/prune`).send({ method: 'random', sparsity: 0.5 }).expect(201)).body;
+      await expectRefused({ kind: 'retrain', modelId: template.id, maskId: mask.id, datasetId: 'mnist', m: 1 }, 422, /mask/);
+    });
+    it('a dataset the model does not take', async () => {
+      const fashion = (await request(t.http).post('/models/templates').send({ architecture: 'lenet-300-100', datasetId: 'fashion-mnist' }).expect(201)).body;
+      const npz = (await request(t.http).post('/datasets?name=tiny').set('content-type', 'application/octet-stream').send(readFileSync(join('test', 'fixtures', 'data', 'uint8-images.npz'))).expect(201)).body;
+      await expectRefused({ kind: 'train', modelId: fashion.id, datasetId: npz.id }, 422, /shape/);
+      await expectRefused({ kind: 'train', modelId: fashion.id, datasetId: 'nope' }, 404, /dataset/);
+    });
+    it('an unknown kind', () => expectRefused({ kind: 'distill', modelId: template.id, datasetId: 'mnist' }, 400, /kind/));
+  });
+});
