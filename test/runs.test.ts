@@ -5,19 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from './support/app.js';
 import { safetensorsBytes } from './support/checkpoints.js';
 import { artifactFiles } from './support/files.js';
+import { waitForRun } from './support/runs.js';
 
 const PROBLEM = /application\/problem\+json/;
 const FAST = { epochs: 0.03, batchSize: 64, learningRate: 0.05, schedule: 'constant', momentum: 0.9 };
-
-export async function waitForRun(t: TestApp, id: string, timeoutMs = 120_000) {
-  const start = Date.now();
-  for (;;) {
-    const run = (await request(t.http).get(`/runs/${id}`).expect(200)).body;
-    if (['succeeded', 'failed', 'cancelled'].includes(run.status)) return run;
-    if (Date.now() - start > timeoutMs) throw new Error(`run ${id} still ${run.status} after ${timeoutMs} ms: ${JSON.stringify(run.candidates.map((c: { status: string }) => c.status))}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 describe('training and retraining runs', () => {
   let t: TestApp;

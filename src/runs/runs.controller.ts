@@ -49,7 +49,7 @@ export class RunsController {
   @ApiOkResponse({ description: 'text/event-stream of the run\'s events, replayed from the start (or after Last-Event-ID)' })
   async getRunEvents(@Param('id', ParseUUIDPipe) id: string, @Headers('last-event-id') lastEventId?: string): Promise<Observable<MessageEvent>> {
     await this.runs.entity(id);
-    let after = Number(lastEventId) > 0 ? Number(lastEventId) : 0;
+    let after = Math.max(0, Number(lastEventId) || 0);
     return new Observable<MessageEvent>((subscriber) => {
       let stopped = false;
       const loop = async () => {
