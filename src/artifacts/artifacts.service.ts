@@ -4,6 +4,8 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource, EntityManager } from 'typeorm';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
+import type { DatabaseHandle } from '../database/data-source.js';
+import { DATABASE_HANDLE } from '../database/database.module.js';
 import { ArtifactEntity } from './artifact.entity.js';
 import { ArtifactStore, type ArtifactWriter, type StoredArtifact } from './artifact-store.js';
 import { type ArtifactPageDto, mapArtifact } from './artifacts.dto.js';
@@ -17,12 +19,16 @@ export class ArtifactsService implements OnModuleInit {
   constructor(
     @Inject(APP_CONFIG) config: AppConfig,
     @InjectDataSource() private readonly dataSource: DataSource,
+    @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
   ) {
     this.store = new ArtifactStore(join(config.dataDir, 'artifacts'));
   }
 
   async onModuleInit(): Promise<void> {
     await this.store.init();
+    // The embedded database allows one process: no other writer can be mid-upload, so temporary
+    // files are leftovers of a crash. (With Postgres, garbage collection removes them after a grace.)
+    if (this.database.embedded) await this.store.collectGarbage(() => true, 0);
   }
 
   async list(page: PageQueryDto): Promise<ArtifactPageDto> {
