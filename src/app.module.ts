@@ -13,10 +13,11 @@ import { JobsModule } from './jobs/jobs.module.js';
 import { MasksModule } from './masks/masks.module.js';
 import { ModelsModule } from './models/models.module.js';
 import { RunsModule } from './runs/runs.module.js';
+import { SoupsModule } from './soups/soups.module.js';
 import { WorkersModule } from './workers/workers.module.js';
 
 /** Feature modules, in the order a reader meets them in the API. */
-export const FEATURE_MODULES = [HealthModule, ModelsModule, MasksModule, DatasetsModule, EvaluationsModule, RunsModule];
+export const FEATURE_MODULES = [HealthModule, ModelsModule, MasksModule, DatasetsModule, EvaluationsModule, RunsModule, SoupsModule];
 
 @Module({})
 export class AppModule {

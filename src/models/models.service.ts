@@ -72,8 +72,7 @@ export class ModelsService {
     manager?: EntityManager,
   ): Promise<ModelDto> {
     try {
-      const { implied } = await this.impliedMask({ format: 'tfjs-layers', weights: built.model.weights, topology: built.topology, entries: built.model.entries, stats: built.model.stats, metadata: {} });
-      return await this.create({ ...m, format: 'tfjs-layers', weights: built.model.weights, topology: built.topology, entries: built.model.entries, stats: built.model.stats, impliedMaskHash: implied }, manager);
+      return await this.create({ ...m, format: 'tfjs-layers', weights: built.model.weights, topology: built.topology, entries: built.model.entries, stats: built.model.stats }, manager);
     } catch (err) {
       if (!manager) {
         await this.artifacts.discard(built.model.weights);
@@ -134,6 +133,11 @@ export class ModelsService {
 
   /** Persists a model whose artifacts are already committed: artifact rows, model row and lineage in one transaction. */
   async create(m: NewModel, manager?: EntityManager): Promise<ModelDto> {
+    // Computed from the written weights unless the caller knows it (an upload computed it already).
+    const impliedMaskHash =
+      m.impliedMaskHash !== undefined
+        ? m.impliedMaskHash
+        : (await this.impliedMask({ format: m.format, weights: m.weights, topology: m.topology, entries: m.entries, stats: m.stats, metadata: {} })).implied;
     const run = async (tx: EntityManager) => {
       await this.artifacts.record(tx, m.weights, m.format === 'safetensors' ? 'application/vnd.safetensors' : 'application/octet-stream');
       if (m.topology) await this.artifacts.record(tx, m.topology, 'application/json');
@@ -154,7 +158,7 @@ export class ModelsService {
         tensors,
         metadata: m.metadata ?? {},
         origin: m.origin,
-        impliedMaskHash: m.impliedMaskHash ?? null,
+        impliedMaskHash,
         maskId: m.maskId ?? null,
       });
       const saved = await tx.save(entity);

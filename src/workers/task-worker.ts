@@ -9,6 +9,7 @@ import { initBackend } from '../core/tf/backend.js';
 import { runInspectDataset } from './handlers/datasets.js';
 import { runEvaluate } from './handlers/evaluate.js';
 import { runApplyMask, runPrune } from './handlers/prune.js';
+import { runSoup } from './handlers/soup.js';
 import { runTemplate } from './handlers/template.js';
 import { runCheckTrain, runTrain } from './handlers/train.js';
 import { CORE_INPUT_ERROR, type ProgressMessage, type TaskContext, type WorkerInit, type WorkerTask } from './tasks.js';
@@ -51,6 +52,8 @@ async function dispatch(task: WorkerTask, ctx: TaskContext, backend: Awaited<Ret
       return await runTrain(task, ctx, backend.name);
     case 'check-train':
       return await runCheckTrain(task, ctx);
+    case 'soup':
+      return await runSoup(task, ctx);
     case 'crash':
       if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
       if (task.how === 'exit') process.exit(70);

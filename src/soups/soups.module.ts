@@ -1,0 +1,8 @@
+import { Module } from '@nestjs/common';
+import { DatasetsModule } from '../datasets/datasets.module.js';
+import { ModelsModule } from '../models/models.module.js';
+import { SoupsController } from './soups.controller.js';
+import { SoupsService } from './soups.service.js';
+
+@Module({ imports: [ModelsModule, DatasetsModule], controllers: [SoupsController], providers: [SoupsService], exports: [SoupsService] })
+export class SoupsModule {}
