@@ -1,10 +1,8 @@
-import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { Injectable, type OnApplicationBootstrap } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { type DataSource, In } from 'typeorm';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { notFound, ProblemException, unprocessable } from '../common/problem.js';
-import type { AppConfig } from '../config/config.js';
-import { APP_CONFIG } from '../config/config.module.js';
 import { CoreInputError } from '../core/errors.js';
 import { SOUP_METHODS } from '../core/soups/methods.js';
 import { DatasetsService } from '../datasets/datasets.service.js';
@@ -23,10 +21,7 @@ const hasBatchNorm = (m: ModelEntity) => m.tensors.some((t) => /moving_(mean|var
 
 @Injectable()
 export class SoupsService implements OnApplicationBootstrap {
-  private readonly logger = new Logger(SoupsService.name);
-
   constructor(
-    @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly models: ModelsService,
     private readonly datasets: DatasetsService,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Xoshiro128 } from '../pruning/prng.js';
-import { createMemory, jsKernels, type Kernels, TABLE_BYTES, wasmKernels, writeLaneTable } from './kernels.js';
+import { createMemory, jsKernels, type Kernels, TABLE_BYTES, TABLE_ENTRY_BYTES, wasmKernels, writeLaneTable } from './kernels.js';
 
 const rng = new Xoshiro128(7);
 const SPECIALS = [0, -0, Number.NaN, Number.POSITIVE_INFINITY, -1e-45, 1.4e-45, 3.4e38, -2.5];
@@ -35,10 +35,18 @@ describe('merge kernels', () => {
     const ACC = Y + 8192;
     const BITS = ACC + 16384;
     const OUT = BITS + 1024;
+    const TABLE = OUT + 8192;
+    const table = new DataView(memory.buffer, TABLE, 2 * TABLE_ENTRY_BYTES);
+    table.setInt32(0, X, true);
+    table.setFloat64(8, 0.3, true);
+    table.setInt32(TABLE_ENTRY_BYTES, Y, true);
+    table.setFloat64(TABLE_ENTRY_BYTES + 8, 0.7, true);
+    const noNaN = (b: number) => ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff ? -1 : b);
+    const outBits = (n: number) => bitsOf(new Float32Array(memory.buffer, OUT, n)).map(noNaN);
     for (const n of [0, 1, 7, 8, 9, 31, 64, 65, 257, 1000]) {
       fill(new Float32Array(memory.buffer, X, 1024));
       fill(new Float32Array(memory.buffer, Y, 1024));
-      const results: { acc: number[]; bits: number[]; out: number[]; masked: number[] }[] = [];
+      const results: { acc: number[]; bits: number[]; out: number[]; masked: number[]; fused: number[]; fusedMasked: number[] }[] = [];
       for (const k of [wasm!, js] as Kernels[]) {
         new Uint8Array(memory.buffer, BITS, 256).fill(0);
         k.accSet(ACC, X, n, 0.3);
@@ -47,12 +55,19 @@ describe('merge kernels', () => {
         const acc = Array.from(new Float64Array(memory.buffer, ACC, n), (v) => (Number.isNaN(v) ? 'NaN' : v)) as number[];
         const bits = Array.from(new Uint8Array(memory.buffer, BITS, (n + 7) >> 3));
         k.finish(OUT, ACC, n);
-        const out = bitsOf(new Float32Array(memory.buffer, OUT, n)).map((b) => ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff ? -1 : b));
+        const out = outBits(n);
         k.finishMasked(OUT, ACC, n, BITS);
-        const masked = bitsOf(new Float32Array(memory.buffer, OUT, n)).map((b) => ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff ? -1 : b));
-        results.push({ acc, bits, out, masked });
+        const masked = outBits(n);
+        k.mean(OUT, TABLE, 2, n);
+        const fused = outBits(n);
+        k.meanMasked(OUT, TABLE, 2, n, BITS);
+        const fusedMasked = outBits(n);
+        results.push({ acc, bits, out, masked, fused, fusedMasked });
       }
       expect(results[0]).toEqual(results[1]);
+      // The fused pass does the same operations in the same order as accumulate-then-finish.
+      expect(results[0].fused).toEqual(results[0].out);
+      expect(results[0].fusedMasked).toEqual(results[0].masked);
     }
   });
 

@@ -18,6 +18,10 @@
  * - `finish(out, acc, n)`: out[i] = float32(acc[i]), exactly n elements.
  * - `finishMasked(out, acc, n, bits)`: the same with pruned positions written as +0, exactly n.
  *   The 16-entry lane-mask table lives at address 0 (`TABLE_BYTES`).
+ * - `mean(out, table, m, n)` / `meanMasked(out, table, m, n, bits)`: the fused form for float32
+ *   inputs, out[i] = float32(w₀x₀[i] + w₁x₁[i] + …) with the sum kept in registers; `table` holds m
+ *   entries of 16 bytes (i32 pointer to xⱼ, 4 bytes padding, f64 weight), `TABLE_ENTRY_BYTES`.
+ *   Same operations in the same order as accSet + accAdd… + finish, so the results are identical.
  */
 
 export interface Kernels {
@@ -26,7 +30,11 @@ export interface Kernels {
   impliedBits(bits: number, x: number, n: number): void;
   finish(out: number, acc: number, n: number): void;
   finishMasked(out: number, acc: number, n: number, bits: number): void;
+  mean(out: number, table: number, m: number, n: number): void;
+  meanMasked(out: number, table: number, m: number, n: number, bits: number): void;
 }
+
+export const TABLE_ENTRY_BYTES = 16;
 
 /** Bytes at address 0 reserved for the nibble → lane-mask table. */
 export const TABLE_BYTES = 256;
@@ -78,6 +86,12 @@ const load8u = (o = 0) => [0x2d, ...mem(o)];
 const store8 = (o = 0) => [0x3a, ...mem(o)];
 const f32store = [0x38, ...mem(0)];
 const f64load = [0x2b, ...mem(0)];
+const i32load = [0x28, ...mem(0)];
+const f32load = [0x2a, ...mem(0)];
+const f64loadAt = (o: number) => [0x2b, ...mem(o)];
+const f64promote = [0xbb];
+const f64mul = [0xa2];
+const f64addOp = [0xa0];
 const f32demote = [0xb6];
 const f32zero = [0x43, 0, 0, 0, 0];
 const select = [0x1b];
@@ -166,24 +180,75 @@ function finishBody(masked: boolean): number[] {
   ];
 }
 
+function meanBody(masked: boolean): number[] {
+  // params: 0 out, 1 table, 2 m, 3 n, (4 bits)
+  const P = masked ? 5 : 4;
+  const [simdEnd, end, off, tp, tend, xp, byte, k] = [P, P + 1, P + 2, P + 3, P + 4, P + 5, P + 6, P + 7];
+  const a = [P + 8, P + 9, P + 10, P + 11];
+  const wv = P + 12;
+  const sum = P + 13;
+  const entry = (t: number) => [...get(t), ...i32load, ...get(off), ...add, ...set(xp), ...get(t), ...f64loadAt(8), ...f64x2splat, ...set(wv)];
+  const term = (q: number) => [...get(xp), ...load64zero(8 * q), ...promoteLow, ...get(wv), ...f64x2mul];
+  const quad = (p: number, q: number) => [...get(p), ...demoteZero, ...get(q), ...demoteZero, ...joinPairs];
+  const lanes = (nibble: number[]) => [...nibble, ...i32c(4), ...shl, ...vload(0), ...vand];
+  const store = masked
+    ? [
+        ...get(4), ...load8u(), ...set(byte),
+        ...get(0), ...quad(a[0], a[1]), ...lanes([...get(byte), ...i32c(15), ...and]), ...vstore(0),
+        ...get(0), ...quad(a[2], a[3]), ...lanes([...get(byte), ...i32c(4), ...shrU]), ...vstore(16),
+        ...bump(4, 1),
+      ]
+    : [...get(0), ...quad(a[0], a[1]), ...vstore(0), ...get(0), ...quad(a[2], a[3]), ...vstore(16)];
+  const scalarTerm = (t: number) => [...get(t), ...i32load, ...get(off), ...add, ...f32load, ...f64promote, ...get(t), ...f64loadAt(8), ...f64mul];
+  const tailStore = masked
+    ? [...get(0), ...get(sum), ...f32demote, ...f32zero, ...get(byte), ...get(k), ...shrU, ...i32c(1), ...and, ...select, ...f32store, ...bump(k, 1)]
+    : [...get(0), ...get(sum), ...f32demote, ...f32store];
+  return [
+    ...endOf(simdEnd, 0, 3, 2, false),
+    ...get(0), ...get(3), ...i32c(2), ...shl, ...add, ...set(end),
+    ...get(1), ...get(2), ...i32c(4), ...shl, ...add, ...set(tend),
+    ...whileBelow(0, simdEnd, [
+      // The first candidate initialises the sums (0 + w·x would turn a -0 product into +0).
+      ...entry(1),
+      ...a.flatMap((r, q) => [...term(q), ...set(r)]),
+      ...get(1), ...i32c(TABLE_ENTRY_BYTES), ...add, ...set(tp),
+      ...whileBelow(tp, tend, [...entry(tp), ...a.flatMap((r, q) => [...get(r), ...term(q), ...f64x2add, ...set(r)]), ...bump(tp, TABLE_ENTRY_BYTES)]),
+      ...store,
+      ...bump(0, 32), ...bump(off, 32),
+    ]),
+    ...(masked ? [...get(4), ...load8u(), ...set(byte)] : []),
+    ...whileBelow(0, end, [
+      ...scalarTerm(1), ...set(sum),
+      ...get(1), ...i32c(TABLE_ENTRY_BYTES), ...add, ...set(tp),
+      ...whileBelow(tp, tend, [...get(sum), ...scalarTerm(tp), ...f64addOp, ...set(sum), ...bump(tp, TABLE_ENTRY_BYTES)]),
+      ...tailStore,
+      ...bump(0, 4), ...bump(off, 4),
+    ]),
+  ];
+}
+
 function fn(locals: [number, number][], body: number[]): number[] {
   const code = [...vec(locals.map(([count, type]) => [...uleb(count), type])), ...body, 0x0b];
   return [...uleb(code.length), ...code];
 }
 
-/** The module's bytes: imports `env.memory`, exports the five kernels. */
+/** The module's bytes: imports `env.memory`, exports the kernels. */
 export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
   const types = [
     [0x60, ...vec([[I32], [I32], [I32], [F64]]), ...vec([])], // (acc, x, n, w)
     [0x60, ...vec([[I32], [I32], [I32]]), ...vec([])], // (p, q, n)
-    [0x60, ...vec([[I32], [I32], [I32], [I32]]), ...vec([])], // (out, acc, n, bits)
+    [0x60, ...vec([[I32], [I32], [I32], [I32]]), ...vec([])], // (out, acc, n, bits) and (out, table, m, n)
+    [0x60, ...vec([[I32], [I32], [I32], [I32], [I32]]), ...vec([])], // (out, table, m, n, bits)
   ];
+  const meanLocals: [number, number][] = [[8, I32], [5, V128], [1, F64]];
   const funcs: { name: string; type: number; code: number[] }[] = [
     { name: 'accSet', type: 0, code: fn([[1, I32], [1, V128]], accBody(false)) },
     { name: 'accAdd', type: 0, code: fn([[1, I32], [1, V128]], accBody(true)) },
     { name: 'impliedBits', type: 1, code: fn([[1, I32]], impliedBody()) },
     { name: 'finish', type: 1, code: fn([[4, I32]], finishBody(false)) },
     { name: 'finishMasked', type: 2, code: fn([[4, I32]], finishBody(true)) },
+    { name: 'mean', type: 2, code: fn(meanLocals, meanBody(false)) },
+    { name: 'meanMasked', type: 3, code: fn(meanLocals, meanBody(true)) },
   ];
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
@@ -238,7 +303,7 @@ export function wasmKernels(memory: WasmMemory): Kernels | null {
   const mod = kernelModule();
   if (!mod || !wasmApi || !(memory instanceof wasmApi.Memory)) return null;
   const e = new wasmApi.Instance(mod, { env: { memory } }).exports as unknown as Kernels;
-  return { accSet: e.accSet, accAdd: e.accAdd, impliedBits: e.impliedBits, finish: e.finish, finishMasked: e.finishMasked };
+  return { accSet: e.accSet, accAdd: e.accAdd, impliedBits: e.impliedBits, finish: e.finish, finishMasked: e.finishMasked, mean: e.mean, meanMasked: e.meanMasked };
 }
 
 /**
@@ -281,5 +346,24 @@ export function jsKernels(buffer: () => ArrayBuffer): Kernels {
       const b = new Uint8Array(buffer(), bits, (n + 7) >> 3);
       for (let i = 0; i < n; i++) o[i] = (b[i >> 3] >> (i & 7)) & 1 ? a[i] : 0;
     },
+    mean(out, table, m, n) {
+      meanJs(buffer(), out, table, m, n, -1);
+    },
+    meanMasked(out, table, m, n, bits) {
+      meanJs(buffer(), out, table, m, n, bits);
+    },
   };
+}
+
+function meanJs(buf: ArrayBuffer, out: number, table: number, m: number, n: number, bits: number): void {
+  const t = new DataView(buf, table, m * TABLE_ENTRY_BYTES);
+  const xs = Array.from({ length: m }, (_, j) => new Float32Array(buf, t.getInt32(j * TABLE_ENTRY_BYTES, true), n));
+  const ws = Array.from({ length: m }, (_, j) => t.getFloat64(j * TABLE_ENTRY_BYTES + 8, true));
+  const o = new Float32Array(buf, out, n);
+  const b = bits >= 0 ? new Uint8Array(buf, bits, (n + 7) >> 3) : null;
+  for (let i = 0; i < n; i++) {
+    let s = ws[0] * xs[0][i];
+    for (let j = 1; j < m; j++) s = s + ws[j] * xs[j][i];
+    o[i] = b && ((b[i >> 3] >> (i & 7)) & 1) === 0 ? 0 : s;
+  }
 }

@@ -1,4 +1,4 @@
-import { close as fsClose, open as fsOpen, read as fsRead } from 'node:fs';
+import { close as fsClose, open as fsOpen, read as fsRead, readSync as fsReadSync } from 'node:fs';
 import { decodeFloat32, encodeFromFloat32 } from '../checkpoint/dtype.js';
 import { type CheckpointFormat, FileCheckpointReader } from '../checkpoint/file-reader.js';
 import { safetensorsLayout } from '../checkpoint/safetensors.js';
@@ -7,20 +7,20 @@ import { TfjsWeightsWriter } from '../checkpoint/tfjs.js';
 import { CoreInputError } from '../errors.js';
 import { checkMaskFits, type Mask } from '../masks/mask.js';
 import { compileRule, type PrunableRule } from '../pruning/prunable.js';
-import { type CheckpointReader, DTYPE_BYTES, type DType, FLOAT_DTYPES, type TensorEntry } from '../tensors.js';
-import { createMemory, jsKernels, type Kernels, TABLE_BYTES, type WasmMemory, wasmKernels, writeLaneTable } from './kernels.js';
+import { type CheckpointReader, DTYPE_BYTES, FLOAT_DTYPES, type TensorEntry } from '../tensors.js';
+import { createMemory, jsKernels, type Kernels, TABLE_BYTES, TABLE_ENTRY_BYTES, type WasmMemory, wasmKernels, writeLaneTable } from './kernels.js';
 import { compareLayouts, countDifferentElements, mismatchError } from './validate.js';
 import { normalizeWeights } from './weights.js';
 
 /**
  * The streamed weighted merge: the executor behind every linear soup (uniform, weighted, and the
  * sets greedy scores). It walks the checkpoint in groups of at most `chunkBytes` — a piece of a large
- * tensor, or several small tensors that lie back to back — and for each group reads the same bytes
- * from every candidate into a ring of reused buffers (reads run ahead on libuv's threads while the
- * main thread accumulates), accumulates w·x in float64, rounds once to float32 (then to F16/BF16
- * where stored so), re-applies the shared mask, and hands the group's bytes to the sink, which writes
- * while the next group is computed. Memory is a constant (about 10 × chunkBytes, in one
- * WebAssembly memory reused across merges), independent of tensor and model size.
+ * tensor, or several small tensors that lie back to back — reads the group's bytes from every
+ * candidate into reused buffers (one large positioned read per candidate), computes each float
+ * element's weighted sum in float64 in one fused SIMD pass, rounds once to float32 (then to F16/BF16
+ * where stored so), writes pruned positions as +0, and hands the group's bytes to the sink, which
+ * writes while the next group is read and computed. Memory is a constant, about (m + 5) × chunkBytes
+ * in one WebAssembly memory reused across merges, independent of tensor and model size.
  */
 
 export interface MergeOptions {
@@ -38,6 +38,13 @@ export interface MergeOptions {
   signal?: AbortSignal;
   /** Bytes per read and per sink chunk (default 1 MiB; rounded to a multiple of 256, at least 4 KiB). */
   chunkBytes?: number;
+  /**
+   * How files are read. 'sync' (default): positioned reads on the calling thread, yielding to the
+   * event loop every few milliseconds; cheapest in CPU, and fastest where cores are few or busy.
+   * 'async': libuv's pool reads the next group while this one is computed (2m buffers); gains
+   * only with idle cores to spare. Readers that are not files are always read through their API.
+   */
+  io?: 'sync' | 'async';
 }
 
 export interface MergeResult {
@@ -54,22 +61,16 @@ export interface MergeResult {
 }
 
 const DEFAULT_CHUNK_BYTES = 1 << 20;
-/** Reads in flight plus the one being accumulated. */
-const RING = 4;
 /** Output buffers: one being written by the sink while the next is computed. */
 const OUT_SLOTS = 2;
 const PAD = 64;
-
-/** TensorFlow.js weights have no header; constructing the format's writer refuses dtypes it cannot hold. */
-function tfjsPrefix(tensors: readonly TensorEntry[]): Uint8Array {
-  new TfjsWeightsWriter(tensors, async () => {});
-  return new Uint8Array(0);
-}
+/** In 'sync' mode, the longest stretch without yielding to the event loop. */
+const YIELD_MS = 10;
 
 /** One piece of one tensor inside a group. */
 interface Item {
   entry: TensorEntry;
-  /** First element of the piece within its tensor (a multiple of 64). */
+  /** First element of the piece within its tensor (a multiple of 64, so mask bits start on a byte). */
   start: number;
   n: number;
   float: boolean;
@@ -78,9 +79,7 @@ interface Item {
   rawOff: number;
   /** Byte offset in the group when a candidate hands over float32 (non-file readers). */
   f32Off: number;
-  /** Element offset of the piece's accumulator (and its mask bits at accOff / 8). */
-  accOff: number;
-  /** Mask bits of the whole tensor (given mask), or 'derive' (first candidate's zeros), or null. */
+  /** Mask bits of the whole tensor (given mask), 'derive' (first candidate's zeros), or null. */
   mask: Uint8Array | 'derive' | null;
   /** Last piece of its tensor. */
   last: boolean;
@@ -93,59 +92,58 @@ interface Group {
   rawBytes: number;
 }
 
-const round8 = (n: number) => (n + 7) & ~7;
 const round16 = (n: number) => (n + 15) & ~15;
 
 /** Splits the tensors into pieces and packs consecutive pieces into groups of at most chunkBytes. */
 function plan(entries: readonly TensorEntry[], chunkBytes: number, maskOf: (e: TensorEntry) => Item['mask']): Group[] {
-  const floatsPerGroup = chunkBytes / 4;
+  const floatsPerPiece = chunkBytes / 4;
   const groups: Group[] = [];
   let cur: Group | undefined;
   let f32Bytes = 0;
-  let accElems = 0;
   let out = 0;
   for (const entry of entries) {
     const eb = DTYPE_BYTES[entry.dtype];
     const float = FLOAT_DTYPES.has(entry.dtype);
     const size = entry.byteLength / eb;
-    // Float pieces fit the float32 staging and the float64 accumulator; F64 pieces their raw bytes.
-    const per = float ? (eb === 8 ? floatsPerGroup / 2 : floatsPerGroup) : Math.floor(chunkBytes / eb / 64) * 64;
+    // Float pieces fit the float32 staging and float64 scratch; other pieces their raw bytes.
+    const per = float ? (eb === 8 ? floatsPerPiece / 2 : floatsPerPiece) : Math.floor(chunkBytes / eb / 64) * 64;
     const mask = float ? maskOf(entry) : null;
-    for (let start = 0; start < size || (size === 0 && start === 0); start += per) {
+    for (let start = 0; start === 0 || start < size; start += per) {
       const n = Math.min(per, size - start);
       const raw = n * eb;
       const f32 = round16(float ? n * 4 : raw);
-      const acc = float ? round8(n) : 0;
-      if (!cur || cur.rawBytes + raw > chunkBytes || f32Bytes + f32 > chunkBytes || accElems + acc > floatsPerGroup) {
+      if (!cur || cur.rawBytes + raw > chunkBytes || f32Bytes + f32 > chunkBytes) {
         cur = { items: [], outStart: out, rawBytes: 0 };
         groups.push(cur);
         f32Bytes = 0;
-        accElems = 0;
       }
-      cur.items.push({ entry, start, n, float, elementBytes: eb, rawOff: cur.rawBytes, f32Off: f32Bytes, accOff: accElems, mask, last: start + per >= size });
+      cur.items.push({ entry, start, n, float, elementBytes: eb, rawOff: cur.rawBytes, f32Off: f32Bytes, mask, last: start + per >= size });
       cur.rawBytes += raw;
       f32Bytes += f32;
-      accElems += acc;
       out += raw;
-      if (size === 0) break;
     }
   }
   return groups;
 }
 
-/** One WebAssembly memory with the kernels and the merge's fixed buffers, reused across merges. */
+/** One WebAssembly memory with the kernels and the merge's buffers, reused across merges. */
 class Engine {
   readonly memory: WasmMemory;
   readonly u8: Uint8Array;
   readonly kernels: Kernels;
   readonly simd: boolean;
-  readonly ring: number[];
+  /** Input buffers: `slots` of chunkBytes (m per group in flight). */
+  readonly slots: number[];
   readonly out: number[];
   readonly acc: number;
   readonly bits: number;
   readonly scratch: number;
+  readonly table: number;
 
-  constructor(readonly chunkBytes: number) {
+  constructor(
+    readonly chunkBytes: number,
+    slotCount: number,
+  ) {
     const slot = chunkBytes + PAD;
     let p = TABLE_BYTES;
     const take = (bytes: number) => {
@@ -153,7 +151,8 @@ class Engine {
       p += round16(bytes);
       return at;
     };
-    this.ring = Array.from({ length: RING }, () => take(slot));
+    this.table = take(slotCount * TABLE_ENTRY_BYTES);
+    this.slots = Array.from({ length: slotCount }, () => take(slot));
     this.out = Array.from({ length: OUT_SLOTS }, () => take(slot));
     this.acc = take((chunkBytes / 4) * 8 + PAD);
     this.bits = take(chunkBytes / 32 + PAD);
@@ -179,13 +178,16 @@ class Engine {
 const idle: Engine[] = [];
 const MAX_IDLE = 2;
 
-function acquire(chunkBytes: number): Engine {
-  const i = idle.findIndex((e) => e.chunkBytes === chunkBytes);
-  return i >= 0 ? idle.splice(i, 1)[0] : new Engine(chunkBytes);
+function acquire(chunkBytes: number, slots: number): Engine {
+  const i = idle.findIndex((e) => e.chunkBytes === chunkBytes && e.slots.length >= slots);
+  return i >= 0 ? idle.splice(i, 1)[0] : new Engine(chunkBytes, slots);
 }
 
 function release(e: Engine): void {
-  if (idle.length < MAX_IDLE) idle.push(e);
+  idle.push(e);
+  // Keep the largest ones: they serve every smaller request too.
+  idle.sort((a, b) => b.slots.length - a.slots.length);
+  idle.length = Math.min(idle.length, MAX_IDLE);
 }
 
 function readAt(fd: number, u8: Uint8Array, at: number, length: number, position: number, path: string): Promise<void> {
@@ -202,14 +204,24 @@ function readAt(fd: number, u8: Uint8Array, at: number, length: number, position
   });
 }
 
+function readAtSync(fd: number, u8: Uint8Array, at: number, length: number, position: number, path: string): void {
+  for (let done = 0; done < length; ) {
+    const n = fsReadSync(fd, u8, at + done, length - done, position + done);
+    if (n === 0) throw new Error(`${path} ended while reading bytes ${position}..${position + length}`);
+    done += n;
+  }
+}
+
 const openFd = (path: string) => new Promise<number>((res, rej) => fsOpen(path, 'r', (e, fd) => (e ? rej(e) : res(fd))));
 const closeFd = (fd: number) => new Promise<void>((res) => fsClose(fd, () => res()));
 
 /** How one candidate hands over a group's bytes. */
 interface Source {
-  /** Puts the group's bytes (file layout, or float32 layout for non-file readers) at `at`. */
-  read(g: Group, u8: Uint8Array, at: number): Promise<void>;
-  /** True: slot holds stored bytes (rawOff); false: float32 for floats, raw for the rest (f32Off). */
+  /**
+   * Puts the group's bytes at `at`: the file layout (rawOff) when `stored`, else float32 for float
+   * tensors and raw bytes for the rest (f32Off). Returns undefined when done synchronously.
+   */
+  read(g: Group, u8: Uint8Array, at: number, sync: boolean): Promise<void> | undefined;
   readonly stored: boolean;
   close(): Promise<void>;
 }
@@ -226,14 +238,16 @@ async function fileSource(reader: FileCheckpointReader, ref: readonly TensorEntr
   const delta = packed ? ([...deltas][0] ?? 0) : 0;
   return {
     stored: true,
-    async read(g, u8, at) {
-      if (packed) return g.rawBytes === 0 ? undefined : readAt(fd, u8, at, g.rawBytes, delta + g.outStart, reader.path);
-      await Promise.all(
-        g.items.filter((it) => it.n > 0).map((it) => {
-          const e = byName.get(it.entry.name)!;
-          return readAt(fd, u8, at + it.rawOff, it.n * it.elementBytes, e.byteOffset + it.start * it.elementBytes, reader.path);
-        }),
-      );
+    read(g, u8, at, sync) {
+      const spans = packed
+        ? [{ at, length: g.rawBytes, position: delta + g.outStart }]
+        : g.items.map((it) => ({ at: at + it.rawOff, length: it.n * it.elementBytes, position: byName.get(it.entry.name)!.byteOffset + it.start * it.elementBytes }));
+      const todo = spans.filter((s) => s.length > 0);
+      if (sync) {
+        for (const s of todo) readAtSync(fd, u8, s.at, s.length, s.position, reader.path);
+        return undefined;
+      }
+      return Promise.all(todo.map((s) => readAt(fd, u8, s.at, s.length, s.position, reader.path))).then(() => {});
     },
     close: () => closeFd(fd),
   };
@@ -245,7 +259,7 @@ function readerSource(reader: CheckpointReader): Source {
   let floats: Float32Array | undefined;
   let raw: Uint8Array | undefined;
   let current: Float32Array | Uint8Array | undefined;
-  // Reads run ahead concurrently, but this source's cache serves one group at a time.
+  // Reads may run ahead, but this source's cache serves one group at a time.
   let queue: Promise<void> = Promise.resolve();
   const readGroup = async (g: Group, u8: Uint8Array, at: number) => {
     for (const it of g.items) {
@@ -278,19 +292,22 @@ function readerSource(reader: CheckpointReader): Source {
   };
 }
 
-/** Per-tensor state while its pieces pass. */
-interface Pending {
-  differing: number;
-  candidate: number;
+/** TensorFlow.js weights have no header; constructing the format's writer refuses dtypes it cannot hold. */
+function tfjsPrefix(tensors: readonly TensorEntry[]): Uint8Array {
+  new TfjsWeightsWriter(tensors, async () => {});
+  return new Uint8Array(0);
 }
+
+/** Integer/bool elements that differ from the first candidate, per tensor, while its pieces pass. */
+type Differences = Map<string, { differing: number; candidate: number }>;
 
 /**
  * Writes the weighted mean of the candidates to `sink` as one checkpoint with the first weighted
- * candidate's layout. `weights` are normalised (uniform soup: all equal); candidates with weight 0
- * are not read. Float tensors are averaged (F16/BF16/F32 as float32 values accumulated in float64,
- * written back in their dtype; F64 in float64); integer and bool tensors must be identical across the
- * weighted candidates and are copied. Layout differences or differing integer tensors throw the
- * validation's 422. Output atomicity is the sink's (give it an artifact writer and abort on error).
+ * candidate's layout. `weights` are normalised (absent: uniform); candidates with weight 0 are not
+ * read. Float tensors are averaged (F16/BF16/F32 as float32 values with float64 sums, written back
+ * in their dtype; F64 in float64); integer and bool tensors must be identical across the weighted
+ * candidates and are copied. Layout differences or differing integer tensors throw the validation's
+ * 422. Output atomicity is the sink's (give it an artifact writer and abort it on error).
  */
 export async function mergeCheckpoints(readers: readonly CheckpointReader[], weights: readonly number[] | null | undefined, sink: ByteSink, opts: MergeOptions = {}): Promise<MergeResult> {
   const w = normalizeWeights(readers.length, weights);
@@ -322,12 +339,14 @@ export async function mergeCheckpoints(readers: readonly CheckpointReader[], wei
 
   const chunkBytes = Math.max(4096, Math.floor((opts.chunkBytes ?? DEFAULT_CHUNK_BYTES) / 256) * 256);
   const groups = plan(ref, chunkBytes, maskOf);
-  const engine = acquire(chunkBytes);
-  const { u8, kernels: k } = engine;
+  const m = active.length;
+  const sync = (opts.io ?? 'sync') === 'sync';
+  const sets = sync ? 1 : 2;
+  const engine = acquire(chunkBytes, sets * m);
   const sources: Source[] = [];
-  const reads: (Promise<void> | undefined)[] = new Array(RING);
   const writes: (Promise<void> | undefined)[] = new Array(OUT_SLOTS);
   let chain: Promise<void> = Promise.resolve();
+  let ahead: Promise<void> | undefined;
   let bytesWritten = 0;
   const write = (bytes: Uint8Array): Promise<void> => {
     chain = chain.then(async () => {
@@ -337,50 +356,44 @@ export async function mergeCheckpoints(readers: readonly CheckpointReader[], wei
     chain.catch(() => {}); // observed by whoever awaits it; avoids an unhandled rejection meanwhile
     return chain;
   };
+  const slotsOf = (gi: number) => engine.slots.slice((gi % sets) * m, (gi % sets) * m + m);
+  const readGroup = (gi: number): Promise<void> | undefined => {
+    const slots = slotsOf(gi);
+    const pending = sources.map((s, c) => s.read(groups[gi], engine.u8, slots[c], sync)).filter((p) => p !== undefined);
+    if (pending.length === 0) return undefined;
+    const all = Promise.all(pending).then(() => {});
+    all.catch(() => {});
+    return all;
+  };
 
   try {
     for (const j of active) {
       const r = readers[j];
       sources.push(r instanceof FileCheckpointReader ? await fileSource(r, ref, groups) : readerSource(r));
     }
+    const stored = sources.map((s) => s.stored);
+    const weightsOfActive = active.map((j) => w[j]);
     if (header.byteLength > 0) write(header);
-
-    const m = active.length;
-    const total = groups.length * m;
-    let issued = 0;
-    const issue = () => {
-      if (issued >= total) return;
-      const u = issued++;
-      const p = sources[u % m].read(groups[Math.floor(u / m)], u8, engine.ring[u % RING]);
-      p.catch(() => {});
-      reads[u % RING] = p;
-    };
-    for (let i = 0; i < RING; i++) issue();
-
-    const pending = new Map<string, Pending>();
-    for (let u = 0; u < total; u++) {
+    const differences: Differences = new Map();
+    let lastYield = performance.now();
+    if (!sync && groups.length > 0) ahead = readGroup(0);
+    for (let gi = 0; gi < groups.length; gi++) {
       opts.signal?.throwIfAborted();
-      const gi = Math.floor(u / m);
-      const c = u % m;
+      const current = sync ? readGroup(gi) : ahead;
+      if (current) await current;
+      if (!sync) ahead = gi + 1 < groups.length ? readGroup(gi + 1) : undefined;
+      await writes[gi % OUT_SLOTS];
       const g = groups[gi];
-      const slot = engine.ring[u % RING];
       const out = engine.out[gi % OUT_SLOTS];
-      await reads[u % RING];
-      if (c === 0) await writes[gi % OUT_SLOTS];
-      accumulate(engine, k, g, slot, out, sources[c].stored, w[active[c]], c, pending, active[c]);
-      issue();
-      if (c === m - 1) {
-        finish(engine, k, g, out);
-        for (const it of g.items) {
-          const p = pending.get(it.entry.name);
-          if (it.last && p) {
-            pending.delete(it.entry.name);
-            if (p.differing > 0) {
-              throw mismatchError([{ tensor: it.entry.name, kind: 'values', candidate: p.candidate, expected: it.entry.dtype, differing: p.differing }]);
-            }
-          }
-        }
-        if (g.rawBytes > 0) writes[gi % OUT_SLOTS] = write(new Uint8Array(engine.memory.buffer, out, g.rawBytes));
+      mergeGroup(engine, g, slotsOf(gi), stored, weightsOfActive, out, differences, active);
+      for (const it of g.items) {
+        const d = it.last ? differences.get(it.entry.name) : undefined;
+        if (d) throw mismatchError([{ tensor: it.entry.name, kind: 'values', candidate: d.candidate, expected: it.entry.dtype, differing: d.differing }]);
+      }
+      if (g.rawBytes > 0) writes[gi % OUT_SLOTS] = write(new Uint8Array(engine.memory.buffer, out, g.rawBytes));
+      if (sync && performance.now() - lastYield > YIELD_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        lastYield = performance.now();
       }
     }
     await chain;
@@ -388,108 +401,110 @@ export async function mergeCheckpoints(readers: readonly CheckpointReader[], wei
     return { bytesWritten, tensors: ref.length, maskedTensors: masked.size, maskSource: opts.mask ? 'given' : 'first-candidate', weights: w, simd: engine.simd };
   } finally {
     // Nothing may still write into the engine's memory when it goes back to the pool.
-    await Promise.allSettled([...reads, chain]);
+    await Promise.allSettled([ahead, chain]);
     await Promise.all(sources.map((s) => s.close()));
     release(engine);
   }
 }
 
-/** Adds candidate `c`'s bytes of group `g` (in `slot`) to the accumulators, or copies/compares raw tensors. */
-function accumulate(e: Engine, k: Kernels, g: Group, slot: number, out: number, stored: boolean, weight: number, c: number, pending: Map<string, Pending>, candidate: number): void {
-  const acc = e.acc;
+/** Merges one group whose bytes from each candidate c are at `slots[c]` into `out` (stored layout). */
+function mergeGroup(e: Engine, g: Group, slots: readonly number[], stored: readonly boolean[], weights: readonly number[], out: number, differences: Differences, active: readonly number[]): void {
+  const k = e.kernels;
+  const m = slots.length;
   for (const it of g.items) {
-    if (it.n === 0) continue;
     const n = it.n;
-    const at = slot + (stored ? it.rawOff : it.f32Off);
+    if (n === 0) continue;
+    const at = (c: number) => slots[c] + (stored[c] ? it.rawOff : it.f32Off);
+    const o = out + it.rawOff;
     if (!it.float) {
       const bytes = n * it.elementBytes;
-      if (c === 0) {
-        e.u8.copyWithin(out + it.rawOff, at, at + bytes);
-      } else {
-        const differing = countDifferentElements(e.u8.subarray(at, at + bytes), e.u8.subarray(out + it.rawOff, out + it.rawOff + bytes), it.elementBytes);
-        if (differing > 0) {
-          const p = pending.get(it.entry.name) ?? { differing: 0, candidate };
-          if (p.differing === 0) p.candidate = candidate;
-          p.differing += differing;
-          pending.set(it.entry.name, p);
-        }
+      e.u8.copyWithin(o, at(0), at(0) + bytes);
+      for (let c = 1; c < m; c++) {
+        const differing = countDifferentElements(e.u8.subarray(at(c), at(c) + bytes), e.u8.subarray(o, o + bytes), it.elementBytes);
+        if (differing === 0) continue;
+        const d = differences.get(it.entry.name) ?? { differing: 0, candidate: active[c] };
+        d.differing += differing;
+        differences.set(it.entry.name, d);
       }
       continue;
     }
-    const a = acc + it.accOff * 8;
-    const bits = e.bits + it.accOff / 8;
-    if (stored && it.entry.dtype === 'F64') {
-      accumulateF64(e, it, at, a, bits, weight, c === 0);
-      continue;
-    }
-    let x = at;
-    if (stored && it.entry.dtype !== 'F32') {
-      decodeFloat32(it.entry.dtype, e.u8.subarray(at, at + n * it.elementBytes), e.f32(e.scratch, n));
-      x = e.scratch;
-    } else if (x % 4 !== 0) {
-      // Unaligned float32 (after odd-sized tensors): the JS kernels need aligned views.
-      e.u8.copyWithin(e.scratch, x, x + n * 4);
-      x = e.scratch;
-    }
-    if (c === 0) {
-      k.accSet(a, x, n, weight);
-      if (it.mask === 'derive') k.impliedBits(bits, x, n);
-    } else {
-      k.accAdd(a, x, n, weight);
-    }
-  }
-}
-
-/** F64 stays float64 end to end (plain JS: rare dtype). */
-function accumulateF64(e: Engine, it: Item, at: number, a: number, bits: number, weight: number, firstCandidate: boolean): void {
-  const n = it.n;
-  let x = at;
-  if (x % 8 !== 0) {
-    e.u8.copyWithin(e.scratch, x, x + n * 8);
-    x = e.scratch;
-  }
-  const src = e.f64(x, n);
-  const dst = e.f64(a, n);
-  if (firstCandidate) {
-    for (let i = 0; i < n; i++) dst[i] = weight * src[i];
-    if (it.mask === 'derive') {
-      const b = e.u8;
-      b.fill(0, bits, bits + ((n + 7) >> 3));
-      for (let i = 0; i < n; i++) if (!(src[i] === 0)) b[bits + (i >> 3)] |= 1 << (i & 7);
-    }
-  } else {
-    for (let i = 0; i < n; i++) dst[i] = dst[i] + weight * src[i];
-  }
-}
-
-/** Rounds the group's accumulators into `out` in the stored dtypes, pruned positions as +0. */
-function finish(e: Engine, k: Kernels, g: Group, out: number): void {
-  for (const it of g.items) {
-    if (!it.float || it.n === 0) continue;
-    const n = it.n;
-    const a = e.acc + it.accOff * 8;
-    const bits = e.bits + it.accOff / 8;
+    const dtype = it.entry.dtype;
+    const bits = e.bits;
     if (it.mask instanceof Uint8Array) {
-      // Mask bits of this piece: it starts at a multiple of 64 elements, so on a byte boundary.
+      // This piece's mask bits: it starts at a multiple of 64 elements, so on a byte boundary.
       const from = it.start >> 3;
       e.u8.set(it.mask.subarray(from, from + ((n + 7) >> 3)), bits);
     }
-    const masked = it.mask !== null;
-    const o = out + it.rawOff;
-    const dtype: DType = it.entry.dtype;
-    if (dtype === 'F64') {
-      const src = e.f64(a, n);
-      const dst = e.f64(e.scratch, n);
-      for (let i = 0; i < n; i++) dst[i] = masked && ((e.u8[bits + (i >> 3)] >> (i & 7)) & 1) === 0 ? 0 : src[i];
-      e.u8.copyWithin(o, e.scratch, e.scratch + n * 8);
+    if (dtype === 'F64' && stored.some(Boolean)) {
+      mergeF64(e, it, at, stored, weights, o, bits);
       continue;
     }
+    const masked = it.mask !== null;
     const direct = dtype === 'F32' && o % 4 === 0;
     const target = direct ? o : e.scratch;
-    if (masked) k.finishMasked(target, a, n, bits);
-    else k.finish(target, a, n);
+    // float32 inputs in place (aligned, or any alignment for the SIMD kernels): one fused pass.
+    const inPlace = (c: number) => !stored[c] || (dtype === 'F32' && (e.simd || at(c) % 4 === 0));
+    if (slots.every((_, c) => inPlace(c))) {
+      const table = new DataView(e.memory.buffer, e.table, m * TABLE_ENTRY_BYTES);
+      for (let c = 0; c < m; c++) {
+        table.setInt32(c * TABLE_ENTRY_BYTES, at(c), true);
+        table.setFloat64(c * TABLE_ENTRY_BYTES + 8, weights[c], true);
+      }
+      if (it.mask === 'derive') k.impliedBits(bits, at(0), n);
+      if (masked) k.meanMasked(target, e.table, m, n, bits);
+      else k.mean(target, e.table, m, n);
+    } else {
+      // F16/BF16 (or unaligned float32 without SIMD): decode each candidate, accumulate in float64.
+      for (let c = 0; c < m; c++) {
+        let x = at(c);
+        if (!inPlace(c)) {
+          if (dtype === 'F32') e.u8.copyWithin(e.scratch, x, x + n * 4);
+          else decodeFloat32(dtype, e.u8.subarray(x, x + n * it.elementBytes), e.f32(e.scratch, n));
+          x = e.scratch;
+        }
+        if (c === 0) {
+          k.accSet(e.acc, x, n, weights[c]);
+          if (it.mask === 'derive') k.impliedBits(bits, x, n);
+        } else {
+          k.accAdd(e.acc, x, n, weights[c]);
+        }
+      }
+      if (masked) k.finishMasked(target, e.acc, n, bits);
+      else k.finish(target, e.acc, n);
+    }
     if (direct) continue;
     if (dtype === 'F32') e.u8.copyWithin(o, e.scratch, e.scratch + n * 4);
     else encodeFromFloat32(dtype, e.f32(e.scratch, n), e.u8.subarray(o, o + n * it.elementBytes));
   }
+}
+
+/** F64 stays float64 end to end (plain JS: a rare dtype). Non-file candidates hand over float32. */
+function mergeF64(e: Engine, it: Item, at: (c: number) => number, stored: readonly boolean[], weights: readonly number[], o: number, bits: number): void {
+  const n = it.n;
+  const acc = e.f64(e.acc, n);
+  for (let c = 0; c < stored.length; c++) {
+    let x = at(c);
+    let src: Float64Array | Float32Array;
+    if (stored[c]) {
+      if (x % 8 !== 0) {
+        e.u8.copyWithin(e.scratch, x, x + n * 8);
+        x = e.scratch;
+      }
+      src = e.f64(x, n);
+    } else {
+      src = e.f32(x, n);
+    }
+    const wc = weights[c];
+    if (c === 0) {
+      for (let i = 0; i < n; i++) acc[i] = wc * src[i];
+      if (it.mask === 'derive') {
+        e.u8.fill(0, bits, bits + ((n + 7) >> 3));
+        for (let i = 0; i < n; i++) if (!(src[i] === 0)) e.u8[bits + (i >> 3)] |= 1 << (i & 7);
+      }
+    } else {
+      for (let i = 0; i < n; i++) acc[i] = acc[i] + wc * src[i];
+    }
+  }
+  if (it.mask !== null) for (let i = 0; i < n; i++) if (((e.u8[bits + (i >> 3)] >> (i & 7)) & 1) === 0) acc[i] = 0;
+  e.u8.copyWithin(o, e.acc, e.acc + n * 8);
 }
