@@ -121,8 +121,8 @@ describe('mergeCheckpoints: invariants', () => {
     const readers = await openAll([same, same, same], { format: 'pt' });
     const reference = memorySink();
     await writeCheckpointLike(readers[0], reference.sink);
-    for (const chunkBytes of [4096, 1 << 20]) {
-      const { bytes, result } = await soupOf(readers, null, { chunkBytes });
+    for (const [chunkBytes, io] of [[4096, 'sync'], [4096, 'async'], [1 << 20, 'sync']] as const) {
+      const { bytes, result } = await soupOf(readers, null, { chunkBytes, io });
       expect(Buffer.from(bytes).equals(Buffer.from(reference.bytes()))).toBe(true);
       expect(result.bytesWritten).toBe(bytes.byteLength);
       expect(result.simd).toBe(true);
@@ -144,6 +144,8 @@ describe('mergeCheckpoints: invariants', () => {
     const models = [model(1), model(2, { negativeZeros: true }), model(3)];
     const readers = await openAll(models);
     const { bytes } = await soupOf(readers, null, { chunkBytes: 4096 });
+    const viaAsync = await soupOf(readers, null, { chunkBytes: 8192, io: 'async' });
+    expect(Buffer.from(viaAsync.bytes).equals(Buffer.from(bytes))).toBe(true);
     const soup = await openSafetensors(await toFile(bytes));
     for (const t of models[0]) {
       if (t.dtype === 'I64' || size(t.shape) === 0) continue;
@@ -283,7 +285,7 @@ describe('mergeCheckpoints: invariants', () => {
   it('concurrent merges do not share buffers', async () => {
     const [a, b, c] = await openAll([model(1), model(2), model(3)]);
     const alone = [(await soupOf([a, b], null, { chunkBytes: 4096 })).bytes, (await soupOf([b, c], null, { chunkBytes: 4096 })).bytes];
-    const together = await Promise.all([soupOf([a, b], null, { chunkBytes: 4096 }), soupOf([b, c], null, { chunkBytes: 4096 })]);
+    const together = await Promise.all([soupOf([a, b], null, { chunkBytes: 4096, io: 'async' }), soupOf([b, c], null, { chunkBytes: 4096, io: 'async' })]);
     expect(together.map((t) => Buffer.from(t.bytes).equals(Buffer.from(alone[together.indexOf(t)])))).toEqual([true, true]);
     await closeAll([a, b, c]);
   });
