@@ -10,6 +10,7 @@ import { DatasetsModule } from './datasets/datasets.module.js';
 import { EvaluationsModule } from './evaluations/evaluations.module.js';
 import { HealthModule } from './health/health.module.js';
 import { JobsModule } from './jobs/jobs.module.js';
+import { MetricsModule } from './metrics/metrics.module.js';
 import { MasksModule } from './masks/masks.module.js';
 import { ModelsModule } from './models/models.module.js';
 import { RunsModule } from './runs/runs.module.js';
@@ -17,7 +18,7 @@ import { SoupsModule } from './soups/soups.module.js';
 import { WorkersModule } from './workers/workers.module.js';
 
 /** Feature modules, in the order a reader meets them in the API. */
-export const FEATURE_MODULES = [HealthModule, ModelsModule, MasksModule, DatasetsModule, EvaluationsModule, RunsModule, SoupsModule];
+export const FEATURE_MODULES = [HealthModule, ModelsModule, MasksModule, DatasetsModule, EvaluationsModule, RunsModule, SoupsModule, MetricsModule];
 
 @Module({})
 export class AppModule {
