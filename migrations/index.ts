@@ -5,5 +5,6 @@ import { Masks1795945722164 as M2 } from './1795945722164-Masks.js';
 import { DatasetsEvaluations1795946091782 as M3 } from './1795946091782-DatasetsEvaluations.js';
 import { Runs1795946514455 as M4 } from './1795946514455-Runs.js';
 import { Soups1795946929431 as M5 } from './1795946929431-Soups.js';
+import { RunPhases1795947425345 as M6 } from './1795947425345-RunPhases.js';
 
-export const MIGRATIONS = [M0, M1, M2, M3, M4, M5];
+export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6];

@@ -188,3 +188,64 @@ export class WorkerProcessEntity {
   @Column({ type: 'timestamptz', name: 'heartbeat_at' })
   heartbeatAt: Date;
 }
+
+export type PhaseStatus = 'queued' | 'pruned' | 'training' | 'merging' | 'succeeded' | 'failed' | 'cancelled';
+
+/**
+ * One prune–retrain–merge phase of an IMP or SMS run: the run's state machine. Each step records its
+ * output before the next starts, so a restart continues from the last recorded step.
+ */
+@Entity('run_phase')
+export class RunPhaseEntity {
+  @PrimaryColumn({ type: 'uuid', name: 'run_id' })
+  runId: string;
+
+  /** 1-based, as the paper counts phases. */
+  @PrimaryColumn({ type: 'int' })
+  index: number;
+
+  @ManyToOne(() => RunEntity, { onDelete: 'CASCADE' })
+  @JoinColumn({ name: 'run_id' })
+  run: RunEntity;
+
+  /** The target sparsity s_k = 1 − (1 − S)^(k/T). */
+  @Column({ type: 'double precision' })
+  sparsity: number;
+
+  @Column({ type: 'varchar', length: 10 })
+  status: PhaseStatus;
+
+  @Column({ type: 'uuid', name: 'input_model_id', nullable: true })
+  inputModelId: string | null;
+
+  @Column({ type: 'uuid', name: 'pruned_model_id', nullable: true })
+  prunedModelId: string | null;
+
+  @ManyToOne(() => ModelEntity, { onDelete: 'RESTRICT', nullable: true })
+  @JoinColumn({ name: 'pruned_model_id' })
+  prunedModel: ModelEntity | null;
+
+  @Column({ type: 'uuid', name: 'mask_id', nullable: true })
+  maskId: string | null;
+
+  @ManyToOne(() => MaskEntity, { onDelete: 'RESTRICT', nullable: true })
+  @JoinColumn({ name: 'mask_id' })
+  mask: MaskEntity | null;
+
+  @Column({ type: 'uuid', name: 'soup_id', nullable: true })
+  soupId: string | null;
+
+  @Column({ type: 'uuid', name: 'result_model_id', nullable: true })
+  resultModelId: string | null;
+
+  @ManyToOne(() => ModelEntity, { onDelete: 'RESTRICT', nullable: true })
+  @JoinColumn({ name: 'result_model_id' })
+  resultModel: ModelEntity | null;
+
+  /** The phase's figures: result accuracy, ECE, candidate mean and best, L2 distances, … */
+  @Column({ type: 'jsonb', nullable: true })
+  metrics: Record<string, unknown> | null;
+
+  @Column({ type: 'timestamptz', name: 'finished_at', nullable: true })
+  finishedAt: Date | null;
+}

@@ -18,9 +18,9 @@ import {
   ValidateNested,
 } from 'class-validator';
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
-import type { RunCandidateEntity, RunEntity } from './run.entity.js';
+import type { RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 
-export const RUN_KINDS = ['train', 'retrain'] as const;
+export const RUN_KINDS = ['train', 'retrain', 'imp', 'sms'] as const;
 export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export const VARY = ['seed', 'weightDecay', 'epochs', 'learningRate', 'schedule'] as const;
 export const SCHEDULES = ['constant', 'linear', 'cosine', 'allr'] as const;
@@ -85,8 +85,37 @@ export const TRAINING_DEFAULTS: FullTrainingConfig = {
   weightDecay: 1e-4,
 };
 
+export class PhasePruningDto {
+  @ApiPropertyOptional({ enum: ['magnitude-global', 'magnitude-layerwise', 'random'], default: 'magnitude-global' })
+  @IsOptional() @IsIn(['magnitude-global', 'magnitude-layerwise', 'random'])
+  method?: 'magnitude-global' | 'magnitude-layerwise' | 'random';
+
+  @ApiPropertyOptional({ type: [String] })
+  @IsOptional() @IsArray() @ArrayMaxSize(256) @IsString({ each: true })
+  include?: string[];
+
+  @ApiPropertyOptional({ type: [String] })
+  @IsOptional() @IsArray() @ArrayMaxSize(256) @IsString({ each: true })
+  exclude?: string[];
+}
+
+export class PhaseSoupDto {
+  @ApiPropertyOptional({ enum: ['uniform', 'greedy'], default: 'uniform' })
+  @IsOptional() @IsIn(['uniform', 'greedy'])
+  method?: 'uniform' | 'greedy';
+
+  @ApiPropertyOptional({ enum: ['>=', '>'], default: '>=' })
+  @IsOptional() @IsIn(['>=', '>'])
+  comparison?: '>=' | '>';
+}
+
 export class CreateRunDto {
-  @ApiProperty({ enum: RUN_KINDS, description: 'train: dense training; retrain: m candidates retrained under one mask, in parallel' })
+  @ApiProperty({
+    enum: RUN_KINDS,
+    description:
+      'train: dense training; retrain: m candidates under one mask, in parallel; imp: T prune–retrain phases (m = 1); ' +
+      'sms: T phases, each pruning once, retraining m candidates and merging them into a soup',
+  })
   @IsIn(RUN_KINDS)
   kind: (typeof RUN_KINDS)[number];
 
@@ -110,8 +139,8 @@ export class CreateRunDto {
   @IsOptional() @IsArray() @ArrayMinSize(1) @ArrayMaxSize(64) @ValidateNested({ each: true }) @Type(() => TrainingConfigDto)
   candidates?: TrainingConfigDto[];
 
-  @ApiPropertyOptional({ minimum: 1, maximum: 64, description: 'retrain: number of candidates' })
-  @ValidateIf((o: CreateRunDto) => o.m !== undefined || (o.kind === 'retrain' && !o.candidates))
+  @ApiPropertyOptional({ minimum: 1, maximum: 64, description: 'retrain / sms: number of candidates (imp: 1)' })
+  @ValidateIf((o: CreateRunDto) => o.m !== undefined || o.kind === 'sms' || (o.kind === 'retrain' && !o.candidates))
   @IsInt() @Min(1) @Max(64)
   m?: number;
 
@@ -126,6 +155,28 @@ export class CreateRunDto {
   @ApiPropertyOptional({ description: 'ALLR: the epochs of the dense (pre)training, for E_retrain / E_pretrain (default: read from the lineage)' })
   @IsOptional() @IsNumber(finite) @Min(0.001)
   pretrainEpochs?: number;
+
+  @ApiPropertyOptional({ description: 'imp / sms: the goal sparsity S reached after the last phase', example: 0.9 })
+  @ValidateIf((o: CreateRunDto) => o.kind === 'imp' || o.kind === 'sms' || o.goalSparsity !== undefined)
+  @IsNumber(finite) @Min(0.000001) @Max(0.999999)
+  goalSparsity?: number;
+
+  @ApiPropertyOptional({ description: 'imp / sms: the number of phases T; phase k prunes to 1 − (1 − S)^(k/T)', example: 3 })
+  @ValidateIf((o: CreateRunDto) => o.kind === 'imp' || o.kind === 'sms' || o.phases !== undefined)
+  @IsInt() @Min(1) @Max(50)
+  phases?: number;
+
+  @ApiPropertyOptional({ type: PhasePruningDto, description: 'imp / sms: how each phase prunes' })
+  @IsOptional() @ValidateNested() @Type(() => PhasePruningDto)
+  pruning?: PhasePruningDto;
+
+  @ApiPropertyOptional({ type: PhaseSoupDto, description: 'sms: how each phase merges its candidates' })
+  @IsOptional() @ValidateNested() @Type(() => PhaseSoupDto)
+  soup?: PhaseSoupDto;
+
+  @ApiPropertyOptional({ description: 'imp: multiplies the retraining epochs (IMP m× is the same compute as SMS with m candidates)', default: 1 })
+  @IsOptional() @IsNumber(finite) @Min(0.01) @Max(100)
+  epochsMultiplier?: number;
 
   @ApiPropertyOptional({ description: 'POSTed a signed event when the run finishes' })
   @IsOptional() @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true })
@@ -168,6 +219,19 @@ export class CandidateDto {
   @ApiProperty({ type: Date, nullable: true }) finishedAt: Date | null;
 }
 
+export class PhaseDto {
+  @ApiProperty({ description: '1-based' }) index: number;
+  @ApiProperty({ description: 'the target sparsity of this phase' }) sparsity: number;
+  @ApiProperty({ enum: ['queued', 'pruned', 'training', 'merging', 'succeeded', 'failed', 'cancelled'] }) status: string;
+  @ApiProperty({ type: String, nullable: true }) inputModelId: string | null;
+  @ApiProperty({ type: String, nullable: true }) prunedModelId: string | null;
+  @ApiProperty({ type: String, nullable: true }) maskId: string | null;
+  @ApiProperty({ type: [String] }) candidateIds: string[];
+  @ApiProperty({ type: String, nullable: true }) soupId: string | null;
+  @ApiProperty({ type: String, nullable: true }) resultModelId: string | null;
+  @ApiProperty({ type: 'object', nullable: true, additionalProperties: true }) metrics: Record<string, unknown> | null;
+}
+
 export class RunDto {
   @ApiProperty({ format: 'uuid' }) id: string;
   @ApiProperty({ enum: RUN_KINDS }) kind: string;
@@ -177,7 +241,7 @@ export class RunDto {
   @ApiProperty() datasetId: string;
   @ApiProperty({ type: String, nullable: true, format: 'uuid' }) maskId: string | null;
   @ApiProperty({ type: 'object', additionalProperties: true, description: 'the request as validated' }) request: Record<string, unknown>;
-  @ApiProperty({ type: [Object], description: 'SMS / IMP phases (empty for train and retrain runs)' }) phases: Record<string, unknown>[];
+  @ApiProperty({ type: () => [PhaseDto], description: 'IMP / SMS phases (empty for train and retrain runs)' }) phases: PhaseDto[];
   @ApiProperty({ type: [CandidateDto] }) candidates: CandidateDto[];
   @ApiProperty({ type: String, nullable: true }) error: string | null;
   @ApiProperty() createdAt: Date;
@@ -208,7 +272,7 @@ export function mapCandidate(c: RunCandidateEntity): CandidateDto {
   };
 }
 
-export function mapRun(r: RunEntity, candidates: RunCandidateEntity[]): RunDto {
+export function mapRun(r: RunEntity, candidates: RunCandidateEntity[], phases: RunPhaseEntity[] = []): RunDto {
   return {
     id: r.id,
     kind: r.kind,
@@ -218,7 +282,20 @@ export function mapRun(r: RunEntity, candidates: RunCandidateEntity[]): RunDto {
     datasetId: r.datasetId,
     maskId: r.maskId,
     request: r.request,
-    phases: [],
+    phases: phases
+      .sort((a, b) => a.index - b.index)
+      .map((p) => ({
+        index: p.index,
+        sparsity: p.sparsity,
+        status: p.status,
+        inputModelId: p.inputModelId,
+        prunedModelId: p.prunedModelId,
+        maskId: p.maskId,
+        candidateIds: candidates.filter((c) => c.phase === p.index).sort((a, b) => a.index - b.index).map((c) => c.id),
+        soupId: p.soupId,
+        resultModelId: p.resultModelId,
+        metrics: p.metrics,
+      })),
     candidates: candidates.sort((a, b) => a.phase - b.phase || a.index - b.index).map(mapCandidate),
     error: r.error,
     createdAt: r.createdAt,

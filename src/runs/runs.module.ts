@@ -1,10 +1,13 @@
 import { Module } from '@nestjs/common';
 import { DatasetsModule } from '../datasets/datasets.module.js';
+import { EvaluationsModule } from '../evaluations/evaluations.module.js';
 import { MasksModule } from '../masks/masks.module.js';
 import { ModelsModule } from '../models/models.module.js';
+import { SoupsModule } from '../soups/soups.module.js';
+import { RunPhasesService } from './run-phases.service.js';
 import { RunsController } from './runs.controller.js';
 import { RunsProcessor } from './runs.processor.js';
 import { RunsService } from './runs.service.js';
 
-@Module({ imports: [ModelsModule, MasksModule, DatasetsModule], controllers: [RunsController], providers: [RunsService, RunsProcessor], exports: [RunsService] })
+@Module({ imports: [ModelsModule, MasksModule, DatasetsModule, SoupsModule, EvaluationsModule], controllers: [RunsController], providers: [RunsService, RunsProcessor, RunPhasesService], exports: [RunsService] })
 export class RunsModule {}

@@ -15,8 +15,9 @@ import { ModelsService } from '../models/models.service.js';
 import type { TrainTaskResult } from '../workers/handlers/train.js';
 import type { ProgressMessage } from '../workers/tasks.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
-import { type CandidateProgress, FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, type RunStatus } from './run.entity.js';
-import { type RunPlan, RunsService } from './runs.service.js';
+import { MaskEntity } from '../masks/mask.entity.js';
+import { type CandidateProgress, FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
+import { phaseSparsity, type RunPlan, RunsService } from './runs.service.js';
 
 const PROGRESS_WRITE_MS = 1000;
 const CANCEL_POLL_MS = 1000;
@@ -93,9 +94,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
     });
     if (!started) return;
 
-    const model = await this.models.entity(run.modelId);
-    const plan = (run.request.plan ?? { mask: { kind: 'none' } }) as RunPlan;
-    const allr = plan.allr ? { reference: modelRef(await this.models.entity(plan.allr.referenceModelId)), pruneRate: plan.allr.pruneRate, retrainToPretrainRatio: plan.allr.retrainToPretrainRatio } : undefined;
+    const { model, mask, allr, maskId } = await this.candidateInputs(run, candidate);
     const abort = new AbortController();
     const cancelWatch = setInterval(async () => {
       const r = await this.dataSource.getRepository(RunEntity).findOneBy({ id: run.id }).catch(() => null);
@@ -123,7 +122,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
           model: modelRef(model),
           dataset: await this.datasets.ref(run.datasetId),
           config: candidate.config as unknown as TrainingConfig,
-          mask: plan.mask,
+          mask,
           allr,
           recalibrate: true,
           evaluate: ['val', 'test'],
@@ -149,11 +148,11 @@ export class RunsProcessor implements OnApplicationBootstrap {
       throw err; // pg-boss retries with back-off
     }
     clearInterval(cancelWatch);
-    await this.landResult(run, candidate, result);
+    await this.landResult(run, candidate, result, model.id, maskId);
   }
 
   /** The result model and the candidate's success, together, once: a second attempt finds it done. */
-  private async landResult(run: RunEntity, candidate: RunCandidateEntity, result: TrainTaskResult): Promise<void> {
+  private async landResult(run: RunEntity, candidate: RunCandidateEntity, result: TrainTaskResult, parentId: string, maskId: string | null): Promise<void> {
     const { stored } = result;
     let landed = false;
     try {
@@ -165,8 +164,8 @@ export class RunsProcessor implements OnApplicationBootstrap {
           {
             name: `${run.kind}-${run.id.slice(0, 8)}-c${candidate.phase}.${candidate.index}`,
             origin: { kind: run.kind === 'train' ? 'train' : 'retrain', runId: run.id, candidateId: candidate.id, config: candidate.config, datasetId: run.datasetId },
-            parentIds: [run.modelId],
-            maskId: run.maskId,
+            parentIds: [parentId],
+            maskId,
           },
           tx,
         );
@@ -193,7 +192,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
         await this.artifacts.discard(stored.topology);
       }
     }
-    if (landed) await this.settleRun(run.id);
+    if (landed) await this.settleRun(run.id, candidate.phase);
   }
 
   private async finishCandidate(candidate: RunCandidateEntity, status: RunStatus, error: string | null): Promise<void> {
@@ -201,16 +200,46 @@ export class RunsProcessor implements OnApplicationBootstrap {
       await tx.update(RunCandidateEntity, { id: candidate.id }, { status, error, finishedAt: new Date(), workerId: null });
       await this.runs.event(tx, candidate.runId, `candidate-${status}`, { index: candidate.index, ...(error ? { error } : {}) }, candidate.id);
     });
-    await this.settleRun(candidate.runId);
+    await this.settleRun(candidate.runId, candidate.phase);
   }
 
-  /** A run is finished when every candidate is: succeeded if all succeeded, failed if any failed. Once. */
-  async settleRun(runId: string): Promise<void> {
+  /**
+   * What a candidate trains: the run's model and mask, or for IMP / SMS its phase's pruned model and
+   * mask (ALLR's reference is the model the phase pruned).
+   */
+  private async candidateInputs(run: RunEntity, candidate: RunCandidateEntity) {
+    const plan = (run.request.plan ?? { mask: { kind: 'none' } }) as RunPlan;
+    if (!plan.phases) {
+      const model = await this.models.entity(run.modelId);
+      const allr = plan.allr ? { reference: modelRef(await this.models.entity(plan.allr.referenceModelId)), pruneRate: plan.allr.pruneRate, retrainToPretrainRatio: plan.allr.retrainToPretrainRatio } : undefined;
+      return { model, mask: plan.mask, allr, maskId: run.maskId };
+    }
+    const phase = await this.dataSource.getRepository(RunPhaseEntity).findOneByOrFail({ runId: run.id, index: candidate.phase });
+    const model = await this.models.entity(phase.prunedModelId!);
+    const mask = await this.dataSource.getRepository(MaskEntity).findOneByOrFail({ id: phase.maskId! });
+    const previous = candidate.phase === 1 ? 0 : phaseSparsity(plan.phases.goalSparsity, plan.phases.count, candidate.phase - 1);
+    const allr = plan.phases.retrainToPretrainRatio
+      ? { reference: modelRef(await this.models.entity(phase.inputModelId!)), pruneRate: 1 - (1 - phase.sparsity) / (1 - previous), retrainToPretrainRatio: plan.phases.retrainToPretrainRatio }
+      : undefined;
+    return { model, mask: { kind: 'stored' as const, sha256: mask.artifactSha256 }, allr, maskId: mask.id };
+  }
+
+  /**
+   * A run is finished when every candidate is: succeeded if all succeeded, failed if any failed. Once.
+   * For IMP / SMS a finished phase hands over to the state machine instead.
+   */
+  async settleRun(runId: string, phase = 0): Promise<void> {
     await this.dataSource.transaction(async (tx) => {
       // The row lock serialises candidates that finish at the same moment.
       const run = await tx.findOne(RunEntity, { where: { id: runId }, lock: { mode: 'pessimistic_write' } });
       if (!run) return;
       const candidates = await tx.findBy(RunCandidateEntity, { runId });
+      if ((run.kind === 'imp' || run.kind === 'sms') && run.status !== 'cancelled') {
+        if (candidates.filter((c) => c.phase === phase).every((c) => FINISHED.includes(c.status))) {
+          await this.jobs.send(JobName.AdvanceRun, { runId }, { manager: tx, singletonKey: `${runId}:${phase}` });
+        }
+        return;
+      }
       if (!candidates.every((c) => FINISHED.includes(c.status))) return;
       if (await tx.exists(RunEventEntity, { where: { runId, type: 'run-finished' } })) return;
       const failed = candidates.filter((c) => c.status === 'failed');

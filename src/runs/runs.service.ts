@@ -12,13 +12,28 @@ import type { ModelEntity } from '../models/model.entity.js';
 import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
-import { FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, type RunStatus } from './run.entity.js';
+import { FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
 import { type CreateRunDto, type FullTrainingConfig, mapRun, type RunDto, type RunPageDto, type RunQueryDto, TRAINING_DEFAULTS, type TrainingConfigDto } from './runs.dto.js';
 
 /** What a candidate job needs besides its configuration, fixed at POST time. */
 export interface RunPlan {
   mask: { kind: 'none' } | { kind: 'implied' } | { kind: 'stored'; sha256: string };
   allr?: { referenceModelId: string; pruneRate: number; retrainToPretrainRatio: number };
+  /** imp / sms: the candidate configurations every phase retrains, and how phases prune and merge. */
+  phases?: {
+    configs: FullTrainingConfig[];
+    goalSparsity: number;
+    count: number;
+    pruning: { method: 'magnitude-global' | 'magnitude-layerwise' | 'random'; include?: string[]; exclude?: string[] };
+    soup: { method: 'uniform' | 'greedy'; comparison: '>=' | '>' } | null;
+    /** ALLR: E_retrain / E_pretrain (p and the reference are per phase). */
+    retrainToPretrainRatio?: number;
+  };
+}
+
+/** Phase k of T prunes to s_k = 1 − (1 − S)^(k/T) (per-phase rate p = 1 − (1 − S)^(1/T)). */
+export function phaseSparsity(goal: number, phases: number, k: number): number {
+  return 1 - (1 - goal) ** (k / phases);
 }
 
 @Injectable()
@@ -45,14 +60,31 @@ export class RunsService {
     const dataset = await this.datasets.ref(dto.datasetId);
     const mask = dto.maskId ? await this.masks.entity(dto.maskId) : null;
     if (dto.kind === 'train' && mask) throw new ProblemException(400, 'a train run is dense: maskId belongs to retrain runs', { slug: 'validation' });
+    const phased = dto.kind === 'imp' || dto.kind === 'sms';
+    if (phased && mask) throw new ProblemException(400, `an ${dto.kind} run prunes its own masks: maskId belongs to retrain runs`, { slug: 'validation' });
     const configs = expandCandidates(dto);
     const plan: RunPlan = {
       mask: dto.kind === 'train' ? { kind: 'none' } : mask ? { kind: 'stored', sha256: mask.artifactSha256 } : { kind: 'implied' },
     };
-    if (configs.some((c) => c.schedule === 'allr')) plan.allr = await this.allrPlan(model, dto, configs);
+    if (phased) {
+      const allr = configs.some((c) => c.schedule === 'allr');
+      const pretrainEpochs = dto.pretrainEpochs ?? (model.origin.kind === 'train' ? Number((model.origin.config as { epochs?: number } | undefined)?.epochs) : Number.NaN);
+      if (allr && !(pretrainEpochs > 0)) {
+        throw new ProblemException(400, 'the allr schedule needs pretrainEpochs (the dense model was not trained by this service, so its epochs are unknown)', { slug: 'validation' });
+      }
+      plan.phases = {
+        configs,
+        goalSparsity: dto.goalSparsity!,
+        count: dto.phases!,
+        pruning: { method: dto.pruning?.method ?? 'magnitude-global', include: dto.pruning?.include, exclude: dto.pruning?.exclude },
+        soup: dto.kind === 'sms' ? { method: dto.soup?.method ?? 'uniform', comparison: dto.soup?.comparison ?? '>=' } : null,
+        ...(allr ? { retrainToPretrainRatio: Math.max(...configs.map((c) => c.epochs)) / pretrainEpochs } : {}),
+      };
+    } else if (configs.some((c) => c.schedule === 'allr')) plan.allr = await this.allrPlan(model, dto, configs);
+    const allrCheck = plan.allr ?? (plan.phases?.retrainToPretrainRatio ? { pruneRate: 0.5, retrainToPretrainRatio: plan.phases.retrainToPretrainRatio } : undefined);
     for (const [i, c] of configs.entries()) {
       try {
-        validateTrainingConfig(c, plan.allr ? { relativeDistance: 0, pruneRate: plan.allr.pruneRate, retrainToPretrainRatio: plan.allr.retrainToPretrainRatio } : undefined);
+        validateTrainingConfig(c, allrCheck ? { relativeDistance: 0, pruneRate: allrCheck.pruneRate, retrainToPretrainRatio: allrCheck.retrainToPretrainRatio } : undefined);
       } catch (err) {
         if (err instanceof CoreInputError) throw new ProblemException(400, `candidate ${i}: ${err.message}`, { slug: 'validation', extensions: { candidate: i } });
         throw err;
@@ -76,17 +108,34 @@ export class RunsService {
           finishedAt: null,
         }),
       );
-      const candidates = await tx.save(
-        configs.map((config, index) => tx.create(RunCandidateEntity, { runId: saved.id, phase: 0, index, config: { ...config }, status: 'queued' as RunStatus, attempts: 0 })),
-      );
-      await this.event(tx, saved.id, 'run-created', { kind: dto.kind, candidates: candidates.length });
-      for (const c of candidates) {
-        c.jobId = await this.jobs.send(JobName.TrainCandidate, { runId: saved.id, candidateId: c.id }, { manager: tx });
-        await tx.update(RunCandidateEntity, { id: c.id }, { jobId: c.jobId });
+      if (plan.phases) {
+        const { count, goalSparsity } = plan.phases;
+        await tx.save(
+          Array.from({ length: count }, (_, i) =>
+            tx.create(RunPhaseEntity, { runId: saved.id, index: i + 1, sparsity: phaseSparsity(goalSparsity, count, i + 1), status: 'queued' as const }),
+          ),
+        );
+        await this.event(tx, saved.id, 'run-created', { kind: dto.kind, phases: count, candidatesPerPhase: configs.length });
+        await this.jobs.send(JobName.AdvanceRun, { runId: saved.id }, { manager: tx });
+        return saved;
       }
+      await this.enqueueCandidates(tx, saved.id, 0, configs);
+      await this.event(tx, saved.id, 'run-created', { kind: dto.kind, candidates: configs.length });
       return saved;
     });
     return this.get(run.id);
+  }
+
+  /** Candidate rows for one phase (0 for train / retrain runs), each with its job, in the caller's transaction. */
+  async enqueueCandidates(tx: EntityManager, runId: string, phase: number, configs: FullTrainingConfig[]): Promise<RunCandidateEntity[]> {
+    const candidates = await tx.save(
+      configs.map((config, index) => tx.create(RunCandidateEntity, { runId, phase, index, config: { ...config }, status: 'queued' as RunStatus, attempts: 0 })),
+    );
+    for (const c of candidates) {
+      c.jobId = await this.jobs.send(JobName.TrainCandidate, { runId, candidateId: c.id }, { manager: tx });
+      await tx.update(RunCandidateEntity, { id: c.id }, { jobId: c.jobId });
+    }
+    return candidates;
   }
 
   /** ALLR's inputs known before training: the dense reference (the parent), p, and E_retrain / E_pretrain. */
@@ -111,14 +160,17 @@ export class RunsService {
     const offset = q.offset ?? 0;
     const where = { ...(q.kind ? { kind: q.kind as RunEntity['kind'] } : {}), ...(q.status ? { status: q.status as RunStatus } : {}) };
     const [rows, total] = await this.dataSource.getRepository(RunEntity).findAndCount({ where, order: { createdAt: 'DESC', id: 'ASC' }, take: limit, skip: offset });
-    const candidates = rows.length ? await this.dataSource.getRepository(RunCandidateEntity).findBy({ runId: In(rows.map((r) => r.id)) }) : [];
-    return { items: rows.map((r) => mapRun(r, candidates.filter((c) => c.runId === r.id))), total, limit, offset };
+    const ids = rows.map((r) => r.id);
+    const candidates = rows.length ? await this.dataSource.getRepository(RunCandidateEntity).findBy({ runId: In(ids) }) : [];
+    const phases = rows.length ? await this.dataSource.getRepository(RunPhaseEntity).findBy({ runId: In(ids) }) : [];
+    return { items: rows.map((r) => mapRun(r, candidates.filter((c) => c.runId === r.id), phases.filter((p) => p.runId === r.id))), total, limit, offset };
   }
 
   async get(id: string): Promise<RunDto> {
     const run = await this.entity(id);
     const candidates = await this.dataSource.getRepository(RunCandidateEntity).findBy({ runId: id });
-    return mapRun(run, candidates);
+    const phases = await this.dataSource.getRepository(RunPhaseEntity).findBy({ runId: id });
+    return mapRun(run, candidates, phases);
   }
 
   async entity(id: string, manager: EntityManager = this.dataSource.manager): Promise<RunEntity> {
@@ -139,6 +191,8 @@ export class RunsService {
       const q = await tx.findBy(RunCandidateEntity, { runId: id, status: 'queued' });
       await tx.update(RunCandidateEntity, { runId: id, status: 'queued' }, { status: 'cancelled', finishedAt: new Date() });
       await this.event(tx, id, 'run-cancelled', {});
+      // With nothing running, nothing else will announce the end: do it here.
+      if (!(await tx.exists(RunCandidateEntity, { where: { runId: id, status: 'running' } }))) await this.event(tx, id, 'run-finished', { status: 'cancelled' });
       return q;
     });
     for (const c of queued) if (c.jobId) await this.jobs.cancel(JobName.TrainCandidate, c.jobId);
@@ -161,6 +215,12 @@ export function expandCandidates(dto: CreateRunDto): FullTrainingConfig[] {
     if (dto.candidates || dto.m !== undefined) throw new ProblemException(400, 'a train run has one configuration: send training, not candidates or m', { slug: 'validation' });
     return [full(dto.training)];
   }
+  if (dto.kind === 'imp') {
+    if (dto.candidates || (dto.m !== undefined && dto.m !== 1)) throw new ProblemException(400, 'an imp run retrains one candidate per phase (m = 1); use sms for m > 1', { slug: 'validation' });
+    const base = full(dto.training);
+    return [{ ...base, epochs: base.epochs * (dto.epochsMultiplier ?? 1) }];
+  }
+  if (dto.epochsMultiplier !== undefined) throw new ProblemException(400, 'epochsMultiplier belongs to imp runs (the IMP m× baseline)', { slug: 'validation' });
   if (dto.candidates) {
     if (dto.m !== undefined || dto.vary || dto.values) throw new ProblemException(400, 'send either candidates or m with vary, not both', { slug: 'validation' });
     return dto.candidates.map((c) => full({ ...dto.training, ...stripUndefined(c) }));

@@ -46,7 +46,7 @@ export class SoupsService implements OnApplicationBootstrap {
    * mismatch is a 422 listing every difference, before any row exists. Uniform and weighted soups are
    * built in the request (201); greedy soups evaluate many sets and run as a job (202).
    */
-  async create(dto: CreateSoupDto): Promise<{ soup: SoupDto; accepted: boolean }> {
+  async create(dto: CreateSoupDto, opts: { inline?: boolean } = {}): Promise<{ soup: SoupDto; accepted: boolean }> {
     if (new Set(dto.modelIds).size !== dto.modelIds.length) throw new ProblemException(400, 'modelIds lists a model twice', { slug: 'validation' });
     const models = await Promise.all(dto.modelIds.map((id) => this.models.entity(id)));
     const formats = [...new Set(models.map((m) => m.format))];
@@ -81,7 +81,8 @@ export class SoupsService implements OnApplicationBootstrap {
     };
     await this.pool.run<SoupTaskResult>({ ...task, validateOnly: true });
 
-    const greedy = dto.method === 'greedy';
+    // SMS phases build their soup inside their own job: no second job to wait for.
+    const greedy = dto.method === 'greedy' && !opts.inline;
     const soup = await this.dataSource.transaction(async (tx) => {
       const s = await tx.save(
         tx.create(SoupEntity, {

@@ -6,6 +6,7 @@ import { threadId } from 'node:worker_threads';
 import { workerData } from 'piscina';
 import { CoreInputError } from '../core/errors.js';
 import { initBackend } from '../core/tf/backend.js';
+import { runCompareModels } from './handlers/compare.js';
 import { runInspectDataset } from './handlers/datasets.js';
 import { runEvaluate } from './handlers/evaluate.js';
 import { runApplyMask, runPrune } from './handlers/prune.js';
@@ -54,6 +55,8 @@ async function dispatch(task: WorkerTask, ctx: TaskContext, backend: Awaited<Ret
       return await runCheckTrain(task, ctx);
     case 'soup':
       return await runSoup(task, ctx);
+    case 'compare-models':
+      return await runCompareModels(task, ctx);
     case 'crash':
       if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
       if (task.how === 'exit') process.exit(70);

@@ -1,5 +1,6 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
+import type { CompareModelsTask } from './handlers/compare.js';
 import type { InspectDatasetTask } from './handlers/datasets.js';
 import type { EvaluateTask } from './handlers/evaluate.js';
 import type { ApplyMaskTask, PruneTask } from './handlers/prune.js';
@@ -7,7 +8,7 @@ import type { SoupTask } from './handlers/soup.js';
 import type { TemplateTask } from './handlers/template.js';
 import type { CheckTrainTask, TrainTask } from './handlers/train.js';
 
-export type { ApplyMaskTask, CheckTrainTask, EvaluateTask, InspectDatasetTask, PruneTask, SoupTask, TemplateTask, TrainTask };
+export type { ApplyMaskTask, CompareModelsTask, CheckTrainTask, EvaluateTask, InspectDatasetTask, PruneTask, SoupTask, TemplateTask, TrainTask };
 
 /**
  * What the main thread asks a worker thread to do. Tasks carry ids, paths and configurations;
@@ -35,7 +36,7 @@ export interface CrashTask {
   how: 'exit' | 'throw' | 'hang';
 }
 
-export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask | InspectDatasetTask | EvaluateTask | TemplateTask | TrainTask | CheckTrainTask | SoupTask;
+export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask | InspectDatasetTask | EvaluateTask | TemplateTask | TrainTask | CheckTrainTask | SoupTask | CompareModelsTask;
 
 /** Messages a running task sends back on its progress port. */
 export interface ProgressMessage {

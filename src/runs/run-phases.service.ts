@@ -1,0 +1,156 @@
+import { Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import type { DataSource } from 'typeorm';
+import { EvaluationsService } from '../evaluations/evaluations.service.js';
+import { JobName } from '../jobs/jobs.js';
+import { JobsService } from '../jobs/jobs.service.js';
+import { MasksService } from '../masks/masks.service.js';
+import { modelRef } from '../models/model-ref.js';
+import { ModelsService } from '../models/models.service.js';
+import { SoupsService } from '../soups/soups.service.js';
+import type { ModelDistance } from '../workers/handlers/compare.js';
+import { WorkerPoolService } from '../workers/workers.module.js';
+import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
+import { type RunPlan, RunsService } from './runs.service.js';
+
+const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
+
+/**
+ * The IMP / SMS state machine. Each AdvanceRun job moves the current phase one step — prune, fan
+ * out the m retrains, merge (SMS: soup; IMP: the single candidate), evaluate — recording each
+ * step's output before the next. A crash repeats at most the step in flight; candidates finishing
+ * enqueue the next advance.
+ */
+@Injectable()
+export class RunPhasesService implements OnApplicationBootstrap {
+  private readonly logger = new Logger(RunPhasesService.name);
+
+  constructor(
+    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly runs: RunsService,
+    private readonly models: ModelsService,
+    private readonly masks: MasksService,
+    private readonly soups: SoupsService,
+    private readonly evaluations: EvaluationsService,
+    private readonly jobs: JobsService,
+    private readonly pool: WorkerPoolService,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.jobs.work(JobName.AdvanceRun, 1, ({ runId }) => this.advance(runId));
+  }
+
+  async advance(runId: string): Promise<void> {
+    for (;;) {
+      const run = await this.runs.entity(runId);
+      if (FINISHED.includes(run.status) && run.status !== 'cancelled') return;
+      const plan = (run.request.plan as RunPlan).phases!;
+      const phases = await this.dataSource.getRepository(RunPhaseEntity).find({ where: { runId }, order: { index: 'ASC' } });
+      const phase = phases.find((p) => p.status !== 'succeeded');
+      if (run.status === 'cancelled') {
+        if (phase && !FINISHED.includes(phase.status as never)) await this.dataSource.getRepository(RunPhaseEntity).update({ runId, index: phase.index }, { status: 'cancelled', finishedAt: new Date() });
+        return;
+      }
+      if (!phase) return this.finish(run, 'succeeded', null);
+      if (run.status === 'queued') await this.dataSource.getRepository(RunEntity).update({ id: runId }, { status: 'running', startedAt: new Date() });
+      const moved = await this.step(run, plan, phase, phases);
+      if (!moved) return; // waiting for candidates
+    }
+  }
+
+  /** One step of the phase; false when the phase waits for its candidates. */
+  private async step(run: RunEntity, plan: NonNullable<RunPlan['phases']>, phase: RunPhaseEntity, phases: RunPhaseEntity[]): Promise<boolean> {
+    const repo = this.dataSource.getRepository(RunPhaseEntity);
+    const key = { runId: run.id, index: phase.index };
+    switch (phase.status) {
+      case 'queued': {
+        const input = phase.index === 1 ? run.modelId : phases[phase.index - 2].resultModelId!;
+        const { model, mask } = await this.masks.prune(input, { method: plan.pruning.method, sparsity: phase.sparsity, include: plan.pruning.include, exclude: plan.pruning.exclude, name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-pruned` });
+        await this.dataSource.transaction(async (tx) => {
+          await tx.update(RunPhaseEntity, key, { status: 'pruned', inputModelId: input, prunedModelId: model.id, maskId: mask.id });
+          await this.runs.event(tx, run.id, 'phase-pruned', { phase: phase.index, sparsity: phase.sparsity, maskId: mask.id, prunedModelId: model.id });
+        });
+        return true;
+      }
+      case 'pruned': {
+        await this.dataSource.transaction(async (tx) => {
+          const existing = await tx.countBy(RunCandidateEntity, { runId: run.id, phase: phase.index });
+          if (!existing) await this.runs.enqueueCandidates(tx, run.id, phase.index, plan.configs);
+          await tx.update(RunPhaseEntity, key, { status: 'training' });
+          await this.runs.event(tx, run.id, 'phase-training', { phase: phase.index, candidates: plan.configs.length });
+        });
+        return false;
+      }
+      case 'training': {
+        const candidates = await this.dataSource.getRepository(RunCandidateEntity).find({ where: { runId: run.id, phase: phase.index }, order: { index: 'ASC' } });
+        if (!candidates.every((c) => FINISHED.includes(c.status))) return false;
+        const failed = candidates.filter((c) => c.status !== 'succeeded');
+        if (failed.length) {
+          await repo.update(key, { status: 'failed', finishedAt: new Date() });
+          await this.finish(run, 'failed', `phase ${phase.index}: ${failed.length} of ${candidates.length} candidates ${failed[0].status}${failed[0].error ? `: ${failed[0].error}` : ''}`);
+          return false;
+        }
+        await repo.update(key, { status: 'merging' });
+        return true;
+      }
+      case 'merging': {
+        await this.merge(run, plan, phase);
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  /** SMS: the soup of the phase's candidates; IMP: its single candidate. Then the phase's figures. */
+  private async merge(run: RunEntity, plan: NonNullable<RunPlan['phases']>, phase: RunPhaseEntity): Promise<void> {
+    const candidates = await this.dataSource.getRepository(RunCandidateEntity).find({ where: { runId: run.id, phase: phase.index }, order: { index: 'ASC' } });
+    const ids = candidates.map((c) => c.resultModelId!);
+    let resultModelId = ids[0];
+    let soupId: string | null = null;
+    let soupVal: number | null = null;
+    if (plan.soup) {
+      const { soup } = await this.soups.create({ modelIds: ids, method: plan.soup.method, comparison: plan.soup.method === 'greedy' ? plan.soup.comparison : undefined, datasetId: run.datasetId, name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-soup` }, { inline: true });
+      resultModelId = soup.resultModelId!;
+      soupId = soup.id;
+      soupVal = soup.valAccuracy;
+    }
+    const test = await this.evaluations.create(resultModelId, { datasetId: run.datasetId, split: 'test' });
+    const val = soupVal ?? candidates[0].valAccuracy;
+    const models = await Promise.all(ids.map((id) => this.models.entity(id)));
+    const distances = ids.length > 1 ? await this.pool.run<ModelDistance[]>({ type: 'compare-models', models: models.map(modelRef) }) : [];
+    const result = await this.models.entity(resultModelId);
+    const tests = candidates.map((c) => c.testAccuracy ?? Number.NaN);
+    const vals = candidates.map((c) => c.valAccuracy ?? Number.NaN);
+    const metrics = {
+      actualSparsity: result.prunableSparsity,
+      valAccuracy: val,
+      testAccuracy: test.accuracy,
+      ece: test.ece,
+      worstClassAccuracy: test.worstClassAccuracy,
+      candidates: {
+        meanValAccuracy: mean(vals),
+        bestValAccuracy: Math.max(...vals),
+        meanTestAccuracy: mean(tests),
+        bestTestAccuracy: Math.max(...tests),
+      },
+      meanL2Distance: mean(distances.map((d) => d.l2)),
+      meanAngleDegrees: mean(distances.filter((d) => d.angleDegrees !== null).map((d) => d.angleDegrees!)),
+      distances,
+    };
+    await this.dataSource.transaction(async (tx) => {
+      await tx.update(RunPhaseEntity, { runId: run.id, index: phase.index }, { status: 'succeeded', soupId, resultModelId, metrics: metrics as never, finishedAt: new Date() });
+      await this.runs.event(tx, run.id, 'phase-succeeded', { phase: phase.index, sparsity: phase.sparsity, resultModelId, testAccuracy: test.accuracy, valAccuracy: val });
+    });
+  }
+
+  private async finish(run: RunEntity, status: 'succeeded' | 'failed', error: string | null): Promise<void> {
+    await this.dataSource.transaction(async (tx) => {
+      const locked = await tx.findOne(RunEntity, { where: { id: run.id }, lock: { mode: 'pessimistic_write' } });
+      if (!locked || FINISHED.includes(locked.status)) return;
+      await tx.update(RunEntity, { id: run.id }, { status, error, finishedAt: new Date() });
+      await this.runs.event(tx, run.id, 'run-finished', { status, error });
+    });
+    this.logger.log({ run: run.id, status }, 'run finished');
+  }
+}

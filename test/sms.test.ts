@@ -1,0 +1,65 @@
+import request from 'supertest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApp, type TestApp } from './support/app.js';
+import { uploadMnistSlice } from './support/datasets.js';
+import { waitForRun } from './support/runs.js';
+
+const TRAIN = { epochs: 0.5, batchSize: 32, learningRate: 0.05, schedule: 'constant' };
+
+describe('IMP and SMS runs', () => {
+  let t: TestApp;
+  let data: string;
+  let dense: string;
+  let sms: { id: string; phases: { index: number; sparsity: number; inputModelId: string; prunedModelId: string; maskId: string; resultModelId: string; soupId: string | null; candidateIds: string[]; metrics: Record<string, unknown> }[] };
+
+  beforeAll(async () => {
+    t = await startTestApp({ WORKERS: '2' });
+    data = (await uploadMnistSlice(t)).id;
+    const template = (await request(t.http).post('/models/templates').send({ architecture: 'lenet-300-100', datasetId: data, seed: 1 }).expect(201)).body;
+    const run = await waitForRun(t, (await request(t.http).post('/runs').send({ kind: 'train', modelId: template.id, datasetId: data, training: { ...TRAIN, epochs: 2 } }).expect(202)).body.id);
+    dense = run.candidates[0].resultModelId;
+  });
+  afterAll(() => t?.close());
+
+  it('runs SMS phase by phase: prune to s_k, retrain m candidates under one mask, merge, hand the soup on', async () => {
+    const created = await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, goalSparsity: 0.9, phases: 2, m: 2, training: TRAIN, soup: { method: 'uniform' } }).expect(202);
+    expect(created.body.phases.map((p: { sparsity: number }) => p.sparsity)).toEqual([1 - 0.1 ** 0.5, 1 - 0.1 ** 1].map((x) => expect.closeTo(x, 12)));
+    const run = await waitForRun(t, created.body.id, 240_000);
+    expect(run.status).toBe('succeeded');
+    sms = run;
+    const [p1, p2] = run.phases;
+    expect(p1.inputModelId).toBe(dense);
+    expect(p2.inputModelId).toBe(p1.resultModelId);
+    for (const p of run.phases) {
+      expect(p.status).toBe('succeeded');
+      expect(p.candidateIds).toHaveLength(2);
+      expect(p.soupId).toBeTruthy();
+      const mask = (await request(t.http).get(`/masks/${p.maskId}`).expect(200)).body;
+      const result = (await request(t.http).get(`/models/${p.resultModelId}`).expect(200)).body;
+      expect(result.impliedMaskHash).toBe(mask.hash);
+      expect(result.prunableSparsity).toBeCloseTo(Math.round(p.sparsity * mask.prunableCount) / mask.prunableCount, 12);
+      expect(p.metrics).toMatchObject({ testAccuracy: expect.any(Number), ece: expect.any(Number), candidates: { meanTestAccuracy: expect.any(Number), bestTestAccuracy: expect.any(Number) } });
+      expect((p.metrics.distances as unknown[]).length).toBe(1);
+    }
+    // Stacking: zeros of phase 1's result stay zero in phase 2's mask.
+    const diff = (await request(t.http).get(`/masks/${p1.maskId}/diff/${p2.maskId}`).expect(200)).body;
+    expect(diff.tensors.every((x: { keptOnlyInB: number }) => x.keptOnlyInB === 0)).toBe(true);
+  }, 300_000);
+
+  it('runs IMP with one candidate per phase, the candidate being the phase result', async () => {
+    const run = await waitForRun(t, (await request(t.http).post('/runs').send({ kind: 'imp', modelId: dense, datasetId: data, goalSparsity: 0.9, phases: 2, training: TRAIN, epochsMultiplier: 2 }).expect(202)).body.id, 240_000);
+    expect(run.status).toBe('succeeded');
+    expect(run.candidates.every((c: { config: { epochs: number } }) => c.config.epochs === 1)).toBe(true);
+    for (const p of run.phases) {
+      expect(p.candidateIds).toHaveLength(1);
+      expect(p.soupId).toBeNull();
+      expect(p.resultModelId).toBe(run.candidates.find((c: { id: string }) => c.id === p.candidateIds[0]).resultModelId);
+    }
+  }, 300_000);
+
+  it('refuses phased runs that cannot work', async () => {
+    await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, phases: 2, m: 2 }).expect(400);
+    await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, goalSparsity: 1, phases: 2, m: 2 }).expect(400);
+    await request(t.http).post('/runs').send({ kind: 'imp', modelId: dense, datasetId: data, goalSparsity: 0.5, phases: 2, m: 3 }).expect(400);
+  });
+});
