@@ -6,5 +6,6 @@ import { DatasetsEvaluations1795946091782 as M3 } from './1795946091782-Datasets
 import { Runs1795946514455 as M4 } from './1795946514455-Runs.js';
 import { Soups1795946929431 as M5 } from './1795946929431-Soups.js';
 import { RunPhases1795947425345 as M6 } from './1795947425345-RunPhases.js';
+import { Webhooks1795947549506 as M7 } from './1795947549506-Webhooks.js';
 
-export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6];
+export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6, M7];
