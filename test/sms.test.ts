@@ -10,7 +10,7 @@ describe('IMP and SMS runs', () => {
   let t: TestApp;
   let data: string;
   let dense: string;
-  let sms: { id: string; phases: { index: number; sparsity: number; inputModelId: string; prunedModelId: string; maskId: string; resultModelId: string; soupId: string | null; candidateIds: string[]; metrics: Record<string, unknown> }[] };
+  const ids: Record<string, string> = {};
 
   beforeAll(async () => {
     t = await startTestApp({ WORKERS: '2' });
@@ -26,7 +26,7 @@ describe('IMP and SMS runs', () => {
     expect(created.body.phases.map((p: { sparsity: number }) => p.sparsity)).toEqual([1 - 0.1 ** 0.5, 1 - 0.1 ** 1].map((x) => expect.closeTo(x, 12)));
     const run = await waitForRun(t, created.body.id, 240_000);
     expect(run.status).toBe('succeeded');
-    sms = run;
+    ids.sms = run.id;
     const [p1, p2] = run.phases;
     expect(p1.inputModelId).toBe(dense);
     expect(p2.inputModelId).toBe(p1.resultModelId);
@@ -49,6 +49,7 @@ describe('IMP and SMS runs', () => {
   it('runs IMP with one candidate per phase, the candidate being the phase result', async () => {
     const run = await waitForRun(t, (await request(t.http).post('/runs').send({ kind: 'imp', modelId: dense, datasetId: data, goalSparsity: 0.9, phases: 2, training: TRAIN, epochsMultiplier: 2 }).expect(202)).body.id, 240_000);
     expect(run.status).toBe('succeeded');
+    ids.imp = run.id;
     expect(run.candidates.every((c: { config: { epochs: number } }) => c.config.epochs === 1)).toBe(true);
     for (const p of run.phases) {
       expect(p.candidateIds).toHaveLength(1);
@@ -56,6 +57,38 @@ describe('IMP and SMS runs', () => {
       expect(p.resultModelId).toBe(run.candidates.find((c: { id: string }) => c.id === p.candidateIds[0]).resultModelId);
     }
   }, 300_000);
+
+  it('reports each phase, plots accuracy against sparsity, and compares runs', async () => {
+    const report = (await request(t.http).get(`/runs/${ids.sms}/report`).expect(200)).body;
+    expect(report.label).toBe('SMS m=2 (uniform)');
+    expect(report.phases).toHaveLength(2);
+    for (const p of report.phases) {
+      expect(p.candidates).toHaveLength(2);
+      const tests = p.candidates.map((c: { testAccuracy: number }) => c.testAccuracy);
+      expect(p.candidateMean.testAccuracy).toBeCloseTo((tests[0] + tests[1]) / 2, 12);
+      expect(p.candidateBest.testAccuracy).toBe(Math.max(...tests));
+      expect(p.result.testAccuracy).toBeGreaterThan(0.5);
+      expect(p.result.ece).toBeGreaterThanOrEqual(0);
+      expect(p.result.meanCorruptionAccuracy).toBeLessThan(p.result.testAccuracy);
+      expect(p.soup.method).toBe('uniform');
+      expect(p.meanL2Distance).toBeGreaterThan(0);
+    }
+    const svg = await request(t.http).get(`/runs/${ids.sms}/report.svg?baselineIds=${ids.imp}`).buffer(true).parse((r, cb) => {
+      let x = '';
+      r.on('data', (c: Buffer) => (x += c));
+      r.on('end', () => cb(null, x));
+    }).expect(200);
+    expect(svg.headers['content-type']).toMatch(/image\/svg\+xml/);
+    expect(svg.body).toMatch(/^<svg/);
+    expect((svg.body as string).match(/<polyline/g)).toHaveLength(2);
+    expect(svg.body).toContain('SMS m=2 (uniform)');
+    expect(svg.body).toContain('IMP');
+    const cmp = (await request(t.http).get(`/runs/compare?ids=${ids.sms},${ids.imp}`).expect(200)).body;
+    expect(cmp.runs.map((r: { label: string }) => r.label)).toEqual(['SMS m=2 (uniform)', 'IMP 2×']);
+    expect(cmp.rows).toHaveLength(2);
+    expect(cmp.rows[1].sparsity).toBeCloseTo(0.9, 12);
+    await request(t.http).get('/runs/compare?ids=nope').expect(400);
+  });
 
   it('refuses phased runs that cannot work', async () => {
     await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, phases: 2, m: 2 }).expect(400);

@@ -13,6 +13,12 @@ import { WorkerPoolService } from '../workers/workers.module.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 import { type RunPlan, RunsService } from './runs.service.js';
 
+const PHASE_CORRUPTIONS = [
+  { name: 'gaussian-noise', severity: 3 },
+  { name: 'rotation', severity: 3 },
+  { name: 'contrast', severity: 3 },
+];
+
 const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
 
 /**
@@ -115,7 +121,8 @@ export class RunPhasesService implements OnApplicationBootstrap {
       soupId = soup.id;
       soupVal = soup.valAccuracy;
     }
-    const test = await this.evaluations.create(resultModelId, { datasetId: run.datasetId, split: 'test' });
+    // Robustness (OOD) of the phase result, as the SMS code reports accuracy under corruption.
+    const test = await this.evaluations.create(resultModelId, { datasetId: run.datasetId, split: 'test', corruptions: PHASE_CORRUPTIONS });
     const val = soupVal ?? candidates[0].valAccuracy;
     const models = await Promise.all(ids.map((id) => this.models.entity(id)));
     const distances = ids.length > 1 ? await this.pool.run<ModelDistance[]>({ type: 'compare-models', models: models.map(modelRef) }) : [];
@@ -128,6 +135,8 @@ export class RunPhasesService implements OnApplicationBootstrap {
       testAccuracy: test.accuracy,
       ece: test.ece,
       worstClassAccuracy: test.worstClassAccuracy,
+      meanCorruptionAccuracy: test.meanCorruptionAccuracy,
+      corruptions: test.corruptions,
       candidates: {
         meanValAccuracy: mean(vals),
         bestValAccuracy: Math.max(...vals),

@@ -1,8 +1,10 @@
-import { Body, Controller, Get, Headers, HttpCode, type MessageEvent, Param, ParseUUIDPipe, Post, Query, Sse } from '@nestjs/common';
+import { Body, Controller, Get, Header, Headers, HttpCode, type MessageEvent, Param, ParseUUIDPipe, Post, Query, Sse } from '@nestjs/common';
 import { ApiAcceptedResponse, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { Observable } from 'rxjs';
 import { FINISHED } from './run.entity.js';
-import { CreateRunDto, RunDto, RunPageDto, RunQueryDto } from './runs.dto.js';
+import { CompareQueryDto, CreateRunDto, ReportSvgQueryDto, RunCompareDto, RunDto, RunPageDto, RunQueryDto, RunReportDto } from './runs.dto.js';
+import { RunReportService } from './run-report.service.js';
+import { badRequest } from '../common/problem.js';
 import { RunsService } from './runs.service.js';
 
 const POLL_MS = 400;
@@ -10,7 +12,10 @@ const POLL_MS = 400;
 @ApiTags('runs')
 @Controller('runs')
 export class RunsController {
-  constructor(private readonly runs: RunsService) {}
+  constructor(
+    private readonly runs: RunsService,
+    private readonly reports: RunReportService,
+  ) {}
 
   @Post()
   @HttpCode(202)
@@ -23,6 +28,26 @@ export class RunsController {
   @ApiOkResponse({ type: RunPageDto })
   getAllRuns(@Query() q: RunQueryDto): Promise<RunPageDto> {
     return this.runs.list(q);
+  }
+
+  @Get('compare')
+  @ApiOkResponse({ type: RunCompareDto, description: "several runs' phase tables side by side (SMS against IMP against IMP m×)" })
+  compareRuns(@Query() q: CompareQueryDto): Promise<RunCompareDto> {
+    return this.reports.compare(parseIds(q.ids));
+  }
+
+  @Get(':id/report')
+  @ApiOkResponse({ type: RunReportDto, description: 'per phase: sparsity, every candidate, their mean and best, the result (soup or single model) with ECE, L2 distances' })
+  getRunReport(@Param('id', ParseUUIDPipe) id: string): Promise<RunReportDto> {
+    return this.reports.report(id);
+  }
+
+  @Get(':id/report.svg')
+  @Header('content-type', 'image/svg+xml')
+  @ApiProduces('image/svg+xml')
+  @ApiOkResponse({ description: 'accuracy against sparsity: candidates as points, the result as a line, baselines as more lines' })
+  getRunReportSvg(@Param('id', ParseUUIDPipe) id: string, @Query() q: ReportSvgQueryDto): Promise<string> {
+    return this.reports.svg(id, q.baselineIds ? parseIds(q.baselineIds) : [], q.metric ?? 'test');
   }
 
   @Get(':id')
@@ -74,4 +99,13 @@ export class RunsController {
       };
     });
   }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function parseIds(csv: string): string[] {
+  const ids = csv.split(',').map((x) => x.trim()).filter(Boolean);
+  const bad = ids.filter((x) => !UUID.test(x));
+  if (bad.length) throw badRequest(`not run ids: ${bad.join(', ')}`, 'validation');
+  return ids;
 }
