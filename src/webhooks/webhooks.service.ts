@@ -94,7 +94,7 @@ export class WebhooksService implements OnApplicationBootstrap {
   async deliver(deliveryId: string, job: { retryCount: number }): Promise<'delivered' | 'skipped'> {
     const repo = this.dataSource.getRepository(WebhookDeliveryEntity);
     const d = await repo.findOneBy({ id: deliveryId });
-    if (!d || d.state !== 'pending') return 'skipped';
+    if (d?.state !== 'pending') return 'skipped';
     const body: WebhookBody = { type: d.event, id: d.resourceId, status: d.resourceStatus, data: d.data, deliveredAt: new Date().toISOString() };
     const raw = JSON.stringify(body);
     const timestamp = Math.floor(Date.now() / 1000);
