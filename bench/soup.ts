@@ -1,16 +1,19 @@
 /**
  * Uniform soup from disk to disk: five ~100 MB float32 safetensors files with ResNet-50's tensors
  * (PyTorch names, conv/fc kernels 90 % pruned with one shared mask, batch-norm vectors, I64 step
- * counters), merged by the core (`mergeCheckpoints`) and by NumPy (bench/peers/soup.py: streaming
- * readinto, np.memmap, and an in-memory mean as the ceiling). Each implementation runs in its own
- * process so that its peak RSS is its own. `npm run bench:soup`; RUNS (default 5), CHUNK (bytes per
- * read, default the core's), PASSES (default 3) from the environment. Files are cached in .bench/soup/.
+ * counters), merged by the core (`mergeCheckpoints`, io 'sync' and 'async') and by NumPy
+ * (bench/peers/soup.py: streaming readinto, np.memmap, and an in-memory mean as the ceiling).
+ * Each implementation is its own long-lived process (so its peak RSS is its own); the parent asks
+ * them for one run at a time, in rotating order, so that load from other work on the machine falls
+ * on all of them alike. `npm run bench:soup`; RUNS (default 9 per implementation, after 1 warm-up)
+ * and CHUNK (bytes per read, default the core's) from the environment. Files are cached in .bench/soup/.
  */
-import { spawnSync } from 'node:child_process';
-import { createReadStream, existsSync, mkdirSync, statSync } from 'node:fs';
-import { open, rename, rm, unlink } from 'node:fs/promises';
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
+import { createReadStream, existsSync, mkdirSync, statSync, writeSync } from 'node:fs';
+import { open, rename, unlink } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { openSafetensors, SafetensorsWriter } from '../src/core/checkpoint/safetensors.js';
 import { Xoshiro128 } from '../src/core/pruning/prng.js';
@@ -19,8 +22,7 @@ import { validateCandidates } from '../src/core/soups/validate.js';
 import type { DType } from '../src/core/tensors.js';
 import { printMachine } from './machine.js';
 
-const RUNS = Math.max(3, Number(process.env.RUNS ?? 5));
-const PASSES = Math.max(1, Number(process.env.PASSES ?? 3));
+const RUNS = Math.max(3, Number(process.env.RUNS ?? 9));
 const CHUNK = process.env.CHUNK ? Number(process.env.CHUNK) : undefined;
 const M = 5;
 const SPARSITY = 0.9;
@@ -123,54 +125,52 @@ async function warmPageCache(paths: string[]): Promise<void> {
 
 const rssKiB = () => Math.round(process.memoryUsage().rss / 1024);
 
-/** Child mode: the core merge RUNS + 1 times (the first is the warm-up), then its own peak RSS. */
-async function child(mode: string, out: string, paths: string[]): Promise<void> {
-  const baseline = rssKiB();
-  const runs: number[] = [];
-  const cpu: number[] = [];
-  let first = 0;
-  let bytes = 0;
-  let simd = false;
+/** Child mode: one core merge per 'run' line on stdin (one JSON line back); 'quit' ends with the peak RSS. */
+async function serve(mode: string, out: string, paths: string[]): Promise<void> {
+  const say = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);
   if (mode === 'validate') {
     const readers = await Promise.all(paths.map((p) => openSafetensors(p)));
     const t = performance.now();
     await validateCandidates(readers);
-    first = performance.now() - t;
-    await Promise.all(readers.map((r) => r.close()));
-  } else {
-    for (let r = 0; r <= RUNS; r++) {
-      const path = `${out}.${r}`;
-      const c0 = process.cpuUsage();
-      const t = performance.now();
-      const readers = await Promise.all(paths.map((p) => openSafetensors(p)));
-      const fh = await open(path, 'w');
-      const result = await mergeCheckpoints(readers, null, async (chunk) => {
-        let done = 0;
-        while (done < chunk.byteLength) done += (await fh.write(chunk, done, chunk.byteLength - done)).bytesWritten;
-      }, { chunkBytes: CHUNK });
-      await fh.close();
-      await Promise.all(readers.map((x) => x.close()));
-      const ms = performance.now() - t;
-      const c = process.cpuUsage(c0);
-      bytes = result.bytesWritten;
-      simd = result.simd;
-      await unlink(path);
-      if (r === 0) first = ms;
-      else {
-        runs.push(ms);
-        cpu.push((c.user + c.system) / 1000);
-      }
-    }
+    say({ ms: performance.now() - t, maxRssKiB: process.resourceUsage().maxRSS });
+    return;
   }
-  console.log(JSON.stringify({ peer: mode, runsMs: runs, cpuMs: cpu, firstMs: first, maxRssKiB: process.resourceUsage().maxRSS, baselineRssKiB: baseline, outBytes: bytes, simd }));
+  say({ ready: true, baselineRssKiB: rssKiB() });
+  let r = 0;
+  for await (const line of createInterface({ input: process.stdin })) {
+    if (line !== 'run') break;
+    const path = `${out}.${mode}.${r++}`;
+    const c0 = process.cpuUsage();
+    const t = performance.now();
+    const readers = await Promise.all(paths.map((p) => openSafetensors(p)));
+    const fh = await open(path, 'w');
+    // 'sync-write': the sink writes synchronously, as NumPy does; otherwise through FileHandle.write,
+    // as the service's ArtifactWriter does (without its sha256).
+    const sink =
+      mode === 'sync-write'
+        ? async (chunk: Uint8Array) => {
+            for (let done = 0; done < chunk.byteLength; ) done += writeSync(fh.fd, chunk, done, chunk.byteLength - done);
+          }
+        : async (chunk: Uint8Array) => {
+            for (let done = 0; done < chunk.byteLength; ) done += (await fh.write(chunk, done, chunk.byteLength - done)).bytesWritten;
+          };
+    const result = await mergeCheckpoints(readers, null, sink, { chunkBytes: CHUNK, io: mode === 'async' ? 'async' : 'sync' });
+    await fh.close();
+    await Promise.all(readers.map((x) => x.close()));
+    const ms = performance.now() - t;
+    const c = process.cpuUsage(c0);
+    await unlink(path);
+    say({ ms, cpuMs: (c.user + c.system) / 1000, outBytes: result.bytesWritten, simd: result.simd });
+  }
+  say({ maxRssKiB: process.resourceUsage().maxRSS });
+  process.stdin.destroy();
 }
 
-interface Result {
-  peer: string;
-  runsMs?: number[];
-  /** User + system CPU per run, all threads (the core reads on libuv's pool). */
-  cpuMs?: number[];
-  medianMs?: number;
+interface Row {
+  name: string;
+  runsMs: number[];
+  /** User + system CPU per run, all threads (the core's async reads run on libuv's pool). */
+  cpuMs: number[];
   firstMs?: number;
   maxRssKiB?: number;
   baselineRssKiB?: number;
@@ -180,10 +180,54 @@ interface Result {
   skipped?: string;
 }
 
-function parseResult(peer: string, r: ReturnType<typeof spawnSync>): Result {
-  const line = String(r.stdout ?? '').split('\n').find((l) => l.startsWith('{'));
-  if (!line) return { peer, skipped: `failed (${r.status}): ${String(r.stderr ?? '').slice(-400)}` };
-  return JSON.parse(line) as Result;
+/** A long-lived implementation process answering one JSON line per request. */
+class Peer {
+  private readonly lines: AsyncIterator<string>;
+  readonly row: Row;
+
+  constructor(
+    name: string,
+    private readonly child: ChildProcessWithoutNullStreams,
+  ) {
+    this.row = { name, runsMs: [], cpuMs: [] };
+    this.lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    child.stderr.on('data', (d) => process.stderr.write(d));
+  }
+
+  async next(): Promise<Record<string, unknown>> {
+    for (;;) {
+      const { value, done } = await this.lines.next();
+      if (done) throw new Error(`${this.row.name} exited`);
+      if (value.startsWith('{')) return JSON.parse(value);
+    }
+  }
+
+  async start(): Promise<void> {
+    const ready = await this.next();
+    if (ready.skipped) this.row.skipped = String(ready.skipped);
+    this.row.baselineRssKiB = ready.baselineRssKiB as number;
+    this.row.version = ready.version as string | undefined;
+  }
+
+  async run(record: boolean): Promise<void> {
+    if (this.row.skipped) return;
+    this.child.stdin.write('run\n');
+    const r = await this.next();
+    if (!record) this.row.firstMs = r.ms as number;
+    else {
+      this.row.runsMs.push(r.ms as number);
+      this.row.cpuMs.push(r.cpuMs as number);
+    }
+    this.row.outBytes = r.outBytes as number;
+    if (r.simd !== undefined) this.row.simd = r.simd as boolean;
+  }
+
+  async stop(): Promise<void> {
+    if (this.row.skipped) return;
+    this.child.stdin.write('quit\n');
+    this.row.maxRssKiB = (await this.next()).maxRssKiB as number;
+    this.child.stdin.end();
+  }
 }
 
 const median = (xs: number[]) => {
@@ -201,77 +245,82 @@ async function main() {
   const out = join(tmpdir(), `sparsoup-bench-soup-${process.pid}`);
   const self = fileURLToPath(import.meta.url);
   const env = { ...process.env, RUNS: String(RUNS), OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' };
-  const node = (mode: string) => parseResult(mode, spawnSync(process.execPath, [self, '--child', mode, out, ...paths], { env, encoding: 'utf8', maxBuffer: 1 << 20 }));
-  const python = (mode: string): Result => {
-    if (!existsSync('/usr/bin/python3')) return { peer: mode, skipped: '/usr/bin/python3 missing' };
-    const script = join(ROOT, 'bench', 'peers', 'soup.py');
-    return parseResult(mode, spawnSync('/usr/bin/python3', [script, mode, out, ...paths], { env, encoding: 'utf8', maxBuffer: 1 << 20 }));
-  };
-  // The two streaming implementations alternate over PASSES processes each, so that a noisy
-  // neighbour on the shared cores hurts both alike; their runs are pooled.
-  const pool = (rs: Result[]): Result => {
-    const ok = rs.filter((r) => r.runsMs);
-    if (ok.length === 0) return rs[0];
-    return {
-      ...ok[0],
-      runsMs: ok.flatMap((r) => r.runsMs!),
-      cpuMs: ok.flatMap((r) => r.cpuMs ?? []),
-      firstMs: Math.max(...ok.map((r) => r.firstMs ?? 0)),
-      maxRssKiB: Math.max(...ok.map((r) => r.maxRssKiB ?? 0)),
-      baselineRssKiB: Math.min(...ok.map((r) => r.baselineRssKiB ?? 0)),
-    };
-  };
-  const cores: Result[] = [];
-  const streams: Result[] = [];
-  for (let p = 0; p < PASSES; p++) {
-    cores.push(node('merge'));
-    streams.push(python('stream'));
+  const python = '/usr/bin/python3';
+  const script = join(ROOT, 'bench', 'peers', 'soup.py');
+  const core = (mode: string, name: string) => new Peer(name, spawn(process.execPath, [self, '--serve', mode, out, ...paths], { env }));
+  const peers = [
+    core('sync-write', `core mergeCheckpoints (node ${process.version}, float64 sums), io 'sync', sink writeSync (as NumPy writes)`),
+    core('sync', "core, io 'sync', sink FileHandle.write (as ArtifactWriter writes)"),
+    core('async', "core, io 'async' (libuv's pool reads ahead), sink FileHandle.write"),
+  ];
+  const numpy = existsSync(python);
+  if (numpy) {
+    peers.push(
+      new Peer('NumPy streaming readinto, float32 accumulation', spawn(python, [script, 'serve', 'stream', out, ...paths], { env })),
+      new Peer('NumPy np.memmap', spawn(python, [script, 'serve', 'memmap', out, ...paths], { env })),
+    );
   }
-  const core = pool(cores);
-  const stream = pool(streams);
-  const memmap = python('memmap');
-  const inmem = python('inmem');
-  const validate = node('validate');
-  await rm(out, { force: true });
+  await Promise.all(peers.map((p) => p.start()));
+  for (let round = 0; round <= RUNS; round++) {
+    // Round 0 is every process's warm-up; the order rotates so that no one always goes first.
+    for (let i = 0; i < peers.length; i++) await peers[(i + round) % peers.length].run(round > 0);
+  }
+  for (const p of peers) await p.stop();
+  const rows = peers.map((p) => p.row);
+  if (!numpy) rows.push({ name: 'NumPy', runsMs: [], cpuMs: [], skipped: `${python} missing` });
+  else {
+    const r = spawnSync(python, [script, 'inmem', '-', ...paths], { env, encoding: 'utf8', maxBuffer: 1 << 20 });
+    const line = String(r.stdout).split('\n').find((l) => l.startsWith('{'));
+    const res = line ? JSON.parse(line) : { skipped: String(r.stderr).slice(-300) };
+    rows.push({ name: 'NumPy in-memory mean (compute only: the ceiling)', runsMs: res.runsMs ?? [], cpuMs: res.cpuMs ?? [], ...res });
+  }
+  const validate = spawnSync(process.execPath, [self, '--serve', 'validate', out, ...paths], { env, encoding: 'utf8' });
+  const v = JSON.parse(String(validate.stdout).split('\n').find((l) => l.startsWith('{')) ?? '{}');
 
-  const ref = stream.runsMs ? median(stream.runsMs) : undefined;
-  const refCpu = stream.cpuMs?.length ? median(stream.cpuMs) : undefined;
-  console.log(`\n${M} candidates × ${(inputBytes / M / 1e6).toFixed(1)} MB (${specs.length} tensors, largest ${(largest / 2 ** 20).toFixed(1)} MiB); per process 1 warm-up + ${RUNS} timed runs, streaming rows pooled over ${PASSES} alternating processes; page cache warm; output to a fresh file in ${tmpdir()} each run`);
-  console.log(`memory bound asked for: m × largest tensor = ${((M * largest) / 2 ** 20).toFixed(1)} MiB above the process's baseline (node ≈ 45–50 MiB, python + numpy ≈ 30 MiB by themselves)\n`);
+  const stream = rows.find((r) => r.name.startsWith('NumPy streaming'));
+  const ref = stream?.runsMs.length ? median(stream.runsMs) : undefined;
+  const refCpu = stream?.cpuMs.length ? median(stream.cpuMs) : undefined;
+  const numpyVersion = rows.find((r) => r.version)?.version;
+  console.log(`\n${M} candidates × ${(inputBytes / M / 1e6).toFixed(1)} MB (${specs.length} tensors, largest ${(largest / 2 ** 20).toFixed(1)} MiB), page cache warm; output to a fresh file in ${tmpdir()} each run`);
+  console.log(`${RUNS} timed runs per implementation after 1 warm-up, one run at a time in rotating order; NumPy ${numpyVersion ?? '–'}, single-threaded ufuncs (no BLAS involved), every peer reusing its buffers`);
+  console.log(`memory bound asked for: m × largest tensor = ${((M * largest) / 2 ** 20).toFixed(1)} MiB above the process's baseline\n`);
   console.log('| implementation | median ms | min ms | first run ms | GB/s of input (median) | CPU ms (median) | peak RSS MiB | above baseline MiB | vs NumPy streaming (wall) | (CPU) |');
   console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
-  const rows: [string, Result][] = [
-    [`sparsoup core mergeCheckpoints (node ${process.version}, ${core.simd ? 'wasm SIMD' : 'JS fallback'}, float64 accumulation)`, core],
-    [`NumPy ${stream.version ?? ''} streaming readinto, float32 accumulation`, stream],
-    [`NumPy ${memmap.version ?? ''} np.memmap`, memmap],
-    [`NumPy ${inmem.version ?? ''} in-memory mean (compute only: the ceiling)`, inmem],
-  ];
   const mib = (k?: number) => (k === undefined ? '–' : (k / 1024).toFixed(1));
-  for (const [name, r] of rows) {
-    if (r.skipped || !r.runsMs) {
-      console.log(`| ${name} | SKIPPED: ${r.skipped ?? 'no result'} | | | | | | | | |`);
+  for (const r of rows) {
+    if (r.skipped || r.runsMs.length === 0) {
+      console.log(`| ${r.name} | SKIPPED: ${r.skipped ?? 'no result'} | | | | | | | | |`);
       continue;
     }
     const med = median(r.runsMs);
-    const gbs = inputBytes / 1e9 / (med / 1000);
-    const ratio = ref ? `${(ref / med).toFixed(2)}×` : '–';
+    const cpu = r.cpuMs.length ? median(r.cpuMs) : undefined;
     const above = r.maxRssKiB !== undefined && r.baselineRssKiB !== undefined ? mib(r.maxRssKiB - r.baselineRssKiB) : '–';
-    const cpu = r.cpuMs?.length ? median(r.cpuMs) : undefined;
-    const cpuRatio = cpu && refCpu ? `${(refCpu / cpu).toFixed(2)}×` : '–';
-    console.log(`| ${name} | ${med.toFixed(1)} | ${Math.min(...r.runsMs).toFixed(1)} | ${r.firstMs?.toFixed(1) ?? '–'} | ${gbs.toFixed(2)} | ${cpu?.toFixed(1) ?? '–'} | ${mib(r.maxRssKiB)} | ${above} | ${ratio} | ${cpuRatio} |`);
+    const cells = [
+      med.toFixed(1),
+      Math.min(...r.runsMs).toFixed(1),
+      r.firstMs?.toFixed(1) ?? '–',
+      (inputBytes / 1e9 / (med / 1000)).toFixed(2),
+      cpu?.toFixed(1) ?? '–',
+      mib(r.maxRssKiB),
+      above,
+      ref ? `${(ref / med).toFixed(2)}×` : '–',
+      cpu && refCpu ? `${(refCpu / cpu).toFixed(2)}×` : '–',
+    ];
+    console.log(`| ${r.name} | ${cells.join(' | ')} |`);
   }
-  if (core.outBytes !== undefined && stream.outBytes !== undefined && core.outBytes !== stream.outBytes) {
-    console.log(`WARNING: the core wrote ${core.outBytes} bytes, NumPy ${stream.outBytes}`);
+  const first = rows[0];
+  if (first.outBytes !== undefined && stream?.outBytes !== undefined && first.outBytes !== stream.outBytes) {
+    console.log(`WARNING: the core wrote ${first.outBytes} bytes, NumPy ${stream.outBytes}`);
   }
-  console.log(`\nvalidateCandidates (implied masks of all ${M} files, full read, one child process): ${validate.firstMs?.toFixed(0) ?? validate.skipped} ms, peak RSS ${mib(validate.maxRssKiB)} MiB`);
-  console.log('"vs NumPy streaming" = NumPy streaming median / this median (> 1 is faster). NumPy ufuncs here are single-threaded (no BLAS involved); every peer reuses its buffers.');
-  console.log(`core runs (ms): ${core.runsMs?.map((x) => x.toFixed(0)).join(' ')}; NumPy streaming runs (ms): ${stream.runsMs?.map((x) => x.toFixed(0)).join(' ')}`);
-  console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores (other work on the machine inflates wall times; CPU ms is the steadier comparison)`);
+  console.log(`\nvalidateCandidates (implied masks of all ${M} files, full read, own process): ${v.ms?.toFixed(0) ?? validate.stderr.slice(-300)} ms, peak RSS ${mib(v.maxRssKiB)} MiB`);
+  console.log('"vs NumPy streaming" = NumPy streaming median / this median (> 1 is faster).');
+  console.log(`core (sync, writeSync) runs (ms): ${first.runsMs.map((x) => x.toFixed(0)).join(' ')}; NumPy streaming runs (ms): ${stream?.runsMs.map((x) => x.toFixed(0)).join(' ') ?? '–'}`);
+  console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores (other work inflates wall times; CPU ms is the steadier comparison)`);
 }
 
-if (process.argv[2] === '--child') {
+if (process.argv[2] === '--serve') {
   const [, , , mode, out, ...paths] = process.argv;
-  child(mode, out, paths).catch((e) => {
+  serve(mode, out, paths).catch((e) => {
     console.error(e);
     process.exit(1);
   });

@@ -9,8 +9,9 @@
   inmem   -- the ceiling: every file's data already in memory (loaded before timing), only the
              element-wise mean is timed (np.add chain into a reused buffer, then scale).
 
-Usage: soup.py MODE OUT_PATH FILE... ; RUNS from the environment. Prints one JSON line on stdout:
-wall and CPU (process_time) milliseconds of every timed run, peak and baseline RSS.
+Usage: soup.py serve stream|memmap OUT_PATH FILE...  -- prints a ready line, then one JSON line
+         (wall and CPU ms of one run) per 'run' line on stdin, and its peak RSS after 'quit';
+       soup.py inmem - FILE...  -- RUNS (environment) timed means, one JSON line.
 Every mode writes the same header as the first file (the core writes the same layout) and
 runs single-threaded (NumPy's element-wise ufuncs do not use BLAS threads).
 """
@@ -109,61 +110,70 @@ def make_memmap(np):
     return run
 
 
+def serve(np, mode, out, files):
+    """Driven by bench/soup.ts: one run per 'run' line on stdin, one JSON line back; 'quit' ends."""
+    run = (lambda f, o: run_stream(np, f, o)) if mode == 'stream' else make_memmap(np)
+    print(json.dumps({'ready': True, 'version': np.__version__, 'baselineRssKiB': rss_kib()}), flush=True)
+    for r, line in enumerate(sys.stdin):
+        if line.strip() != 'run':
+            break
+        path = f'{out}.{mode}.{r}'
+        t = time.perf_counter()
+        c = time.process_time()
+        run(files, path)
+        ms = (time.perf_counter() - t) * 1000
+        cpu = (time.process_time() - c) * 1000
+        size = os.path.getsize(path)
+        os.unlink(path)
+        print(json.dumps({'ms': ms, 'cpuMs': cpu, 'outBytes': size}), flush=True)
+    print(json.dumps({'maxRssKiB': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+
+
+def in_memory(np, files):
+    """The ceiling: all data loaded first, only the mean timed (RUNS runs after a warm-up)."""
+    baseline = rss_kib()
+    datas = []
+    for p in files:
+        _, start, _ = parse(p)
+        with open(p, 'rb') as f:
+            f.seek(start)
+            raw = f.read()
+        datas.append(np.frombuffer(raw[:len(raw) // 4 * 4], np.float32))
+    acc = np.empty_like(datas[0])
+    scale = np.float32(1.0 / len(datas))
+
+    def mean():
+        np.add(datas[0], datas[1], out=acc)
+        for d in datas[2:]:
+            np.add(acc, d, out=acc)
+        np.multiply(acc, scale, out=acc)
+
+    mean()  # warm-up: first touch of the accumulator
+    times, cpu = [], []
+    for _ in range(RUNS):
+        t = time.perf_counter()
+        c = time.process_time()
+        mean()
+        times.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
+    print(json.dumps({'peer': 'inmem', 'version': np.__version__, 'runsMs': times, 'cpuMs': cpu, 'medianMs': statistics.median(times),
+                      'maxRssKiB': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 'baselineRssKiB': baseline}))
+
+
 def main():
-    mode, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if sys.argv[1] == 'serve':
+        mode, out, files = sys.argv[2], sys.argv[3], sys.argv[4:]
+    else:
+        mode, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
     try:
         import numpy as np
     except ImportError:
-        print(json.dumps({'peer': mode, 'skipped': 'numpy not installed'}))
+        print(json.dumps({'peer': mode, 'skipped': 'numpy not installed'}), flush=True)
         return
-    baseline = rss_kib()
-    times = []
-    cpu = []
     if mode == 'inmem':
-        datas = []
-        for p in files:
-            _, start, _ = parse(p)
-            with open(p, 'rb') as f:
-                f.seek(start)
-                raw = f.read()
-            datas.append(np.frombuffer(raw[:len(raw) // 4 * 4], np.float32))
-        acc = np.empty_like(datas[0])
-        scale = np.float32(1.0 / len(datas))
-
-        def mean():
-            np.add(datas[0], datas[1], out=acc)
-            for d in datas[2:]:
-                np.add(acc, d, out=acc)
-            np.multiply(acc, scale, out=acc)
-
-        mean()  # warm-up: first touch of the accumulator
-        for _ in range(RUNS):
-            t = time.perf_counter()
-            c = time.process_time()
-            mean()
-            times.append((time.perf_counter() - t) * 1000)
-            cpu.append((time.process_time() - c) * 1000)
+        in_memory(np, files)
     else:
-        run = (lambda f, o: run_stream(np, f, o)) if mode == 'stream' else make_memmap(np)
-        for r in range(RUNS + 1):  # run 0: warm-up (imports, first touch of the buffers)
-            path = f'{out}.{r}'
-            t = time.perf_counter()
-            c = time.process_time()
-            run(files, path)
-            dt = (time.perf_counter() - t) * 1000
-            dc = (time.process_time() - c) * 1000
-            size = os.path.getsize(path)
-            os.unlink(path)
-            if r > 0:
-                times.append(dt)
-                cpu.append(dc)
-            else:
-                first = dt
-    result = {'peer': mode, 'version': np.__version__, 'runsMs': times, 'cpuMs': cpu, 'medianMs': statistics.median(times),
-              'maxRssKiB': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 'baselineRssKiB': baseline}
-    if mode != 'inmem':
-        result.update({'firstMs': first, 'outBytes': size})
-    print(json.dumps(result))
+        serve(np, mode, out, files)
 
 
 if __name__ == '__main__':

@@ -46,7 +46,7 @@ describe('merge kernels', () => {
     for (const n of [0, 1, 7, 8, 9, 31, 64, 65, 257, 1000]) {
       fill(new Float32Array(memory.buffer, X, 1024));
       fill(new Float32Array(memory.buffer, Y, 1024));
-      const results: { acc: number[]; bits: number[]; out: number[]; masked: number[]; fused: number[]; fusedMasked: number[] }[] = [];
+      const results: { acc: number[]; bits: number[]; out: number[]; masked: number[]; fused: number[]; fusedMasked: number[]; derived: number[] }[] = [];
       for (const k of [wasm!, js] as Kernels[]) {
         new Uint8Array(memory.buffer, BITS, 256).fill(0);
         k.accSet(ACC, X, n, 0.3);
@@ -62,12 +62,16 @@ describe('merge kernels', () => {
         const fused = outBits(n);
         k.meanMasked(OUT, TABLE, 2, n, BITS);
         const fusedMasked = outBits(n);
-        results.push({ acc, bits, out, masked, fused, fusedMasked });
+        k.meanDerived(OUT, TABLE, 2, n);
+        const derived = outBits(n);
+        results.push({ acc, bits, out, masked, fused, fusedMasked, derived });
       }
       expect(results[0]).toEqual(results[1]);
       // The fused pass does the same operations in the same order as accumulate-then-finish.
       expect(results[0].fused).toEqual(results[0].out);
       expect(results[0].fusedMasked).toEqual(results[0].masked);
+      // BITS hold X's zero pattern (impliedBits above): deriving it in the pass gives the same.
+      expect(results[0].derived).toEqual(results[0].masked);
     }
   });
 

@@ -22,6 +22,8 @@
  *   inputs, out[i] = float32(w₀x₀[i] + w₁x₁[i] + …) with the sum kept in registers; `table` holds m
  *   entries of 16 bytes (i32 pointer to xⱼ, 4 bytes padding, f64 weight), `TABLE_ENTRY_BYTES`.
  *   Same operations in the same order as accSet + accAdd… + finish, so the results are identical.
+ * - `meanDerived(out, table, m, n)`: `mean` with +0 wherever the first candidate is ±0 (its zero
+ *   pattern is the shared mask), with no separate pass to build mask bits.
  */
 
 export interface Kernels {
@@ -32,6 +34,7 @@ export interface Kernels {
   finishMasked(out: number, acc: number, n: number, bits: number): void;
   mean(out: number, table: number, m: number, n: number): void;
   meanMasked(out: number, table: number, m: number, n: number, bits: number): void;
+  meanDerived(out: number, table: number, m: number, n: number): void;
 }
 
 export const TABLE_ENTRY_BYTES = 16;
@@ -92,6 +95,7 @@ const f64loadAt = (o: number) => [0x2b, ...mem(o)];
 const f64promote = [0xbb];
 const f64mul = [0xa2];
 const f64addOp = [0xa0];
+const f32ne = [0x5c];
 const f32demote = [0xb6];
 const f32zero = [0x43, 0, 0, 0, 0];
 const select = [0x1b];
@@ -180,10 +184,11 @@ function finishBody(masked: boolean): number[] {
   ];
 }
 
-function meanBody(masked: boolean): number[] {
+function meanBody(mask: 'none' | 'bits' | 'derive'): number[] {
   // params: 0 out, 1 table, 2 m, 3 n, (4 bits)
-  const P = masked ? 5 : 4;
+  const P = mask === 'bits' ? 5 : 4;
   const [simdEnd, end, off, tp, tend, xp, byte, k] = [P, P + 1, P + 2, P + 3, P + 4, P + 5, P + 6, P + 7];
+  const x0 = byte; // 'derive' needs no byte: the first candidate's pointer instead
   const a = [P + 8, P + 9, P + 10, P + 11];
   const wv = P + 12;
   const sum = P + 13;
@@ -191,18 +196,27 @@ function meanBody(masked: boolean): number[] {
   const term = (q: number) => [...get(xp), ...load64zero(8 * q), ...promoteLow, ...get(wv), ...f64x2mul];
   const quad = (p: number, q: number) => [...get(p), ...demoteZero, ...get(q), ...demoteZero, ...joinPairs];
   const lanes = (nibble: number[]) => [...nibble, ...i32c(4), ...shl, ...vload(0), ...vand];
-  const store = masked
-    ? [
-        ...get(4), ...load8u(), ...set(byte),
-        ...get(0), ...quad(a[0], a[1]), ...lanes([...get(byte), ...i32c(15), ...and]), ...vstore(0),
-        ...get(0), ...quad(a[2], a[3]), ...lanes([...get(byte), ...i32c(4), ...shrU]), ...vstore(16),
-        ...bump(4, 1),
-      ]
-    : [...get(0), ...quad(a[0], a[1]), ...vstore(0), ...get(0), ...quad(a[2], a[3]), ...vstore(16)];
-  const scalarTerm = (t: number) => [...get(t), ...i32load, ...get(off), ...add, ...f32load, ...f64promote, ...get(t), ...f64loadAt(8), ...f64mul];
-  const tailStore = masked
-    ? [...get(0), ...get(sum), ...f32demote, ...f32zero, ...get(byte), ...get(k), ...shrU, ...i32c(1), ...and, ...select, ...f32store, ...bump(k, 1)]
-    : [...get(0), ...get(sum), ...f32demote, ...f32store];
+  // Lanes where the first candidate is non-zero (NaN included): its zero pattern as a lane mask.
+  const nonZero = (o: number) => [...get(x0), ...vload(o), ...vzero, ...f32x4ne, ...vand];
+  const store =
+    mask === 'bits'
+      ? [
+          ...get(4), ...load8u(), ...set(byte),
+          ...get(0), ...quad(a[0], a[1]), ...lanes([...get(byte), ...i32c(15), ...and]), ...vstore(0),
+          ...get(0), ...quad(a[2], a[3]), ...lanes([...get(byte), ...i32c(4), ...shrU]), ...vstore(16),
+          ...bump(4, 1),
+        ]
+      : mask === 'derive'
+        ? [...get(0), ...quad(a[0], a[1]), ...nonZero(0), ...vstore(0), ...get(0), ...quad(a[2], a[3]), ...nonZero(16), ...vstore(16)]
+        : [...get(0), ...quad(a[0], a[1]), ...vstore(0), ...get(0), ...quad(a[2], a[3]), ...vstore(16)];
+  const scalarX = (t: number) => [...get(t), ...i32load, ...get(off), ...add, ...f32load];
+  const scalarTerm = (t: number) => [...scalarX(t), ...f64promote, ...get(t), ...f64loadAt(8), ...f64mul];
+  const tailStore =
+    mask === 'bits'
+      ? [...get(0), ...get(sum), ...f32demote, ...f32zero, ...get(byte), ...get(k), ...shrU, ...i32c(1), ...and, ...select, ...f32store, ...bump(k, 1)]
+      : mask === 'derive'
+        ? [...get(0), ...get(sum), ...f32demote, ...f32zero, ...scalarX(1), ...f32zero, ...f32ne, ...select, ...f32store]
+        : [...get(0), ...get(sum), ...f32demote, ...f32store];
   return [
     ...endOf(simdEnd, 0, 3, 2, false),
     ...get(0), ...get(3), ...i32c(2), ...shl, ...add, ...set(end),
@@ -210,13 +224,14 @@ function meanBody(masked: boolean): number[] {
     ...whileBelow(0, simdEnd, [
       // The first candidate initialises the sums (0 + w·x would turn a -0 product into +0).
       ...entry(1),
+      ...(mask === 'derive' ? [...get(xp), ...set(x0)] : []),
       ...a.flatMap((r, q) => [...term(q), ...set(r)]),
       ...get(1), ...i32c(TABLE_ENTRY_BYTES), ...add, ...set(tp),
       ...whileBelow(tp, tend, [...entry(tp), ...a.flatMap((r, q) => [...get(r), ...term(q), ...f64x2add, ...set(r)]), ...bump(tp, TABLE_ENTRY_BYTES)]),
       ...store,
       ...bump(0, 32), ...bump(off, 32),
     ]),
-    ...(masked ? [...get(4), ...load8u(), ...set(byte)] : []),
+    ...(mask === 'bits' ? [...get(4), ...load8u(), ...set(byte)] : []),
     ...whileBelow(0, end, [
       ...scalarTerm(1), ...set(sum),
       ...get(1), ...i32c(TABLE_ENTRY_BYTES), ...add, ...set(tp),
@@ -247,8 +262,9 @@ export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
     { name: 'impliedBits', type: 1, code: fn([[1, I32]], impliedBody()) },
     { name: 'finish', type: 1, code: fn([[4, I32]], finishBody(false)) },
     { name: 'finishMasked', type: 2, code: fn([[4, I32]], finishBody(true)) },
-    { name: 'mean', type: 2, code: fn(meanLocals, meanBody(false)) },
-    { name: 'meanMasked', type: 3, code: fn(meanLocals, meanBody(true)) },
+    { name: 'mean', type: 2, code: fn(meanLocals, meanBody('none')) },
+    { name: 'meanMasked', type: 3, code: fn(meanLocals, meanBody('bits')) },
+    { name: 'meanDerived', type: 2, code: fn(meanLocals, meanBody('derive')) },
   ];
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
@@ -303,7 +319,7 @@ export function wasmKernels(memory: WasmMemory): Kernels | null {
   const mod = kernelModule();
   if (!mod || !wasmApi || !(memory instanceof wasmApi.Memory)) return null;
   const e = new wasmApi.Instance(mod, { env: { memory } }).exports as unknown as Kernels;
-  return { accSet: e.accSet, accAdd: e.accAdd, impliedBits: e.impliedBits, finish: e.finish, finishMasked: e.finishMasked, mean: e.mean, meanMasked: e.meanMasked };
+  return { accSet: e.accSet, accAdd: e.accAdd, impliedBits: e.impliedBits, finish: e.finish, finishMasked: e.finishMasked, mean: e.mean, meanMasked: e.meanMasked, meanDerived: e.meanDerived };
 }
 
 /**
@@ -352,6 +368,9 @@ export function jsKernels(buffer: () => ArrayBuffer): Kernels {
     meanMasked(out, table, m, n, bits) {
       meanJs(buffer(), out, table, m, n, bits);
     },
+    meanDerived(out, table, m, n) {
+      meanJs(buffer(), out, table, m, n, -2);
+    },
   };
 }
 
@@ -360,10 +379,13 @@ function meanJs(buf: ArrayBuffer, out: number, table: number, m: number, n: numb
   const xs = Array.from({ length: m }, (_, j) => new Float32Array(buf, t.getInt32(j * TABLE_ENTRY_BYTES, true), n));
   const ws = Array.from({ length: m }, (_, j) => t.getFloat64(j * TABLE_ENTRY_BYTES + 8, true));
   const o = new Float32Array(buf, out, n);
+  // bits ≥ 0: mask bits there; -2: the first candidate's zeros; -1: no mask.
   const b = bits >= 0 ? new Uint8Array(buf, bits, (n + 7) >> 3) : null;
+  const x0 = xs[0];
   for (let i = 0; i < n; i++) {
-    let s = ws[0] * xs[0][i];
+    let s = ws[0] * x0[i];
     for (let j = 1; j < m; j++) s = s + ws[j] * xs[j][i];
-    o[i] = b && ((b[i >> 3] >> (i & 7)) & 1) === 0 ? 0 : s;
+    const pruned = b ? ((b[i >> 3] >> (i & 7)) & 1) === 0 : bits === -2 && x0[i] === 0;
+    o[i] = pruned ? 0 : s;
   }
 }

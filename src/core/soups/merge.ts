@@ -450,8 +450,8 @@ function mergeGroup(e: Engine, g: Group, slots: readonly number[], stored: reado
         table.setInt32(c * TABLE_ENTRY_BYTES, at(c), true);
         table.setFloat64(c * TABLE_ENTRY_BYTES + 8, weights[c], true);
       }
-      if (it.mask === 'derive') k.impliedBits(bits, at(0), n);
-      if (masked) k.meanMasked(target, e.table, m, n, bits);
+      if (it.mask === 'derive') k.meanDerived(target, e.table, m, n);
+      else if (masked) k.meanMasked(target, e.table, m, n, bits);
       else k.mean(target, e.table, m, n);
     } else {
       // F16/BF16 (or unaligned float32 without SIMD): decode each candidate, accumulate in float64.
