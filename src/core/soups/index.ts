@@ -1,5 +1,5 @@
 export * from './greedy.js';
-export { type MergeOptions, type MergeResult, mergeCheckpoints } from './merge.js';
+export { type MergeOptions, type MergeResult, mergeCheckpoints, releaseMergeMemory } from './merge.js';
 export * from './methods.js';
 export * from './validate.js';
 export * from './weights.js';

@@ -190,6 +190,11 @@ function release(e: Engine): void {
   idle.length = Math.min(idle.length, MAX_IDLE);
 }
 
+/** Drops the kept merge buffers (a worker that merges rarely can give the memory back). */
+export function releaseMergeMemory(): void {
+  idle.length = 0;
+}
+
 function readAt(fd: number, u8: Uint8Array, at: number, length: number, position: number, path: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const step = (done: number) => {

@@ -134,9 +134,14 @@ describe('mergeCheckpoints: invariants', () => {
     const floats = model(2).filter((t) => t.dtype === 'F32');
     const mem = [0, 1, 2].map(() => new MemoryCheckpoint(floats.map((t) => ({ name: t.name, shape: t.shape, data: (t.data as Float32Array).slice() }))));
     const files = await openAll([floats, floats, floats]);
-    const viaMemory = await soupOf(mem, null, { format: 'safetensors', chunkBytes: 4096 });
     const viaFiles = await soupOf(files, null, { chunkBytes: 4096 });
-    expect(Buffer.from(viaMemory.bytes).equals(Buffer.from(viaFiles.bytes))).toBe(true);
+    for (const io of ['sync', 'async'] as const) {
+      const viaMemory = await soupOf(mem, null, { format: 'safetensors', chunkBytes: 4096, io });
+      expect(Buffer.from(viaMemory.bytes).equals(Buffer.from(viaFiles.bytes))).toBe(true);
+    }
+    // Mixed: a file reader and memory readers in one merge.
+    const mixed = await soupOf([files[0], mem[1], mem[2]], null, { chunkBytes: 4096, io: 'async' });
+    expect(Buffer.from(mixed.bytes).equals(Buffer.from(viaFiles.bytes))).toBe(true);
     await closeAll(files);
   });
 
