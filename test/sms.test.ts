@@ -90,6 +90,27 @@ describe('IMP and SMS runs', () => {
     await request(t.http).get('/runs/compare?ids=nope').expect(400);
   });
 
+  it('cancels within seconds, leaving finished phases and their models in place', async () => {
+    const created = (await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, goalSparsity: 0.8, phases: 2, m: 2, training: { ...TRAIN, epochs: 0.5 } }).expect(202)).body;
+    let run = created;
+    for (let i = 0; i < 600 && !(run.phases[0].status === 'succeeded' && run.phases[1].status === 'training'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      run = (await request(t.http).get(`/runs/${created.id}`)).body;
+    }
+    expect(run.phases[1].status).toBe('training');
+    const asked = Date.now();
+    await request(t.http).post(`/runs/${created.id}/cancel`).expect(200);
+    for (let i = 0; i < 100 && run.candidates.some((c: { status: string }) => c.status === 'running' || c.status === 'queued'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      run = (await request(t.http).get(`/runs/${created.id}`)).body;
+    }
+    expect(Date.now() - asked).toBeLessThan(10_000);
+    expect(run.status).toBe('cancelled');
+    expect(run.phases.map((p: { status: string }) => p.status)).toEqual(['succeeded', 'cancelled']);
+    await request(t.http).get(`/models/${run.phases[0].resultModelId}`).expect(200);
+    expect(run.candidates.filter((c: { phase: number }) => c.phase === 2).every((c: { status: string }) => ['cancelled', 'succeeded'].includes(c.status))).toBe(true);
+  }, 120_000);
+
   it('refuses phased runs that cannot work', async () => {
     await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, phases: 2, m: 2 }).expect(400);
     await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, goalSparsity: 1, phases: 2, m: 2 }).expect(400);

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { type DataSource, type EntityManager, In } from 'typeorm';
+import { type DataSource, type EntityManager, In, Not } from 'typeorm';
 import { notFound, ProblemException, unprocessable } from '../common/problem.js';
 import { CoreInputError } from '../core/errors.js';
 import { validateTrainingConfig } from '../core/tf/train.js';
@@ -188,6 +188,8 @@ export class RunsService {
     if (FINISHED.includes(run.status)) throw new ProblemException(409, `run ${id} has already ${run.status === 'cancelled' ? 'been cancelled' : run.status}`);
     const queued = await this.dataSource.transaction(async (tx) => {
       await tx.update(RunEntity, { id }, { status: 'cancelled', finishedAt: new Date() });
+      // Finished phases keep their results; the rest will not run.
+      await tx.update(RunPhaseEntity, { runId: id, status: Not('succeeded') }, { status: 'cancelled', finishedAt: new Date() });
       const q = await tx.findBy(RunCandidateEntity, { runId: id, status: 'queued' });
       await tx.update(RunCandidateEntity, { runId: id, status: 'queued' }, { status: 'cancelled', finishedAt: new Date() });
       await this.event(tx, id, 'run-cancelled', {});
