@@ -24,6 +24,21 @@ describe('service foundation over HTTP', () => {
     expect(res.headers['x-request-id']).toBeTruthy();
   });
 
+  it('answers 503 when the artifact folder is not writable', async () => {
+    const { rmSync, writeFileSync, mkdirSync } = await import('node:fs');
+    const tmp = t.app.get(ArtifactsService).store.tmpDir;
+    rmSync(tmp, { recursive: true, force: true });
+    writeFileSync(tmp, 'a file where the temporary folder should be');
+    try {
+      const res = await request(t.http).get('/health').expect(503);
+      expect(res.body).toMatchObject({ status: 'unavailable', artifacts: { ok: false }, database: { ok: true } });
+    } finally {
+      rmSync(tmp, { force: true });
+      mkdirSync(tmp, { recursive: true });
+    }
+    await request(t.http).get('/health').expect(200);
+  });
+
   it('echoes a client request id', async () => {
     const res = await request(t.http).get('/health').set('x-request-id', 'abc-123').expect(200);
     expect(res.headers['x-request-id']).toBe('abc-123');
