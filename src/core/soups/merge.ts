@@ -45,6 +45,8 @@ export interface MergeOptions {
    * only with idle cores to spare. Readers that are not files are always read through their API.
    */
   io?: 'sync' | 'async';
+  /** false: the plain JS kernels even where WebAssembly SIMD exists (slower; for tests and comparisons). */
+  simd?: boolean;
 }
 
 export interface MergeResult {
@@ -143,6 +145,7 @@ class Engine {
   constructor(
     readonly chunkBytes: number,
     slotCount: number,
+    allowSimd: boolean,
   ) {
     const slot = chunkBytes + PAD;
     let p = TABLE_BYTES;
@@ -160,7 +163,7 @@ class Engine {
     this.memory = createMemory(p + PAD);
     writeLaneTable(this.memory.buffer);
     this.u8 = new Uint8Array(this.memory.buffer);
-    const wasm = wasmKernels(this.memory);
+    const wasm = allowSimd ? wasmKernels(this.memory) : null;
     this.simd = wasm !== null;
     this.kernels = wasm ?? jsKernels(() => this.memory.buffer);
   }
@@ -178,9 +181,9 @@ class Engine {
 const idle: Engine[] = [];
 const MAX_IDLE = 2;
 
-function acquire(chunkBytes: number, slots: number): Engine {
-  const i = idle.findIndex((e) => e.chunkBytes === chunkBytes && e.slots.length >= slots);
-  return i >= 0 ? idle.splice(i, 1)[0] : new Engine(chunkBytes, slots);
+function acquire(chunkBytes: number, slots: number, simd: boolean): Engine {
+  const i = idle.findIndex((e) => e.chunkBytes === chunkBytes && e.slots.length >= slots && (simd || !e.simd));
+  return i >= 0 ? idle.splice(i, 1)[0] : new Engine(chunkBytes, slots, simd);
 }
 
 function release(e: Engine): void {
@@ -347,7 +350,7 @@ export async function mergeCheckpoints(readers: readonly CheckpointReader[], wei
   const m = active.length;
   const sync = (opts.io ?? 'sync') === 'sync';
   const sets = sync ? 1 : 2;
-  const engine = acquire(chunkBytes, sets * m);
+  const engine = acquire(chunkBytes, sets * m, opts.simd ?? true);
   const sources: Source[] = [];
   const writes: (Promise<void> | undefined)[] = new Array(OUT_SLOTS);
   let chain: Promise<void> = Promise.resolve();
@@ -483,33 +486,27 @@ function mergeGroup(e: Engine, g: Group, slots: readonly number[], stored: reado
   }
 }
 
-/** F64 stays float64 end to end (plain JS: a rare dtype). Non-file candidates hand over float32. */
+/**
+ * F64 stays float64 end to end (plain JS: a rare dtype). With no wider type to sum in, the mean is
+ * taken as x₀ + Σⱼ wⱼ·(xⱼ − x₀): identical candidates give x₀ exactly (Σ wⱼ·x₀ need not), and the
+ * differences of close candidates are exact. Non-file candidates hand over float32.
+ */
 function mergeF64(e: Engine, it: Item, at: (c: number) => number, stored: readonly boolean[], weights: readonly number[], o: number, bits: number): void {
   const n = it.n;
-  const acc = e.f64(e.acc, n);
-  for (let c = 0; c < stored.length; c++) {
-    let x = at(c);
-    let src: Float64Array | Float32Array;
-    if (stored[c]) {
-      if (x % 8 !== 0) {
-        e.u8.copyWithin(e.scratch, x, x + n * 8);
-        x = e.scratch;
-      }
-      src = e.f64(x, n);
-    } else {
-      src = e.f32(x, n);
-    }
+  const views = stored.map((s, c) => (s ? new DataView(e.memory.buffer, at(c), n * 8) : e.f32(at(c), n)));
+  const value = (c: number, i: number) => {
+    const v = views[c];
+    return v instanceof DataView ? v.getFloat64(i * 8, true) : v[i];
+  };
+  const corr = e.f64(e.acc, n).fill(0);
+  for (let c = 1; c < stored.length; c++) {
     const wc = weights[c];
-    if (c === 0) {
-      for (let i = 0; i < n; i++) acc[i] = wc * src[i];
-      if (it.mask === 'derive') {
-        e.u8.fill(0, bits, bits + ((n + 7) >> 3));
-        for (let i = 0; i < n; i++) if (!(src[i] === 0)) e.u8[bits + (i >> 3)] |= 1 << (i & 7);
-      }
-    } else {
-      for (let i = 0; i < n; i++) acc[i] = acc[i] + wc * src[i];
-    }
+    for (let i = 0; i < n; i++) corr[i] = corr[i] + wc * (value(c, i) - value(0, i));
   }
-  if (it.mask !== null) for (let i = 0; i < n; i++) if (((e.u8[bits + (i >> 3)] >> (i & 7)) & 1) === 0) acc[i] = 0;
-  e.u8.copyWithin(o, e.acc, e.acc + n * 8);
+  const result = new DataView(e.memory.buffer, o, n * 8);
+  for (let i = 0; i < n; i++) {
+    const x0 = value(0, i);
+    const pruned = it.mask === 'derive' ? x0 === 0 : it.mask !== null && ((e.u8[bits + (i >> 3)] >> (i & 7)) & 1) === 0;
+    result.setFloat64(i * 8, pruned ? 0 : x0 + corr[i], true);
+  }
 }
