@@ -16,7 +16,7 @@ describe('training and retraining runs', () => {
   let trained: { id: string; parentIds: string[] };
 
   beforeAll(async () => {
-    t = await startTestApp({ WORKERS: '2' });
+    t = await startTestApp({ WORKERS: '2', WEBHOOK_SECRET: 'test-secret' });
     template = (await request(t.http).post('/models/templates').send({ architecture: 'lenet-300-100', datasetId: 'mnist', seed: 1 }).expect(201)).body;
   });
   afterAll(() => t?.close());
@@ -35,6 +35,32 @@ describe('training and retraining runs', () => {
     trained = (await request(t.http).get(`/models/${c.resultModelId}`).expect(200)).body;
     expect(trained.parentIds).toEqual([template.id]);
     expect((trained as unknown as { origin: { kind: string; runId: string } }).origin).toMatchObject({ kind: 'train', runId: run.id });
+  });
+
+  it('queues a signed webhook delivery when a run with a callbackUrl finishes', async () => {
+    const { createServer } = await import('node:http');
+    const received: { headers: Record<string, unknown>; body: string }[] = [];
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        received.push({ headers: req.headers, body });
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const res = await request(t.http).post('/runs').send({ kind: 'train', modelId: template.id, datasetId: 'mnist', training: { ...FAST, epochs: 0.01 }, callbackUrl: `http://127.0.0.1:${port}/hook` }).expect(202);
+      const run = await waitForRun(t, res.body.id);
+      for (let i = 0; i < 100 && !received.length; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(received).toHaveLength(1);
+      const event = JSON.parse(received[0].body);
+      expect(event).toMatchObject({ type: 'run.finished', id: run.id, status: 'succeeded' });
+      expect(String(received[0].headers['x-sparsoup-signature'])).toMatch(/^sha256=[0-9a-f]{64}$/);
+    } finally {
+      server.close();
+    }
   });
 
   it('retrains m candidates under the mask: every candidate\'s zero pattern equals the mask, seeds differ', async () => {

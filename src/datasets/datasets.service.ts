@@ -15,6 +15,7 @@ import { holdoutCount } from '../core/data/splits.js';
 import { CoreInputError } from '../core/errors.js';
 import type { PageQueryDto } from '../common/paging.dto.js';
 import type { DatasetRef, DatasetSummary } from '../workers/handlers/datasets.js';
+import { MetricsService } from '../metrics/metrics.service.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
 import { DatasetEntity, DatasetFileEntity } from './dataset.entity.js';
 import { type DatasetDto, type DatasetPageDto, mapDataset } from './datasets.dto.js';
@@ -28,6 +29,7 @@ export class DatasetsService implements OnModuleInit {
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly artifacts: ArtifactsService,
     private readonly pool: WorkerPoolService,
+    private readonly metrics: MetricsService,
   ) {}
 
   /** The built-ins are rows like any dataset (runs refer to them by foreign key); their data loads lazily. */
@@ -81,6 +83,7 @@ export class DatasetsService implements OnModuleInit {
       } else {
         throw new ProblemException(415, `send an IDX images + labels pair as multipart/form-data, or one .npz or safetensors file as application/octet-stream; got "${type || 'no content type'}"`);
       }
+      this.metrics.addIngestedBytes(stored.reduce((n, a) => n + a.sizeBytes, 0), 'dataset');
       const id = randomUUID();
       const ref: DatasetRef = { id, source: 'upload', format, files, classes };
       const summary = await this.pool.run<DatasetSummary>({ type: 'inspect-dataset', dataset: ref });

@@ -11,6 +11,7 @@ import { JobName, QUEUE_POLICIES } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
 import { WorkerRegistryService } from '../jobs/worker-registry.service.js';
 import { modelRef } from '../models/model-ref.js';
+import { MetricsService } from '../metrics/metrics.service.js';
 import { ModelsService } from '../models/models.service.js';
 import type { TrainTaskResult } from '../workers/handlers/train.js';
 import type { ProgressMessage } from '../workers/tasks.js';
@@ -43,6 +44,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
     private readonly registry: WorkerRegistryService,
     private readonly pool: WorkerPoolService,
     private readonly artifacts: ArtifactsService,
+    private readonly metrics: MetricsService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -148,6 +150,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
       throw err; // pg-boss retries with back-off
     }
     clearInterval(cancelWatch);
+    this.metrics.observeTraining(result.train.samples, result.train.durationMs / 1000);
     await this.landResult(run, candidate, result, model.id, maskId);
   }
 

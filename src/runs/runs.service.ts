@@ -11,6 +11,7 @@ import { MasksService } from '../masks/masks.service.js';
 import type { ModelEntity } from '../models/model.entity.js';
 import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
 import { type CreateRunDto, type FullTrainingConfig, mapRun, type RunDto, type RunPageDto, type RunQueryDto, TRAINING_DEFAULTS, type TrainingConfigDto } from './runs.dto.js';
@@ -45,6 +46,7 @@ export class RunsService {
     private readonly datasets: DatasetsService,
     private readonly jobs: JobsService,
     private readonly pool: WorkerPoolService,
+    private readonly webhooks: WebhooksService,
   ) {}
 
   /**
@@ -203,6 +205,11 @@ export class RunsService {
 
   async event(manager: EntityManager, runId: string, type: string, data: Record<string, unknown>, candidateId: string | null = null): Promise<void> {
     await manager.save(manager.create(RunEventEntity, { runId, type, data, candidateId }));
+    if (type === 'run-finished') {
+      // The one place a run ends: its webhook is queued in the same transaction.
+      const run = await manager.findOneBy(RunEntity, { id: runId });
+      await this.webhooks.notify({ resource: 'run', id: runId, status: String(data.status), callbackUrl: run?.callbackUrl, data: { ...data, kind: run?.kind } }, { manager });
+    }
   }
 
   async eventsAfter(runId: string, afterId: number, limit = 500): Promise<RunEventEntity[]> {

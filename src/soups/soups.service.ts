@@ -13,6 +13,7 @@ import { modelRef } from '../models/model-ref.js';
 import type { ModelDto } from '../models/models.dto.js';
 import { ModelsService } from '../models/models.service.js';
 import type { SoupTask, SoupTaskResult } from '../workers/handlers/soup.js';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
 import { SoupEntity, SoupIngredientEntity } from './soup.entity.js';
 import { type CreateSoupDto, mapSoup, type SoupDto, type SoupMethodDto, type SoupPageDto, type SoupQueryDto } from './soups.dto.js';
@@ -28,6 +29,7 @@ export class SoupsService implements OnApplicationBootstrap {
     private readonly jobs: JobsService,
     private readonly pool: WorkerPoolService,
     private readonly artifacts: ArtifactsService,
+    private readonly webhooks: WebhooksService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -131,7 +133,10 @@ export class SoupsService implements OnApplicationBootstrap {
         await this.dataSource.getRepository(SoupEntity).update({ id: soupId }, { status: 'queued', error: (err as Error).message });
         throw err;
       }
-      await this.dataSource.getRepository(SoupEntity).update({ id: soupId }, { status: 'failed', error: (err as Error).message, finishedAt: new Date() });
+      await this.dataSource.transaction(async (tx) => {
+        await tx.update(SoupEntity, { id: soupId }, { status: 'failed', error: (err as Error).message, finishedAt: new Date() });
+        await this.webhooks.notify({ resource: 'soup', id: soupId, status: 'failed', callbackUrl: soup.callbackUrl, data: { error: (err as Error).message } }, { manager: tx });
+      });
       if (opts.rethrow) throw err;
       return;
     }
@@ -164,6 +169,7 @@ export class SoupsService implements OnApplicationBootstrap {
           error: null,
           finishedAt: new Date(),
         });
+        await this.webhooks.notify({ resource: 'soup', id: soupId, status: 'succeeded', callbackUrl: soup.callbackUrl, data: { resultModelId: model.id, method: soup.method, valAccuracy: result.valAccuracy } }, { manager: tx });
       });
     } catch (err) {
       await this.artifacts.discard(stored.weights.weights);
