@@ -149,6 +149,8 @@ export interface Run {
     phase: number;
     index: number;
     status: string;
+    config: { seed: number; epochs: number } & Record<string, unknown>;
+    progress: { epoch: number; step: number; steps: number } | null;
     resultModelId: string | null;
     valAccuracy: number | null;
     testAccuracy: number | null;
