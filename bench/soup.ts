@@ -17,6 +17,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { openSafetensors, SafetensorsWriter } from '../src/core/checkpoint/safetensors.js';
 import { Xoshiro128 } from '../src/core/pruning/prng.js';
+import { createMemory, TABLE_BYTES, TABLE_ENTRY_BYTES, wasmKernels, writeLaneTable } from '../src/core/soups/kernels.js';
 import { mergeCheckpoints } from '../src/core/soups/merge.js';
 import { validateCandidates } from '../src/core/soups/validate.js';
 import type { DType } from '../src/core/tensors.js';
@@ -230,6 +231,30 @@ class Peer {
   }
 }
 
+/** The fused kernel alone on one cached group (m × 1 MiB of float32): ns per input element. */
+function kernelAlone(m: number): number | undefined {
+  const n = 1 << 18;
+  const table = TABLE_BYTES;
+  const base = TABLE_BYTES + 1024;
+  const out = base + m * (n * 4 + 64);
+  const memory = createMemory(out + n * 4 + 64);
+  writeLaneTable(memory.buffer);
+  const k = wasmKernels(memory);
+  if (!k) return undefined;
+  const t = new DataView(memory.buffer, table, m * TABLE_ENTRY_BYTES);
+  for (let c = 0; c < m; c++) {
+    const x = new Float32Array(memory.buffer, base + c * (n * 4 + 64), n);
+    for (let i = 0; i < n; i++) x[i] = i % 10 === 0 ? Math.sin(i + c) : 0;
+    t.setInt32(c * TABLE_ENTRY_BYTES, base + c * (n * 4 + 64), true);
+    t.setFloat64(c * TABLE_ENTRY_BYTES + 8, 1 / m, true);
+  }
+  const reps = 200;
+  for (let r = 0; r < 20; r++) k.meanDerived(out, table, m, n);
+  const t0 = performance.now();
+  for (let r = 0; r < reps; r++) k.meanDerived(out, table, m, n);
+  return ((performance.now() - t0) * 1e6) / (reps * n * m);
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -313,6 +338,10 @@ async function main() {
     console.log(`WARNING: the core wrote ${first.outBytes} bytes, NumPy ${stream.outBytes}`);
   }
   console.log(`\nvalidateCandidates (implied masks of all ${M} files, full read, own process): ${v.ms?.toFixed(0) ?? validate.stderr.slice(-300)} ms, peak RSS ${mib(v.maxRssKiB)} MiB`);
+  const perElement = kernelAlone(M);
+  const inmem = rows.find((r) => r.name.startsWith('NumPy in-memory'));
+  const inmemNs = inmem?.runsMs.length ? (median(inmem.runsMs) * 1e6) / (inputBytes / 4) : undefined;
+  console.log(`fused float64 mean kernel alone (wasm SIMD, one ${M} × 1 MiB group in cache): ${perElement?.toFixed(3) ?? '–'} ns per input element; NumPy's in-memory float32 add chain: ${inmemNs?.toFixed(3) ?? '–'} ns`);
   console.log('"vs NumPy streaming" = NumPy streaming median / this median (> 1 is faster).');
   console.log(`core (sync, writeSync) runs (ms): ${first.runsMs.map((x) => x.toFixed(0)).join(' ')}; NumPy streaming runs (ms): ${stream?.runsMs.map((x) => x.toFixed(0)).join(' ') ?? '–'}`);
   console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores (other work inflates wall times; CPU ms is the steadier comparison)`);
