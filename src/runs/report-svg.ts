@@ -33,14 +33,14 @@ export function accuracySparsitySvg(title: string, series: PlotSeries[], metric 
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, sans-serif" font-size="12">`);
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(`<text x="${m.left}" y="28" font-size="16" font-weight="600">${esc(title)}</text>`);
-  // Grid and ticks.
-  for (let i = 0; i <= 5; i++) {
-    const x = x0 + ((x1 - x0) * i) / 5;
-    const y = y0 + ((y1 - y0) * i) / 5;
+  // Grid and ticks at round values.
+  for (const x of niceTicks(x0, x1)) {
     out.push(`<line x1="${px(x)}" y1="${m.top}" x2="${px(x)}" y2="${H - m.bottom}" stroke="#eee"/>`);
+    out.push(`<text x="${px(x)}" y="${H - m.bottom + 18}" text-anchor="middle">${+(x * 100).toFixed(1)}%</text>`);
+  }
+  for (const y of niceTicks(y0, y1)) {
     out.push(`<line x1="${m.left}" y1="${py(y)}" x2="${W - m.right}" y2="${py(y)}" stroke="#eee"/>`);
-    out.push(`<text x="${px(x)}" y="${H - m.bottom + 18}" text-anchor="middle">${(x * 100).toFixed(0)}%</text>`);
-    out.push(`<text x="${m.left - 8}" y="${py(y) + 4}" text-anchor="end">${(y * 100).toFixed(1)}%</text>`);
+    out.push(`<text x="${m.left - 8}" y="${py(y) + 4}" text-anchor="end">${+(y * 100).toFixed(1)}%</text>`);
   }
   out.push(`<line x1="${m.left}" y1="${H - m.bottom}" x2="${W - m.right}" y2="${H - m.bottom}" stroke="#333"/>`);
   out.push(`<line x1="${m.left}" y1="${m.top}" x2="${m.left}" y2="${H - m.bottom}" stroke="#333"/>`);
@@ -62,4 +62,14 @@ export function accuracySparsitySvg(title: string, series: PlotSeries[], metric 
   out.push(`<text x="${W - m.right + 16}" y="${m.top + 10 + series.length * 22 + 6}" fill="#666">faint dots: candidates</text>`);
   out.push('</svg>');
   return out.join('\n');
+}
+
+/** About five ticks at multiples of 1, 2 or 5 × a power of ten, inside [lo, hi]. */
+function niceTicks(lo: number, hi: number): number[] {
+  const raw = (hi - lo) / 5 || 0.1;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((k) => k * mag).find((s) => s >= raw) ?? 10 * mag;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + 1e-9; v += step) out.push(Number(v.toFixed(10)));
+  return out;
 }
