@@ -255,7 +255,8 @@ async function runsWatch(ctx: Context, args: string[]) {
   const label = (c: { phase: number; index: number }) => (run.phases.length ? `p${c.phase} c${c.index}` : `candidate ${c.index}`);
   const sync = () => {
     for (const c of run.candidates) {
-      if (!bars.has(c.id)) bars.set(c.id, { label: label(c), status: c.status, step: c.progress?.step ?? 0, steps: c.progress?.steps ?? 0, detail: '' });
+      // The stream replays the run's history from the start: the bars begin where the run began.
+      if (!bars.has(c.id)) bars.set(c.id, { label: label(c), status: 'queued', step: 0, steps: c.progress?.steps ?? 0, detail: '' });
     }
   };
   sync();

@@ -62,7 +62,7 @@ export class BarBoard {
 
   render(header: string, bars: BarState[]): void {
     if (this.tty) {
-      const lines = [header, ...bars.map((b) => bar(b, true))];
+      const lines = [header, ...bars.map((b) => bar(b, !process.env.NO_COLOR))];
       const cols = this.out.columns || 120;
       let text = this.drawn ? `\u001b[${this.drawn}F` : '';
       for (const l of lines) text += `\u001b[2K${l.length > cols ? l.slice(0, cols - 1) : l}\n`;
