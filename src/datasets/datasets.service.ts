@@ -83,7 +83,6 @@ export class DatasetsService implements OnModuleInit {
       } else {
         throw new ProblemException(415, `send an IDX images + labels pair as multipart/form-data, or one .npz or safetensors file as application/octet-stream; got "${type || 'no content type'}"`);
       }
-      this.metrics.addIngestedBytes(stored.reduce((n, a) => n + a.sizeBytes, 0), 'dataset');
       const id = randomUUID();
       const ref: DatasetRef = { id, source: 'upload', format, files, classes };
       const summary = await this.pool.run<DatasetSummary>({ type: 'inspect-dataset', dataset: ref });
@@ -107,6 +106,7 @@ export class DatasetsService implements OnModuleInit {
         await tx.insert(DatasetFileEntity, Object.entries(files).map(([role, sha]) => ({ datasetId: id, role, artifactSha256: sha })));
         return saved;
       });
+      this.metrics.addIngestedBytes(stored.reduce((n, a) => n + a.sizeBytes, 0), 'dataset');
       return mapDataset(entity);
     } catch (err) {
       for (const a of stored) await this.artifacts.discard(a);

@@ -103,9 +103,10 @@ export class ModelsService {
       } else {
         throw new ProblemException(415, `send a safetensors file as application/octet-stream, or a TensorFlow.js model as multipart/form-data (tf.io.http); got "${type || 'no content type'}"`);
       }
-      this.metrics.addIngestedBytes(ingested.weights.sizeBytes + (ingested.topology?.sizeBytes ?? 0), 'model');
       const { implied } = await this.impliedMask(ingested);
-      return await this.create({ name, ...ingested, origin: { kind: 'upload' }, impliedMaskHash: implied });
+      const model = await this.create({ name, ...ingested, origin: { kind: 'upload' }, impliedMaskHash: implied });
+      this.metrics.addIngestedBytes(ingested.weights.sizeBytes + (ingested.topology?.sizeBytes ?? 0), 'model');
+      return model;
     } catch (err) {
       for (const a of committed) await this.artifacts.discard(a);
       throw err;
