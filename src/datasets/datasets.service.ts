@@ -15,6 +15,7 @@ import { holdoutCount } from '../core/data/splits.js';
 import { CoreInputError } from '../core/errors.js';
 import type { PageQueryDto } from '../common/paging.dto.js';
 import type { DatasetRef, DatasetSummary } from '../workers/handlers/datasets.js';
+import { MetricsService } from '../metrics/metrics.service.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
 import { DatasetEntity, DatasetFileEntity } from './dataset.entity.js';
 import { type DatasetDto, type DatasetPageDto, mapDataset } from './datasets.dto.js';
@@ -28,6 +29,7 @@ export class DatasetsService implements OnModuleInit {
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly artifacts: ArtifactsService,
     private readonly pool: WorkerPoolService,
+    private readonly metrics: MetricsService,
   ) {}
 
   /** The built-ins are rows like any dataset (runs refer to them by foreign key); their data loads lazily. */
@@ -104,6 +106,7 @@ export class DatasetsService implements OnModuleInit {
         await tx.insert(DatasetFileEntity, Object.entries(files).map(([role, sha]) => ({ datasetId: id, role, artifactSha256: sha })));
         return saved;
       });
+      this.metrics.addIngestedBytes(stored.reduce((n, a) => n + a.sizeBytes, 0), 'dataset');
       return mapDataset(entity);
     } catch (err) {
       for (const a of stored) await this.artifacts.discard(a);

@@ -14,6 +14,7 @@ import { isPrunable } from '../core/pruning/prunable.js';
 import type { CheckpointReader, TensorEntry, TensorStats } from '../core/tensors.js';
 import { DatasetsService } from '../datasets/datasets.service.js';
 import type { StoredLayersModel } from '../workers/handlers/template.js';
+import { MetricsService } from '../metrics/metrics.service.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
 import { ModelEntity, ModelParentEntity, type ModelOrigin, type ModelTensor } from './model.entity.js';
 import { ingestSafetensors, ingestTfjsMultipart, type IngestedCheckpoint } from './model-upload.js';
@@ -52,6 +53,7 @@ export class ModelsService {
     private readonly artifacts: ArtifactsService,
     private readonly datasets: DatasetsService,
     private readonly pool: WorkerPoolService,
+    private readonly metrics: MetricsService,
   ) {}
 
   /** POST /models/templates: a freshly initialised, explicitly named TensorFlow.js model sized for a dataset. */
@@ -102,7 +104,9 @@ export class ModelsService {
         throw new ProblemException(415, `send a safetensors file as application/octet-stream, or a TensorFlow.js model as multipart/form-data (tf.io.http); got "${type || 'no content type'}"`);
       }
       const { implied } = await this.impliedMask(ingested);
-      return await this.create({ name, ...ingested, origin: { kind: 'upload' }, impliedMaskHash: implied });
+      const model = await this.create({ name, ...ingested, origin: { kind: 'upload' }, impliedMaskHash: implied });
+      this.metrics.addIngestedBytes(ingested.weights.sizeBytes + (ingested.topology?.sizeBytes ?? 0), 'model');
+      return model;
     } catch (err) {
       for (const a of committed) await this.artifacts.discard(a);
       throw err;
