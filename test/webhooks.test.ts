@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebhookDeliveryEntity } from '../src/webhooks/webhook-delivery.entity.js';
 import { WebhooksService } from '../src/webhooks/webhooks.service.js';
 import { startTestApp, type TestApp } from './support/app.js';
+import { safetensorsBytes, seededWeights } from './support/checkpoints.js';
 
 const SECRET = 'whsec-test-0123456789';
 
@@ -156,6 +157,25 @@ describe('webhooks', () => {
     // A failed or delivered event is not sent again by a stray job.
     expect(await webhooks.deliver(rejecting.id, { retryCount: 0 })).toBe('skipped');
     expect((await request(t.http).get('/webhooks/deliveries?state=failed').expect(200)).body.items.map((d: { id: string }) => d.id)).toContain(rejecting.id);
+  });
+
+  it('a run and a soup with a callbackUrl each announce their end through the API', async () => {
+    const template = (await request(t.http).post('/models/templates').send({ architecture: 'lenet-300-100', datasetId: 'mnist', seed: 5 }).expect(201)).body;
+    const training = { epochs: 0.02, batchSize: 64, learningRate: 0.05, schedule: 'constant' };
+    const run = (await request(t.http).post('/runs').send({ kind: 'train', modelId: template.id, datasetId: 'mnist', training, callbackUrl: `${receiver.url}/runs` }).expect(202)).body;
+    const runHook = await until('the run webhook', async () => receiver.received.find((r) => r.path === '/runs'), 120_000);
+    expect(independentlyVerified(SECRET, runHook)).toBe(true);
+    expect(JSON.parse(runHook.raw)).toMatchObject({ type: 'run.finished', id: run.id, status: 'succeeded', data: { kind: 'train' } });
+
+    const upload = async (seed: number) => {
+      const body = await safetensorsBytes([{ name: 'fc/kernel', shape: [8, 4], data: seededWeights(32, seed) }]);
+      return (await request(t.http).post(`/models?name=w${seed}`).set('content-type', 'application/octet-stream').send(body).expect(201)).body;
+    };
+    const [a, b] = [await upload(1), await upload(2)];
+    const soup = (await request(t.http).post('/soups').send({ modelIds: [a.id, b.id], method: 'uniform', callbackUrl: `${receiver.url}/soups` }).expect(201)).body;
+    const soupHook = await until('the soup webhook', async () => receiver.received.find((r) => r.path === '/soups'));
+    expect(independentlyVerified(SECRET, soupHook)).toBe(true);
+    expect(JSON.parse(soupHook.raw)).toMatchObject({ type: 'soup.finished', id: soup.id, status: 'succeeded', data: { resultModelId: soup.resultModelId } });
   });
 
   it('answers bad queries and unknown ids with problem+json', async () => {

@@ -36,7 +36,7 @@ export class MetricsService {
   });
   private readonly ingested = new Counter({
     name: 'sparsoup_ingested_bytes_total',
-    help: 'bytes of accepted uploads (checkpoints and datasets), as received on the wire',
+    help: 'bytes of accepted uploads (checkpoints and datasets), as stored',
     labelNames: ['kind'] as const,
     registers: [this.registry],
   });
@@ -102,7 +102,7 @@ export class MetricsService {
     this.httpDuration.observe(labels, seconds);
   }
 
-  /** Bytes of an accepted upload. The HTTP middleware calls it for POST /models and POST /datasets. */
+  /** Bytes of an accepted upload, as stored (the models and datasets services call it once an upload is committed). */
   addIngestedBytes(n: number, kind: IngestKind = 'model'): void {
     if (Number.isFinite(n) && n > 0) this.ingested.inc({ kind }, n);
   }
