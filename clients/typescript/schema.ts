@@ -1941,8 +1941,9 @@ export interface operations {
     getRunEvents: {
         parameters: {
             query?: never;
-            header: {
-                "last-event-id": string;
+            header?: {
+                /** @description resume after this event id */
+                "last-event-id"?: string;
             };
             path: {
                 id: string;

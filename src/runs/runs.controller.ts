@@ -1,5 +1,5 @@
 import { Body, Controller, Get, Header, Headers, HttpCode, type MessageEvent, Param, ParseUUIDPipe, Post, Query, Sse } from '@nestjs/common';
-import { ApiAcceptedResponse, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
+import { ApiAcceptedResponse, ApiHeader, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { Observable } from 'rxjs';
 import { FINISHED } from './run.entity.js';
 import { CompareQueryDto, CreateRunDto, ReportSvgQueryDto, RunCompareDto, RunDto, RunPageDto, RunQueryDto, RunReportDto } from './runs.dto.js';
@@ -70,6 +70,7 @@ export class RunsController {
    * after `run-finished`.
    */
   @Sse(':id/events')
+  @ApiHeader({ name: 'last-event-id', required: false, description: 'resume after this event id' })
   @ApiProduces('text/event-stream')
   @ApiOkResponse({ description: 'text/event-stream of the run\'s events, replayed from the start (or after Last-Event-ID)' })
   async getRunEvents(@Param('id', ParseUUIDPipe) id: string, @Headers('last-event-id') lastEventId?: string): Promise<Observable<MessageEvent>> {
