@@ -111,6 +111,21 @@ describe('IMP and SMS runs', () => {
     expect(run.candidates.filter((c: { phase: number }) => c.phase === 2).every((c: { status: string }) => ['cancelled', 'succeeded'].includes(c.status))).toBe(true);
   }, 120_000);
 
+  it('starts from a template trained densely first when asked to pretrain', async () => {
+    const run = await waitForRun(t, (await request(t.http).post('/runs').send({ kind: 'sms', datasetId: data, pretrain: { architecture: 'lenet-300-100', seed: 3, training: { ...TRAIN, epochs: 1 } }, goalSparsity: 0.5, phases: 1, m: 2, training: TRAIN }).expect(202)).body.id, 240_000);
+    expect(run.status).toBe('succeeded');
+    const pretrain = run.candidates.find((c: { phase: number }) => c.phase === 0);
+    expect(pretrain.config.epochs).toBe(1);
+    const dense = (await request(t.http).get(`/models/${pretrain.resultModelId}`).expect(200)).body;
+    expect(dense).toMatchObject({ parentIds: [run.modelId], origin: { kind: 'train' } });
+    expect(run.phases[0].inputModelId).toBe(dense.id);
+    expect((await request(t.http).get(`/models/${run.modelId}`)).body.origin).toMatchObject({ kind: 'template', architecture: 'lenet-300-100', seed: 3 });
+    const before = (await request(t.http).get('/models')).body.total;
+    // Refused after the template was made (the mask does not exist): the template goes too.
+    await request(t.http).post('/runs').send({ kind: 'sms', datasetId: data, pretrain: { architecture: 'lenet-300-100' }, maskId: '00000000-0000-4000-8000-000000000000', goalSparsity: 0.5, phases: 1, m: 2 }).expect(404);
+    expect((await request(t.http).get('/models')).body.total).toBe(before);
+  }, 300_000);
+
   it('refuses phased runs that cannot work', async () => {
     await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, phases: 2, m: 2 }).expect(400);
     await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, goalSparsity: 1, phases: 2, m: 2 }).expect(400);

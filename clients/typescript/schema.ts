@@ -660,14 +660,16 @@ export interface components {
             maskId?: string;
             /**
              * Format: uuid
-             * @description a TensorFlow.js layers model (it carries the architecture)
+             * @description a TensorFlow.js layers model (it carries the architecture); imp / sms may send pretrain instead
              */
-            modelId: string;
+            modelId?: string;
             /**
              * @description imp / sms: the number of phases T; phase k prunes to 1 − (1 − S)^(k/T)
              * @example 3
              */
             phases?: number;
+            /** @description imp / sms: start from a template and train it densely first (instead of modelId) */
+            pretrain?: components["schemas"]["PretrainDto"];
             /** @description ALLR: the epochs of the dense (pre)training, for E_retrain / E_pretrain (default: read from the lineage) */
             pretrainEpochs?: number;
             /** @description imp / sms: how each phase prunes */
@@ -973,6 +975,17 @@ export interface components {
              * @enum {string}
              */
             method?: "uniform" | "greedy";
+        };
+        PretrainDto: {
+            /**
+             * @description a template sized for the dataset
+             * @enum {string}
+             */
+            architecture: "lenet-300-100" | "cnn-bn" | "resnet-small";
+            /** @default 0 */
+            seed?: number;
+            /** @description the dense training before phase 1 */
+            training?: components["schemas"]["TrainingConfigDto"];
         };
         PruneModelDto: {
             /**

@@ -57,8 +57,9 @@ export class RunPhasesService implements OnApplicationBootstrap {
         if (phase && !FINISHED.includes(phase.status as never)) await this.dataSource.getRepository(RunPhaseEntity).update({ runId, index: phase.index }, { status: 'cancelled', finishedAt: new Date() });
         return;
       }
-      if (!phase) return this.finish(run, 'succeeded', null);
       if (run.status === 'queued') await this.dataSource.getRepository(RunEntity).update({ id: runId }, { status: 'running', startedAt: new Date() });
+      if (plan.pretrain && !(await this.pretrained(run, plan.pretrain))) return;
+      if (!phase) return this.finish(run, 'succeeded', null);
       const moved = await this.step(run, plan, phase, phases);
       if (!moved) return; // waiting for candidates
     }
@@ -70,7 +71,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     const key = { runId: run.id, index: phase.index };
     switch (phase.status) {
       case 'queued': {
-        const input = phase.index === 1 ? run.modelId : phases[phase.index - 2].resultModelId!;
+        const input = phase.index === 1 ? await this.startingModel(run, plan) : phases[phase.index - 2].resultModelId!;
         const { model, mask } = await this.masks.prune(input, { method: plan.pruning.method, sparsity: phase.sparsity, include: plan.pruning.include, exclude: plan.pruning.exclude, name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-pruned` });
         await this.dataSource.transaction(async (tx) => {
           await tx.update(RunPhaseEntity, key, { status: 'pruned', inputModelId: input, prunedModelId: model.id, maskId: mask.id });
@@ -106,6 +107,31 @@ export class RunPhasesService implements OnApplicationBootstrap {
       default:
         return false;
     }
+  }
+
+  /** Phase 0: the dense training of a template. True once its model exists; enqueues it the first time. */
+  private async pretrained(run: RunEntity, config: NonNullable<NonNullable<RunPlan['phases']>['pretrain']>): Promise<boolean> {
+    const c = await this.dataSource.getRepository(RunCandidateEntity).findOneBy({ runId: run.id, phase: 0 });
+    if (!c) {
+      await this.dataSource.transaction(async (tx) => {
+        await this.runs.enqueueCandidates(tx, run.id, 0, [config]);
+        await this.runs.event(tx, run.id, 'pretraining', { config });
+      });
+      return false;
+    }
+    if (!FINISHED.includes(c.status)) return false;
+    if (c.status !== 'succeeded') {
+      await this.finish(run, 'failed', `pretraining ${c.status}${c.error ? `: ${c.error}` : ''}`);
+      return false;
+    }
+    return true;
+  }
+
+  /** Phase 1 prunes the given model, or the pretrained one. */
+  private async startingModel(run: RunEntity, plan: NonNullable<RunPlan['phases']>): Promise<string> {
+    if (!plan.pretrain) return run.modelId;
+    const c = await this.dataSource.getRepository(RunCandidateEntity).findOneByOrFail({ runId: run.id, phase: 0 });
+    return c.resultModelId!;
   }
 
   /** SMS: the soup of the phase's candidates; IMP: its single candidate. Then the phase's figures. */

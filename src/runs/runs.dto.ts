@@ -109,6 +109,20 @@ export class PhaseSoupDto {
   comparison?: '>=' | '>';
 }
 
+export class PretrainDto {
+  @ApiProperty({ enum: ['lenet-300-100', 'cnn-bn', 'resnet-small'], description: 'a template sized for the dataset' })
+  @IsIn(['lenet-300-100', 'cnn-bn', 'resnet-small'])
+  architecture: 'lenet-300-100' | 'cnn-bn' | 'resnet-small';
+
+  @ApiPropertyOptional({ default: 0 })
+  @IsOptional() @IsInt() @Min(0) @Max(2 ** 31 - 1)
+  seed?: number;
+
+  @ApiPropertyOptional({ type: TrainingConfigDto, description: 'the dense training before phase 1' })
+  @IsOptional() @ValidateNested() @Type(() => TrainingConfigDto)
+  training?: TrainingConfigDto;
+}
+
 export class CreateRunDto {
   @ApiProperty({
     enum: RUN_KINDS,
@@ -119,9 +133,14 @@ export class CreateRunDto {
   @IsIn(RUN_KINDS)
   kind: (typeof RUN_KINDS)[number];
 
-  @ApiProperty({ format: 'uuid', description: 'a TensorFlow.js layers model (it carries the architecture)' })
+  @ApiPropertyOptional({ format: 'uuid', description: 'a TensorFlow.js layers model (it carries the architecture); imp / sms may send pretrain instead' })
+  @ValidateIf((o: CreateRunDto) => !o.pretrain || o.modelId !== undefined)
   @IsUUID()
   modelId: string;
+
+  @ApiPropertyOptional({ type: PretrainDto, description: 'imp / sms: start from a template and train it densely first (instead of modelId)' })
+  @IsOptional() @ValidateNested() @Type(() => PretrainDto)
+  pretrain?: PretrainDto;
 
   @ApiProperty({ example: 'mnist' })
   @IsString()

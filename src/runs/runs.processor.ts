@@ -166,7 +166,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
           stored,
           {
             name: `${run.kind}-${run.id.slice(0, 8)}-c${candidate.phase}.${candidate.index}`,
-            origin: { kind: run.kind === 'train' ? 'train' : 'retrain', runId: run.id, candidateId: candidate.id, config: candidate.config, datasetId: run.datasetId },
+            origin: { kind: run.kind === 'train' || candidate.phase === 0 ? 'train' : 'retrain', runId: run.id, candidateId: candidate.id, config: candidate.config, datasetId: run.datasetId },
             parentIds: [parentId],
             maskId,
           },
@@ -212,7 +212,9 @@ export class RunsProcessor implements OnApplicationBootstrap {
    */
   private async candidateInputs(run: RunEntity, candidate: RunCandidateEntity) {
     const plan = (run.request.plan ?? { mask: { kind: 'none' } }) as RunPlan;
-    if (!plan.phases) {
+    if (!plan.phases || candidate.phase === 0) {
+      // Train / retrain runs, and the dense pretraining of an IMP / SMS run (phase 0).
+      if (plan.phases) return { model: await this.models.entity(run.modelId), mask: { kind: 'none' as const }, allr: undefined, maskId: null };
       const model = await this.models.entity(run.modelId);
       const allr = plan.allr ? { reference: modelRef(await this.models.entity(plan.allr.referenceModelId)), pruneRate: plan.allr.pruneRate, retrainToPretrainRatio: plan.allr.retrainToPretrainRatio } : undefined;
       return { model, mask: plan.mask, allr, maskId: run.maskId };

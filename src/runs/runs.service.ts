@@ -29,6 +29,8 @@ export interface RunPlan {
     soup: { method: 'uniform' | 'greedy'; comparison: '>=' | '>' } | null;
     /** ALLR: E_retrain / E_pretrain (p and the reference are per phase). */
     retrainToPretrainRatio?: number;
+    /** Dense training of the starting model before phase 1 (phase 0's single candidate). */
+    pretrain?: FullTrainingConfig;
   };
 }
 
@@ -55,6 +57,31 @@ export class RunsService {
    * with a problem, not in a worker an hour later. Rows and jobs are committed together.
    */
   async create(dto: CreateRunDto): Promise<RunDto> {
+    if (dto.pretrain && dto.kind !== 'imp' && dto.kind !== 'sms') throw new ProblemException(400, 'pretrain belongs to imp and sms runs', { slug: 'validation' });
+    if (dto.pretrain && dto.modelId) throw new ProblemException(400, 'send either modelId or pretrain, not both', { slug: 'validation' });
+    let pretrainConfig: FullTrainingConfig | undefined;
+    if (dto.pretrain) {
+      pretrainConfig = { ...TRAINING_DEFAULTS, ...stripUndefined(dto.pretrain.training ?? {}) };
+      try {
+        validateTrainingConfig(pretrainConfig);
+      } catch (err) {
+        if (err instanceof CoreInputError) throw new ProblemException(400, `pretrain: ${err.message}`, { slug: 'validation' });
+        throw err;
+      }
+      await this.datasets.entity(dto.datasetId);
+      const template = await this.models.fromTemplate({ architecture: dto.pretrain.architecture, datasetId: dto.datasetId, seed: dto.pretrain.seed ?? 0 });
+      try {
+        return await this.createFrom({ ...dto, modelId: template.id }, pretrainConfig);
+      } catch (err) {
+        // A refused run leaves nothing behind, the template it made included.
+        await this.models.delete(template.id).catch(() => {});
+        throw err;
+      }
+    }
+    return this.createFrom(dto, undefined);
+  }
+
+  private async createFrom(dto: CreateRunDto, pretrainConfig: FullTrainingConfig | undefined): Promise<RunDto> {
     const model = await this.models.entity(dto.modelId);
     if (model.format !== 'tfjs-layers') {
       throw unprocessable(`model ${model.id} is a safetensors checkpoint: training needs a TensorFlow.js layers model (it carries the architecture)`, 'no-architecture');
@@ -70,7 +97,7 @@ export class RunsService {
     };
     if (phased) {
       const allr = configs.some((c) => c.schedule === 'allr');
-      const pretrainEpochs = dto.pretrainEpochs ?? (model.origin.kind === 'train' ? Number((model.origin.config as { epochs?: number } | undefined)?.epochs) : Number.NaN);
+      const pretrainEpochs = dto.pretrainEpochs ?? pretrainConfig?.epochs ?? (model.origin.kind === 'train' ? Number((model.origin.config as { epochs?: number } | undefined)?.epochs) : Number.NaN);
       if (allr && !(pretrainEpochs > 0)) {
         throw new ProblemException(400, 'the allr schedule needs pretrainEpochs (the dense model was not trained by this service, so its epochs are unknown)', { slug: 'validation' });
       }
@@ -80,6 +107,7 @@ export class RunsService {
         count: dto.phases!,
         pruning: { method: dto.pruning?.method ?? 'magnitude-global', include: dto.pruning?.include, exclude: dto.pruning?.exclude },
         soup: dto.kind === 'sms' ? { method: dto.soup?.method ?? 'uniform', comparison: dto.soup?.comparison ?? '>=' } : null,
+        ...(pretrainConfig ? { pretrain: pretrainConfig } : {}),
         ...(allr ? { retrainToPretrainRatio: Math.max(...configs.map((c) => c.epochs)) / pretrainEpochs } : {}),
       };
     } else if (configs.some((c) => c.schedule === 'allr')) plan.allr = await this.allrPlan(model, dto, configs);
