@@ -1,18 +1,9 @@
 import 'reflect-metadata';
 import { createApp } from './app.factory.js';
-import { type AppConfig, ConfigError, loadConfig } from './config/config.js';
+import { loadConfigOrExit } from './config/config.js';
 
 async function main(): Promise<void> {
-  let config: AppConfig;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      process.exit(2);
-    }
-    throw err;
-  }
+  const config = loadConfigOrExit();
   const app = await createApp(config);
   await app.listen(config.port, config.host);
   const db = config.databaseUrl ? 'postgres' : `embedded PGlite in ${config.dataDir}/pglite`;

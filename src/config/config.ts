@@ -122,3 +122,16 @@ function parseApiKeys(value: string | undefined): ApiKey[] {
   }
   return keys;
 }
+
+/** For process entry points: the configuration, or a message naming each bad variable and exit code 2. */
+export function loadConfigOrExit(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  try {
+    return loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      process.exit(2);
+    }
+    throw err;
+  }
+}

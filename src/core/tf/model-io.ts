@@ -103,8 +103,3 @@ export function namedWeights(model: tf.LayersModel): Map<string, tf.LayerVariabl
   for (const w of model.weights) out.set(w.originalName, w);
   return out;
 }
-
-/** Kernels of dense and conv layers: what pruning and masks act on (biases and BN never). */
-export function isPrunableWeight(name: string): boolean {
-  return /(^|\/)(kernel|depthwise_kernel|pointwise_kernel)$/.test(name);
-}

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { fillBatch, type ImageDataset, sampleSize } from '../data/dataset.js';
 import { CoreInputError } from '../errors.js';
-import { isPrunableWeight } from './model-io.js';
+import { isPrunable } from '../pruning/prunable.js';
 import { deriveSeed, shuffleInto } from './random.js';
 
 /** One candidate's training configuration (API.md, "Training configuration"). */
@@ -187,7 +187,8 @@ function buildSlots(model: tf.LayersModel, mask: WeightMask | undefined, decayOn
     const slot: Slot = {
       name: w.originalName,
       variable,
-      decay: decayOn === 'all' || isPrunableWeight(w.originalName),
+      // 'kernels': the prunable weights under the one shared rule (no biases, no normalisation).
+      decay: decayOn === 'all' || isPrunable({ name: w.originalName, dtype: 'F32', shape: w.shape as number[] }),
       state: [],
     };
     const bits = mask?.get(w.originalName);
