@@ -20,8 +20,8 @@ export function accuracySparsitySvg(title: string, series: PlotSeries[], metric 
   const all = series.flatMap((s) => [...s.line, ...s.points]);
   const xs = all.map((p) => p.sparsity);
   const ys = all.map((p) => p.accuracy).filter(Number.isFinite);
-  const x0 = Math.max(0, Math.floor((Math.min(...xs, 0.5) - 0.05) * 10) / 10);
-  const x1 = Math.min(1, Math.ceil((Math.max(...xs, 0.6) + 0.02) * 20) / 20);
+  const x0 = Math.max(0, Math.floor((Math.min(...xs) - 0.05) * 10) / 10);
+  const x1 = Math.min(1, Math.max(x0 + 0.1, Math.ceil((Math.max(...xs) + 0.02) * 20) / 20));
   const yMin = ys.length ? Math.min(...ys) : 0;
   const yMax = ys.length ? Math.max(...ys) : 1;
   const pad = Math.max(0.01, (yMax - yMin) * 0.1);
