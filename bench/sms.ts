@@ -95,14 +95,6 @@ function readConfig(): Config {
 
 // ---------------------------------------------------------------- the service as a child process
 
-interface Service {
-  url: string;
-  child: ChildProcess;
-  dataDir: string;
-  tail: () => string;
-  stop: () => Promise<void>;
-}
-
 async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = createServer();
@@ -114,57 +106,89 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function startService(workers: number): Promise<Service> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'sparsoup-bench-sms-'));
-  const port = await freePort();
-  mkdirSync(join(ROOT, '.bench'), { recursive: true });
-  const log = createWriteStream(join(ROOT, '.bench', 'sms-service.log'));
-  const child = spawn(process.execPath, [join(ROOT, 'dist/src/main.js')], {
-    cwd: ROOT,
-    env: { ...process.env, DATABASE_URL: '', DATA_DIR: dataDir, WORKERS: String(workers), PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', API_KEYS: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: string[] = [];
-  const keep = (c: Buffer) => {
-    log.write(c);
-    lines.push(...c.toString().split('\n').filter(Boolean));
-    if (lines.length > 200) lines.splice(0, lines.length - 200);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  const url = `http://127.0.0.1:${port}`;
-  const tail = () => lines.slice(-30).join('\n');
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the service exited (${child.exitCode}):\n${tail()}`);
-    try {
-      if ((await fetch(`${url}/health`)).ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`the service did not answer /health in 120 s:\n${tail()}`);
-    await sleep(300);
+/**
+ * The built service as a child process on a fresh data folder. If it stops while runs are in
+ * flight (a signal from outside, a crash), `restart` starts it again on the same folder and port:
+ * runs are durable, so they continue where they stopped.
+ */
+class Service {
+  readonly dataDir = mkdtempSync(join(tmpdir(), 'sparsoup-bench-sms-'));
+  url = '';
+  restarts = 0;
+  private child: ChildProcess | null = null;
+  private port = 0;
+  private readonly lines: string[] = [];
+  private readonly log = (() => {
+    mkdirSync(join(ROOT, '.bench'), { recursive: true });
+    return createWriteStream(join(ROOT, '.bench', 'sms-service.log'));
+  })();
+
+  constructor(private readonly workers: number) {}
+
+  get alive(): boolean {
+    return !!this.child && this.child.exitCode === null && this.child.signalCode === null;
   }
-  return {
-    url,
-    child,
-    dataDir,
-    tail,
-    stop: () =>
-      new Promise((res) => {
-        const done = () => {
-          log.end();
-          res();
-        };
-        if (child.exitCode !== null || child.signalCode !== null) return done();
-        const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-        child.once('exit', () => {
-          clearTimeout(timer);
-          done();
-        });
-        child.kill('SIGTERM');
-      }),
-  };
+
+  /** How the last child ended, for messages. */
+  get ended(): string {
+    return this.child ? `exit code ${this.child.exitCode}, signal ${this.child.signalCode}` : 'not started';
+  }
+
+  tail(): string {
+    return this.lines.slice(-30).join('\n');
+  }
+
+  async start(): Promise<void> {
+    this.port ||= await freePort();
+    const child = spawn(process.execPath, [join(ROOT, 'dist/src/main.js')], {
+      cwd: ROOT,
+      env: { ...process.env, DATABASE_URL: '', DATA_DIR: this.dataDir, WORKERS: String(this.workers), PORT: String(this.port), HOST: '127.0.0.1', LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn', API_KEYS: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    const keep = (c: Buffer) => {
+      this.log.write(c);
+      this.lines.push(...c.toString().split('\n').filter(Boolean));
+      if (this.lines.length > 200) this.lines.splice(0, this.lines.length - 200);
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    this.url = `http://127.0.0.1:${this.port}`;
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`the service exited (${child.exitCode}):\n${this.tail()}`);
+      try {
+        if ((await fetch(`${this.url}/health`)).ok) return;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`the service did not answer /health in 120 s:\n${this.tail()}`);
+      await sleep(300);
+    }
+  }
+
+  async restart(): Promise<void> {
+    this.restarts++;
+    await this.stop(false);
+    await this.start();
+  }
+
+  stop(closeLog = true): Promise<void> {
+    return new Promise((res) => {
+      const child = this.child;
+      const done = () => {
+        if (closeLog) this.log.end();
+        res();
+      };
+      if (!child || child.exitCode !== null || child.signalCode !== null) return done();
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      child.once('exit', () => {
+        clearTimeout(timer);
+        done();
+      });
+      child.kill('SIGTERM');
+    });
+  }
 }
 
 // ---------------------------------------------------------------- statistics
@@ -230,14 +254,28 @@ function runBody(method: Method, cfg: Config, denseId: string, goal: number, see
 }
 
 /** Polls until every run is finished, printing a status line with an ETA (by retraining epochs done). */
-async function waitAll(api: Client, ids: string[], plannedEpochs: number, t0: number): Promise<Map<string, Run>> {
+async function waitAll(api: Client, service: Service, ids: string[], plannedEpochs: number, t0: number): Promise<Map<string, Run>> {
   const done = new Map<string, Run>();
   let lastLine = 0;
+  let failures = 0;
   for (;;) {
+    if (!service.alive) {
+      if (service.restarts >= 3) throw new Error(`the service stopped (${service.ended}) a fourth time`);
+      console.log(`the service stopped (${service.ended}); restarting it on the same data folder, the runs continue where they stopped`);
+      await service.restart();
+    }
     let epochsDone = 0;
     let running = 0;
     for (const id of ids) {
-      const run = done.get(id) ?? (await api.json<Run>('GET', `/runs/${id}`));
+      const run =
+        done.get(id) ??
+        (await api.json<Run>('GET', `/runs/${id}`).catch((err) => {
+          // Unreachable: restarted above once the child has exited; give up after two minutes of it.
+          if (++failures > 24) throw err;
+          return null;
+        }));
+      if (!run) break;
+      failures = 0;
       if (FINISHED.includes(run.status)) done.set(id, run);
       for (const c of run.candidates) {
         if (c.status === 'succeeded') epochsDone += c.config.epochs;
@@ -288,7 +326,8 @@ async function main(): Promise<void> {
   console.log(
     `config: ${cfg.arch} on ${DATASET}; seeds ${cfg.seeds.join(',')}; goals ${cfg.goals.join(', ')}; T = ${cfg.phases}; m = ${cfg.m}; retraining ${cfg.epochs} epochs per candidate and phase (IMP ${cfg.m}×: ${num4(cfg.epochs * cfg.m)}); dense pretraining ${cfg.pretrainEpochs} epochs; SGD momentum 0.9, lr ${cfg.learningRate} linear decay with 10 % warm-up, batch 128, weight decay 1e-4; WORKERS=${cfg.workers}`,
   );
-  const service = await startService(cfg.workers);
+  const service = new Service(cfg.workers);
+  await service.start();
   const stopAll = async () => {
     await service.stop();
     if (process.env.SMS_KEEP_DATA) console.log(`service data kept in ${service.dataDir}`);
@@ -316,7 +355,7 @@ async function main(): Promise<void> {
       });
       pre.set(seed, run.id);
     }
-    const pretrained = await waitAll(api, [...pre.values()], cfg.seeds.length * cfg.pretrainEpochs, t0);
+    const pretrained = await waitAll(api, service, [...pre.values()], cfg.seeds.length * cfg.pretrainEpochs, t0);
     const dense = new Map<number, { modelId: string; test: number; seconds: number }>();
     for (const [seed, id] of pre) {
       const run = pretrained.get(id)!;
@@ -338,7 +377,7 @@ async function main(): Promise<void> {
     const planned = cfg.goals.length * cfg.seeds.length * cfg.phases * cfg.epochs * (1 + cfg.m + 2 * cfg.m);
     console.log(`\n${jobs.length} runs submitted (${planned.toFixed(1)} retraining epochs in all)`);
     const t1 = Date.now();
-    const finished = await waitAll(api, jobs.map((j) => j.runId), planned, t1);
+    const finished = await waitAll(api, service, jobs.map((j) => j.runId), planned, t1);
     const runsWall = (Date.now() - t1) / 1000;
     for (const j of jobs) {
       j.run = finished.get(j.runId)!;
@@ -373,6 +412,7 @@ async function main(): Promise<void> {
     say(
       `- Time: pretraining ${fmtDuration(pretrainWall)}, the ${jobs.length} IMP/SMS runs ${fmtDuration(runsWall)} (all at once on ${cfg.workers} workers), ${fmtDuration((Date.now() - t0) / 1000)} in all. Training throughput per worker ${sps.length ? `${meanOf(sps).toFixed(0)} samples/s (${meanOf(secPerEpoch).toFixed(1)} s per epoch)` : 'n/a'}; a candidate (training, BN recalibration, val + test evaluation) took ${meanOf(candWall).toFixed(1)} s of wall time on average; load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' / ')} on ${info.cores} cores (shared with other work).`,
     );
+    if (service.restarts) say(`- The service stopped ${service.restarts} time${service.restarts > 1 ? 's' : ''} during the bench (stopped from outside) and was restarted on the same data folder; the runs resumed where they were.`);
     for (const method of METHODS) {
       const ps = jobs.filter((j) => j.method === method).flatMap((j) => j.phaseSeconds ?? []);
       if (ps.length) say(`  - ${LABEL[method](cfg.m)}: a phase took ${meanOf(ps).toFixed(0)} s of wall time on average (min ${Math.min(...ps).toFixed(0)} s, queueing behind the other runs included).`);
