@@ -18,8 +18,9 @@ import { normalizeWeights } from './weights.js';
  * tensor, or several small tensors that lie back to back — reads the group's bytes from every
  * candidate into reused buffers (one large positioned read per candidate), computes each float
  * element's weighted sum in float64 in one fused SIMD pass, rounds once to float32 (then to F16/BF16
- * where stored so), writes pruned positions as +0, and hands the group's bytes to the sink, which
- * writes while the next group is read and computed. Memory is a constant, about (m + 5) × chunkBytes
+ * where stored so), writes pruned positions as +0, and appends the group's bytes to an output buffer
+ * that the sink gets whole (4 groups) and writes while the next groups are read and computed. Memory
+ * is a constant, about (m + 11) × chunkBytes
  * in one WebAssembly memory reused across merges, independent of tensor and model size.
  */
 
@@ -63,8 +64,10 @@ export interface MergeResult {
 }
 
 const DEFAULT_CHUNK_BYTES = 1 << 20;
-/** Output buffers: one being written by the sink while the next is computed. */
+/** Output buffers: one being written by the sink while the next is filled. */
 const OUT_SLOTS = 2;
+/** Groups per output buffer: fewer, larger sink calls (each async write costs a thread hand-off). */
+const OUT_GROUPS = 4;
 const PAD = 64;
 /** In 'sync' mode, the longest stretch without yielding to the event loop. */
 const YIELD_MS = 10;
@@ -156,7 +159,7 @@ class Engine {
     };
     this.table = take(slotCount * TABLE_ENTRY_BYTES);
     this.slots = Array.from({ length: slotCount }, () => take(slot));
-    this.out = Array.from({ length: OUT_SLOTS }, () => take(slot));
+    this.out = Array.from({ length: OUT_SLOTS }, () => take(OUT_GROUPS * chunkBytes + PAD));
     this.acc = take((chunkBytes / 4) * 8 + PAD);
     this.bits = take(chunkBytes / 32 + PAD);
     this.scratch = take(slot);
@@ -384,26 +387,35 @@ export async function mergeCheckpoints(readers: readonly CheckpointReader[], wei
     if (header.byteLength > 0) write(header);
     const differences: Differences = new Map();
     let lastYield = performance.now();
+    // Groups are appended to output buffer `slot` until it is full; then the sink gets it whole.
+    let slot = 0;
+    let fill = 0;
+    const flush = () => {
+      if (fill > 0) writes[slot] = write(new Uint8Array(engine.memory.buffer, engine.out[slot], fill));
+      slot = (slot + 1) % OUT_SLOTS;
+      fill = 0;
+    };
     if (!sync && groups.length > 0) ahead = readGroup(0);
     for (let gi = 0; gi < groups.length; gi++) {
       opts.signal?.throwIfAborted();
       const current = sync ? readGroup(gi) : ahead;
       if (current) await current;
       if (!sync) ahead = gi + 1 < groups.length ? readGroup(gi + 1) : undefined;
-      await writes[gi % OUT_SLOTS];
       const g = groups[gi];
-      const out = engine.out[gi % OUT_SLOTS];
-      mergeGroup(engine, g, slotsOf(gi), stored, weightsOfActive, out, differences, active);
+      if (fill + g.rawBytes > OUT_GROUPS * chunkBytes) flush();
+      await writes[slot];
+      mergeGroup(engine, g, slotsOf(gi), stored, weightsOfActive, engine.out[slot] + fill, differences, active);
+      fill += g.rawBytes;
       for (const it of g.items) {
         const d = it.last ? differences.get(it.entry.name) : undefined;
         if (d) throw mismatchError([{ tensor: it.entry.name, kind: 'values', candidate: d.candidate, expected: it.entry.dtype, differing: d.differing }]);
       }
-      if (g.rawBytes > 0) writes[gi % OUT_SLOTS] = write(new Uint8Array(engine.memory.buffer, out, g.rawBytes));
       if (sync && performance.now() - lastYield > YIELD_MS) {
         await new Promise((resolve) => setImmediate(resolve));
         lastYield = performance.now();
       }
     }
+    flush();
     await chain;
     const masked = new Set(groups.flatMap((g) => g.items.filter((it) => it.mask !== null).map((it) => it.entry.name)));
     return { bytesWritten, tensors: ref.length, maskedTensors: masked.size, maskSource: opts.mask ? 'given' : 'first-candidate', weights: w, simd: engine.simd };
