@@ -7,5 +7,6 @@ import { Runs1795946514455 as M4 } from './1795946514455-Runs.js';
 import { Soups1795946929431 as M5 } from './1795946929431-Soups.js';
 import { RunPhases1795947425345 as M6 } from './1795947425345-RunPhases.js';
 import { Webhooks1795947549506 as M7 } from './1795947549506-Webhooks.js';
+import { RunAdvanceLease1795951098950 as M8 } from './1795951098950-RunAdvanceLease.js';
 
-export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6, M7];
+export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6, M7, M8];

@@ -1,6 +1,8 @@
-import { Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
+import type { DatabaseHandle } from '../database/data-source.js';
+import { DATABASE_HANDLE } from '../database/database.module.js';
 import { EvaluationsService } from '../evaluations/evaluations.service.js';
 import { JobName } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
@@ -12,6 +14,9 @@ import type { ModelDistance } from '../workers/handlers/compare.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 import { type RunPlan, RunsService } from './runs.service.js';
+
+/** A holder renews its lease every quarter of this; a dead holder's lease lapses within it. */
+const LEASE_MS = 60_000;
 
 const PHASE_CORRUPTIONS = [
   { name: 'gaussian-noise', severity: 3 },
@@ -40,13 +45,50 @@ export class RunPhasesService implements OnApplicationBootstrap {
     private readonly evaluations: EvaluationsService,
     private readonly jobs: JobsService,
     private readonly pool: WorkerPoolService,
+    @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
+    // The embedded database is one process: a lease left in it belongs to a previous, dead life.
+    if (this.database.embedded) await this.dataSource.query('UPDATE run SET advance_lease_until = NULL WHERE advance_lease_until IS NOT NULL');
     await this.jobs.work(JobName.AdvanceRun, 1, ({ runId }) => this.advance(runId));
   }
 
+  /**
+   * Advances a run as far as it can go now. One process at a time: the run's lease is claimed first
+   * (it expires, so a crashed holder does not block the run); a job that finds it taken comes back
+   * a few seconds later instead of being lost.
+   */
   async advance(runId: string): Promise<void> {
+    if (!(await this.claim(runId))) {
+      await this.jobs.send(JobName.AdvanceRun, { runId }, { startAfterSeconds: 5 });
+      return;
+    }
+    // Renewed while this process works, so it outlives long steps but not a dead holder.
+    const renew = setInterval(() => this.renew(runId).catch(() => {}), LEASE_MS / 4);
+    try {
+      await this.advanceClaimed(runId);
+    } finally {
+      clearInterval(renew);
+      await this.dataSource.query('UPDATE run SET advance_lease_until = NULL WHERE id = $1', [runId]);
+    }
+  }
+
+  /** Takes (or renews) the lease; false when another process holds it. */
+  private async claim(runId: string): Promise<boolean> {
+    const rows: unknown[] = await this.dataSource.query(
+      `WITH c AS (UPDATE run SET advance_lease_until = now() + ($2 || ' milliseconds')::interval
+                  WHERE id = $1 AND (advance_lease_until IS NULL OR advance_lease_until < now()) RETURNING id) SELECT id FROM c`,
+      [runId, String(LEASE_MS)],
+    );
+    return rows.length > 0;
+  }
+
+  private async renew(runId: string): Promise<void> {
+    await this.dataSource.query(`UPDATE run SET advance_lease_until = now() + ($2 || ' milliseconds')::interval WHERE id = $1`, [runId, String(LEASE_MS)]);
+  }
+
+  private async advanceClaimed(runId: string): Promise<void> {
     for (;;) {
       const run = await this.runs.entity(runId);
       if (FINISHED.includes(run.status) && run.status !== 'cancelled') return;

@@ -63,6 +63,10 @@ export class RunEntity {
 
   @Column({ type: 'timestamptz', name: 'finished_at', nullable: true })
   finishedAt: Date | null;
+
+  /** IMP / SMS: while set and in the future, one process is advancing the state machine. */
+  @Column({ type: 'timestamptz', name: 'advance_lease_until', nullable: true })
+  advanceLeaseUntil: Date | null;
 }
 
 export interface CandidateProgress {
