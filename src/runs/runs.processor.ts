@@ -91,7 +91,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
       );
       if (!claimed.affected) return false;
       if (run.status === 'queued') await tx.update(RunEntity, { id: run.id, status: 'queued' }, { status: 'running', startedAt: new Date() });
-      await this.runs.event(tx, run.id, 'candidate-started', { index: candidate.index, attempt: candidate.attempts + 1 }, candidate.id);
+      await this.runs.event(tx, run.id, 'candidate-started', { phase: candidate.phase, index: candidate.index, attempt: candidate.attempts + 1 }, candidate.id);
       return true;
     });
     if (!started) return;
@@ -111,7 +111,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
       this.dataSource
         .transaction(async (tx) => {
           await tx.update(RunCandidateEntity, { id: candidate.id, status: 'running' }, { progress });
-          await this.runs.event(tx, run.id, 'progress', { index: candidate.index, ...progress }, candidate.id);
+          await this.runs.event(tx, run.id, 'progress', { phase: candidate.phase, index: candidate.index, ...progress }, candidate.id);
         })
         .catch((err) => this.logger.warn({ err }, 'progress write failed'));
     };
@@ -145,7 +145,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
       }
       await this.dataSource.transaction(async (tx) => {
         await tx.update(RunCandidateEntity, { id: candidate.id, status: 'running' }, { status: 'queued', error: message, workerId: null });
-        await this.runs.event(tx, run.id, 'candidate-retry', { index: candidate.index, error: message }, candidate.id);
+        await this.runs.event(tx, run.id, 'candidate-retry', { phase: candidate.phase, index: candidate.index, error: message }, candidate.id);
       });
       throw err; // pg-boss retries with back-off
     }
@@ -186,7 +186,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
           },
         );
         if (!run.backend) await tx.update(RunEntity, { id: run.id }, { backend: result.backend });
-        await this.runs.event(tx, run.id, 'candidate-succeeded', { index: candidate.index, resultModelId: model.id, valAccuracy: result.metrics.val?.accuracy ?? null, testAccuracy: result.metrics.test?.accuracy ?? null }, candidate.id);
+        await this.runs.event(tx, run.id, 'candidate-succeeded', { phase: candidate.phase, index: candidate.index, resultModelId: model.id, valAccuracy: result.metrics.val?.accuracy ?? null, testAccuracy: result.metrics.test?.accuracy ?? null }, candidate.id);
         return true;
       });
     } finally {
@@ -201,7 +201,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
   private async finishCandidate(candidate: RunCandidateEntity, status: RunStatus, error: string | null): Promise<void> {
     await this.dataSource.transaction(async (tx) => {
       await tx.update(RunCandidateEntity, { id: candidate.id }, { status, error, finishedAt: new Date(), workerId: null });
-      await this.runs.event(tx, candidate.runId, `candidate-${status}`, { index: candidate.index, ...(error ? { error } : {}) }, candidate.id);
+      await this.runs.event(tx, candidate.runId, `candidate-${status}`, { phase: candidate.phase, index: candidate.index, ...(error ? { error } : {}) }, candidate.id);
     });
     await this.settleRun(candidate.runId, candidate.phase);
   }
