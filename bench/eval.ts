@@ -14,7 +14,7 @@ import { loadBuiltin } from '../src/core/data/builtin.js';
 import { type BackendPreference, initBackend } from '../src/core/tf/backend.js';
 import { evaluateModel } from '../src/core/tf/evaluate.js';
 import { ARCHITECTURES, buildTemplate } from '../src/core/tf/templates.js';
-import { printMachine } from './machine.js';
+import { openblasPeerEnv, printMachine } from './machine.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, here.endsWith(join('dist', 'bench')) ? '../..' : '..');
@@ -43,13 +43,7 @@ function runPeer(runs: number): { rows: PeerRow[]; notes: string[]; skipped?: st
   for (const threads of [1, 2]) {
     const res = spawnSync(python, [join(root, 'bench/peers/eval.py'), '--threads', String(threads), '--runs', String(runs), '--batch', String(BATCH)], {
       encoding: 'utf8',
-      env: {
-        ...process.env,
-        LD_LIBRARY_PATH: '/usr/lib/x86_64-linux-gnu/openblas-pthread',
-        OMP_NUM_THREADS: String(threads),
-        OPENBLAS_NUM_THREADS: String(threads),
-        OMP_WAIT_POLICY: 'PASSIVE',
-      },
+      env: openblasPeerEnv(threads),
       timeout: 10 * 60_000,
     });
     if (res.status !== 0) return { rows, notes, skipped: `peer failed: ${(res.stderr || res.error?.message || '').trim().split('\n').pop()}` };

@@ -44,3 +44,17 @@ export function printMachine(): MachineInfo {
   console.log(machineLine(info));
   return info;
 }
+
+/**
+ * The environment for a Python peer with `threads` threads: Debian's pthread OpenBLAS instead of the
+ * reference BLAS, and passive waiting so OpenBLAS's and torch's threads do not fight over the cores.
+ */
+export function openblasPeerEnv(threads: number): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    LD_LIBRARY_PATH: '/usr/lib/x86_64-linux-gnu/openblas-pthread',
+    OMP_NUM_THREADS: String(threads),
+    OPENBLAS_NUM_THREADS: String(threads),
+    OMP_WAIT_POLICY: 'PASSIVE',
+  };
+}

@@ -8,8 +8,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { type BackendPreference, initBackend } from '../src/core/tf/backend.js';
 import { buildTemplate } from '../src/core/tf/templates.js';
-import { type TrainingConfig, trainModel } from '../src/core/tf/train.js';
-import { loadMnistForBench } from './train.js';
+import { trainModel } from '../src/core/tf/train.js';
+import { benchTrainingConfig, loadMnistForBench } from './train.js';
 
 export interface WorkerJob {
   arch: string;
@@ -62,17 +62,7 @@ async function run(): Promise<void> {
   const ds = loadMnistForBench();
   const batchSize = 128;
   const model = buildTemplate(job.arch, { inputShape: [28, 28, 1], classes: 10, seed: job.seed });
-  const config = (n: number, seed: number): TrainingConfig => ({
-    seed,
-    epochs: n / Math.ceil(ds.splits.train.length / batchSize),
-    batchSize,
-    optimizer: 'sgd',
-    momentum: 0.9,
-    nesterov: false,
-    learningRate: 0.05,
-    schedule: 'constant',
-    weightDecay: 1e-4,
-  });
+  const config = (n: number, seed: number) => benchTrainingConfig(ds, batchSize, n, seed);
   await trainModel(model, ds, config(job.warmup, job.seed * 100));
   const go = new Promise<void>((resolve) => port!.once('message', () => resolve()));
   port!.postMessage({ type: 'ready', backend: info.name });

@@ -17,6 +17,7 @@ import { evaluateModel } from '../src/core/tf/evaluate.js';
 import { buildTemplate } from '../src/core/tf/templates.js';
 import { type TrainingConfig, trainModel } from '../src/core/tf/train.js';
 import '../src/core/tf/wasm-kernels.js';
+import { openblasPeerEnv } from './machine.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, here.endsWith(join('dist', 'bench')) ? '../..' : '..');
@@ -49,6 +50,21 @@ export function loadMnistForBench(limit = 60000): ImageDataset {
   };
 }
 
+/** The measured configuration: `steps` SGD steps of `batchSize` (as a fraction of an epoch). */
+export function benchTrainingConfig(ds: ImageDataset, batchSize: number, steps: number, seed: number): TrainingConfig {
+  return {
+    seed,
+    epochs: steps / Math.ceil(ds.splits.train.length / batchSize),
+    batchSize,
+    optimizer: 'sgd',
+    momentum: 0.9,
+    nesterov: false,
+    learningRate: 0.05,
+    schedule: 'constant',
+    weightDecay: 1e-4,
+  };
+}
+
 export interface TrainingMeasurement {
   arch: string;
   backend: string;
@@ -73,17 +89,7 @@ export async function measureTraining(arch: string, backend: BackendPreference, 
   const ds = cached;
   const batchSize = 128;
   const model = buildTemplate(arch, { inputShape: [28, 28, 1], classes: 10, seed: 1 });
-  const config = (n: number, seed: number): TrainingConfig => ({
-    seed,
-    epochs: n / Math.ceil(ds.splits.train.length / batchSize),
-    batchSize,
-    optimizer: 'sgd',
-    momentum: 0.9,
-    nesterov: false,
-    learningRate: 0.05,
-    schedule: 'constant',
-    weightDecay: 1e-4,
-  });
+  const config = (n: number, seed: number) => benchTrainingConfig(ds, batchSize, n, seed);
   await trainModel(model, ds, config(options.warmup ?? 5, 0));
   const windows: { sps: number; ms: number }[] = [];
   for (let i = 0; i < (options.repeats ?? 3); i++) {
@@ -118,13 +124,7 @@ function runPeer(steps: number): { rows: PeerRow[]; note: string } {
   for (const threads of [1, 2]) {
     const res = spawnSync('/usr/bin/python3', [script, '--steps', String(steps), '--threads', String(threads)], {
       encoding: 'utf8',
-      env: {
-        ...process.env,
-        LD_LIBRARY_PATH: '/usr/lib/x86_64-linux-gnu/openblas-pthread',
-        OMP_NUM_THREADS: String(threads),
-        OPENBLAS_NUM_THREADS: String(threads),
-        OMP_WAIT_POLICY: 'PASSIVE',
-      },
+      env: openblasPeerEnv(threads),
       timeout: 15 * 60_000,
     });
     if (res.status !== 0) {
