@@ -1,6 +1,7 @@
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ArtifactsService } from '../src/artifacts/artifacts.service.js';
+import type { FsArtifactStore } from '../src/storage/fs-artifact-store.js';
 import { startTestApp, type TestApp } from './support/app.js';
 
 const PROBLEM = /application\/problem\+json/;
@@ -26,7 +27,7 @@ describe('service foundation over HTTP', () => {
 
   it('answers 503 when the artifact folder is not writable', async () => {
     const { rmSync, writeFileSync, mkdirSync } = await import('node:fs');
-    const tmp = t.app.get(ArtifactsService).store.tmpDir;
+    const tmp = (t.app.get(ArtifactsService).store as FsArtifactStore).tmpDir;
     rmSync(tmp, { recursive: true, force: true });
     writeFileSync(tmp, 'a file where the temporary folder should be');
     try {

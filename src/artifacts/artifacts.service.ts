@@ -7,7 +7,8 @@ import { APP_CONFIG } from '../config/config.module.js';
 import type { DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
 import { ArtifactEntity } from './artifact.entity.js';
-import { ArtifactStore, type ArtifactWriter, type StoredArtifact } from './artifact-store.js';
+import type { ArtifactStore, ArtifactWriter, StoredArtifact } from '../storage/artifact-store.js';
+import { createArtifactStore } from '../storage/create.js';
 import { type ArtifactPageDto, mapArtifact } from './artifacts.dto.js';
 import type { PageQueryDto } from '../common/paging.dto.js';
 
@@ -21,7 +22,7 @@ export class ArtifactsService implements OnModuleInit {
     @InjectDataSource() private readonly dataSource: DataSource,
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
   ) {
-    this.store = new ArtifactStore(join(config.dataDir, 'artifacts'));
+    this.store = createArtifactStore({ kind: 'fs', root: join(config.dataDir, 'artifacts') });
   }
 
   async onModuleInit(): Promise<void> {

@@ -1,6 +1,6 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { UploadTooLargeError } from '../artifacts/artifact-store.js';
+import { UploadTooLargeError } from '../storage/artifact-store.js';
 import { CoreInputError } from '../core/errors.js';
 import { defaultProblem, PROBLEM_BASE, type Problem, ProblemException } from './problem.js';
 

@@ -5,7 +5,7 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import busboy from 'busboy';
 import type { Request } from 'express';
 import type { DataSource } from 'typeorm';
-import type { StoredArtifact } from '../artifacts/artifact-store.js';
+import type { StoredArtifact } from '../storage/artifact-store.js';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { notFound, ProblemException } from '../common/problem.js';
 import type { AppConfig } from '../config/config.js';
@@ -14,9 +14,9 @@ import { BUILTIN_INFO, BUILTIN_NAMES, BUILTIN_VAL_FRACTION } from '../core/data/
 import { holdoutCount } from '../core/data/splits.js';
 import { CoreInputError } from '../core/errors.js';
 import type { PageQueryDto } from '../common/paging.dto.js';
-import type { DatasetRef, DatasetSummary } from '../workers/handlers/datasets.js';
+import type { DatasetRef, } from '../workers/tasks.js';
 import { MetricsService } from '../metrics/metrics.service.js';
-import { WorkerPoolService } from '../workers/workers.module.js';
+import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { DatasetEntity, DatasetFileEntity } from './dataset.entity.js';
 import { type DatasetDto, type DatasetPageDto, mapDataset } from './datasets.dto.js';
 
@@ -85,7 +85,7 @@ export class DatasetsService implements OnModuleInit {
       }
       const id = randomUUID();
       const ref: DatasetRef = { id, source: 'upload', format, files, classes };
-      const summary = await this.pool.run<DatasetSummary>({ type: 'inspect-dataset', dataset: ref });
+      const summary = await this.pool.run({ type: 'inspect-dataset', dataset: ref });
       const entity = await this.dataSource.transaction(async (tx) => {
         for (const a of stored) await this.artifacts.record(tx, a, 'application/octet-stream');
         const saved = await tx.save(
@@ -115,14 +115,8 @@ export class DatasetsService implements OnModuleInit {
   }
 
   private async startsWithZipMagic(sha: string): Promise<boolean> {
-    const h = await this.artifacts.store.openFile(sha);
-    try {
-      const b = Buffer.alloc(4);
-      await h.read(b, 0, 4, 0);
-      return b.equals(Buffer.from([0x50, 0x4b, 0x03, 0x04]));
-    } finally {
-      await h.close();
-    }
+    const b = await this.artifacts.store.readBytes(sha, { start: 0, end: 4 });
+    return Buffer.from(b).equals(Buffer.from([0x50, 0x4b, 0x03, 0x04]));
   }
 
   private receiveIdx(req: Request, max: number, stored: StoredArtifact[]): Promise<Record<string, string>> {

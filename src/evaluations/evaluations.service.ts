@@ -5,8 +5,7 @@ import type { PageQueryDto } from '../common/paging.dto.js';
 import { DatasetsService } from '../datasets/datasets.service.js';
 import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
-import type { EvaluationMetrics } from '../workers/handlers/evaluate.js';
-import { WorkerPoolService } from '../workers/workers.module.js';
+import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { EvaluationEntity } from './evaluation.entity.js';
 import { type CreateEvaluationDto, type EvaluationDto, type EvaluationPageDto, mapEvaluation } from './evaluations.dto.js';
 
@@ -28,7 +27,7 @@ export class EvaluationsService {
     const model = await this.models.entity(modelId);
     const dataset = await this.datasets.ref(dto.datasetId);
     const seed = dto.seed ?? 0;
-    const m = await this.pool.run<EvaluationMetrics>({
+    const m = await this.pool.run({
       type: 'evaluate',
       model: modelRef(model),
       dataset,

@@ -1,6 +1,3 @@
-import { randomBytes } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Inject, Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
@@ -44,11 +41,9 @@ export class HealthService {
   }
 
   private async artifactsWritable() {
-    const path = this.artifacts.store.root;
-    const probe = join(this.artifacts.store.tmpDir, `.health-${randomBytes(4).toString('hex')}`);
+    const path = this.artifacts.store.location;
     try {
-      await writeFile(probe, 'ok');
-      await rm(probe);
+      await this.artifacts.store.checkWritable();
       return { ok: true, path };
     } catch (err) {
       return { ok: false, path, detail: err instanceof Error ? err.message : String(err) };

@@ -10,8 +10,8 @@ import type { ModelEntity } from '../models/model.entity.js';
 import type { ModelDto } from '../models/models.dto.js';
 import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
-import type { MaskedModelResult } from '../workers/handlers/prune.js';
-import { WorkerPoolService } from '../workers/workers.module.js';
+import type { MaskedModelResult } from '../workers/tasks.js';
+import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { MaskEntity } from './mask.entity.js';
 import { type MaskDiffDto, type MaskDto, type MaskPageDto, type MaskQueryDto, mapMask, type PruneModelDto, type PruneResultDto } from './masks.dto.js';
 
@@ -28,7 +28,7 @@ export class MasksService {
   async prune(modelId: string, dto: PruneModelDto): Promise<PruneResultDto> {
     const source = await this.models.entity(modelId);
     const { name, ...options } = dto;
-    const result = await this.pool.run<MaskedModelResult>({ type: 'prune', model: modelRef(source), options });
+    const result = await this.pool.run({ type: 'prune', model: modelRef(source), options });
     const label = dto.method === 'n-of-m' ? `${dto.n}of${dto.m}` : `${dto.sparsity}`;
     return this.persist(source, result, {
       name: name ?? `${source.name}-${dto.method}-${label}`,
@@ -42,7 +42,7 @@ export class MasksService {
   async apply(maskId: string, modelId: string, name?: string): Promise<ModelDto> {
     const mask = await this.entity(maskId);
     const target = await this.models.entity(modelId);
-    const result = await this.pool.run<MaskedModelResult>({ type: 'apply-mask', model: modelRef(target), maskSha256: mask.artifactSha256 });
+    const result = await this.pool.run({ type: 'apply-mask', model: modelRef(target), maskSha256: mask.artifactSha256 });
     const { model } = await this.persist(target, result, {
       name: name ?? `${target.name}-masked`,
       existingMask: mask,

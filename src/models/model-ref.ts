@@ -1,4 +1,4 @@
-import type { StoredLayersModelRef } from '../workers/handlers/checkpoint.js';
+import type { StoredLayersModelRef } from '../workers/tasks.js';
 import type { ModelEntity } from './model.entity.js';
 
 /** What a worker task needs to open a stored model: artifact addresses and the weights layout. */

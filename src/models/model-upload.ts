@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import busboy from 'busboy';
-import type { ArtifactStore, ArtifactWriter, StoredArtifact } from '../artifacts/artifact-store.js';
-import { UploadTooLargeError } from '../artifacts/artifact-store.js';
+import type { ArtifactStore, ArtifactWriter, StoredArtifact } from '../storage/artifact-store.js';
+import { UploadTooLargeError } from '../storage/artifact-store.js';
 import { SafetensorsIngest } from '../core/checkpoint/safetensors.js';
 import { parseModelJson, WeightsIngest } from '../core/checkpoint/tfjs.js';
 import { CoreInputError } from '../core/errors.js';

@@ -2,7 +2,7 @@ import { Inject, Injectable, StreamableFile } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { Request, Response } from 'express';
 import { type DataSource, type EntityManager, In, QueryFailedError } from 'typeorm';
-import type { StoredArtifact } from '../artifacts/artifact-store.js';
+import type { StoredArtifact } from '../storage/artifact-store.js';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { conflict, notFound, ProblemException } from '../common/problem.js';
 import type { AppConfig } from '../config/config.js';
@@ -13,9 +13,9 @@ import { impliedMask, maskHash } from '../core/masks/index.js';
 import { isPrunable } from '../core/pruning/prunable.js';
 import type { CheckpointReader, TensorEntry, TensorStats } from '../core/tensors.js';
 import { DatasetsService } from '../datasets/datasets.service.js';
-import type { StoredLayersModel } from '../workers/handlers/template.js';
+import type { StoredLayersModel } from '../workers/tasks.js';
 import { MetricsService } from '../metrics/metrics.service.js';
-import { WorkerPoolService } from '../workers/workers.module.js';
+import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { ModelEntity, ModelParentEntity, type ModelOrigin, type ModelTensor } from './model.entity.js';
 import { ingestSafetensors, ingestTfjsMultipart, type IngestedCheckpoint } from './model-upload.js';
 import { type CreateTemplateDto, type ModelDto, type ModelPageDto, type ModelQueryDto, mapModel } from './models.dto.js';
@@ -60,7 +60,7 @@ export class ModelsService {
   async fromTemplate(dto: CreateTemplateDto): Promise<ModelDto> {
     const dataset = await this.datasets.entity(dto.datasetId);
     const seed = dto.seed ?? 0;
-    const built = await this.pool.run<StoredLayersModel>({ type: 'template', architecture: dto.architecture, inputShape: dataset.inputShape, classes: dataset.classes, seed });
+    const built = await this.pool.run({ type: 'template', architecture: dto.architecture, inputShape: dataset.inputShape, classes: dataset.classes, seed });
     return this.createLayersModel(built, {
       name: dto.name ?? `${dto.architecture}-${dataset.id}-s${seed}`,
       origin: { kind: 'template', architecture: dto.architecture, datasetId: dataset.id, seed },
@@ -126,7 +126,7 @@ export class ModelsService {
 
   /** A reader over a stored weights artifact, one tensor at a time. */
   async openWeights(format: 'safetensors' | 'tfjs-layers', sha256: string, entries: readonly TensorEntry[]): Promise<CheckpointReader> {
-    const path = this.artifacts.store.pathOf(sha256);
+    const path = await this.artifacts.store.localPath(sha256);
     return format === 'safetensors' ? openSafetensors(path) : openTfjsWeights(path, entries);
   }
 

@@ -10,8 +10,7 @@ import { MasksService } from '../masks/masks.service.js';
 import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
 import { SoupsService } from '../soups/soups.service.js';
-import type { ModelDistance } from '../workers/handlers/compare.js';
-import { WorkerPoolService } from '../workers/workers.module.js';
+import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 import { type RunPlan, RunsService } from './runs.service.js';
 
@@ -193,7 +192,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     const test = await this.evaluations.create(resultModelId, { datasetId: run.datasetId, split: 'test', corruptions: PHASE_CORRUPTIONS });
     const val = soupVal ?? candidates[0].valAccuracy;
     const models = await Promise.all(ids.map((id) => this.models.entity(id)));
-    const distances = ids.length > 1 ? await this.pool.run<ModelDistance[]>({ type: 'compare-models', models: models.map(modelRef) }) : [];
+    const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }) : [];
     const result = await this.models.entity(resultModelId);
     const tests = candidates.map((c) => c.testAccuracy ?? Number.NaN);
     const vals = candidates.map((c) => c.valAccuracy ?? Number.NaN);

@@ -13,9 +13,9 @@ import { WorkerRegistryService } from '../jobs/worker-registry.service.js';
 import { modelRef } from '../models/model-ref.js';
 import { MetricsService } from '../metrics/metrics.service.js';
 import { ModelsService } from '../models/models.service.js';
-import type { TrainTaskResult } from '../workers/handlers/train.js';
+import type { TrainTaskResult } from '../workers/tasks.js';
 import type { ProgressMessage } from '../workers/tasks.js';
-import { WorkerPoolService } from '../workers/workers.module.js';
+import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { MaskEntity } from '../masks/mask.entity.js';
 import { type CandidateProgress, FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
 import { phaseSparsity, type RunPlan, RunsService } from './runs.service.js';
@@ -118,7 +118,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
 
     let result: TrainTaskResult;
     try {
-      result = await this.pool.run<TrainTaskResult>(
+      result = await this.pool.run(
         {
           type: 'train',
           model: modelRef(model),

@@ -12,7 +12,7 @@ import type { ModelEntity } from '../models/model.entity.js';
 import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
-import { WorkerPoolService } from '../workers/workers.module.js';
+import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
 import { type CreateRunDto, type FullTrainingConfig, mapRun, type RunDto, type RunPageDto, type RunQueryDto, TRAINING_DEFAULTS, type TrainingConfigDto } from './runs.dto.js';
 

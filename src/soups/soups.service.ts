@@ -12,9 +12,9 @@ import type { ModelEntity } from '../models/model.entity.js';
 import { modelRef } from '../models/model-ref.js';
 import type { ModelDto } from '../models/models.dto.js';
 import { ModelsService } from '../models/models.service.js';
-import type { SoupTask, SoupTaskResult } from '../workers/handlers/soup.js';
+import type { SoupTask, SoupTaskResult } from '../workers/tasks.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
-import { WorkerPoolService } from '../workers/workers.module.js';
+import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { SoupEntity, SoupIngredientEntity } from './soup.entity.js';
 import { type CreateSoupDto, mapSoup, type SoupDto, type SoupMethodDto, type SoupPageDto, type SoupQueryDto } from './soups.dto.js';
 
@@ -81,7 +81,7 @@ export class SoupsService implements OnApplicationBootstrap {
       dataset,
       recalibrate,
     };
-    await this.pool.run<SoupTaskResult>({ ...task, validateOnly: true });
+    await this.pool.run({ ...task, validateOnly: true });
 
     // SMS phases build their soup inside their own job: no second job to wait for.
     const greedy = dto.method === 'greedy' && !opts.inline;
@@ -113,7 +113,7 @@ export class SoupsService implements OnApplicationBootstrap {
     await this.dataSource.getRepository(SoupEntity).update({ id: soupId }, { status: 'running' });
     let result: SoupTaskResult;
     try {
-      result = await this.pool.run<SoupTaskResult>({
+      result = await this.pool.run({
         type: 'soup',
         models: models.map(modelRef),
         maskHashes: models.map((m) => m.impliedMaskHash),

@@ -1,27 +1,64 @@
-import type { MessagePort } from 'node:worker_threads';
-import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
-import type { CompareModelsTask } from './handlers/compare.js';
-import type { InspectDatasetTask } from './handlers/datasets.js';
-import type { EvaluateTask } from './handlers/evaluate.js';
-import type { ApplyMaskTask, PruneTask } from './handlers/prune.js';
-import type { SoupTask } from './handlers/soup.js';
-import type { TemplateTask } from './handlers/template.js';
-import type { CheckTrainTask, TrainTask } from './handlers/train.js';
-
-export type { ApplyMaskTask, CompareModelsTask, CheckTrainTask, EvaluateTask, InspectDatasetTask, PruneTask, SoupTask, TemplateTask, TrainTask };
-
 /**
- * What the main thread asks a worker thread to do. Tasks carry ids, paths and configurations;
- * tensors stay in files. Results are small; big outputs are written as artifacts by the worker
- * and returned as their sha256.
+ * The contract between the main thread and the worker threads: every task's payload and result,
+ * keyed by the task's name in `TaskMap`. `WorkerPool.run()` is typed from it, so a task's result
+ * type follows from its `type`; `task-worker.ts` checks that each handler returns what the map says.
+ *
+ * Tasks carry ids, refs and configurations; tensors stay in artifacts. Results are small; big
+ * outputs are written as artifacts by the worker and returned as their sha256. This file imports
+ * types only, and nothing from the handlers.
  */
+import type { SplitName } from '../core/data/dataset.js';
+import type { MaskSummary } from '../core/masks/index.js';
+import type { KernelLayout, PruneMethod, PruneStats } from '../core/pruning/methods.js';
+import type { GreedyComparison, GreedyStep } from '../core/soups/greedy.js';
+import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
+import type { TensorEntry } from '../core/tensors.js';
+import type { TrainingConfig, TrainResult } from '../core/tf/train.js';
+import type { StoredArtifact } from '../storage/artifact-store.js';
+import type { WrittenCheckpoint } from '../storage/checkpoint-output.js';
+import type { ArtifactStoreConfig } from '../storage/create.js';
+
+/** What every worker thread starts with. */
 export interface WorkerInit {
   backend: BackendPreference;
-  artifactsDir: string;
+  /** The artifact store the thread opens (once) and hands to every handler. */
+  artifacts: ArtifactStoreConfig;
   cacheDir: string;
   /** Lets tests ask a thread to crash, to check that the pool replaces it. */
   allowDiagnostics?: boolean;
 }
+
+// ── Refs: how tasks name stored things ──────────────────────────────────────────────────────────
+
+/** A stored model as tasks name it: enough to open its weights, nothing big. */
+export interface StoredModelRef {
+  format: 'safetensors' | 'tfjs-layers';
+  weightsSha256: string;
+  /** The weights layout (absolute offsets): needed for TensorFlow.js weights, informative for safetensors. */
+  entries: TensorEntry[];
+}
+
+/** A TensorFlow.js layers model as tasks name it: its model.json and weights artifacts. */
+export interface StoredLayersModelRef extends StoredModelRef {
+  topologySha256: string | null;
+}
+
+/** A dataset as tasks name it: built-in by name, or uploaded files by role → sha256. */
+export interface DatasetRef {
+  id: string;
+  source: 'builtin' | 'upload';
+  format?: 'idx' | 'npz' | 'safetensors';
+  files?: Record<string, string>;
+  classes?: number;
+}
+
+/** A layers model a worker stored: its model.json and its weights. */
+export interface StoredLayersModel {
+  topology: StoredArtifact;
+  model: WrittenCheckpoint;
+}
+
+// ── Tasks and their results ─────────────────────────────────────────────────────────────────────
 
 export interface InfoTask {
   type: 'info';
@@ -36,18 +73,177 @@ export interface CrashTask {
   how: 'exit' | 'throw' | 'hang';
 }
 
-export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask | InspectDatasetTask | EvaluateTask | TemplateTask | TrainTask | CheckTrainTask | SoupTask | CompareModelsTask;
+export interface PruneTask {
+  type: 'prune';
+  model: StoredModelRef;
+  options: {
+    method: PruneMethod;
+    sparsity?: number;
+    n?: number;
+    m?: number;
+    seed?: number;
+    layout?: KernelLayout;
+    include?: string[];
+    exclude?: string[];
+  };
+}
+
+export interface ApplyMaskTask {
+  type: 'apply-mask';
+  model: StoredModelRef;
+  maskSha256: string;
+}
+
+export interface MaskedModelResult {
+  mask: { stored: StoredArtifact; hash: string; summary: MaskSummary };
+  model: WrittenCheckpoint;
+  /** Hash of the written model's exact-zero pattern: the mask hash, unless kept weights were already zero. */
+  impliedMaskHash: string;
+  stats?: PruneStats;
+}
+
+export interface InspectDatasetTask {
+  type: 'inspect-dataset';
+  dataset: DatasetRef;
+}
+
+export interface DatasetSummary {
+  inputShape: [number, number, number];
+  classes: number;
+  splits: { train: number; val: number; test: number };
+  pixels: 'uint8' | 'float32';
+}
+
+export interface EvaluateTask {
+  type: 'evaluate';
+  model: StoredLayersModelRef;
+  dataset: DatasetRef;
+  split: SplitName;
+  corruptions?: { name: string; severity: number }[];
+  /** Seeds the corruptions (same seed, same corrupted images). */
+  seed?: number;
+}
+
+export interface EvaluationMetrics {
+  count: number;
+  accuracy: number;
+  loss: number;
+  ece: number;
+  perClassAccuracy: (number | null)[];
+  worstClass: number | null;
+  worstClassAccuracy: number | null;
+  corruptions: { name: string; severity: number; accuracy: number }[];
+  meanCorruptionAccuracy: number | null;
+}
+
+export interface TemplateTask {
+  type: 'template';
+  architecture: string;
+  inputShape: [number, number, number];
+  classes: number;
+  seed: number;
+}
+
+export interface TrainTask {
+  type: 'train';
+  model: StoredLayersModelRef;
+  dataset: DatasetRef;
+  config: TrainingConfig;
+  /** `none`: dense training; `implied`: the model's own zero pattern; otherwise a stored mask. */
+  mask: { kind: 'none' } | { kind: 'implied' } | { kind: 'stored'; sha256: string };
+  /** ALLR: the dense model the pruned one came from, and the other inputs of the formula. */
+  allr?: { reference: StoredLayersModelRef; pruneRate: number; retrainToPretrainRatio: number };
+  /** Re-estimate batch-norm statistics after training (SMS does, for every candidate). */
+  recalibrate: boolean;
+  evaluate: SplitName[];
+  progressEvery?: number;
+}
+
+export interface TrainTaskResult {
+  stored: StoredLayersModel;
+  train: TrainResult;
+  metrics: Partial<Record<SplitName, EvaluationMetrics>>;
+  /** Pruned weights that are non-zero after training: always 0 (checked, or the task fails). */
+  revived: number;
+  backend: string;
+}
+
+/** Checks, before any training, that a training task can run: model, dataset and mask fit. */
+export interface CheckTrainTask {
+  type: 'check-train';
+  model: StoredLayersModelRef;
+  dataset: DatasetRef;
+  maskSha256?: string;
+}
+
+export interface CheckTrainResult {
+  /** Elements of the model's prunable trainable weights. */
+  prunableWeights: number;
+  hasBatchNorm: boolean;
+}
+
+export interface SoupTask {
+  type: 'soup';
+  models: StoredLayersModelRef[];
+  /** Known implied-mask hashes: when all equal, validation reads no tensor data for masks. */
+  maskHashes: (string | null)[];
+  method: 'uniform' | 'weighted' | 'greedy';
+  weights?: number[];
+  comparison?: GreedyComparison;
+  dataset?: DatasetRef;
+  /** Re-estimate batch-norm statistics of every scored set and of the result (layers models with BN). */
+  recalibrate: boolean;
+  /** Only check that the candidates can be merged (a 422 now rather than a failed job later). */
+  validateOnly?: boolean;
+}
+
+export interface SoupTaskResult {
+  maskHash: string;
+  weights: number[];
+  steps: GreedyStep[] | null;
+  /** Validation accuracy of the result (when a dataset was given and the models are layers models). */
+  valAccuracy: number | null;
+  stored: { weights: WrittenCheckpoint; topology: StoredArtifact | null } | null;
+}
+
+export interface CompareModelsTask {
+  type: 'compare-models';
+  models: StoredModelRef[];
+}
+
+export interface ModelDistance {
+  a: number;
+  b: number;
+  /** ‖θa − θb‖₂ over the prunable weights. */
+  l2: number;
+  /** The angle between θa and θb in degrees (null when one is all zeros). */
+  angleDegrees: number | null;
+}
+
+/** Every task by name: its payload and its result. */
+export interface TaskMap {
+  info: { task: InfoTask; result: InfoResult };
+  crash: { task: CrashTask; result: never };
+  prune: { task: PruneTask; result: MaskedModelResult };
+  'apply-mask': { task: ApplyMaskTask; result: MaskedModelResult };
+  'inspect-dataset': { task: InspectDatasetTask; result: DatasetSummary };
+  evaluate: { task: EvaluateTask; result: EvaluationMetrics };
+  template: { task: TemplateTask; result: StoredLayersModel };
+  train: { task: TrainTask; result: TrainTaskResult };
+  'check-train': { task: CheckTrainTask; result: CheckTrainResult };
+  soup: { task: SoupTask; result: SoupTaskResult };
+  'compare-models': { task: CompareModelsTask; result: ModelDistance[] };
+}
+
+export type TaskName = keyof TaskMap;
+export type TaskOf<K extends TaskName> = TaskMap[K]['task'];
+export type ResultOf<K extends TaskName> = TaskMap[K]['result'];
+export type WorkerTask = TaskOf<TaskName>;
 
 /** Messages a running task sends back on its progress port. */
 export interface ProgressMessage {
   kind: 'progress';
   [key: string]: unknown;
-}
-
-export interface TaskContext {
-  init: WorkerInit;
-  progress: (message: Omit<ProgressMessage, 'kind'>) => void;
-  port: MessagePort | null;
 }
 
 /** Key of a task result that is really a client error (CoreInputError) raised in the worker. */

@@ -2,16 +2,15 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { InfoResult } from './tasks.js';
 import { WorkerPool } from './worker-pool.js';
 
 describe('WorkerPool', () => {
   const dir = mkdtempSync(join(tmpdir(), 'pool-'));
-  const pool = new WorkerPool(2, { backend: 'auto', artifactsDir: dir, cacheDir: dir, allowDiagnostics: true });
+  const pool = new WorkerPool(2, { backend: 'auto', artifacts: { kind: 'fs', root: dir }, cacheDir: dir, allowDiagnostics: true });
   afterAll(() => pool.close());
 
   it('runs tasks on threads that each start a TensorFlow.js backend', async () => {
-    const info = await pool.run<InfoResult>({ type: 'info' });
+    const info = await pool.run({ type: 'info' });
     expect(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']).toContain(info.backend.name);
     expect(info.threadId).toBeGreaterThan(0);
   });
@@ -19,7 +18,7 @@ describe('WorkerPool', () => {
   it('fails a task whose thread dies, and replaces the thread', async () => {
     await expect(pool.run({ type: 'crash', how: 'exit' })).rejects.toThrow(/exit|terminated|code/i);
     await expect(pool.run({ type: 'crash', how: 'throw' })).rejects.toThrow('diagnostic failure');
-    const info = await pool.run<InfoResult>({ type: 'info' });
+    const info = await pool.run({ type: 'info' });
     expect(info.backend.name).toBeTruthy();
     expect(pool.stats().failed).toBe(2);
   });
@@ -29,6 +28,6 @@ describe('WorkerPool', () => {
     const p = pool.run({ type: 'crash', how: 'hang' }, { signal: controller.signal });
     setTimeout(() => controller.abort(), 200);
     await expect(p).rejects.toThrow(/abort/i);
-    expect((await pool.run<InfoResult>({ type: 'info' })).backend.name).toBeTruthy();
+    expect((await pool.run({ type: 'info' })).backend.name).toBeTruthy();
   });
 });

@@ -4,7 +4,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { PROJECT_ROOT } from '../paths.js';
 import { CoreInputError } from '../core/errors.js';
-import { CORE_INPUT_ERROR, type ProgressMessage, type WorkerInit, type WorkerTask } from './tasks.js';
+import { CORE_INPUT_ERROR, type ProgressMessage, type ResultOf, type WorkerInit, type WorkerTask } from './tasks.js';
 
 /** The compiled worker entry: threads run plain JavaScript, so tests run the build like production. */
 export function workerFilename(): string {
@@ -42,7 +42,8 @@ export class WorkerPool {
     });
   }
 
-  async run<R>(task: WorkerTask, opts: RunTaskOptions = {}): Promise<R> {
+  /** Runs a task on a thread; its result type follows from `task.type` (see `TaskMap`). */
+  async run<T extends WorkerTask>(task: T, opts: RunTaskOptions = {}): Promise<ResultOf<T['type']>> {
     const channel = opts.onProgress ? new MessageChannel() : null;
     if (channel && opts.onProgress) {
       const onProgress = opts.onProgress;
@@ -53,8 +54,8 @@ export class WorkerPool {
       const result = (await this.piscina.run(
         { task, port: channel?.port2 },
         { transferList: channel ? [channel.port2] : [], signal: opts.signal ?? null },
-      )) as R;
-      const clientError = (result as Record<string, unknown> | null)?.[CORE_INPUT_ERROR] as
+      )) as ResultOf<T['type']>;
+      const clientError = (result as unknown as Record<string, unknown> | null)?.[CORE_INPUT_ERROR] as
         | { code: string; message: string; details: Record<string, unknown>; status: 400 | 413 | 422 }
         | undefined;
       if (clientError) throw new CoreInputError(clientError.code, clientError.message, clientError.details, clientError.status);

@@ -25,12 +25,6 @@ const PACKAGES: Record<BackendName, string> = {
 
 const require = createRequire(import.meta.url);
 let current: Promise<BackendInfo> | null = null;
-const extraSetup: ((name: BackendName) => void | Promise<void>)[] = [];
-
-/** Code that must run once a backend is chosen (kernel fixes for wasm) registers itself here. */
-export function onBackendReady(fn: (name: BackendName) => void | Promise<void>): void {
-  extraSetup.push(fn);
-}
 
 async function tryBackend(name: BackendName): Promise<void> {
   switch (name) {
@@ -43,9 +37,10 @@ async function tryBackend(name: BackendName): Promise<void> {
       return;
     case 'wasm':
       await import('@tensorflow/tfjs-backend-wasm');
-      // Importing it registers the wasm kernel fixes with onBackendReady (run right after this).
-      await import('./wasm-kernels.js');
       if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend did not initialise');
+      await tf.ready();
+      // Loaded only here: the fixes are wasm kernels, and importing them elsewhere costs nothing.
+      (await import('./wasm-kernels.js')).registerWasmKernelFixes();
       return;
     case 'cpu':
       if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend did not initialise');
@@ -66,7 +61,6 @@ export function initBackend(preference: BackendPreference = 'auto'): Promise<Bac
       try {
         await tryBackend(name);
         await tf.ready();
-        for (const fn of extraSetup) await fn(name);
         return { name, tfBackend: tf.getBackend(), package: PACKAGES[name], tfjsVersion: tf.version.tfjs, skipped };
       } catch (err) {
         skipped.push({ name, reason: err instanceof Error ? err.message.split('\n')[0] : String(err) });

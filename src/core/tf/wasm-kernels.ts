@@ -1,5 +1,4 @@
 import * as tf from '@tensorflow/tfjs';
-import { onBackendReady } from './backend.js';
 
 /**
  * Kernel fixes for the wasm backend (see STACK.md, "TensorFlow.js here"):
@@ -455,7 +454,3 @@ export function registerWasmKernelFixes(): void {
 
 /** Names of the kernels this module replaces or adds on wasm (for /health and reports). */
 export const WASM_KERNEL_FIXES = Object.keys(FIXES);
-
-onBackendReady((name) => {
-  if (name === 'wasm') registerWasmKernelFixes();
-});

@@ -1,23 +1,9 @@
-import { ArtifactStore } from '../../artifacts/artifact-store.js';
 import { compareWeightsAsync } from '../../core/metrics/weights.js';
 import { isPrunable } from '../../core/pruning/prunable.js';
 import type { CheckpointReader } from '../../core/tensors.js';
-import type { TaskContext } from '../tasks.js';
-import { openStoredModel, type StoredModelRef } from './checkpoint.js';
-
-export interface CompareModelsTask {
-  type: 'compare-models';
-  models: StoredModelRef[];
-}
-
-export interface ModelDistance {
-  a: number;
-  b: number;
-  /** ‖θa − θb‖₂ over the prunable weights. */
-  l2: number;
-  /** The angle between θa and θb in degrees (null when one is all zeros). */
-  angleDegrees: number | null;
-}
+import type { CompareModelsTask, ModelDistance } from '../tasks.js';
+import type { TaskContext } from '../shared/context.js';
+import { openStoredModel } from '../shared/stored-models.js';
 
 async function* tensorsOf(reader: CheckpointReader) {
   for (const e of reader.tensors) if (isPrunable(e)) yield reader.readFloat32(e.name);
@@ -25,7 +11,7 @@ async function* tensorsOf(reader: CheckpointReader) {
 
 /** Pairwise L2 distance and angle between candidates (SMS reports them to show how far retraining moves apart). */
 export async function runCompareModels(task: CompareModelsTask, ctx: TaskContext): Promise<ModelDistance[]> {
-  const store = new ArtifactStore(ctx.init.artifactsDir);
+  const store = ctx.store;
   const out: ModelDistance[] = [];
   for (let a = 0; a < task.models.length; a++) {
     for (let b = a + 1; b < task.models.length; b++) {

@@ -1,73 +1,15 @@
-import type * as tf from '@tensorflow/tfjs';
-import { ArtifactStore } from '../../artifacts/artifact-store.js';
-import { corruptedSplit } from '../../core/data/corruptions.js';
-import type { ImageDataset, SplitName } from '../../core/data/dataset.js';
-import { classificationMetrics } from '../../core/metrics/classification.js';
-import { evaluateModel } from '../../core/tf/evaluate.js';
-import type { TaskContext } from '../tasks.js';
-import { checkModelFitsDataset, loadStoredLayersModel, type StoredLayersModelRef } from './checkpoint.js';
-import { type DatasetRef, loadDataset } from './datasets.js';
-
-export interface EvaluateTask {
-  type: 'evaluate';
-  model: StoredLayersModelRef;
-  dataset: DatasetRef;
-  split: SplitName;
-  corruptions?: { name: string; severity: number }[];
-  /** Seeds the corruptions (same seed, same corrupted images). */
-  seed?: number;
-}
-
-export interface EvaluationMetrics {
-  count: number;
-  accuracy: number;
-  loss: number;
-  ece: number;
-  perClassAccuracy: (number | null)[];
-  worstClass: number | null;
-  worstClassAccuracy: number | null;
-  corruptions: { name: string; severity: number; accuracy: number }[];
-  meanCorruptionAccuracy: number | null;
-}
+import type { EvaluateTask, EvaluationMetrics } from '../tasks.js';
+import type { TaskContext } from '../shared/context.js';
+import { loadDataset } from '../shared/datasets.js';
+import { evaluateWithCorruptions } from '../shared/evaluation.js';
+import { checkModelFitsDataset, loadStoredLayersModel } from '../shared/stored-models.js';
 
 export async function runEvaluate(task: EvaluateTask, ctx: TaskContext): Promise<EvaluationMetrics> {
-  const store = new ArtifactStore(ctx.init.artifactsDir);
-  const [model, ds] = await Promise.all([loadStoredLayersModel(store, task.model), loadDataset(task.dataset, ctx.init)]);
+  const [model, ds] = await Promise.all([loadStoredLayersModel(ctx.store, task.model), loadDataset(task.dataset, ctx)]);
   try {
     checkModelFitsDataset(model, ds);
     return evaluateWithCorruptions(model, ds, task.split, task.corruptions ?? [], task.seed ?? 0, (done, total) => ctx.progress({ done, total }));
   } finally {
     model.dispose();
   }
-}
-
-/** Accuracy, loss, ECE (15 bins), per-class and worst-class accuracy, then accuracy under each corruption. */
-export function evaluateWithCorruptions(
-  model: tf.LayersModel,
-  ds: ImageDataset,
-  split: SplitName,
-  corruptions: { name: string; severity: number }[],
-  seed: number,
-  progress?: (done: number, total: number) => void,
-): EvaluationMetrics {
-  const out = evaluateModel(model, ds, split);
-  const m = classificationMetrics(out.logits, out.labels, ds.classes, 'logits');
-  progress?.(1, corruptions.length + 1);
-  const corrupted = corruptions.map((c, i) => {
-    const cds = corruptedSplit(ds, split, c.name, c.severity, seed);
-    const r = evaluateModel(model, cds, 'test'); // corruptedSplit puts the corrupted images in its test split
-    progress?.(i + 2, corruptions.length + 1);
-    return { name: c.name, severity: c.severity, accuracy: r.accuracy };
-  });
-  return {
-    count: m.n,
-    accuracy: m.accuracy,
-    loss: m.loss,
-    ece: m.ece,
-    perClassAccuracy: m.perClassAccuracy,
-    worstClass: m.worstClass?.index ?? null,
-    worstClassAccuracy: m.worstClass?.accuracy ?? null,
-    corruptions: corrupted,
-    meanCorruptionAccuracy: corrupted.length ? corrupted.reduce((a, c) => a + c.accuracy, 0) / corrupted.length : null,
-  };
 }

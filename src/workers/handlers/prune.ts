@@ -1,6 +1,3 @@
-import { readFile } from 'node:fs/promises';
-import { ArtifactStore, type StoredArtifact } from '../../artifacts/artifact-store.js';
-import { type WrittenCheckpoint, writeCheckpointArtifact } from '../../artifacts/checkpoint-output.js';
 import { writeCheckpointLike } from '../../core/checkpoint/write-like.js';
 import {
   allocateMask,
@@ -8,46 +5,18 @@ import {
   checkMaskFits,
   impliedBits,
   type Mask,
-  type MaskSummary,
   maskHash,
-  parseMask,
   serializeMask,
   summarizeMask,
   wordsOf,
 } from '../../core/masks/index.js';
-import { type KernelLayout, PruneBuffers, type PruneMethod, type PruneStats, prune } from '../../core/pruning/methods.js';
+import { PruneBuffers, prune } from '../../core/pruning/methods.js';
 import type { CheckpointReader } from '../../core/tensors.js';
-import type { TaskContext } from '../tasks.js';
-import { openStoredModel, type StoredModelRef } from './checkpoint.js';
-
-export interface PruneTask {
-  type: 'prune';
-  model: StoredModelRef;
-  options: {
-    method: PruneMethod;
-    sparsity?: number;
-    n?: number;
-    m?: number;
-    seed?: number;
-    layout?: KernelLayout;
-    include?: string[];
-    exclude?: string[];
-  };
-}
-
-export interface ApplyMaskTask {
-  type: 'apply-mask';
-  model: StoredModelRef;
-  maskSha256: string;
-}
-
-export interface MaskedModelResult {
-  mask: { stored: StoredArtifact; hash: string; summary: MaskSummary };
-  model: WrittenCheckpoint;
-  /** Hash of the written model's exact-zero pattern: the mask hash, unless kept weights were already zero. */
-  impliedMaskHash: string;
-  stats?: PruneStats;
-}
+import type { ArtifactStore } from '../../storage/artifact-store.js';
+import { writeCheckpointArtifact } from '../../storage/checkpoint-output.js';
+import type { ApplyMaskTask, MaskedModelResult, PruneTask, StoredModelRef } from '../tasks.js';
+import type { TaskContext } from '../shared/context.js';
+import { openStoredModel, readStoredMask } from '../shared/stored-models.js';
 
 // Tasks on one thread run one at a time: one set of scratch buffers per thread spares the slow first
 // touch of fresh memory on every prune.
@@ -55,7 +24,7 @@ const buffers = new PruneBuffers();
 
 /** Selects the mask, stores it, and writes the model with the mask applied (same format and layout). */
 export async function runPrune(task: PruneTask, ctx: TaskContext): Promise<MaskedModelResult> {
-  const store = new ArtifactStore(ctx.init.artifactsDir);
+  const store = ctx.store;
   const reader = await openStoredModel(store, task.model);
   try {
     const { method, sparsity, n, m, seed, include, exclude } = task.options;
@@ -69,8 +38,8 @@ export async function runPrune(task: PruneTask, ctx: TaskContext): Promise<Maske
 
 /** Applies a stored mask to a model: shapes must match, or a CoreInputError says which differ. */
 export async function runApplyMask(task: ApplyMaskTask, ctx: TaskContext): Promise<MaskedModelResult> {
-  const store = new ArtifactStore(ctx.init.artifactsDir);
-  const mask = parseMask(new Uint8Array(await readFile(store.pathOf(task.maskSha256))));
+  const store = ctx.store;
+  const mask = await readStoredMask(store, task.maskSha256);
   const reader = await openStoredModel(store, task.model);
   try {
     checkMaskFits(mask, reader.tensors);
@@ -80,7 +49,7 @@ export async function runApplyMask(task: ApplyMaskTask, ctx: TaskContext): Promi
   }
 }
 
-async function storeMaskedModel(store: ArtifactStore, reader: CheckpointReader, ref: StoredModelRef, mask: Mask) {
+async function storeMaskedModel(store: ArtifactStore, reader: CheckpointReader, ref: StoredModelRef, mask: Mask): Promise<MaskedModelResult> {
   const byName = new Map(mask.tensors.map((t) => [t.name, t]));
   const implied = allocateMask(mask.tensors);
   const impliedByName = new Map(implied.tensors.map((t) => [t.name, t]));

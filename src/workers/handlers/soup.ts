@@ -1,44 +1,22 @@
 import * as tf from '@tensorflow/tfjs';
-import { ArtifactStore, type StoredArtifact } from '../../artifacts/artifact-store.js';
-import { type WrittenCheckpoint, writeCheckpointArtifact } from '../../artifacts/checkpoint-output.js';
+import type { ImageDataset } from '../../core/data/dataset.js';
+import { type GreedyStep, greedySoup } from '../../core/soups/greedy.js';
+import { mergeCheckpoints } from '../../core/soups/merge.js';
+import { validateCandidates } from '../../core/soups/validate.js';
+import { normalizeWeights } from '../../core/soups/weights.js';
+import type { CheckpointReader } from '../../core/tensors.js';
+import { hasBatchNorm } from '../../core/tf/batch-norm.js';
 import { recalibrateBatchNorm } from '../../core/tf/bn-recalibration.js';
 import { evaluateModel } from '../../core/tf/evaluate.js';
-import { type GreedyComparison, type GreedyStep, greedySoup } from '../../core/soups/greedy.js';
-import { mergeCheckpoints } from '../../core/soups/merge.js';
-import { normalizeWeights } from '../../core/soups/weights.js';
-import { validateCandidates } from '../../core/soups/validate.js';
-import type { CheckpointReader } from '../../core/tensors.js';
-import type { TaskContext } from '../tasks.js';
-import { loadStoredLayersModel, openStoredModel, type StoredLayersModelRef } from './checkpoint.js';
-import { type DatasetRef, loadDataset } from './datasets.js';
-import { storeLayersModel } from './template.js';
-
-export interface SoupTask {
-  type: 'soup';
-  models: StoredLayersModelRef[];
-  /** Known implied-mask hashes: when all equal, validation reads no tensor data for masks. */
-  maskHashes: (string | null)[];
-  method: 'uniform' | 'weighted' | 'greedy';
-  weights?: number[];
-  comparison?: GreedyComparison;
-  dataset?: DatasetRef;
-  /** Re-estimate batch-norm statistics of every scored set and of the result (layers models with BN). */
-  recalibrate: boolean;
-  /** Only check that the candidates can be merged (a 422 now rather than a failed job later). */
-  validateOnly?: boolean;
-}
-
-export interface SoupTaskResult {
-  maskHash: string;
-  weights: number[];
-  steps: GreedyStep[] | null;
-  /** Validation accuracy of the result (when a dataset was given and the models are layers models). */
-  valAccuracy: number | null;
-  stored: { weights: WrittenCheckpoint; topology: StoredArtifact | null } | null;
-}
+import type { ArtifactStore, StoredArtifact } from '../../storage/artifact-store.js';
+import { writeCheckpointArtifact } from '../../storage/checkpoint-output.js';
+import type { SoupTask, SoupTaskResult } from '../tasks.js';
+import type { TaskContext } from '../shared/context.js';
+import { loadDataset } from '../shared/datasets.js';
+import { loadStoredLayersModel, openStoredModel, storeLayersModel } from '../shared/stored-models.js';
 
 export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTaskResult> {
-  const store = new ArtifactStore(ctx.init.artifactsDir);
+  const store = ctx.store;
   const readers: CheckpointReader[] = [];
   try {
     for (const m of task.models) readers.push(await openStoredModel(store, m));
@@ -46,7 +24,7 @@ export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTas
     if (task.validateOnly) return { maskHash: validated.maskHash, weights: [], steps: null, valAccuracy: null, stored: null };
 
     const layers = task.models[0].format === 'tfjs-layers';
-    const ds = task.dataset ? await loadDataset(task.dataset, ctx.init) : null;
+    const ds = task.dataset ? await loadDataset(task.dataset, ctx) : null;
     let weights = normalizeWeights(task.models.length, task.weights);
     let steps: GreedyStep[] | null = null;
     if (task.method === 'greedy') {
@@ -84,15 +62,11 @@ export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTas
   }
 }
 
-function hasBatchNorm(model: tf.LayersModel): boolean {
-  return model.layers.some((l) => l.getClassName() === 'BatchNormalization');
-}
-
 /**
  * Greedy soup over layers models held in memory: a set is scored by averaging the members' weights
  * into a scratch model, recalibrating its batch norm, and measuring accuracy on the val split.
  */
-async function greedyOverLayersModels(store: ArtifactStore, task: SoupTask, ds: Awaited<ReturnType<typeof loadDataset>>, progress: (done: number, total: number) => void) {
+async function greedyOverLayersModels(store: ArtifactStore, task: SoupTask, ds: ImageDataset, progress: (done: number, total: number) => void) {
   const models = await Promise.all(task.models.map((m) => loadStoredLayersModel(store, m)));
   const scratch = await loadStoredLayersModel(store, task.models[0]);
   const recalibrate = task.recalibrate && hasBatchNorm(scratch);

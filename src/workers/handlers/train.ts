@@ -1,68 +1,34 @@
-import { readFile } from 'node:fs/promises';
 import type * as tf from '@tensorflow/tfjs';
-import { ArtifactStore } from '../../artifacts/artifact-store.js';
-import type { SplitName } from '../../core/data/dataset.js';
 import { CoreInputError } from '../../core/errors.js';
-import { checkMaskFits, isKept, type Mask, parseMask } from '../../core/masks/index.js';
+import { checkMaskFits, isKept, type Mask } from '../../core/masks/index.js';
 import { compareWeights } from '../../core/metrics/weights.js';
 import { isPrunable } from '../../core/pruning/prunable.js';
+import { hasBatchNorm } from '../../core/tf/batch-norm.js';
 import { recalibrateBatchNorm } from '../../core/tf/bn-recalibration.js';
 import { namedWeights } from '../../core/tf/model-io.js';
-import { type AllrInputs, type TrainingConfig, type TrainResult, trainModel, type WeightMask } from '../../core/tf/train.js';
-import type { TaskContext } from '../tasks.js';
-import { checkModelFitsDataset, loadStoredLayersModel, type StoredLayersModelRef } from './checkpoint.js';
-import { type DatasetRef, loadDataset } from './datasets.js';
-import { type EvaluationMetrics, evaluateWithCorruptions } from './evaluate.js';
-import { type StoredLayersModel, storeLayersModel } from './template.js';
+import { type AllrInputs, trainModel, type WeightMask } from '../../core/tf/train.js';
+import type { ArtifactStore } from '../../storage/artifact-store.js';
+import type { CheckTrainResult, CheckTrainTask, StoredLayersModelRef, TrainTask, TrainTaskResult } from '../tasks.js';
+import type { TaskContext } from '../shared/context.js';
+import { loadDataset } from '../shared/datasets.js';
+import { evaluateWithCorruptions } from '../shared/evaluation.js';
+import { checkModelFitsDataset, loadStoredLayersModel, readStoredMask, storeLayersModel } from '../shared/stored-models.js';
 
-export interface TrainTask {
-  type: 'train';
-  model: StoredLayersModelRef;
-  dataset: DatasetRef;
-  config: TrainingConfig;
-  /** `none`: dense training; `implied`: the model's own zero pattern; otherwise a stored mask. */
-  mask: { kind: 'none' } | { kind: 'implied' } | { kind: 'stored'; sha256: string };
-  /** ALLR: the dense model the pruned one came from, and the other inputs of the formula. */
-  allr?: { reference: StoredLayersModelRef; pruneRate: number; retrainToPretrainRatio: number };
-  /** Re-estimate batch-norm statistics after training (SMS does, for every candidate). */
-  recalibrate: boolean;
-  evaluate: SplitName[];
-  progressEvery?: number;
-}
-
-export interface TrainTaskResult {
-  stored: StoredLayersModel;
-  train: TrainResult;
-  metrics: Partial<Record<SplitName, EvaluationMetrics>>;
-  /** Pruned weights that are non-zero after training: always 0 (checked, or the task fails). */
-  revived: number;
-  backend: string;
-}
-
-/** Checks, before any training, that a training task can run: model, dataset and mask fit. */
-export interface CheckTrainTask {
-  type: 'check-train';
-  model: StoredLayersModelRef;
-  dataset: DatasetRef;
-  maskSha256?: string;
-}
-
-export async function runCheckTrain(task: CheckTrainTask, ctx: TaskContext): Promise<{ prunableWeights: number; hasBatchNorm: boolean }> {
-  const store = new ArtifactStore(ctx.init.artifactsDir);
-  const [model, ds] = await Promise.all([loadStoredLayersModel(store, task.model), loadDataset(task.dataset, ctx.init)]);
+export async function runCheckTrain(task: CheckTrainTask, ctx: TaskContext): Promise<CheckTrainResult> {
+  const [model, ds] = await Promise.all([loadStoredLayersModel(ctx.store, task.model), loadDataset(task.dataset, ctx)]);
   try {
     checkModelFitsDataset(model, ds);
-    if (task.maskSha256) checkMaskFits(parseMask(new Uint8Array(await readFile(store.pathOf(task.maskSha256)))), task.model.entries);
+    if (task.maskSha256) checkMaskFits(await readStoredMask(ctx.store, task.maskSha256), task.model.entries);
     const trainable = model.trainableWeights.filter((w) => isPrunable({ name: w.originalName, dtype: 'F32', shape: w.shape as number[] }));
-    return { prunableWeights: trainable.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0), hasBatchNorm: model.layers.some((l) => l.getClassName() === 'BatchNormalization') };
+    return { prunableWeights: trainable.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0), hasBatchNorm: hasBatchNorm(model) };
   } finally {
     model.dispose();
   }
 }
 
-export async function runTrain(task: TrainTask, ctx: TaskContext, backend: string): Promise<TrainTaskResult> {
-  const store = new ArtifactStore(ctx.init.artifactsDir);
-  const [model, ds] = await Promise.all([loadStoredLayersModel(store, task.model), loadDataset(task.dataset, ctx.init)]);
+export async function runTrain(task: TrainTask, ctx: TaskContext): Promise<TrainTaskResult> {
+  const store = ctx.store;
+  const [model, ds] = await Promise.all([loadStoredLayersModel(store, task.model), loadDataset(task.dataset, ctx)]);
   try {
     checkModelFitsDataset(model, ds);
     const mask = await weightMask(store, model, task);
@@ -81,7 +47,7 @@ export async function runTrain(task: TrainTask, ctx: TaskContext, backend: strin
       if (ds.splits[split].length > 0) metrics[split] = evaluateWithCorruptions(model, ds, split, [], 0);
     }
     const stored = await storeLayersModel(store, model);
-    return { stored, train, metrics, revived, backend };
+    return { stored, train, metrics, revived, backend: ctx.backend.name };
   } finally {
     model.dispose();
   }
@@ -102,7 +68,7 @@ async function weightMask(store: ArtifactStore, model: tf.LayersModel, task: Tra
     }
     return out;
   }
-  const mask: Mask = parseMask(new Uint8Array(await readFile(store.pathOf(task.mask.sha256))));
+  const mask: Mask = await readStoredMask(store, task.mask.sha256);
   checkMaskFits(mask, task.model.entries);
   for (const tm of mask.tensors) {
     if (!weights.has(tm.name)) throw new CoreInputError('mask-mismatch', `the mask names ${tm.name}, which the model does not have`, { tensor: tm.name }, 422);
@@ -125,7 +91,7 @@ function countRevived(model: tf.LayersModel, mask: WeightMask | undefined): numb
 }
 
 /** ALLR's d = ‖θ − θ_pruned‖ / ‖θ‖ over the prunable weights, θ the dense reference. */
-async function allrInputs(store: ArtifactStore, pruned: tf.LayersModel, a: NonNullable<TrainTask['allr']>): Promise<AllrInputs> {
+async function allrInputs(store: ArtifactStore, pruned: tf.LayersModel, a: { reference: StoredLayersModelRef; pruneRate: number; retrainToPretrainRatio: number }): Promise<AllrInputs> {
   const dense = await loadStoredLayersModel(store, a.reference);
   try {
     const dw = namedWeights(dense);

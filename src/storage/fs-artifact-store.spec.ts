@@ -3,14 +3,15 @@ import { mkdtempSync, readdirSync, readFileSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { ArtifactStore, UploadTooLargeError } from './artifact-store.js';
+import { UploadTooLargeError } from './artifact-store.js';
+import { FsArtifactStore } from './fs-artifact-store.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
-describe('ArtifactStore', () => {
-  let store: ArtifactStore;
+describe('FsArtifactStore', () => {
+  let store: FsArtifactStore;
   beforeEach(async () => {
-    store = new ArtifactStore(mkdtempSync(join(tmpdir(), 'artifacts-')));
+    store = new FsArtifactStore(mkdtempSync(join(tmpdir(), 'artifacts-')));
     await store.init();
   });
 
@@ -54,6 +55,17 @@ describe('ArtifactStore', () => {
     const chunks: Buffer[] = [];
     for await (const c of store.read(sha256, { start: 10, end: 20 })) chunks.push(c as Buffer);
     expect([...Buffer.concat(chunks)]).toEqual([...bytes.subarray(10, 20)]);
+    expect([...(await store.readBytes(sha256, { start: 10, end: 20 }))]).toEqual([...bytes.subarray(10, 20)]);
+    expect([...(await store.readBytes(sha256))]).toEqual([...bytes]);
+    // A range past the end answers what is there, as a stream would.
+    expect([...(await store.readBytes(sha256, { start: 95, end: 120 }))]).toEqual([...bytes.subarray(95)]);
+    expect(readFileSync(await store.localPath(sha256))).toEqual(Buffer.from(bytes));
+  });
+
+  it('reports whether it can take a write, leaving no probe behind', async () => {
+    await store.checkWritable();
+    expect(readdirSync(store.tmpDir)).toEqual([]);
+    expect(store.location).toBe(store.root);
   });
 
   it('garbage-collects unreferenced objects and stale temporary files, sparing young ones', async () => {

@@ -1,36 +1,21 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-
-export interface StoredArtifact {
-  sha256: string;
-  sizeBytes: number;
-  /** False when the same bytes were already stored (content addressing de-duplicates). */
-  created: boolean;
-}
-
-export class UploadTooLargeError extends Error {
-  constructor(readonly limit: number) {
-    super(`body exceeds the limit of ${limit} bytes`);
-    this.name = 'UploadTooLargeError';
-  }
-}
-
-const SHA256 = /^[0-9a-f]{64}$/;
+import { type ArtifactStore, type ArtifactWriter, type ByteRange, isSha256, type StoredArtifact, UploadTooLargeError } from './artifact-store.js';
 
 /**
  * A writer that streams bytes into a temporary file while hashing them. `commit()` renames it to
  * its content address; `abort()` removes it. Until commit nothing is visible under the address,
  * so a crash leaves at most a temporary file, which `collectGarbage` removes later.
  */
-export class ArtifactWriter {
+export class FsArtifactWriter implements ArtifactWriter {
   private readonly hash = createHash('sha256');
   private size = 0;
   private done = false;
 
   constructor(
-    private readonly store: ArtifactStore,
+    private readonly store: FsArtifactStore,
     private readonly handle: FileHandle,
     readonly tempPath: string,
     private readonly maxBytes: number,
@@ -80,10 +65,10 @@ export class ArtifactWriter {
 }
 
 /**
- * Content-addressed files: `root/sha256/ab/abcdef…`. Written through a temporary file in
- * `root/tmp` and renamed, so an address either holds the complete bytes or nothing.
+ * The filesystem artifact store. Content-addressed files: `root/sha256/ab/abcdef…`. Written through
+ * a temporary file in `root/tmp` and renamed, so an address either holds the complete bytes or nothing.
  */
-export class ArtifactStore {
+export class FsArtifactStore implements ArtifactStore {
   readonly tmpDir: string;
   readonly objectsDir: string;
 
@@ -97,16 +82,20 @@ export class ArtifactStore {
     await mkdir(this.objectsDir, { recursive: true });
   }
 
+  get location(): string {
+    return this.root;
+  }
+
   pathOf(sha256: string): string {
-    if (!SHA256.test(sha256)) throw new Error(`not a sha256 hex digest: ${sha256}`);
+    if (!isSha256(sha256)) throw new Error(`not a sha256 hex digest: ${sha256}`);
     return join(this.objectsDir, sha256.slice(0, 2), sha256);
   }
 
-  async createWriter(opts: { maxBytes?: number } = {}): Promise<ArtifactWriter> {
+  async createWriter(opts: { maxBytes?: number } = {}): Promise<FsArtifactWriter> {
     await mkdir(this.tmpDir, { recursive: true });
     const tempPath = join(this.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}.part`);
     const handle = await open(tempPath, 'wx');
-    return new ArtifactWriter(this, handle, tempPath, opts.maxBytes ?? Number.POSITIVE_INFINITY);
+    return new FsArtifactWriter(this, handle, tempPath, opts.maxBytes ?? Number.POSITIVE_INFINITY);
   }
 
   /** Streams any byte source into the store. On any error the temporary file is removed. */
@@ -130,13 +119,38 @@ export class ArtifactStore {
     return (await stat(this.pathOf(sha256))).size;
   }
 
-  read(sha256: string, range?: { start: number; end: number }): ReadStream {
+  read(sha256: string, range?: ByteRange): ReadStream {
     // `end` is exclusive here, inclusive for createReadStream.
     return createReadStream(this.pathOf(sha256), range ? { start: range.start, end: range.end - 1 } : {});
   }
 
-  async openFile(sha256: string): Promise<FileHandle> {
-    return open(this.pathOf(sha256), 'r');
+  async readBytes(sha256: string, range?: ByteRange): Promise<Uint8Array> {
+    const h = await open(this.pathOf(sha256), 'r');
+    try {
+      const start = range?.start ?? 0;
+      const end = range ? range.end : (await h.stat()).size;
+      const out = new Uint8Array(Math.max(0, end - start));
+      let off = 0;
+      while (off < out.length) {
+        const { bytesRead } = await h.read(out, off, out.length - off, start + off);
+        if (bytesRead === 0) break;
+        off += bytesRead;
+      }
+      return off === out.length ? out : out.subarray(0, off);
+    } finally {
+      await h.close();
+    }
+  }
+
+  async localPath(sha256: string): Promise<string> {
+    return this.pathOf(sha256);
+  }
+
+  async checkWritable(): Promise<void> {
+    await mkdir(this.tmpDir, { recursive: true });
+    const probe = join(this.tmpDir, `.health-${randomBytes(4).toString('hex')}`);
+    await writeFile(probe, 'ok');
+    await rm(probe);
   }
 
   async delete(sha256: string): Promise<void> {
@@ -146,17 +160,13 @@ export class ArtifactStore {
   async *list(): AsyncGenerator<{ sha256: string; mtimeMs: number }> {
     for (const prefix of await readdir(this.objectsDir).catch(() => [] as string[])) {
       for (const name of await readdir(join(this.objectsDir, prefix)).catch(() => [] as string[])) {
-        if (!SHA256.test(name)) continue;
+        if (!isSha256(name)) continue;
         const s = await stat(join(this.objectsDir, prefix, name)).catch(() => null);
         if (s) yield { sha256: name, mtimeMs: s.mtimeMs };
       }
     }
   }
 
-  /**
-   * Deletes stored objects that `isReferenced` rejects and temporary files, both only when older
-   * than `graceMs` (a file younger than that may belong to an upload whose row is not written yet).
-   */
   async collectGarbage(
     isReferenced: (sha256: string) => Promise<boolean> | boolean,
     graceMs = 10 * 60_000,

@@ -1,0 +1,74 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * The artifact store: content-addressed bytes (weights, model.json, masks, dataset files). Every
+ * part of the service reads and writes artifacts through this interface — the HTTP services on the
+ * main thread and the handlers in worker threads — so a second implementation (object storage)
+ * can replace the filesystem one without touching them. Addresses are sha256 hex digests of the
+ * bytes; an address holds the complete bytes or nothing.
+ */
+export interface ArtifactStore {
+  /** Where the bytes live, for health reports and logs (a directory, a bucket URL). */
+  readonly location: string;
+  /** Creates what the store needs (directories, a bucket check); idempotent. */
+  init(): Promise<void>;
+  /** A writer that hashes as it streams; nothing is visible under the address until `commit()`. */
+  createWriter(opts?: { maxBytes?: number }): Promise<ArtifactWriter>;
+  /** Streams any byte source into the store (one writer, committed; aborted on any error). */
+  put(source: AsyncIterable<Uint8Array> | Uint8Array, opts?: { maxBytes?: number }): Promise<StoredArtifact>;
+  has(sha256: string): Promise<boolean>;
+  size(sha256: string): Promise<number>;
+  /** The bytes as a stream; `range.end` is exclusive. */
+  read(sha256: string, range?: ByteRange): Readable;
+  /** The bytes (or a range of them) in memory: for small artifacts (model.json, masks) and headers. */
+  readBytes(sha256: string, range?: ByteRange): Promise<Uint8Array>;
+  /**
+   * A local file holding the bytes, for readers that need random access (checkpoint readers, the
+   * safetensors dataset). The filesystem store answers its own file; an object store would answer a
+   * cached download.
+   */
+  localPath(sha256: string): Promise<string>;
+  delete(sha256: string): Promise<void>;
+  list(): AsyncIterable<{ sha256: string; mtimeMs: number }>;
+  /**
+   * Deletes stored objects that `isReferenced` rejects and unfinished writes, both only when older
+   * than `graceMs` (a younger one may belong to an upload whose row is not written yet).
+   */
+  collectGarbage(isReferenced: (sha256: string) => Promise<boolean> | boolean, graceMs?: number): Promise<{ deleted: string[]; tempFilesDeleted: number }>;
+  /** Throws when the store cannot take a write now (the health check). */
+  checkWritable(): Promise<void>;
+}
+
+export interface ArtifactWriter {
+  readonly bytesWritten: number;
+  write(chunk: Uint8Array): Promise<void>;
+  commit(): Promise<StoredArtifact>;
+  /** Discards what was written; safe to call after commit or twice. */
+  abort(): Promise<void>;
+}
+
+export interface StoredArtifact {
+  sha256: string;
+  sizeBytes: number;
+  /** False when the same bytes were already stored (content addressing de-duplicates). */
+  created: boolean;
+}
+
+/** A byte range: `start` inclusive, `end` exclusive. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export class UploadTooLargeError extends Error {
+  constructor(readonly limit: number) {
+    super(`body exceeds the limit of ${limit} bytes`);
+    this.name = 'UploadTooLargeError';
+  }
+}
+
+const SHA256 = /^[0-9a-f]{64}$/;
+
+export function isSha256(s: string): boolean {
+  return SHA256.test(s);
+}

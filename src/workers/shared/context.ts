@@ -1,0 +1,14 @@
+import type { MessagePort } from 'node:worker_threads';
+import type { BackendInfo } from '../../core/tf/backend.js';
+import type { ArtifactStore } from '../../storage/artifact-store.js';
+import type { ProgressMessage, WorkerInit } from '../tasks.js';
+
+/** What a handler gets besides its task: the thread's store, backend and a progress channel. */
+export interface TaskContext {
+  init: WorkerInit;
+  /** The thread's artifact store (one per thread, built from `init.artifacts`). */
+  store: ArtifactStore;
+  backend: BackendInfo;
+  progress: (message: Omit<ProgressMessage, 'kind'>) => void;
+  port: MessagePort | null;
+}
