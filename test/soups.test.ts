@@ -146,6 +146,12 @@ describe('soups over HTTP', () => {
     for (const [i, s] of greedy.steps.entries()) if (i > 0) expect(s.accepted).toBe(s.soupScore >= Math.max(...greedy.steps.slice(0, i).filter((p: { accepted: boolean }) => p.accepted).map((p: { soupScore: number }) => p.soupScore)));
     expect(greedy.acceptedIds).toEqual(greedy.steps.filter((s: { accepted: boolean }) => s.accepted).map((s: { modelId: string }) => s.modelId).sort((a: string, b: string) => ids.indexOf(a) - ids.indexOf(b)));
     expect((await request(t.http).get(`/models/${greedy.resultModelId}`)).body.impliedMaskHash).toBe(pruned.mask.hash);
+    // The score recorded for the accepted set is the score of the stored soup: greedy scores through
+    // the same merge that writes it (and the same recalibration), so evaluating the result agrees exactly.
+    const finalScore = greedy.steps.filter((s: { accepted: boolean }) => s.accepted).at(-1).soupScore;
+    expect(greedy.valAccuracy).toBe(finalScore);
+    const evaluated = (await request(t.http).post(`/models/${greedy.resultModelId}/evaluations`).send({ datasetId: data, split: 'val' }).expect(201)).body;
+    expect(evaluated.accuracy).toBe(finalScore);
 
     const single = await waitForSoup(t, (await request(t.http).post('/soups').send({ modelIds: [ids[1]], method: 'greedy', datasetId: data, bnRecalibration: false }).expect(202)).body.id);
     expect(single.weights).toEqual([1]);

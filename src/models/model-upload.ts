@@ -5,6 +5,7 @@ import { UploadTooLargeError } from '../storage/artifact-store.js';
 import { SafetensorsIngest } from '../core/checkpoint/safetensors.js';
 import { parseModelJson, WeightsIngest } from '../core/checkpoint/tfjs.js';
 import { CoreInputError } from '../core/errors.js';
+import { ImpliedMaskFollower, ImpliedMaskStream } from '../core/masks/implied-stream.js';
 import type { TensorEntry, TensorStats } from '../core/tensors.js';
 
 /** What an upload produced: committed artifacts and the facts about every tensor. */
@@ -15,6 +16,8 @@ export interface IngestedCheckpoint {
   entries: TensorEntry[];
   stats: TensorStats[];
   metadata: Record<string, string>;
+  /** Hash of the exact-zero pattern on the prunable tensors, computed as the bytes arrived (null when none is prunable). */
+  impliedMaskHash: string | null;
 }
 
 const MODEL_JSON_LIMIT = 64 * 1024 * 1024;
@@ -27,13 +30,15 @@ export async function ingestSafetensors(req: AsyncIterable<Uint8Array>, store: A
   const writer = await store.createWriter({ maxBytes });
   try {
     const ingest = new SafetensorsIngest();
+    const implied = new ImpliedMaskFollower(() => ingest.header?.entries);
     for await (const chunk of req) {
       ingest.push(chunk);
+      implied.push(chunk);
       await writer.write(chunk);
     }
     const parsed = ingest.finish();
     const weights = await writer.commit();
-    return { format: 'safetensors', weights, topology: null, entries: parsed.entries, stats: parsed.stats, metadata: parsed.metadata };
+    return { format: 'safetensors', weights, topology: null, entries: parsed.entries, stats: parsed.stats, metadata: parsed.metadata, impliedMaskHash: implied.hash() };
   } catch (err) {
     await writer.abort();
     throw err;
@@ -65,6 +70,7 @@ export function ingestTfjsMultipart(
     let weights: StoredArtifact | null = null;
     let weightsWriter: ArtifactWriter | null = null;
     let stats: TensorStats[] | null = null;
+    let impliedMaskHash: string | null = null;
     let failed: unknown = null;
     const work: Promise<void>[] = [];
     // Parts arrive in order, but their handlers run concurrently: the weights wait for model.json.
@@ -98,13 +104,16 @@ export function ingestTfjsMultipart(
           if (failed) return;
           if (!modelJson) throw new CoreInputError('invalid-multipart', 'the model.json part must come before model.weights.bin (tf.io.http sends it first)');
           const ingest = new WeightsIngest(modelJson.entries, modelJson.weightBytes);
+          const implied = new ImpliedMaskStream(modelJson.entries);
           weightsWriter = await store.createWriter({ maxBytes });
           for await (const c of stream as AsyncIterable<Buffer>) {
             ingest.push(c);
+            implied.push(c, weightsWriter.bytesWritten);
             await weightsWriter.write(c);
           }
           if ((stream as unknown as { truncated?: boolean }).truncated) throw new UploadTooLargeError(maxBytes);
           stats = ingest.finish().stats;
+          impliedMaskHash = implied.hash();
           weights = await weightsWriter.commit();
           committed.push(weights);
         } else {
@@ -133,7 +142,7 @@ export function ingestTfjsMultipart(
         if (mj.entries.length > 0) return fail(new CoreInputError('invalid-multipart', 'the model.weights.bin part is missing'));
         return fail(new CoreInputError('invalid-tfjs-model', 'the model has no weights'));
       }
-      resolve({ format: 'tfjs-layers', weights, topology, entries: mj.entries, stats, metadata: {} });
+      resolve({ format: 'tfjs-layers', weights, topology, entries: mj.entries, stats, metadata: {}, impliedMaskHash });
     });
     req.pipe(bb);
   });

@@ -9,7 +9,6 @@ import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import { encodeSafetensorsHeader, openSafetensors } from '../core/checkpoint/safetensors.js';
 import { modelJsonForDownload, openTfjsWeights, type TfjsModelJson } from '../core/checkpoint/tfjs.js';
-import { impliedMask, maskHash } from '../core/masks/index.js';
 import { isPrunable } from '../core/pruning/prunable.js';
 import type { CheckpointReader, TensorEntry, TensorStats } from '../core/tensors.js';
 import { DatasetsService } from '../datasets/datasets.service.js';
@@ -31,7 +30,8 @@ export interface NewModel {
   metadata?: Record<string, string>;
   origin: ModelOrigin;
   parentIds?: string[];
-  impliedMaskHash?: string | null;
+  /** Hash of the weights' exact-zero pattern on the prunable tensors: computed where the bytes were written (ingest or worker), never by re-reading them here. */
+  impliedMaskHash: string | null;
   maskId?: string | null;
 }
 
@@ -74,7 +74,8 @@ export class ModelsService {
     manager?: EntityManager,
   ): Promise<ModelDto> {
     try {
-      return await this.create({ ...m, format: 'tfjs-layers', weights: built.model.weights, topology: built.topology, entries: built.model.entries, stats: built.model.stats }, manager);
+      const w = built.model;
+      return await this.create({ ...m, format: 'tfjs-layers', weights: w.weights, topology: built.topology, entries: w.entries, stats: w.stats, impliedMaskHash: w.impliedMaskHash }, manager);
     } catch (err) {
       if (!manager) {
         await this.artifacts.discard(built.model.weights);
@@ -103,24 +104,12 @@ export class ModelsService {
       } else {
         throw new ProblemException(415, `send a safetensors file as application/octet-stream, or a TensorFlow.js model as multipart/form-data (tf.io.http); got "${type || 'no content type'}"`);
       }
-      const { implied } = await this.impliedMask(ingested);
-      const model = await this.create({ name, ...ingested, origin: { kind: 'upload' }, impliedMaskHash: implied });
+      const model = await this.create({ name, ...ingested, origin: { kind: 'upload' } });
       this.metrics.addIngestedBytes(ingested.weights.sizeBytes + (ingested.topology?.sizeBytes ?? 0), 'model');
       return model;
     } catch (err) {
       for (const a of committed) await this.artifacts.discard(a);
       throw err;
-    }
-  }
-
-  /** The hash of the upload's exact-zero pattern on its prunable tensors (null when none is prunable). */
-  private async impliedMask(c: IngestedCheckpoint): Promise<{ implied: string | null }> {
-    if (!c.entries.some((e) => isPrunable(e))) return { implied: null };
-    const reader = await this.openWeights(c.format, c.weights.sha256, c.entries);
-    try {
-      return { implied: maskHash(await impliedMask(reader)) };
-    } finally {
-      await reader.close();
     }
   }
 
@@ -137,11 +126,7 @@ export class ModelsService {
 
   /** Persists a model whose artifacts are already committed: artifact rows, model row and lineage in one transaction. */
   async create(m: NewModel, manager?: EntityManager): Promise<ModelDto> {
-    // Computed from the written weights unless the caller knows it (an upload computed it already).
-    const impliedMaskHash =
-      m.impliedMaskHash !== undefined
-        ? m.impliedMaskHash
-        : (await this.impliedMask({ format: m.format, weights: m.weights, topology: m.topology, entries: m.entries, stats: m.stats, metadata: {} })).implied;
+    const impliedMaskHash = m.impliedMaskHash;
     const run = async (tx: EntityManager) => {
       await this.artifacts.record(tx, m.weights, m.format === 'safetensors' ? 'application/vnd.safetensors' : 'application/octet-stream');
       if (m.topology) await this.artifacts.record(tx, m.topology, 'application/json');

@@ -3,12 +3,12 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import { type DataSource, In } from 'typeorm';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { notFound, ProblemException, unprocessable } from '../common/problem.js';
+import { hasBatchNorm } from '../core/tf/batch-norm.js';
 import { CoreInputError } from '../core/errors.js';
 import { SOUP_METHODS } from '../core/soups/methods.js';
 import { DatasetsService } from '../datasets/datasets.service.js';
 import { JobName, QUEUE_POLICIES } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
-import type { ModelEntity } from '../models/model.entity.js';
 import { modelRef } from '../models/model-ref.js';
 import type { ModelDto } from '../models/models.dto.js';
 import { ModelsService } from '../models/models.service.js';
@@ -18,7 +18,6 @@ import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { SoupEntity, SoupIngredientEntity } from './soup.entity.js';
 import { type CreateSoupDto, mapSoup, type SoupDto, type SoupMethodDto, type SoupPageDto, type SoupQueryDto } from './soups.dto.js';
 
-const hasBatchNorm = (m: ModelEntity) => m.tensors.some((t) => /moving_(mean|variance)$|running_(mean|var)$/.test(t.name));
 
 @Injectable()
 export class SoupsService implements OnApplicationBootstrap {
@@ -67,7 +66,7 @@ export class SoupsService implements OnApplicationBootstrap {
       throw new ProblemException(layers ? 400 : 422, layers ? 'greedy soups score candidates on a dataset: send datasetId' : 'greedy soups evaluate candidates: they need TensorFlow.js layers models', { slug: layers ? 'validation' : 'no-architecture' });
     }
     const recalibrate = dto.bnRecalibration ?? true;
-    if (layers && recalibrate && models.some(hasBatchNorm) && !dto.datasetId) {
+    if (layers && recalibrate && models.some((m) => hasBatchNorm(m.tensors)) && !dto.datasetId) {
       throw new ProblemException(400, 'the models have batch norm, so the soup is recalibrated on a dataset: send datasetId (or bnRecalibration: false)', { slug: 'validation' });
     }
     const dataset = dto.datasetId ? await this.datasets.ref(dto.datasetId) : undefined;
@@ -81,10 +80,11 @@ export class SoupsService implements OnApplicationBootstrap {
       dataset,
       recalibrate,
     };
-    await this.pool.run({ ...task, validateOnly: true });
-
     // SMS phases build their soup inside their own job: no second job to wait for.
     const greedy = dto.method === 'greedy' && !opts.inline;
+    // A queued soup is checked now (a 422 rather than a failed job later); one built right here is
+    // validated once, by its build, which deletes the row when the candidates do not fit.
+    if (greedy) await this.pool.run({ ...task, validateOnly: true });
     const soup = await this.dataSource.transaction(async (tx) => {
       const s = await tx.save(
         tx.create(SoupEntity, {
@@ -157,7 +157,7 @@ export class SoupsService implements OnApplicationBootstrap {
         if (topology) {
           model = await this.models.createLayersModel({ topology, model: stored.weights }, base, tx);
         } else {
-          model = await this.models.create({ ...base, format: 'safetensors', weights: stored.weights.weights, topology: null, entries: stored.weights.entries, stats: stored.weights.stats, metadata: models[0].metadata }, tx);
+          model = await this.models.create({ ...base, format: 'safetensors', weights: stored.weights.weights, topology: null, entries: stored.weights.entries, stats: stored.weights.stats, impliedMaskHash: stored.weights.impliedMaskHash, metadata: models[0].metadata }, tx);
         }
         await tx.update(SoupEntity, { id: soupId }, {
           resultModelId: model.id,

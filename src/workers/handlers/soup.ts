@@ -1,13 +1,15 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ImageDataset } from '../../core/data/dataset.js';
 import { type GreedyStep, greedySoup } from '../../core/soups/greedy.js';
+import type { Mask } from '../../core/masks/index.js';
 import { mergeCheckpoints } from '../../core/soups/merge.js';
+import { findSoupMethod, linearSoupWeights } from '../../core/soups/methods.js';
 import { validateCandidates } from '../../core/soups/validate.js';
-import { normalizeWeights } from '../../core/soups/weights.js';
-import type { CheckpointReader } from '../../core/tensors.js';
+import type { CheckpointReader, TensorEntry } from '../../core/tensors.js';
 import { hasBatchNorm } from '../../core/tf/batch-norm.js';
 import { recalibrateBatchNorm } from '../../core/tf/bn-recalibration.js';
 import { evaluateModel } from '../../core/tf/evaluate.js';
+import { namedWeights } from '../../core/tf/model-io.js';
 import type { ArtifactStore, StoredArtifact } from '../../storage/artifact-store.js';
 import { writeCheckpointArtifact } from '../../storage/checkpoint-output.js';
 import type { SoupTask, SoupTaskResult } from '../tasks.js';
@@ -25,13 +27,16 @@ export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTas
 
     const layers = task.models[0].format === 'tfjs-layers';
     const ds = task.dataset ? await loadDataset(task.dataset, ctx) : null;
-    let weights = normalizeWeights(task.models.length, task.weights);
+    const method = findSoupMethod(task.method);
+    let weights: number[];
     let steps: GreedyStep[] | null = null;
-    if (task.method === 'greedy') {
+    if (method.kind === 'greedy') {
       if (!layers || !ds) throw new Error('greedy soups need layers models and a dataset (checked by the service)');
-      const g = await greedyOverLayersModels(store, task, ds, (done, total) => ctx.progress({ done, total }));
+      const g = await greedyOverLayersModels(store, task, readers, validated.mask, ds, (done, total) => ctx.progress({ done, total }));
       weights = g.weights;
       steps = g.trace;
+    } else {
+      weights = linearSoupWeights(method, task.models.length, method.parameters.some((p) => p.name === 'weights') ? { weights: task.weights ?? null } : {});
     }
     const format = layers ? 'tfjs-layers' : 'safetensors';
     let written = await writeCheckpointArtifact(store, format, readers[0].tensors as never, (sink) =>
@@ -63,30 +68,66 @@ export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTas
 }
 
 /**
- * Greedy soup over layers models held in memory: a set is scored by averaging the members' weights
- * into a scratch model, recalibrating its batch norm, and measuring accuracy on the val split.
+ * Greedy soup over layers models: a set is scored by merging its members with the same merge that
+ * writes the soup (`mergeCheckpoints`: float64 sums, one rounding, the shared mask re-applied) into
+ * memory, loading those bytes into a scratch model, recalibrating its batch norm and measuring
+ * accuracy on the val split. So the score recorded for the accepted set is the score of the stored soup.
  */
-async function greedyOverLayersModels(store: ArtifactStore, task: SoupTask, ds: ImageDataset, progress: (done: number, total: number) => void) {
-  const models = await Promise.all(task.models.map((m) => loadStoredLayersModel(store, m)));
+async function greedyOverLayersModels(
+  store: ArtifactStore,
+  task: SoupTask,
+  readers: readonly CheckpointReader[],
+  mask: Mask | undefined,
+  ds: ImageDataset,
+  progress: (done: number, total: number) => void,
+) {
   const scratch = await loadStoredLayersModel(store, task.models[0]);
   const recalibrate = task.recalibrate && hasBatchNorm(scratch);
-  const values = models.map((m) => m.getWeights());
+  const variables = namedWeights(scratch);
   let scored = 0;
   try {
     return await greedySoup(
-      models.length,
+      readers.length,
       async (weights) => {
-        const averaged = tf.tidy(() => values[0].map((_, j) => tf.addN(values.map((v, i) => v[j].mul(weights[i])).filter((_, i) => weights[i] > 0))));
-        scratch.setWeights(averaged);
-        tf.dispose(averaged);
+        const bytes = await mergeIntoMemory(readers, weights, mask);
+        setWeightsFromBytes(variables, readers[0].tensors, bytes);
         if (recalibrate) recalibrateBatchNorm(scratch, ds);
-        progress(++scored, 2 * models.length - 1);
+        progress(++scored, 2 * readers.length - 1);
         return evaluateModel(scratch, ds, 'val').accuracy;
       },
       { comparison: task.comparison ?? '>=' },
     );
   } finally {
-    for (const m of models) m.dispose();
     scratch.dispose();
+  }
+}
+
+/** The merged TensorFlow.js weights bytes of a weighted set, in memory (the soup writer's arithmetic). */
+async function mergeIntoMemory(readers: readonly CheckpointReader[], weights: readonly number[], mask: Mask | undefined): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  await mergeCheckpoints(readers, weights, async (chunk) => {
+    chunks.push(chunk.slice()); // the merge reuses its output buffers
+    size += chunk.byteLength;
+  }, { format: 'tfjs-weights', mask });
+  const out = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.byteLength;
+  }
+  return out;
+}
+
+/** Assigns weights bytes laid out as `entries` (TensorFlow.js weights, offsets from 0) to a model's variables. */
+function setWeightsFromBytes(variables: Map<string, tf.LayerVariable>, entries: readonly TensorEntry[], bytes: Uint8Array): void {
+  for (const e of entries) {
+    const v = variables.get(e.name);
+    if (!v) throw new Error(`the scratch model has no weight ${e.name}`);
+    const slice = bytes.slice(e.byteOffset, e.byteOffset + e.byteLength);
+    const values = e.dtype === 'F32' ? new Float32Array(slice.buffer) : e.dtype === 'I32' ? new Int32Array(slice.buffer) : slice;
+    const t = tf.tensor(values, e.shape, e.dtype === 'F32' ? 'float32' : e.dtype === 'I32' ? 'int32' : 'bool');
+    v.write(t);
+    t.dispose();
   }
 }
