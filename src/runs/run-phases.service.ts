@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { Inject, Injectable, type OnApplicationBootstrap } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import type { DatabaseHandle } from '../database/data-source.js';
@@ -12,6 +12,7 @@ import { ModelsService } from '../models/models.service.js';
 import { SoupsService } from '../soups/soups.service.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
+import { RunLifecycle } from './run-lifecycle.js';
 import { type RunPlan, RunsService } from './runs.service.js';
 
 /** A holder renews its lease every quarter of this; a dead holder's lease lapses within it. */
@@ -33,11 +34,11 @@ const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.l
  */
 @Injectable()
 export class RunPhasesService implements OnApplicationBootstrap {
-  private readonly logger = new Logger(RunPhasesService.name);
 
   constructor(
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly runs: RunsService,
+    private readonly lifecycle: RunLifecycle,
     private readonly models: ModelsService,
     private readonly masks: MasksService,
     private readonly soups: SoupsService,
@@ -98,7 +99,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
         if (phase && !FINISHED.includes(phase.status as never)) await this.dataSource.getRepository(RunPhaseEntity).update({ runId, index: phase.index }, { status: 'cancelled', finishedAt: new Date() });
         return;
       }
-      if (run.status === 'queued') await this.dataSource.getRepository(RunEntity).update({ id: runId }, { status: 'running', startedAt: new Date() });
+      if (run.status === 'queued') await this.lifecycle.start(this.dataSource.manager, runId);
       if (plan.pretrain && !(await this.pretrained(run, plan.pretrain))) return;
       if (!phase) return this.finish(run, 'succeeded', null);
       const moved = await this.step(run, plan, phase, phases);
@@ -116,7 +117,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
         const { model, mask } = await this.masks.prune(input, { method: plan.pruning.method, sparsity: phase.sparsity, include: plan.pruning.include, exclude: plan.pruning.exclude, name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-pruned` });
         await this.dataSource.transaction(async (tx) => {
           await tx.update(RunPhaseEntity, key, { status: 'pruned', inputModelId: input, prunedModelId: model.id, maskId: mask.id });
-          await this.runs.event(tx, run.id, 'phase-pruned', { phase: phase.index, sparsity: phase.sparsity, maskId: mask.id, prunedModelId: model.id });
+          await this.lifecycle.event(tx, run.id, 'phase-pruned', { phase: phase.index, sparsity: phase.sparsity, maskId: mask.id, prunedModelId: model.id });
         });
         return true;
       }
@@ -125,7 +126,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
           const existing = await tx.countBy(RunCandidateEntity, { runId: run.id, phase: phase.index });
           if (!existing) await this.runs.enqueueCandidates(tx, run.id, phase.index, plan.configs);
           await tx.update(RunPhaseEntity, key, { status: 'training' });
-          await this.runs.event(tx, run.id, 'phase-training', { phase: phase.index, candidates: plan.configs.length });
+          await this.lifecycle.event(tx, run.id, 'phase-training', { phase: phase.index, candidates: plan.configs.length });
         });
         return false;
       }
@@ -156,7 +157,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     if (!c) {
       await this.dataSource.transaction(async (tx) => {
         await this.runs.enqueueCandidates(tx, run.id, 0, [config]);
-        await this.runs.event(tx, run.id, 'pretraining', { config });
+        await this.lifecycle.event(tx, run.id, 'pretraining', { config });
       });
       return false;
     }
@@ -216,17 +217,11 @@ export class RunPhasesService implements OnApplicationBootstrap {
     };
     await this.dataSource.transaction(async (tx) => {
       await tx.update(RunPhaseEntity, { runId: run.id, index: phase.index }, { status: 'succeeded', soupId, resultModelId, metrics: metrics as never, finishedAt: new Date() });
-      await this.runs.event(tx, run.id, 'phase-succeeded', { phase: phase.index, sparsity: phase.sparsity, resultModelId, testAccuracy: test.accuracy, valAccuracy: val });
+      await this.lifecycle.event(tx, run.id, 'phase-succeeded', { phase: phase.index, sparsity: phase.sparsity, resultModelId, testAccuracy: test.accuracy, valAccuracy: val });
     });
   }
 
   private async finish(run: RunEntity, status: 'succeeded' | 'failed', error: string | null): Promise<void> {
-    await this.dataSource.transaction(async (tx) => {
-      const locked = await tx.findOne(RunEntity, { where: { id: run.id }, lock: { mode: 'pessimistic_write' } });
-      if (!locked || FINISHED.includes(locked.status)) return;
-      await tx.update(RunEntity, { id: run.id }, { status, error, finishedAt: new Date() });
-      await this.runs.event(tx, run.id, 'run-finished', { status, error });
-    });
-    this.logger.log({ run: run.id, status }, 'run finished');
+    await this.dataSource.transaction((tx) => this.lifecycle.finish(tx, run.id, status, error));
   }
 }

@@ -17,7 +17,8 @@ import type { TrainTaskResult } from '../workers/tasks.js';
 import type { ProgressMessage } from '../workers/tasks.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { MaskEntity } from '../masks/mask.entity.js';
-import { type CandidateProgress, FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
+import { type CandidateProgress, FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
+import { RunLifecycle } from './run-lifecycle.js';
 import { phaseSparsity, type RunPlan, RunsService } from './runs.service.js';
 
 const PROGRESS_WRITE_MS = 1000;
@@ -38,6 +39,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly runs: RunsService,
+    private readonly lifecycle: RunLifecycle,
     private readonly models: ModelsService,
     private readonly datasets: DatasetsService,
     private readonly jobs: JobsService,
@@ -67,7 +69,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
     for (const c of orphans) {
       await this.dataSource.transaction(async (tx) => {
         await tx.update(RunCandidateEntity, { id: c.id, status: 'running' }, { status: 'queued', workerId: null, progress: null });
-        await this.runs.event(tx, c.runId, 'candidate-requeued', { reason: 'its worker stopped answering', attempts: c.attempts }, c.id);
+        await this.lifecycle.event(tx, c.runId, 'candidate-requeued', { reason: 'its worker stopped answering', attempts: c.attempts }, c.id);
       });
       if (c.jobId) await this.jobs.fail(JobName.TrainCandidate, c.jobId, 'worker died').catch(() => {});
       this.logger.warn({ candidate: c.id, run: c.runId }, 'requeued the candidate of a dead worker');
@@ -90,8 +92,8 @@ export class RunsProcessor implements OnApplicationBootstrap {
         { status: 'running', attempts: () => 'attempts + 1', workerId: this.registry.id, jobId: job.id, startedAt: new Date(), error: null },
       );
       if (!claimed.affected) return false;
-      if (run.status === 'queued') await tx.update(RunEntity, { id: run.id, status: 'queued' }, { status: 'running', startedAt: new Date() });
-      await this.runs.event(tx, run.id, 'candidate-started', { phase: candidate.phase, index: candidate.index, attempt: candidate.attempts + 1 }, candidate.id);
+      await this.lifecycle.start(tx, run.id);
+      await this.lifecycle.event(tx, run.id, 'candidate-started', { phase: candidate.phase, index: candidate.index, attempt: candidate.attempts + 1 }, candidate.id);
       return true;
     });
     if (!started) return;
@@ -111,7 +113,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
       this.dataSource
         .transaction(async (tx) => {
           await tx.update(RunCandidateEntity, { id: candidate.id, status: 'running' }, { progress });
-          await this.runs.event(tx, run.id, 'progress', { phase: candidate.phase, index: candidate.index, ...progress }, candidate.id);
+          await this.lifecycle.event(tx, run.id, 'progress', { phase: candidate.phase, index: candidate.index, ...progress }, candidate.id);
         })
         .catch((err) => this.logger.warn({ err }, 'progress write failed'));
     };
@@ -145,7 +147,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
       }
       await this.dataSource.transaction(async (tx) => {
         await tx.update(RunCandidateEntity, { id: candidate.id, status: 'running' }, { status: 'queued', error: message, workerId: null });
-        await this.runs.event(tx, run.id, 'candidate-retry', { phase: candidate.phase, index: candidate.index, error: message }, candidate.id);
+        await this.lifecycle.event(tx, run.id, 'candidate-retry', { phase: candidate.phase, index: candidate.index, error: message }, candidate.id);
       });
       throw err; // pg-boss retries with back-off
     }
@@ -186,7 +188,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
           },
         );
         if (!run.backend) await tx.update(RunEntity, { id: run.id }, { backend: result.backend });
-        await this.runs.event(tx, run.id, 'candidate-succeeded', { phase: candidate.phase, index: candidate.index, resultModelId: model.id, valAccuracy: result.metrics.val?.accuracy ?? null, testAccuracy: result.metrics.test?.accuracy ?? null }, candidate.id);
+        await this.lifecycle.event(tx, run.id, 'candidate-succeeded', { phase: candidate.phase, index: candidate.index, resultModelId: model.id, valAccuracy: result.metrics.val?.accuracy ?? null, testAccuracy: result.metrics.test?.accuracy ?? null }, candidate.id);
         return true;
       });
     } finally {
@@ -199,10 +201,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
   }
 
   private async finishCandidate(candidate: RunCandidateEntity, status: RunStatus, error: string | null): Promise<void> {
-    await this.dataSource.transaction(async (tx) => {
-      await tx.update(RunCandidateEntity, { id: candidate.id }, { status, error, finishedAt: new Date(), workerId: null });
-      await this.runs.event(tx, candidate.runId, `candidate-${status}`, { phase: candidate.phase, index: candidate.index, ...(error ? { error } : {}) }, candidate.id);
-    });
+    await this.dataSource.transaction((tx) => this.lifecycle.finishCandidate(tx, candidate, status, error));
     await this.settleRun(candidate.runId, candidate.phase);
   }
 
@@ -246,12 +245,10 @@ export class RunsProcessor implements OnApplicationBootstrap {
         return;
       }
       if (!candidates.every((c) => FINISHED.includes(c.status))) return;
-      if (await tx.exists(RunEventEntity, { where: { runId, type: 'run-finished' } })) return;
       const failed = candidates.filter((c) => c.status === 'failed');
       const status: RunStatus = run.status === 'cancelled' ? 'cancelled' : failed.length ? 'failed' : 'succeeded';
       const error = failed.length ? `${failed.length} of ${candidates.length} candidates failed: ${failed[0].error}` : null;
-      await tx.update(RunEntity, { id: runId }, { status, error, finishedAt: run.finishedAt ?? new Date() });
-      await this.runs.event(tx, runId, 'run-finished', { status, error });
+      await this.lifecycle.finish(tx, runId, status, error);
     });
   }
 }

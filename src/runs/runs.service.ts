@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { type DataSource, type EntityManager, In, Not } from 'typeorm';
+import { type DataSource, type EntityManager, In, } from 'typeorm';
 import { notFound, ProblemException, unprocessable } from '../common/problem.js';
 import { CoreInputError } from '../core/errors.js';
 import { validateTrainingConfig } from '../core/tf/train.js';
@@ -11,8 +11,8 @@ import { MasksService } from '../masks/masks.service.js';
 import type { ModelEntity } from '../models/model.entity.js';
 import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
-import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
+import { RunLifecycle } from './run-lifecycle.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
 import { type CreateRunDto, type FullTrainingConfig, mapRun, type RunDto, type RunPageDto, type RunQueryDto, TRAINING_DEFAULTS, type TrainingConfigDto } from './runs.dto.js';
 
@@ -48,7 +48,7 @@ export class RunsService {
     private readonly datasets: DatasetsService,
     private readonly jobs: JobsService,
     private readonly pool: WorkerPoolService,
-    private readonly webhooks: WebhooksService,
+    private readonly lifecycle: RunLifecycle,
   ) {}
 
   /**
@@ -145,12 +145,12 @@ export class RunsService {
             tx.create(RunPhaseEntity, { runId: saved.id, index: i + 1, sparsity: phaseSparsity(goalSparsity, count, i + 1), status: 'queued' as const }),
           ),
         );
-        await this.event(tx, saved.id, 'run-created', { kind: dto.kind, phases: count, candidatesPerPhase: configs.length });
+        await this.lifecycle.event(tx, saved.id, 'run-created', { kind: dto.kind, phases: count, candidatesPerPhase: configs.length });
         await this.jobs.send(JobName.AdvanceRun, { runId: saved.id }, { manager: tx });
         return saved;
       }
       await this.enqueueCandidates(tx, saved.id, 0, configs);
-      await this.event(tx, saved.id, 'run-created', { kind: dto.kind, candidates: configs.length });
+      await this.lifecycle.event(tx, saved.id, 'run-created', { kind: dto.kind, candidates: configs.length });
       return saved;
     });
     return this.get(run.id);
@@ -216,28 +216,9 @@ export class RunsService {
   async cancel(id: string): Promise<RunDto> {
     const run = await this.entity(id);
     if (FINISHED.includes(run.status)) throw new ProblemException(409, `run ${id} has already ${run.status === 'cancelled' ? 'been cancelled' : run.status}`);
-    const queued = await this.dataSource.transaction(async (tx) => {
-      await tx.update(RunEntity, { id }, { status: 'cancelled', finishedAt: new Date() });
-      // Finished phases keep their results; the rest will not run.
-      await tx.update(RunPhaseEntity, { runId: id, status: Not('succeeded') }, { status: 'cancelled', finishedAt: new Date() });
-      const q = await tx.findBy(RunCandidateEntity, { runId: id, status: 'queued' });
-      await tx.update(RunCandidateEntity, { runId: id, status: 'queued' }, { status: 'cancelled', finishedAt: new Date() });
-      await this.event(tx, id, 'run-cancelled', {});
-      // With nothing running, nothing else will announce the end: do it here.
-      if (!(await tx.exists(RunCandidateEntity, { where: { runId: id, status: 'running' } }))) await this.event(tx, id, 'run-finished', { status: 'cancelled' });
-      return q;
-    });
+    const queued = await this.dataSource.transaction((tx) => this.lifecycle.cancel(tx, id));
     for (const c of queued) if (c.jobId) await this.jobs.cancel(JobName.TrainCandidate, c.jobId);
     return this.get(id);
-  }
-
-  async event(manager: EntityManager, runId: string, type: string, data: Record<string, unknown>, candidateId: string | null = null): Promise<void> {
-    await manager.save(manager.create(RunEventEntity, { runId, type, data, candidateId }));
-    if (type === 'run-finished') {
-      // The one place a run ends: its webhook is queued in the same transaction.
-      const run = await manager.findOneBy(RunEntity, { id: runId });
-      await this.webhooks.notify({ resource: 'run', id: runId, status: String(data.status), callbackUrl: run?.callbackUrl, data: { ...data, kind: run?.kind } }, { manager });
-    }
   }
 
   async eventsAfter(runId: string, afterId: number, limit = 500): Promise<RunEventEntity[]> {

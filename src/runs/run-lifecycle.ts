@@ -1,0 +1,68 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { type EntityManager, Not } from 'typeorm';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
+import { RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
+
+/**
+ * The one owner of a run's status: every transition of a run (queued → running → succeeded /
+ * failed / cancelled), and the ends of its candidates, is made here, inside the caller's
+ * transaction, together with the event that announces it. `run-finished` is emitted only by
+ * `finish`, at most once per run, and its webhook is queued in the same transaction.
+ */
+@Injectable()
+export class RunLifecycle {
+  private readonly logger = new Logger(RunLifecycle.name);
+
+  constructor(private readonly webhooks: WebhooksService) {}
+
+  /** Appends an event to the run's log. */
+  async event(tx: EntityManager, runId: string, type: string, data: Record<string, unknown>, candidateId: string | null = null): Promise<void> {
+    await tx.save(tx.create(RunEventEntity, { runId, type, data, candidateId }));
+  }
+
+  /** queued → running (a no-op for a run that already started or ended). */
+  async start(tx: EntityManager, runId: string): Promise<void> {
+    await tx.update(RunEntity, { id: runId, status: 'queued' }, { status: 'running', startedAt: new Date() });
+  }
+
+  /**
+   * Ends a run, once: `succeeded` or `failed` (a run already ended, or cancelled, stays as it is),
+   * or `cancelled` (the end of a cancelled run, announced when nothing of it runs any more).
+   * Answers whether this call ended it.
+   */
+  async finish(tx: EntityManager, runId: string, status: RunStatus, error: string | null): Promise<boolean> {
+    // The row lock serialises the candidates, phases and cancellations that end a run at once.
+    const run = await tx.findOne(RunEntity, { where: { id: runId }, lock: { mode: 'pessimistic_write' } });
+    if (!run) return false;
+    if (await tx.exists(RunEventEntity, { where: { runId, type: 'run-finished' } })) return false;
+    if (run.status === 'succeeded' || run.status === 'failed') return false;
+    if (run.status === 'cancelled' && status !== 'cancelled') return false;
+    await tx.update(RunEntity, { id: runId }, { status, error, finishedAt: run.finishedAt ?? new Date() });
+    await this.event(tx, runId, 'run-finished', { status, error });
+    await this.webhooks.notify({ resource: 'run', id: runId, status, callbackUrl: run.callbackUrl, data: { status, error, kind: run.kind } }, { manager: tx });
+    this.logger.log({ run: runId, status }, 'run finished');
+    return true;
+  }
+
+  /**
+   * Cancels a run: it is `cancelled` at once; phases not yet succeeded and queued candidates are
+   * cancelled with it. Answers the queued candidates (their jobs are the caller's to cancel).
+   */
+  async cancel(tx: EntityManager, runId: string): Promise<RunCandidateEntity[]> {
+    await tx.update(RunEntity, { id: runId }, { status: 'cancelled', finishedAt: new Date() });
+    // Finished phases keep their results; the rest will not run.
+    await tx.update(RunPhaseEntity, { runId, status: Not('succeeded') }, { status: 'cancelled', finishedAt: new Date() });
+    const queued = await tx.findBy(RunCandidateEntity, { runId, status: 'queued' });
+    await tx.update(RunCandidateEntity, { runId, status: 'queued' }, { status: 'cancelled', finishedAt: new Date() });
+    await this.event(tx, runId, 'run-cancelled', {});
+    // With nothing running, nothing else will announce the end: do it here.
+    if (!(await tx.exists(RunCandidateEntity, { where: { runId, status: 'running' } }))) await this.finish(tx, runId, 'cancelled', null);
+    return queued;
+  }
+
+  /** A candidate's end (succeeded rows are claimed by the result's landing; this records the others). */
+  async finishCandidate(tx: EntityManager, candidate: RunCandidateEntity, status: RunStatus, error: string | null): Promise<void> {
+    await tx.update(RunCandidateEntity, { id: candidate.id }, { status, error, finishedAt: new Date(), workerId: null });
+    await this.event(tx, candidate.runId, `candidate-${status}`, { phase: candidate.phase, index: candidate.index, ...(error ? { error } : {}) }, candidate.id);
+  }
+}
