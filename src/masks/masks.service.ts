@@ -2,7 +2,7 @@ import { PassThrough } from 'node:stream';
 import { Injectable, StreamableFile } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { Response } from 'express';
-import type { DataSource } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { notFound } from '../common/problem.js';
 import { diffMasks, impliedMask, type Mask, parseMask, sparseExportSize, writeSparse } from '../core/masks/index.js';
@@ -15,6 +15,13 @@ import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { MaskEntity } from './mask.entity.js';
 import { type MaskDiffDto, type MaskDto, type MaskPageDto, type MaskQueryDto, mapMask, type PruneModelDto, type PruneResultDto } from './masks.dto.js';
 
+/**
+ * Records what a prune produced in the caller's own rows, in the transaction that lands the model
+ * and mask: both commit or neither (a run phase uses it, so a crash cannot leave an orphan prune).
+ * Throwing rolls the landing back.
+ */
+export type RecordWith = (tx: EntityManager, landed: PruneResultDto) => Promise<void>;
+
 @Injectable()
 export class MasksService {
   constructor(
@@ -25,7 +32,7 @@ export class MasksService {
   ) {}
 
   /** POST /models/{id}/prune: selection and writing run in a worker thread; rows land in one transaction. */
-  async prune(modelId: string, dto: PruneModelDto): Promise<PruneResultDto> {
+  async prune(modelId: string, dto: PruneModelDto, opts: { record?: RecordWith } = {}): Promise<PruneResultDto> {
     const source = await this.models.entity(modelId);
     const { name, ...options } = dto;
     const result = await this.pool.run({ type: 'prune', model: modelRef(source), options });
@@ -35,6 +42,7 @@ export class MasksService {
       method: dto.method,
       params: { ...options },
       origin: { kind: 'prune', sourceModelId: source.id, ...options },
+      record: opts.record,
     });
   }
 
@@ -54,7 +62,7 @@ export class MasksService {
   private async persist(
     source: ModelEntity,
     result: MaskedModelResult,
-    opts: { name: string; method?: string; params?: Record<string, unknown>; existingMask?: MaskEntity; origin: { kind: 'prune' | 'mask-apply'; [k: string]: unknown } },
+    opts: { name: string; method?: string; params?: Record<string, unknown>; existingMask?: MaskEntity; origin: { kind: 'prune' | 'mask-apply'; [k: string]: unknown }; record?: RecordWith },
   ): Promise<PruneResultDto> {
     const topology = source.topologySha256
       ? { sha256: source.topologySha256, sizeBytes: await this.artifacts.store.size(source.topologySha256), created: false }
@@ -95,7 +103,9 @@ export class MasksService {
           },
           tx,
         );
-        return { model, mask: mapMask(mask) };
+        const landed = { model, mask: mapMask(mask) };
+        await opts.record?.(tx, landed);
+        return landed;
       });
     } catch (err) {
       if (!opts.existingMask) await this.artifacts.discard(result.mask.stored);

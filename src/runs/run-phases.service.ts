@@ -1,10 +1,11 @@
 import { Inject, Injectable, type OnApplicationBootstrap } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import type { DataSource } from 'typeorm';
+import { type DataSource, In, Not } from 'typeorm';
+import { CoreInputError } from '../core/errors.js';
 import type { DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
 import { EvaluationsService } from '../evaluations/evaluations.service.js';
-import { JobName } from '../jobs/jobs.js';
+import { JobName, QUEUE_POLICIES } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
 import { MasksService } from '../masks/masks.service.js';
 import { modelRef } from '../models/model-ref.js';
@@ -51,7 +52,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
   async onApplicationBootstrap(): Promise<void> {
     // The embedded database is one process: a lease left in it belongs to a previous, dead life.
     if (this.database.embedded) await this.dataSource.query('UPDATE run SET advance_lease_until = NULL WHERE advance_lease_until IS NOT NULL');
-    await this.jobs.work(JobName.AdvanceRun, 1, ({ runId }) => this.advance(runId));
+    await this.jobs.work(JobName.AdvanceRun, 1, ({ runId }, job) => this.advance(runId, job));
   }
 
   /**
@@ -59,7 +60,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
    * (it expires, so a crashed holder does not block the run); a job that finds it taken comes back
    * a few seconds later instead of being lost.
    */
-  async advance(runId: string): Promise<void> {
+  async advance(runId: string, job?: { retryCount: number }): Promise<void> {
     if (!(await this.claim(runId))) {
       await this.jobs.send(JobName.AdvanceRun, { runId }, { startAfterSeconds: 5 });
       return;
@@ -68,6 +69,12 @@ export class RunPhasesService implements OnApplicationBootstrap {
     const renew = setInterval(() => this.renew(runId).catch(() => {}), LEASE_MS / 4);
     try {
       await this.advanceClaimed(runId);
+    } catch (err) {
+      // A run never stays running after a step failed for good: a client error (it will fail the
+      // same way again) or the last retry ends the phase and the run `failed`, with the error.
+      const last = err instanceof CoreInputError || (job?.retryCount ?? 0) >= QUEUE_POLICIES[JobName.AdvanceRun].retryLimit;
+      if (!last) throw err;
+      await this.failStep(runId, err as Error);
     } finally {
       clearInterval(renew);
       await this.dataSource.query('UPDATE run SET advance_lease_until = NULL WHERE id = $1', [runId]);
@@ -114,11 +121,24 @@ export class RunPhasesService implements OnApplicationBootstrap {
     switch (phase.status) {
       case 'queued': {
         const input = phase.index === 1 ? await this.startingModel(run, plan) : phases[phase.index - 2].resultModelId!;
-        const { model, mask } = await this.masks.prune(input, { method: plan.pruning.method, sparsity: phase.sparsity, include: plan.pruning.include, exclude: plan.pruning.exclude, name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-pruned` });
-        await this.dataSource.transaction(async (tx) => {
-          await tx.update(RunPhaseEntity, key, { status: 'pruned', inputModelId: input, prunedModelId: model.id, maskId: mask.id });
-          await this.lifecycle.event(tx, run.id, 'phase-pruned', { phase: phase.index, sparsity: phase.sparsity, maskId: mask.id, prunedModelId: model.id });
-        });
+        // Idempotent per run and phase: the pruned model, its mask and the phase's record land in one
+        // transaction, which claims the phase (still queued) first; a second attempt rolls back.
+        const lost = new Error('the phase was pruned by another attempt');
+        try {
+          await this.masks.prune(
+            input,
+            { method: plan.pruning.method, sparsity: phase.sparsity, include: plan.pruning.include, exclude: plan.pruning.exclude, name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-pruned` },
+            {
+              record: async (tx, { model, mask }) => {
+                const claimed = await tx.update(RunPhaseEntity, { ...key, status: 'queued' }, { status: 'pruned', inputModelId: input, prunedModelId: model.id, maskId: mask.id });
+                if (!claimed.affected) throw lost;
+                await this.lifecycle.event(tx, run.id, 'phase-pruned', { phase: phase.index, sparsity: phase.sparsity, maskId: mask.id, prunedModelId: model.id });
+              },
+            },
+          );
+        } catch (err) {
+          if (err !== lost) throw err;
+        }
         return true;
       }
       case 'pruned': {
@@ -218,6 +238,15 @@ export class RunPhasesService implements OnApplicationBootstrap {
     await this.dataSource.transaction(async (tx) => {
       await tx.update(RunPhaseEntity, { runId: run.id, index: phase.index }, { status: 'succeeded', soupId, resultModelId, metrics: metrics as never, finishedAt: new Date() });
       await this.lifecycle.event(tx, run.id, 'phase-succeeded', { phase: phase.index, sparsity: phase.sparsity, resultModelId, testAccuracy: test.accuracy, valAccuracy: val });
+    });
+  }
+
+  private async failStep(runId: string, err: Error): Promise<void> {
+    const phase = await this.dataSource.getRepository(RunPhaseEntity).findOne({ where: { runId, status: Not(In(['succeeded', 'failed', 'cancelled'])) }, order: { index: 'ASC' } });
+    const where = phase ? `phase ${phase.index}` : 'pretraining';
+    await this.dataSource.transaction(async (tx) => {
+      if (phase) await tx.update(RunPhaseEntity, { runId, index: phase.index }, { status: 'failed', finishedAt: new Date() });
+      await this.lifecycle.finish(tx, runId, 'failed', `${where}: ${err.message}`);
     });
   }
 
