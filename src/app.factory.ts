@@ -36,7 +36,11 @@ export async function createApp(config: AppConfig, opts: CreateAppOptions = {}):
   app.useGlobalFilters(new ProblemFilter());
   app.useGlobalPipes(createValidationPipe());
   app.enableShutdownHooks();
-  SwaggerModule.setup('docs', app, () => createOpenApiDocument(app), { jsonDocumentUrl: 'docs/openapi.json' });
+  // Swagger UI at /docs; the raw document at /docs/openapi.json and, where clients look first, /openapi.json.
+  let document: OpenAPIObject | undefined;
+  const openApi = () => (document ??= createOpenApiDocument(app));
+  SwaggerModule.setup('docs', app, openApi, { jsonDocumentUrl: 'docs/openapi.json' });
+  app.getHttpAdapter().getInstance().get('/openapi.json', (_req: unknown, res: { json(body: unknown): void }) => res.json(openApi()));
   return app;
 }
 

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from './support/app.js';
 import { safetensorsBytes, seededWeights } from './support/checkpoints.js';
+import { mnistSliceIdx } from './support/datasets.js';
 
 const KEY = 'cli-writer-key';
 
@@ -174,5 +175,94 @@ describe('sparsoup CLI', () => {
     expect(usage.stderr).toContain('--method is required');
     expect((await cli(['runs', 'explode'], env)).code).toBe(2);
     for (const r of [notFound, badKey, invalid, unreachable, usage]) expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe("the CLI alone: from a template to an SMS report (the README's tour)", () => {
+  let t: TestApp;
+  let dir: string;
+  let env: Record<string, string>;
+  const ok = async (args: string[]) => {
+    const r = await cli(args, env);
+    if (r.code !== 0) throw new Error(`sparsoup ${args.join(' ')} exited ${r.code}:\n${r.stderr}\n${r.stdout}`);
+    return r;
+  };
+  const json = async (args: string[]) => JSON.parse((await ok([...args, '--json'])).stdout);
+
+  beforeAll(async () => {
+    t = await startTestApp({ WORKERS: '2' }, { listen: true });
+    dir = mkdtempSync(join(tmpdir(), 'sparsoup-cli-tour-'));
+    env = { SPARSOUP_URL: t.url };
+  });
+  afterAll(async () => {
+    await t?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('prints --help with an example for every command', async () => {
+    for (const command of ['models template', 'models evaluate', 'runs create', 'masks list', 'masks get', 'masks diff', 'datasets list', 'datasets upload', 'models prune', 'soups create']) {
+      const r = await ok([...command.split(' '), '--help']);
+      expect(r.stdout).toMatch(new RegExp(`^usage: sparsoup ${command}( |\\n)`));
+      expect(r.stdout).toMatch(new RegExp(`examples?:\\n {2}sparsoup ${command}( |\\n)`));
+    }
+  });
+
+  it('uploads a dataset, trains a template densely, evaluates, prunes, diffs masks, runs SMS from flags and reports', async () => {
+    const { images, labels } = mnistSliceIdx(1400);
+    writeFileSync(join(dir, 'images.idx'), images);
+    writeFileSync(join(dir, 'labels.idx'), labels);
+    const dataset = await json(['datasets', 'upload', '--images', join(dir, 'images.idx'), '--labels', join(dir, 'labels.idx'), '--name', 'digits']);
+    expect(dataset).toMatchObject({ name: 'digits', source: 'upload', classes: 10 });
+    expect((await ok(['datasets', 'list'])).stdout).toMatch(new RegExp(`^${dataset.id}\\s+digits\\s+upload`, 'm'));
+
+    const template = await json(['models', 'template', '--architecture', 'lenet-300-100', '--dataset', dataset.id, '--seed', '2']);
+    expect(template).toMatchObject({ format: 'tfjs-layers', paramCount: 266_610 });
+    expect((await ok(['models', 'template', '--architecture', 'lenet-300-100', '--dataset', dataset.id])).stdout).toMatch(/^template [0-9a-f-]{36} {2}lenet-300-100/);
+
+    const train = await json(['runs', 'create', '--kind', 'train', '--model', template.id, '--dataset', dataset.id, '--epochs', '1', '--batch-size', '64', '--learning-rate', '0.1', '--seed', '3']);
+    expect(train).toMatchObject({ kind: 'train', modelId: template.id, datasetId: dataset.id });
+    expect(train.candidates[0].config).toMatchObject({ epochs: 1, batchSize: 64, learningRate: 0.1, seed: 3 });
+    expect((await ok(['runs', 'watch', train.id])).stdout.trim().split('\n').at(-1)).toBe(`run ${train.id} succeeded`);
+    const dense = (await json(['runs', 'get', train.id])).candidates[0].resultModelId;
+
+    const evaluation = await json(['models', 'evaluate', dense, '--dataset', dataset.id, '--split', 'val', '--corruption', 'gaussian-noise:2']);
+    expect(evaluation).toMatchObject({ modelId: dense, split: 'val', corruptions: [{ name: 'gaussian-noise', severity: 2 }] });
+    expect(evaluation.accuracy).toBeGreaterThan(0.3);
+    expect((await ok(['models', 'evaluate', dense, '--dataset', dataset.id])).stdout).toMatch(/^evaluation .* accuracy \d+\.\d+%/);
+
+    const a = await json(['models', 'prune', dense, '--method', 'magnitude-global', '--sparsity', '0.8']);
+    const b = await json(['models', 'prune', dense, '--method', 'random', '--sparsity', '0.8', '--seed', '1']);
+    const listed = await json(['masks', 'list', '--model', dense]);
+    expect(listed.items.map((m: { id: string }) => m.id).sort()).toEqual([a.mask.id, b.mask.id].sort());
+    expect((await json(['masks', 'get', a.mask.id])).hash).toBe(a.mask.hash);
+    const diff = await json(['masks', 'diff', a.mask.id, b.mask.id]);
+    expect(diff.equal).toBe(false);
+    expect(diff.hamming).toBe(diff.tensors.reduce((sum: number, x: { hamming: number }) => sum + x.hamming, 0));
+    expect((await ok(['masks', 'diff', a.mask.id, a.mask.id])).stdout).toMatch(/^equal {2}hamming 0$/m);
+
+    // Flags on top of a file: the file gives the shape, the flags the budget.
+    const file = join(dir, 'sms.json');
+    writeFileSync(file, JSON.stringify({ kind: 'sms', modelId: dense, datasetId: dataset.id, goalSparsity: 0.9, phases: 2, m: 3, training: { batchSize: 64, epochs: 5 } }));
+    const sms = await json(['runs', 'create', '-f', file, '--m', '2', '--epochs', '0.2', '--soup', 'uniform', '--learning-rate', '0.05']);
+    expect(sms).toMatchObject({ kind: 'sms', modelId: dense });
+    expect(sms.candidates.length === 0 || sms.candidates.length === 2).toBe(true);
+    expect((await ok(['runs', 'watch', sms.id])).stdout.trim().split('\n').at(-1)).toBe(`run ${sms.id} succeeded`);
+    const run = await json(['runs', 'get', sms.id]);
+    expect(run.candidates).toHaveLength(4);
+    for (const c of run.candidates) expect(c.config).toMatchObject({ epochs: 0.2, batchSize: 64, learningRate: 0.05 });
+    const report = await ok(['runs', 'report', sms.id, '-o', join(dir, 'sms.svg')]);
+    expect(report.stdout).toMatch(/^2\s+90\.0%\s+\S+\s+succeeded\s+2\s.*soup \(uniform\)/m);
+    expect(readFileSync(join(dir, 'sms.svg'), 'utf8')).toMatch(/^<svg/);
+  }, 300_000);
+
+  it('refuses a run without a kind or file, and numbers that are not numbers, as usage errors', async () => {
+    const none = await cli(['runs', 'create', '--model', '00000000-0000-4000-8000-000000000000'], env);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('--kind train|retrain|imp|sms');
+    const nan = await cli(['runs', 'create', '--kind', 'train', '--epochs', 'lots'], env);
+    expect(nan.code).toBe(2);
+    expect(nan.stderr).toContain('--epochs must be a number, not "lots"');
+    const badCorruption = await cli(['models', 'evaluate', '00000000-0000-4000-8000-000000000000', '--dataset', 'mnist', '--corruption', 'noise:9'], env);
+    expect(badCorruption.code).toBe(2);
   });
 });

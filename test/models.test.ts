@@ -134,6 +134,14 @@ describe('models over HTTP', () => {
       head.writeBigUInt64LE(10_000n);
       await expectRefused(post(Buffer.concat([head, Buffer.from('{}')])), 400, /header|length|truncated|short/i);
     });
+    it('29 bytes of garbage whose length prefix claims exabytes: invalid input (400), not a large body, the length exact as a string', async () => {
+      const garbage = Buffer.concat([Buffer.from('this is not a safetensors file', 'latin1')]).subarray(0, 29);
+      const claimed = garbage.readBigUInt64LE(0);
+      expect(claimed > BigInt(Number.MAX_SAFE_INTEGER)).toBe(true);
+      const res = await expectRefused(post(garbage), 400, /header length \d+ exceeds the limit/);
+      expect(res.body.type).toMatch(/invalid-safetensors$/);
+      expect(res.body.headerLength).toBe(claimed.toString());
+    });
     it('a truncated body', async () => {
       const bytes = await safetensorsBytes([{ name: 'w', dtype: 'F32', shape: [64], data: new Float32Array(64) }]);
       await expectRefused(post(bytes.subarray(0, bytes.length - 10)), 400, /bytes|short|truncated|ends/i);

@@ -131,7 +131,10 @@ describe('soups over HTTP', () => {
     expect(retrain.status).toBe('succeeded');
     const ids = retrain.candidates.map((c: { resultModelId: string }) => c.resultModelId);
 
+    expect((await request(t.http).get(`/runs/${retrain.id}/report`).expect(200)).body.phases[0].soup).toBeNull();
     const uniform = (await request(t.http).post('/soups').send({ modelIds: ids, method: 'uniform', datasetId: data }).expect(201)).body;
+    // The retrain run's report shows the soup made from its candidates.
+    expect((await request(t.http).get(`/runs/${retrain.id}/report`).expect(200)).body.phases[0].soup).toMatchObject({ id: uniform.id, method: 'uniform', valAccuracy: uniform.valAccuracy });
     expect(uniform).toMatchObject({ status: 'succeeded', maskHash: pruned.mask.hash });
     expect(uniform.sparsity).toBeCloseTo(pruned.model.prunableSparsity, 12);
     expect(uniform.valAccuracy).toBeGreaterThan(0.2);

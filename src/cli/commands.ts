@@ -7,6 +7,7 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { parse as parseYaml } from 'yaml';
 import {
   ApiError,
+  type components,
   type CreateRun,
   type CreateSoup,
   createSparsoupClient,
@@ -18,6 +19,7 @@ import {
   runReportSvg,
   type SparsoupClient,
   unwrap,
+  uploadDataset,
   uploadSafetensors,
   uploadTfjs,
 } from '../../clients/typescript/index.js';
@@ -34,10 +36,13 @@ export interface Context {
 }
 
 type Values = Record<string, string | boolean | string[] | undefined>;
+type Schemas = components['schemas'];
 
 export interface Command {
   args: string;
   summary: string;
+  /** Shown by `sparsoup <group> <command> --help`: what the options mean and an example. */
+  help?: string;
   /** The command's own options (beyond --url, --api-key, --json, --help). */
   options: string[];
   run(ctx: Context, args: string[], values: Values): Promise<number | undefined | void>;
@@ -65,6 +70,29 @@ export const OPTIONS = {
   comparison: { type: 'string' },
   metric: { type: 'string' },
   limit: { type: 'string' },
+  architecture: { type: 'string' },
+  split: { type: 'string' },
+  corruption: { type: 'string', multiple: true },
+  kind: { type: 'string' },
+  model: { type: 'string' },
+  mask: { type: 'string' },
+  vary: { type: 'string' },
+  values: { type: 'string' },
+  epochs: { type: 'string' },
+  'batch-size': { type: 'string' },
+  'learning-rate': { type: 'string' },
+  schedule: { type: 'string' },
+  optimizer: { type: 'string' },
+  'goal-sparsity': { type: 'string' },
+  phases: { type: 'string' },
+  pruning: { type: 'string' },
+  soup: { type: 'string' },
+  'epochs-multiplier': { type: 'string' },
+  images: { type: 'string' },
+  labels: { type: 'string' },
+  'test-images': { type: 'string' },
+  'test-labels': { type: 'string' },
+  classes: { type: 'string' },
 } as const;
 
 const client = (ctx: Context): SparsoupClient => createSparsoupClient({ baseUrl: ctx.url, apiKey: ctx.apiKey });
@@ -212,17 +240,58 @@ async function soupsCreate(ctx: Context, args: string[], values: Values) {
 
 // ---- runs -----------------------------------------------------------------------------------
 
-async function runsCreate(ctx: Context, args: string[], values: Values) {
+/** Flags of `runs create` and the field of POST /runs each sets (training fields go under `training`). */
+const RUN_FLAGS: [flag: string, field: string, kind: 'string' | 'number'][] = [
+  ['kind', 'kind', 'string'],
+  ['model', 'modelId', 'string'],
+  ['dataset', 'datasetId', 'string'],
+  ['mask', 'maskId', 'string'],
+  ['m', 'm', 'number'],
+  ['vary', 'vary', 'string'],
+  ['goal-sparsity', 'goalSparsity', 'number'],
+  ['phases', 'phases', 'number'],
+  ['epochs-multiplier', 'epochsMultiplier', 'number'],
+];
+const TRAINING_FLAGS: [flag: string, field: string, kind: 'string' | 'number'][] = [
+  ['epochs', 'epochs', 'number'],
+  ['batch-size', 'batchSize', 'number'],
+  ['learning-rate', 'learningRate', 'number'],
+  ['schedule', 'schedule', 'string'],
+  ['optimizer', 'optimizer', 'string'],
+  ['seed', 'seed', 'number'],
+];
+
+/** The body of POST /runs: the file (-f, JSON or YAML) if given, then every flag on top of it. */
+export async function runBody(args: string[], values: Values): Promise<CreateRun> {
   const file = (values.file as string | undefined) ?? args[0];
-  if (!file) throw new UsageError('give the run as -f run.json or -f run.yaml');
-  const text = await readFile(file, 'utf8');
-  let body: CreateRun;
-  try {
-    body = (/\.ya?ml$/i.test(file) ? parseYaml(text) : JSON.parse(text)) as CreateRun;
-  } catch (err) {
-    throw new UsageError(`${file} is not valid ${/\.ya?ml$/i.test(file) ? 'YAML' : 'JSON'}: ${(err as Error).message}`);
+  let body: Record<string, unknown> = {};
+  if (file) {
+    const text = await readFile(file, 'utf8');
+    const yaml = /\.ya?ml$/i.test(file);
+    let parsed: unknown;
+    try {
+      parsed = yaml ? parseYaml(text) : JSON.parse(text);
+    } catch (err) {
+      throw new UsageError(`${file} is not valid ${yaml ? 'YAML' : 'JSON'}: ${(err as Error).message}`);
+    }
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new UsageError(`${file} must hold one object (the body of POST /runs)`);
+    body = parsed as Record<string, unknown>;
   }
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new UsageError(`${file} must hold one object (the body of POST /runs)`);
+  const read = (flag: string, kind: 'string' | 'number') => (kind === 'number' ? number(values, flag) : (values[flag] as string | undefined));
+  for (const [flag, field, kind] of RUN_FLAGS) if (values[flag] !== undefined) body[field] = read(flag, kind);
+  const training: Record<string, unknown> = { ...((body.training as Record<string, unknown> | undefined) ?? {}) };
+  for (const [flag, field, kind] of TRAINING_FLAGS) if (values[flag] !== undefined) training[field] = read(flag, kind);
+  if (Object.keys(training).length) body.training = training;
+  if (values.values !== undefined) body.values = String(values.values).split(',').map((v) => (v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v));
+  if (values.pruning !== undefined) body.pruning = { ...((body.pruning as object | undefined) ?? {}), method: values.pruning };
+  if (values.soup !== undefined) body.soup = { ...((body.soup as object | undefined) ?? {}), method: values.soup };
+  if (!file && values.kind === undefined) throw new UsageError('give the run as -f run.json | run.yaml, or as flags starting with --kind train|retrain|imp|sms');
+  if (body.kind === undefined) throw new UsageError('the run needs a kind (--kind train|retrain|imp|sms, or "kind" in the file)');
+  return body as unknown as CreateRun;
+}
+
+async function runsCreate(ctx: Context, args: string[], values: Values) {
+  const body = await runBody(args, values);
   const run = await unwrap(client(ctx).POST('/runs', { body }));
   if (ctx.json) printJson(ctx, run);
   else print(ctx, `run ${run.id}  ${run.kind}  ${run.status}  ${run.candidates.length} candidates\nfollow it: sparsoup runs watch ${run.id}`);
@@ -341,16 +410,176 @@ async function runsReport(ctx: Context, args: string[], values: Values) {
   if (plot) print(ctx, `\nsaved the accuracy-against-sparsity plot to ${plot}`);
 }
 
+// ---- templates, evaluations, masks, datasets ---------------------------------------------------
+
+async function modelsTemplate(ctx: Context, _args: string[], values: Values) {
+  const architecture = values.architecture as Schemas['CreateTemplateDto']['architecture'] | undefined;
+  if (!architecture) throw new UsageError('--architecture is required (lenet-300-100, cnn-bn, resnet-small)');
+  if (!values.dataset) throw new UsageError('--dataset is required (mnist, fashion-mnist, or an uploaded dataset id)');
+  const body: Schemas['CreateTemplateDto'] = {
+    architecture,
+    datasetId: values.dataset as string,
+    ...(values.seed !== undefined ? { seed: number(values, 'seed') } : {}),
+    ...(values.name ? { name: values.name as string } : {}),
+  };
+  const model = await unwrap(client(ctx).POST('/models/templates', { body }));
+  if (ctx.json) printJson(ctx, model);
+  else print(ctx, `template ${modelLine(model)}`);
+}
+
+async function modelsEvaluate(ctx: Context, args: string[], values: Values) {
+  const [id] = need(args, 1, 'the model id');
+  if (!values.dataset) throw new UsageError('--dataset is required');
+  const split = (values.split as 'train' | 'val' | 'test' | undefined) ?? 'test';
+  if (!['train', 'val', 'test'].includes(split)) throw new UsageError('--split is train, val or test');
+  const corruptions = ((values.corruption as string[] | undefined) ?? []).map((c) => {
+    const match = /^([a-z-]+)(?::([1-5]))?$/.exec(c);
+    if (!match) throw new UsageError(`--corruption is name or name:severity (1-5), not "${c}"`);
+    return { name: match[1] as NonNullable<Schemas['CreateEvaluationDto']['corruptions']>[number]['name'], severity: Number(match[2] ?? 3) };
+  });
+  const body: Schemas['CreateEvaluationDto'] = {
+    datasetId: values.dataset as string,
+    split,
+    ...(corruptions.length ? { corruptions } : {}),
+    ...(values.seed !== undefined ? { seed: number(values, 'seed') } : {}),
+  };
+  const e = await unwrap(client(ctx).POST('/models/{id}/evaluations', { params: { path: { id } }, body }));
+  if (ctx.json) return printJson(ctx, e);
+  print(ctx, `evaluation ${e.id}  ${e.datasetId}/${e.split}  ${e.count.toLocaleString('en')} samples  accuracy ${pct(e.accuracy)}  loss ${num(e.loss)}  ECE ${num(e.ece)}  worst class ${e.worstClass ?? '-'} (${pct(e.worstClassAccuracy)})`);
+  if (e.corruptions.length) print(ctx, table(['corruption', 'severity', 'accuracy'], e.corruptions.map((c) => [c.name, c.severity, pct(c.accuracy)])));
+}
+
+function maskLine(m: Schemas['MaskDto']): string {
+  return `${m.id}  ${m.method}  sparsity ${pct(m.sparsity)}  kept ${m.keptCount.toLocaleString('en')} of ${m.prunableCount.toLocaleString('en')}  hash ${m.hash.slice(0, 12)}  source ${m.sourceModelId ?? '-'}`;
+}
+
+async function masksList(ctx: Context, _args: string[], values: Values) {
+  const query = { limit: number(values, 'limit') ?? 50, ...(values.model ? { sourceModelId: values.model as string } : {}) };
+  const page = await unwrap(client(ctx).GET('/masks', { params: { query } }));
+  if (ctx.json) return printJson(ctx, page);
+  print(ctx, table(['id', 'method', 'sparsity', 'kept', 'hash', 'source model'], page.items.map((m) => [m.id, m.method, pct(m.sparsity), m.keptCount, m.hash.slice(0, 12), m.sourceModelId])));
+  if (page.total > page.items.length) print(ctx, `(${page.items.length} of ${page.total})`);
+}
+
+async function masksGet(ctx: Context, args: string[]) {
+  const [id] = need(args, 1, 'the mask id');
+  const m = await unwrap(client(ctx).GET('/masks/{id}', { params: { path: { id } } }));
+  if (ctx.json) return printJson(ctx, m);
+  print(ctx, maskLine(m));
+  print(ctx, table(['tensor', 'shape', 'kept', 'sparsity'], m.tensors.map((t) => [t.name, `[${t.shape.join(', ')}]`, t.kept, pct(t.sparsity)])));
+}
+
+async function masksDiff(ctx: Context, args: string[]) {
+  const [id, otherId] = need(args, 2, 'the two mask ids');
+  const d = await unwrap(client(ctx).GET('/masks/{id}/diff/{otherId}', { params: { path: { id, otherId } } }));
+  if (ctx.json) return printJson(ctx, d);
+  print(ctx, `${d.equal ? 'equal' : 'different'}  hamming ${d.hamming.toLocaleString('en')}`);
+  print(ctx, table(['tensor', 'hamming', 'kept only in first', 'kept only in second'], d.tensors.map((t) => [t.name, t.hamming, t.keptOnlyInA, t.keptOnlyInB])));
+  for (const name of d.missing) print(ctx, `only in the first: ${name}`);
+  for (const name of d.extra) print(ctx, `only in the second: ${name}`);
+  for (const s of d.shapeDifferences) print(ctx, `shape differs: ${JSON.stringify(s)}`);
+}
+
+function datasetLine(d: Schemas['DatasetDto']): string {
+  return `${d.id}  ${d.name}  ${d.source}${d.format ? ` (${d.format})` : ''}  [${d.inputShape.join('×')}]  ${d.classes} classes  train ${d.splits.train.toLocaleString('en')} / val ${d.splits.val.toLocaleString('en')} / test ${d.splits.test.toLocaleString('en')}`;
+}
+
+async function datasetsList(ctx: Context, _args: string[], values: Values) {
+  const page = await unwrap(client(ctx).GET('/datasets', { params: { query: { limit: number(values, 'limit') ?? 50 } } }));
+  if (ctx.json) return printJson(ctx, page);
+  print(ctx, table(['id', 'name', 'source', 'input', 'classes', 'train', 'val', 'test'], page.items.map((d) => [d.id, d.name, d.source, d.inputShape.join('×'), d.classes, d.splits.train, d.splits.val, d.splits.test])));
+}
+
+async function datasetsUpload(ctx: Context, args: string[], values: Values) {
+  const classes = number(values, 'classes');
+  let body: Record<string, Blob> | Blob;
+  let fallbackName: string;
+  if (args[0]) {
+    if (values.images || values.labels) throw new UsageError('give one .npz / safetensors file, or --images and --labels, not both');
+    body = await openAsBlob(args[0]);
+    fallbackName = basename(args[0], extname(args[0]));
+  } else {
+    if (!values.images || !values.labels) throw new UsageError('give a .npz or safetensors file, or an IDX pair as --images and --labels');
+    const parts: [string, string][] = [['images', 'images'], ['labels', 'labels'], ['testImages', 'test-images'], ['testLabels', 'test-labels']];
+    body = {};
+    for (const [part, flag] of parts) if (values[flag]) body[part] = await openAsBlob(values[flag] as string);
+    fallbackName = basename(values.images as string).replace(/[-.]?(idx\d-ubyte|images).*$/i, '') || 'dataset';
+  }
+  const d = await uploadDataset(client(ctx), (values.name as string | undefined) ?? fallbackName, body, classes === undefined ? {} : { classes });
+  if (ctx.json) printJson(ctx, d);
+  else print(ctx, `uploaded ${datasetLine(d)}`);
+}
+
+const RUN_HELP = `A run is the body of POST /runs: from a file (-f run.json or run.yaml), from flags, or both (flags win).
+  --kind train|retrain|imp|sms   train: dense training of --model; retrain: m candidates under a mask;
+                                 imp / sms: T phases of prune → retrain (→ soup) toward --goal-sparsity
+  --model <id>  --dataset <id>   the starting model (a template for train) and the dataset
+  --mask <id>                    retrain: the mask to keep (default: the model's own zeros)
+  --m <n>  --vary seed|…  --values a,b,c   retrain / sms: candidates and what differs between them
+  --goal-sparsity <S>  --phases <T>  --pruning magnitude-global|magnitude-layerwise|random
+  --soup uniform|greedy          sms: how each phase merges its candidates
+  --epochs-multiplier <k>        imp: k× the retraining epochs
+  --epochs <e> (fractional: 0.2)  --batch-size  --learning-rate  --schedule constant|linear|cosine|allr
+  --optimizer sgd|adam  --seed   the training configuration
+
+examples:
+  sparsoup runs create --kind train --model <template id> --dataset fashion-mnist --epochs 0.5
+  sparsoup runs create --kind sms --model <dense id> --dataset fashion-mnist --goal-sparsity 0.9 --phases 2 --m 2 --epochs 0.1
+  sparsoup runs create -f run.yaml --epochs 0.2`;
+
 export const COMMANDS: Record<string, Command> = {
-  'models upload': { args: '<file.safetensors | model.json folder> [--name]', summary: 'upload a checkpoint', options: ['name'], run: modelsUpload },
-  'models prune': { args: '<id> --method <m> [--sparsity s] [--n --m --seed --include --exclude]', summary: 'prune into a new model and mask', options: ['method', 'sparsity', 'n', 'm', 'seed', 'include', 'exclude', 'name'], run: modelsPrune },
-  'models download': { args: '<id> [--format safetensors|tfjs] [-o file|folder]', summary: 'download a model', options: ['format', 'output'], run: modelsDownload },
-  'models list': { args: '[--limit n]', summary: 'list models with their lineage', options: ['limit'], run: modelsList },
-  'models get': { args: '<id>', summary: 'a model and its tensors', options: [], run: (ctx, args) => modelsGet(ctx, args) },
-  'soups create': { args: '--method uniform|weighted|greedy <ids…> [--weights --dataset]', summary: 'merge models into a soup', options: ['method', 'weights', 'dataset', 'comparison', 'name'], run: soupsCreate },
-  'runs create': { args: '-f <run.json | run.yaml>', summary: 'start a run (the body of POST /runs)', options: ['file'], run: runsCreate },
-  'runs list': { args: '[--limit n]', summary: 'list runs', options: ['limit'], run: runsList },
-  'runs get': { args: '<id>', summary: 'a run and its candidates', options: [], run: (ctx, args) => runsGet(ctx, args) },
-  'runs watch': { args: '<id>', summary: 'live progress bars until the run finishes (exit 1 unless it succeeded)', options: [], run: (ctx, args) => runsWatch(ctx, args) },
-  'runs report': { args: '<id> [-o report.svg] [--metric test|val]', summary: 'the report table; saves the plot', options: ['output', 'metric'], run: runsReport },
+  'models template': {
+    args: '--architecture lenet-300-100|cnn-bn|resnet-small --dataset <id> [--seed n] [--name]',
+    summary: 'an untrained model sized for a dataset (the place to start)',
+    help: 'example:\n  sparsoup models template --architecture lenet-300-100 --dataset fashion-mnist --seed 1',
+    options: ['architecture', 'dataset', 'seed', 'name'],
+    run: modelsTemplate,
+  },
+  'models upload': { args: '<file.safetensors | model.json folder> [--name]', summary: 'upload a checkpoint', help: 'examples:\n  sparsoup models upload model.safetensors --name resnet\n  sparsoup models upload ./my-tfjs-model          # a folder with model.json and its weight files', options: ['name'], run: modelsUpload },
+  'models prune': {
+    args: '<id> --method <m> [--sparsity s] [--n --m --seed --include --exclude]',
+    summary: 'prune into a new model and mask',
+    help: 'methods: magnitude-global, magnitude-layerwise, random (--seed), n-of-m (--n 2 --m 4)\nexample:\n  sparsoup models prune <model id> --method magnitude-global --sparsity 0.9',
+    options: ['method', 'sparsity', 'n', 'm', 'seed', 'include', 'exclude', 'name'],
+    run: modelsPrune,
+  },
+  'models evaluate': {
+    args: '<id> --dataset <id> [--split test|val|train] [--corruption name:severity …] [--seed n]',
+    summary: 'accuracy, loss, ECE and per-class accuracy (optionally under corruptions)',
+    help: 'corruptions: gaussian-noise, shot-noise, impulse-noise, blur, contrast, brightness, rotation, translation, zoom (severity 1-5, default 3)\nexample:\n  sparsoup models evaluate <model id> --dataset fashion-mnist --corruption gaussian-noise:3 --corruption rotation:2',
+    options: ['dataset', 'split', 'corruption', 'seed'],
+    run: modelsEvaluate,
+  },
+  'models download': { args: '<id> [--format safetensors|tfjs] [-o file|folder]', summary: 'download a model', help: 'example:\n  sparsoup models download <model id> -o soup.safetensors', options: ['format', 'output'], run: modelsDownload },
+  'models list': { args: '[--limit n]', summary: 'list models with their lineage', help: 'example:\n  sparsoup models list --limit 10', options: ['limit'], run: modelsList },
+  'models get': { args: '<id>', summary: 'a model and its tensors', help: 'example:\n  sparsoup models get <model id>', options: [], run: (ctx, args) => modelsGet(ctx, args) },
+  'masks list': { args: '[--model <source model id>] [--limit n]', summary: 'list masks', help: 'example:\n  sparsoup masks list --model <dense id>', options: ['model', 'limit'], run: masksList },
+  'masks get': { args: '<id>', summary: 'a mask and its tensors', help: 'example:\n  sparsoup masks get <mask id>', options: [], run: (ctx, args) => masksGet(ctx, args) },
+  'masks diff': { args: '<id> <otherId>', summary: 'per-tensor Hamming distance between two masks', help: 'example:\n  sparsoup masks diff <mask id> <other mask id>', options: [], run: (ctx, args) => masksDiff(ctx, args) },
+  'datasets list': { args: '[--limit n]', summary: 'list datasets (built-ins mnist, fashion-mnist)', help: 'example:\n  sparsoup datasets list', options: ['limit'], run: datasetsList },
+  'datasets upload': {
+    args: '<file.npz | file.safetensors> | --images <idx> --labels <idx> [--test-images --test-labels] [--name] [--classes n]',
+    summary: 'upload a dataset',
+    help: 'a .npz or safetensors file holds x (N × …) and y (N labels), optionally x_test, y_test; or an IDX pair\nexamples:\n  sparsoup datasets upload digits.npz --name digits\n  sparsoup datasets upload --images train-images-idx3-ubyte --labels train-labels-idx1-ubyte --name digits',
+    options: ['name', 'classes', 'images', 'labels', 'test-images', 'test-labels'],
+    run: datasetsUpload,
+  },
+  'soups create': {
+    args: '--method uniform|weighted|greedy <ids…> [--weights --dataset]',
+    summary: 'merge models into a soup',
+    help: 'greedy scores on the val split of --dataset (--comparison ">=" or ">"); weighted needs --weights 0.5,0.3,0.2\nexample:\n  sparsoup soups create --method greedy --dataset fashion-mnist <c1> <c2> <c3>',
+    options: ['method', 'weights', 'dataset', 'comparison', 'name'],
+    run: soupsCreate,
+  },
+  'runs create': {
+    args: '[-f run.json | run.yaml] [--kind train|retrain|imp|sms --model <id> --dataset <id> …]',
+    summary: 'start a run (the body of POST /runs) from a file or from flags',
+    help: RUN_HELP,
+    options: ['file', ...RUN_FLAGS.map(([f]) => f), ...TRAINING_FLAGS.map(([f]) => f), 'values', 'pruning', 'soup'],
+    run: runsCreate,
+  },
+  'runs list': { args: '[--limit n]', summary: 'list runs', help: 'example:\n  sparsoup runs list', options: ['limit'], run: runsList },
+  'runs get': { args: '<id>', summary: 'a run and its candidates', help: 'example:\n  sparsoup runs get <run id>', options: [], run: (ctx, args) => runsGet(ctx, args) },
+  'runs watch': { args: '<id>', summary: 'live progress bars until the run finishes (exit 1 unless it succeeded)', help: 'example:\n  sparsoup runs watch <run id>', options: [], run: (ctx, args) => runsWatch(ctx, args) },
+  'runs report': { args: '<id> [-o report.svg] [--metric test|val]', summary: 'the report table; saves the plot', help: 'example:\n  sparsoup runs report <run id> -o report.svg', options: ['output', 'metric'], run: runsReport },
 };

@@ -21,7 +21,7 @@ options for every command:
   --url <url>          the service (env SPARSOUP_URL, default http://localhost:3000)
   --api-key <key>      sent as a bearer token (env SPARSOUP_API_KEY)
   --json               print JSON (one document, or one event per line for runs watch)
-  -h, --help           this text
+  -h, --help           this text; after a command, that command's options and an example
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -35,6 +35,10 @@ export async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parsed;
   const name = positionals.slice(0, 2).join(' ');
   const command = COMMANDS[name];
+  if (values.help && command) {
+    process.stdout.write(`usage: sparsoup ${name} ${command.args}\n\n${command.summary}\n${command.help ? `\n${command.help}\n` : ''}`);
+    return 0;
+  }
   if (values.help || !command) {
     if (!values.help && positionals.length) process.stderr.write(`error: unknown command "${name}"\n\n`);
     (values.help ? process.stdout : process.stderr).write(HELP);

@@ -3,7 +3,7 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import { type DataSource, In } from 'typeorm';
 import { badRequest } from '../common/problem.js';
 import { ModelEntity } from '../models/model.entity.js';
-import { SoupEntity } from '../soups/soup.entity.js';
+import { SoupEntity, SoupIngredientEntity } from '../soups/soup.entity.js';
 import { accuracySparsitySvg, type PlotSeries } from './report-svg.js';
 import { RunCandidateEntity, type RunEntity, RunPhaseEntity } from './run.entity.js';
 import type { RunCompareDto, RunReportDto, RunReportPhaseDto } from './runs.dto.js';
@@ -36,11 +36,13 @@ export class RunReportService {
     const models = resultIds.length ? await this.dataSource.getRepository(ModelEntity).findBy({ id: In(resultIds) }) : [];
     const sparsityOf = new Map(models.map((m) => [m.id, m.prunableSparsity]));
     const soups = phases.some((p) => p.soupId) ? await this.dataSource.getRepository(SoupEntity).findBy({ id: In(phases.map((p) => p.soupId).filter((x): x is string => !!x)) }) : [];
+    // A retrain run has no phases: its soup is one made afterwards (POST /soups) from its candidates.
+    const candidateSoup = !phases.length && resultIds.length ? await this.latestSoupOf(resultIds) : null;
     const phaseRows: RunReportPhaseDto[] = (phases.length ? phases.map((p) => p.index) : [0]).map((index) => {
       const p = phases.find((x) => x.index === index);
       const cs = candidates.filter((c) => c.phase === index);
       const metrics = (p?.metrics ?? {}) as Record<string, number | null | undefined>;
-      const soup = soups.find((s) => s.id === p?.soupId);
+      const soup = soups.find((s) => s.id === p?.soupId) ?? (p ? undefined : (candidateSoup ?? undefined));
       const sparsity = p?.sparsity ?? mean(cs.map((c) => (c.resultModelId ? (sparsityOf.get(c.resultModelId) ?? null) : null))) ?? 0;
       return {
         index,
@@ -66,6 +68,19 @@ export class RunReportService {
       };
     });
     return { id: run.id, kind: run.kind, status: run.status, datasetId: run.datasetId, modelId: run.modelId, label: label(run), phases: phaseRows };
+  }
+
+  /** The newest succeeded soup whose ingredients are all among these models, or null. */
+  private async latestSoupOf(modelIds: string[]): Promise<SoupEntity | null> {
+    const ingredients = this.dataSource.getRepository(SoupIngredientEntity);
+    const touching = await ingredients.find({ where: { modelId: In(modelIds) }, select: { soupId: true } });
+    const soupIds = [...new Set(touching.map((i) => i.soupId))];
+    if (!soupIds.length) return null;
+    const all = await ingredients.find({ where: { soupId: In(soupIds) }, select: { soupId: true, modelId: true } });
+    const ours = new Set(modelIds);
+    const within = soupIds.filter((id) => all.filter((i) => i.soupId === id).every((i) => ours.has(i.modelId)));
+    if (!within.length) return null;
+    return this.dataSource.getRepository(SoupEntity).findOne({ where: { id: In(within), status: 'succeeded' }, order: { createdAt: 'DESC' } });
   }
 
   /** Accuracy against sparsity: this run and any baselines, one series each. */

@@ -48,7 +48,13 @@ export function readHeaderLength(prefix: Uint8Array, opts: ParseHeaderOptions = 
   const max = opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
   const view = new DataView(prefix.buffer, prefix.byteOffset, 8);
   const n = view.getUint32(0, true) + view.getUint32(4, true) * 2 ** 32; // exact up to 2^53, larger is refused anyway
-  if (n > max) throw bad(`the header length ${n} exceeds the limit of ${max} bytes`, { headerLength: n, limit: max }, 413);
+  if (n > max) {
+    // A lying length prefix is invalid input, not a large body (413): the body may be a few bytes. Beyond
+    // 2^53 a JSON number is no longer exact, so the length goes out as the exact decimal string.
+    const exact = view.getBigUint64(0, true);
+    const headerLength = exact <= BigInt(Number.MAX_SAFE_INTEGER) ? n : exact.toString();
+    throw bad(`the header length ${exact} exceeds the limit of ${max} bytes: not a safetensors file, or a corrupt one`, { headerLength, limit: max });
+  }
   if (n < 2) throw bad(`the header length ${n} is too small for a JSON object`, { headerLength: n });
   if (opts.fileSize !== undefined && 8 + n > opts.fileSize) {
     throw bad(`the header length ${n} runs past the end of the ${opts.fileSize}-byte file`, { headerLength: n, fileSize: opts.fileSize });

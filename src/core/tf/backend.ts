@@ -24,6 +24,12 @@ const PACKAGES: Record<BackendName, string> = {
 };
 
 const require = createRequire(import.meta.url);
+
+// The cpu backend prints a "you are running TensorFlow.js in Node.js, install our node backend"
+// banner on its first tensor; sparsoup picks its backend deliberately (and reports it in /health), so
+// the banner only clutters logs. findBackend creates the (cheap) cpu instance without selecting it.
+const cpuBackend = tf.findBackend('cpu') as { firstUse?: boolean } | null;
+if (cpuBackend) cpuBackend.firstUse = false;
 let current: Promise<BackendInfo> | null = null;
 
 async function tryBackend(name: BackendName): Promise<void> {
