@@ -7,7 +7,8 @@ import type { Readable } from 'node:stream';
 import busboy from 'busboy';
 import type { ArtifactStore, StoredArtifact } from '../artifacts/artifact-store.js';
 import { UploadTooLargeError } from '../artifacts/artifact-store.js';
-import { SafetensorsIngest } from '../core/checkpoint/safetensors.js';
+import { SafetensorsIngest, type SafetensorsIngestResult, safetensorsLayout } from '../core/checkpoint/safetensors.js';
+import { checkShardAgainstIndex, type ModelShard, parseSafetensorsIndex, SAFETENSORS_INDEX, type SafetensorsIndex } from '../core/checkpoint/sharded.js';
 import { type ParsedModelJson, parseModelJson, storedModelJson, WeightsIngest } from '../core/checkpoint/tfjs.js';
 import { TfjsWeightsDecoder } from '../core/checkpoint/tfjs-quantization.js';
 import { CoreInputError } from '../core/errors.js';
@@ -21,6 +22,8 @@ export interface IngestedCheckpoint {
   entries: TensorEntry[];
   stats: TensorStats[];
   metadata: Record<string, string>;
+  /** A sharded safetensors upload: its files and which tensors lie in each (null: one file). */
+  shards?: ModelShard[] | null;
 }
 
 const MODEL_JSON_LIMIT = 64 * 1024 * 1024;
@@ -61,6 +64,8 @@ interface Spool {
   path: string;
   handle: FileHandle | null;
   size: number;
+  /** A safetensors shard: its header and statistics, checked as it streamed in. */
+  shard?: SafetensorsIngestResult;
 }
 
 /**
@@ -92,6 +97,7 @@ export function ingestTfjsMultipart(
       return;
     }
     let parsed: ParsedModelJson | null = null;
+    let hfIndex: SafetensorsIndex | null = null;
     /** Reading model.json: parts after it wait for it (busboy announces a part before the previous one is consumed). */
     let modelJsonRead: Promise<void> | null = null;
     /** Manifest file name → its group; filled when model.json has arrived. */
@@ -131,7 +137,7 @@ export function ingestTfjsMultipart(
       if (!req.complete) fail(multipartError('the client closed the connection before the upload was complete'));
     });
 
-    const spoolPart = async (name: string, stream: Readable, maxPartBytes: number, what: string) => {
+    const spoolPart = async (name: string, stream: Readable, maxPartBytes: number, what: string, check?: SafetensorsIngest) => {
       const spool: Spool = { path: join(store.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}.part`), handle: null, size: 0 };
       spools.set(name, spool);
       await mkdir(store.tmpDir, { recursive: true });
@@ -139,10 +145,15 @@ export function ingestTfjsMultipart(
       for await (const c of stream as AsyncIterable<Buffer>) {
         spool.size += c.length;
         if (spool.size > maxPartBytes) throw new CoreInputError('invalid-tfjs-weights', `${what} has more bytes than the manifest names (${maxPartBytes})`, { part: name, expectedBytes: maxPartBytes });
+        check?.push(c);
         let off = 0;
         while (off < c.length) off += (await spool.handle.write(c, off, c.length - off)).bytesWritten;
       }
       if ((stream as unknown as { truncated?: boolean }).truncated) throw new UploadTooLargeError(maxBytes);
+      if (check) {
+        spool.shard = check.finish();
+        checkShardAgainstIndex(hfIndex!, name, spool.shard.entries);
+      }
       await spool.handle.close();
       spool.handle = null;
     };
@@ -150,6 +161,12 @@ export function ingestTfjsMultipart(
     const handlePart = async (field: string, stream: Readable) => {
       if (field.includes('/') || field.includes('\\')) {
         throw multipartError(`part "${field}" has a path separator in its name: name each part as its file (e.g. group1-shard1of2)`, { part: field });
+      }
+      if (field === SAFETENSORS_INDEX) {
+        const chunks: Buffer[] = [];
+        for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
+        hfIndex = parseSafetensorsIndex(Buffer.concat(chunks));
+        return;
       }
       if (field === 'model.json') {
         const chunks: Buffer[] = [];
@@ -167,11 +184,16 @@ export function ingestTfjsMultipart(
         parsed = p;
         return;
       }
-      if (!modelJsonRead) throw multipartError(`part "${field}" came before model.json: send model.json first (tf.io.http does)`, { part: field });
+      if (!modelJsonRead) throw multipartError(`part "${field}" came before model.json (or ${SAFETENSORS_INDEX}): send it first (tf.io.http does)`, { part: field });
       if (seen.has(field)) throw multipartError(`part "${field}" was sent twice`, { part: field });
       seen.add(field);
       await modelJsonRead;
-      if (failure || !parsed) return;
+      if (failure) return;
+      if (hfIndex) {
+        if (!hfIndex.shards.includes(field)) throw multipartError(`part "${field}" is not a shard the index names (it names ${hfIndex.shards.map((n) => `"${n}"`).join(', ')})`, { part: field });
+        return spoolPart(field, stream, maxBytes, `shard "${field}"`, new SafetensorsIngest());
+      }
+      if (!parsed) return;
       const p = parsed as ParsedModelJson;
       if (field === CONCATENATED_WEIGHTS_PART && !groupOf.has(field)) {
         if (spools.size > 0) throw multipartError(`part "${field}" (all weight files concatenated) cannot come beside single weight files`, { part: field });
@@ -193,16 +215,17 @@ export function ingestTfjsMultipart(
         stream.resume();
         return;
       }
-      if (field === 'model.json' && modelJsonRead) {
+      const first = field === 'model.json' || field === SAFETENSORS_INDEX;
+      if (first && modelJsonRead) {
         stream.resume();
-        fail(multipartError('more than one model.json part', { part: field }));
+        fail(multipartError(`more than one model.json or ${SAFETENSORS_INDEX} part`, { part: field }));
         return;
       }
       const job = handlePart(field, stream).catch((err) => {
         stream.resume();
         fail(err);
       });
-      if (field === 'model.json') modelJsonRead = job;
+      if (first) modelJsonRead = job;
       jobs.push(job.finally(() => streams.delete(stream)));
     });
     bb.on('partsLimit', () => fail(multipartError('too many parts')));
@@ -224,6 +247,7 @@ export function ingestTfjsMultipart(
 
     /** Every weight file present with its group's bytes, then streamed in manifest order into the store. */
     const assemble = async (): Promise<IngestedCheckpoint> => {
+      if (hfIndex) return assembleShards(hfIndex);
       if (!parsed) throw multipartError('the model.json part is missing');
       const p = parsed as ParsedModelJson;
       let files: string[];
@@ -269,6 +293,40 @@ export function ingestTfjsMultipart(
       const topology = await store.put(Buffer.from(JSON.stringify(storedModelJson(p))));
       committed.push(topology);
       return { format: 'tfjs-layers', weights, topology, entries: p.entries, stats, metadata: {} };
+    };
+    /** Every shard present and checked: one safetensors file, shard after shard, and the layout. */
+    const assembleShards = async (index: SafetensorsIndex): Promise<IngestedCheckpoint> => {
+      const missing = index.shards.filter((n) => !spools.has(n));
+      if (missing.length) throw multipartError(`the index names ${missing.length === 1 ? 'shard' : 'shards'} ${missing.map((n) => `"${n}"`).join(', ')}, which did not come`, { missing });
+      const shards: ModelShard[] = index.shards.map((name) => ({ name, tensors: spools.get(name)!.shard!.entries.map((e) => e.name) }));
+      const specs = index.shards.flatMap((name) => spools.get(name)!.shard!.entries.map(({ name: n, dtype, shape }) => ({ name: n, dtype, shape })));
+      const metadata = spools.get(index.shards[0])!.shard!.metadata;
+      const { header } = safetensorsLayout(specs, metadata);
+      const ingest = new SafetensorsIngest();
+      const writer = await store.createWriter();
+      let weights: StoredArtifact;
+      let result: SafetensorsIngestResult;
+      try {
+        const put = async (c: Uint8Array) => {
+          ingest.push(c);
+          await writer.write(c);
+        };
+        await put(header);
+        for (const name of index.shards) {
+          const { path, shard } = spools.get(name)!;
+          // A shard's tensor data lies back to back after its header, in the order its entries list.
+          if (shard!.dataBytes === 0) continue;
+          for await (const c of createReadStream(path, { start: shard!.dataStart }) as AsyncIterable<Buffer>) await put(c);
+        }
+        result = ingest.finish();
+        weights = await writer.commit();
+      } catch (err) {
+        await writer.abort();
+        throw err;
+      }
+      committed.push(weights);
+      await cleanup();
+      return { format: 'safetensors', weights, topology: null, entries: result.entries, stats: result.stats, metadata: result.metadata, shards };
     };
     req.pipe(bb);
   });

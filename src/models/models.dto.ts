@@ -2,6 +2,7 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsIn, IsInt, IsOptional, IsString, IsUUID, Length, Matches, Max, Min } from 'class-validator';
 import { ARCHITECTURES } from '../core/tf/templates.js';
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
+import { encodeSafetensorsIndex, SAFETENSORS_INDEX, shardFile } from '../core/checkpoint/sharded.js';
 import type { ModelEntity } from './model.entity.js';
 
 export const MODEL_NAME = /^[\w.@+-][\w .@+/-]{0,199}$/;
@@ -12,6 +13,11 @@ export class ModelTensorDto {
   @ApiProperty({ type: [Number], example: [784, 300] }) shape: number[];
   @ApiProperty({ description: 'kernels of dense and convolution layers; never biases or normalisation parameters' }) prunable: boolean;
   @ApiProperty({ description: 'exact zeros / elements' }) sparsity: number;
+}
+
+export class ModelFileDto {
+  @ApiProperty({ example: 'model-00001-of-00003.safetensors' }) name: string;
+  @ApiProperty() sizeBytes: number;
 }
 
 export class ModelDto {
@@ -30,6 +36,8 @@ export class ModelDto {
   @ApiProperty({ description: 'true when some weight is NaN or infinite' }) nonFinite: boolean;
   @ApiProperty({ type: 'object', additionalProperties: true, description: 'provenance: how the model was made, with configuration and seed' }) origin: Record<string, unknown>;
   @ApiProperty({ type: 'object', additionalProperties: { type: 'string' } }) metadata: Record<string, string>;
+  @ApiProperty({ type: [ModelFileDto], description: 'the files GET /models/{id}/files/{name} serves: a sharded safetensors model\'s index and shards, or model.safetensors; empty for TensorFlow.js models (model.json and model.weights.bin)' })
+  files: ModelFileDto[];
   @ApiProperty() createdAt: Date;
 }
 
@@ -74,8 +82,17 @@ export function mapModel(e: ModelEntity, parentIds: string[]): ModelDto {
     nonFinite: e.nonFinite,
     origin: e.origin,
     metadata: e.metadata,
+    files: modelFiles(e),
     createdAt: e.createdAt,
   };
+}
+
+/** A model's files and their sizes, as GET /models/{id}/files/{name} serves them. */
+export function modelFiles(e: ModelEntity): ModelFileDto[] {
+  if (e.format !== 'safetensors') return [];
+  if (!e.shards) return [{ name: 'model.safetensors', sizeBytes: Number(e.sizeBytes) }];
+  const index = encodeSafetensorsIndex(e.shards, e.tensors);
+  return [{ name: SAFETENSORS_INDEX, sizeBytes: index.byteLength }, ...e.shards.map((s) => ({ name: s.name, sizeBytes: shardFile(s, e.tensors, e.metadata).sizeBytes }))];
 }
 
 export class CreateTemplateDto {

@@ -9,6 +9,7 @@ import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import { encodeSafetensorsHeader, openSafetensors } from '../core/checkpoint/safetensors.js';
 import { modelJsonForDownload, openTfjsWeights, type TfjsModelJson } from '../core/checkpoint/tfjs.js';
+import { encodeSafetensorsIndex, type ModelShard, SAFETENSORS_INDEX, shardFile } from '../core/checkpoint/sharded.js';
 import { impliedMask, maskHash } from '../core/masks/index.js';
 import { isPrunable } from '../core/pruning/prunable.js';
 import type { CheckpointReader, TensorEntry, TensorStats } from '../core/tensors.js';
@@ -18,7 +19,7 @@ import { MetricsService } from '../metrics/metrics.service.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
 import { ModelEntity, ModelParentEntity, type ModelOrigin, type ModelTensor } from './model.entity.js';
 import { ingestSafetensors, ingestTfjsMultipart, type IngestedCheckpoint } from './model-upload.js';
-import { type CreateTemplateDto, type ModelDto, type ModelPageDto, type ModelQueryDto, mapModel } from './models.dto.js';
+import { type CreateTemplateDto, type ModelDto, type ModelFileDto, type ModelPageDto, type ModelQueryDto, mapModel, modelFiles } from './models.dto.js';
 
 /** A new model's facts, however it was made (upload, prune, soup, training). */
 export interface NewModel {
@@ -33,6 +34,8 @@ export interface NewModel {
   parentIds?: string[];
   impliedMaskHash?: string | null;
   maskId?: string | null;
+  /** Sharded safetensors layout; left out, a safetensors model derived from a sharded one keeps its parent's. */
+  shards?: ModelShard[] | null;
 }
 
 const REFERRERS: Record<string, string> = {
@@ -143,6 +146,7 @@ export class ModelsService {
         ? m.impliedMaskHash
         : (await this.impliedMask({ format: m.format, weights: m.weights, topology: m.topology, entries: m.entries, stats: m.stats, metadata: {} })).implied;
     const run = async (tx: EntityManager) => {
+      const shards = m.shards !== undefined ? m.shards : await inheritedShards(tx, m);
       await this.artifacts.record(tx, m.weights, m.format === 'safetensors' ? 'application/vnd.safetensors' : 'application/octet-stream');
       if (m.topology) await this.artifacts.record(tx, m.topology, 'application/json');
       const tensors = toModelTensors(m);
@@ -164,6 +168,7 @@ export class ModelsService {
         origin: m.origin,
         impliedMaskHash,
         maskId: m.maskId ?? null,
+        shards,
       });
       const saved = await tx.save(entity);
       const parentIds = m.parentIds ?? [];
@@ -244,6 +249,34 @@ export class ModelsService {
     return new StreamableFile(this.artifacts.store.read(e.weightsSha256), { length: await this.artifacts.store.size(e.weightsSha256) });
   }
 
+  async files(id: string): Promise<ModelFileDto[]> {
+    return modelFiles(await this.entity(id));
+  }
+
+  /** One file of a model: a sharded model's index or a shard (rebuilt from the stored file), or model.safetensors. */
+  async file(id: string, name: string, res: Response): Promise<StreamableFile> {
+    const e = await this.entity(id);
+    if (!modelFiles(e).some((f) => f.name === name)) {
+      throw new ProblemException(404, `model ${id} has no file ${JSON.stringify(name)}; GET /models/${id}/files lists its files`);
+    }
+    if (!e.shards) return this.safetensors(id, res);
+    res.setHeader('content-disposition', `attachment; filename="${name}"`);
+    if (name === SAFETENSORS_INDEX) {
+      res.setHeader('content-type', 'application/json');
+      const bytes = encodeSafetensorsIndex(e.shards, e.tensors);
+      return new StreamableFile(Buffer.from(bytes), { length: bytes.byteLength });
+    }
+    const shard = shardFile(e.shards.find((s) => s.name === name)!, e.tensors, e.metadata);
+    res.setHeader('content-type', 'application/octet-stream');
+    const store = this.artifacts.store;
+    async function* body() {
+      yield shard.header;
+      for (const r of shard.ranges) if (r.end > r.start) yield* store.read(e.weightsSha256, r);
+    }
+    const { Readable } = await import('node:stream');
+    return new StreamableFile(Readable.from(body()), { length: shard.sizeBytes });
+  }
+
   async safetensors(id: string, res: Response): Promise<StreamableFile> {
     const e = await this.entity(id);
     res.setHeader('content-type', 'application/octet-stream');
@@ -263,6 +296,20 @@ export class ModelsService {
     const { Readable } = await import('node:stream');
     return new StreamableFile(Readable.from(concat()), { length: header.byteLength + (await this.artifacts.store.size(e.weightsSha256)) });
   }
+}
+
+/**
+ * A safetensors model made from a sharded one (pruned, souped) keeps the first parent's layout when
+ * it has exactly the parent's tensors: a user gets back the folder they sent.
+ */
+async function inheritedShards(tx: EntityManager, m: NewModel): Promise<ModelShard[] | null> {
+  const parentId = m.parentIds?.[0];
+  if (m.format !== 'safetensors' || !parentId) return null;
+  const parent = await tx.findOneBy(ModelEntity, { id: parentId });
+  if (!parent?.shards) return null;
+  const names = new Set(m.entries.map((e) => e.name));
+  const laidOut = parent.shards.flatMap((s) => s.tensors);
+  return laidOut.length === names.size && laidOut.every((t) => names.has(t)) ? parent.shards : null;
 }
 
 function toModelTensors(m: NewModel): ModelTensor[] {
