@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from './support/app.js';
+import { binaryParser } from './support/checkpoints.js';
 import { artifactFiles } from './support/files.js';
 
 const run = promisify(execFile);
@@ -16,11 +17,7 @@ const hasTorch = await run(PYTHON, ['-c', 'import torch']).then(
   () => false,
 );
 
-const binary = (r: NodeJS.ReadableStream, cb: (err: Error | null, body: Buffer) => void) => {
-  const chunks: Buffer[] = [];
-  r.on('data', (c: Buffer) => chunks.push(c));
-  r.on('end', () => cb(null, Buffer.concat(chunks)));
-};
+const binary = binaryParser;
 
 describe.skipIf(!hasTorch)('Hugging Face sharded safetensors over HTTP (a PyTorch state_dict in three shards)', () => {
   let t: TestApp;
