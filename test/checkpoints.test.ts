@@ -143,6 +143,66 @@ describe('real-world TensorFlow.js checkpoints over HTTP', () => {
     expect(saved.responses![0].status).toBe(201);
   });
 
+  it('a graph model (MatMul + BiasAdd + Relu) posted as its folder loads back with tf.loadGraphModel, pruned, souped; training and evaluating it are refused', async () => {
+    const f32 = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 7.1 + i * 1.7));
+    const w = f32(4 * 3, 1);
+    const b = f32(3, 2);
+    const dt = { type: 'DT_FLOAT' };
+    const modelJson = {
+      format: 'graph-model',
+      generatedBy: 'hand',
+      convertedBy: 'hand',
+      modelTopology: {
+        node: [
+          { name: 'x', op: 'Placeholder', attr: { dtype: dt, shape: { shape: { dim: [{ size: '-1' }, { size: '4' }] } } } },
+          { name: 'dense/kernel', op: 'Const', attr: { dtype: dt, value: { tensor: { dtype: 'DT_FLOAT', tensorShape: { dim: [{ size: '4' }, { size: '3' }] } } } } },
+          { name: 'dense/bias', op: 'Const', attr: { dtype: dt, value: { tensor: { dtype: 'DT_FLOAT', tensorShape: { dim: [{ size: '3' }] } } } } },
+          { name: 'dense/MatMul', op: 'MatMul', input: ['x', 'dense/kernel'], attr: { T: dt, transpose_a: { b: false }, transpose_b: { b: false } } },
+          { name: 'dense/BiasAdd', op: 'BiasAdd', input: ['dense/MatMul', 'dense/bias'], attr: { T: dt, data_format: { s: Buffer.from('NHWC').toString('base64') } } },
+          { name: 'y', op: 'Relu', input: ['dense/BiasAdd'], attr: { T: dt } },
+        ],
+        versions: { producer: 1 },
+      },
+      weightsManifest: [{ paths: ['group1-shard1of1.bin'], weights: [{ name: 'dense/kernel', shape: [4, 3], dtype: 'float32' }, { name: 'dense/bias', shape: [3], dtype: 'float32' }] }],
+    };
+    const created = (
+      await request(t.http)
+        .post('/models?name=graph')
+        .attach('model.json', Buffer.from(JSON.stringify(modelJson)), 'model.json')
+        .attach('group1-shard1of1.bin', Buffer.concat([Buffer.from(w.buffer), Buffer.from(b.buffer)]), 'group1-shard1of1.bin')
+        .expect(201)
+    ).body;
+    expect(created.format).toBe('tfjs-graph');
+    expect(created.tensors.map((x: { prunable: boolean }) => x.prunable)).toEqual([true, false]);
+    const input = tf.tensor2d([[1, -2, 0.5, 3], [0.1, 0.2, -0.3, 0.4]]);
+    const expected = tf.relu(tf.add(tf.matMul(input, tf.tensor2d(w, [4, 3])), tf.tensor1d(b)));
+    const loaded = await tf.loadGraphModel(`${t.url}/models/${created.id}/model.json`);
+    expect(Array.from((loaded.predict(input) as tf.Tensor).dataSync())).toEqual(Array.from(expected.dataSync()));
+
+    const pruned = (await request(t.http).post(`/models/${created.id}/prune`).send({ method: 'magnitude-global', sparsity: 0.5 }).expect(201)).body.model;
+    expect(pruned.format).toBe('tfjs-graph');
+    const prunedGraph = await tf.loadGraphModel(`${t.url}/models/${pruned.id}/model.json`);
+    const kernel = Array.from(w);
+    const threshold = [...kernel].map(Math.abs).sort((p, q) => p - q)[5];
+    const kept = tf.tensor2d(kernel.map((v) => (Math.abs(v) > threshold ? v : 0)), [4, 3]);
+    const prunedExpected = tf.relu(tf.add(tf.matMul(input, kept), tf.tensor1d(b)));
+    expect(Array.from((prunedGraph.predict(input) as tf.Tensor).dataSync())).toEqual(Array.from(prunedExpected.dataSync()));
+
+    const again = (await request(t.http).post(`/models/${created.id}/prune`).send({ method: 'magnitude-global', sparsity: 0.5 }).expect(201)).body.model;
+    const soup = (await request(t.http).post('/soups').send({ modelIds: [pruned.id, again.id], method: 'uniform' }).expect(201)).body;
+    const souped = (await request(t.http).get(`/models/${soup.resultModelId}`).expect(200)).body;
+    expect(souped.format).toBe('tfjs-graph');
+    const soupGraph = await tf.loadGraphModel(`${t.url}/models/${souped.id}/model.json`);
+    expect(Array.from((soupGraph.predict(input) as tf.Tensor).dataSync())).toEqual(Array.from(prunedExpected.dataSync()));
+
+    const run = await request(t.http).post('/runs').send({ kind: 'train', modelId: created.id, datasetId: 'mnist', training: { epochs: 0.01 } });
+    expect(run.status).toBe(422);
+    expect(run.body.detail).toMatch(/graph model/);
+    const evaluation = await request(t.http).post(`/models/${created.id}/evaluations`).send({ datasetId: 'mnist', split: 'test' });
+    expect(evaluation.status).toBe(422);
+    expect(evaluation.body.detail).toMatch(/graph model/);
+  });
+
   describe('bad uploads: a 4xx problem naming what is wrong, no row, no file, no open handle', () => {
     let folder: Folder;
     beforeAll(async () => {

@@ -16,7 +16,7 @@ import type { TensorEntry, TensorStats } from '../core/tensors.js';
 
 /** What an upload produced: committed artifacts and the facts about every tensor. */
 export interface IngestedCheckpoint {
-  format: 'safetensors' | 'tfjs-layers';
+  format: 'safetensors' | 'tfjs-layers' | 'tfjs-graph';
   weights: StoredArtifact;
   topology: StoredArtifact | null;
   entries: TensorEntry[];
@@ -292,7 +292,7 @@ export function ingestTfjsMultipart(
       await cleanup();
       const topology = await store.put(Buffer.from(JSON.stringify(storedModelJson(p))));
       committed.push(topology);
-      return { format: 'tfjs-layers', weights, topology, entries: p.entries, stats, metadata: {} };
+      return { format: p.graph ? 'tfjs-graph' : 'tfjs-layers', weights, topology, entries: p.entries, stats, metadata: {} };
     };
     /** Every shard present and checked: one safetensors file, shard after shard, and the layout. */
     const assembleShards = async (index: SafetensorsIndex): Promise<IngestedCheckpoint> => {

@@ -4,7 +4,7 @@ import type { ModelShard } from '../core/checkpoint/sharded.js';
 import type { DType } from '../core/tensors.js';
 import type { MaskEntity } from '../masks/mask.entity.js';
 
-export type ModelFormat = 'tfjs-layers' | 'safetensors';
+export type ModelFormat = 'tfjs-layers' | 'tfjs-graph' | 'safetensors';
 
 export interface ModelTensor {
   name: string;

@@ -23,7 +23,8 @@ export class ModelFileDto {
 export class ModelDto {
   @ApiProperty({ format: 'uuid' }) id: string;
   @ApiProperty() name: string;
-  @ApiProperty({ enum: ['tfjs-layers', 'safetensors'] }) format: 'tfjs-layers' | 'safetensors';
+  @ApiProperty({ enum: ['tfjs-layers', 'tfjs-graph', 'safetensors'], description: 'tfjs-graph: a TensorFlow.js graph model (stored, pruned, masked, souped, served to tf.loadGraphModel; not trained or evaluated here)' })
+  format: 'tfjs-layers' | 'tfjs-graph' | 'safetensors';
   @ApiProperty({ description: 'sha256 of the weights file (the safetensors file, or the concatenated TensorFlow.js weights)' }) sha256: string;
   @ApiProperty() sizeBytes: number;
   @ApiProperty() paramCount: number;

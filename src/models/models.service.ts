@@ -24,7 +24,7 @@ import { type CreateTemplateDto, type ModelDto, type ModelFileDto, type ModelPag
 /** A new model's facts, however it was made (upload, prune, soup, training). */
 export interface NewModel {
   name: string;
-  format: 'tfjs-layers' | 'safetensors';
+  format: 'tfjs-layers' | 'tfjs-graph' | 'safetensors';
   weights: StoredArtifact;
   topology: StoredArtifact | null;
   entries: IngestedCheckpoint['entries'];
@@ -128,7 +128,7 @@ export class ModelsService {
   }
 
   /** A reader over a stored weights artifact, one tensor at a time. */
-  async openWeights(format: 'safetensors' | 'tfjs-layers', sha256: string, entries: readonly TensorEntry[]): Promise<CheckpointReader> {
+  async openWeights(format: 'safetensors' | 'tfjs-layers' | 'tfjs-graph', sha256: string, entries: readonly TensorEntry[]): Promise<CheckpointReader> {
     const path = this.artifacts.store.pathOf(sha256);
     return format === 'safetensors' ? openSafetensors(path) : openTfjsWeights(path, entries);
   }
@@ -233,7 +233,7 @@ export class ModelsService {
 
   async modelJson(id: string): Promise<Record<string, unknown>> {
     const e = await this.entity(id);
-    if (e.format !== 'tfjs-layers' || !e.topologySha256) {
+    if (e.format === 'safetensors' || !e.topologySha256) {
       throw new ProblemException(409, `model ${id} is a ${e.format} checkpoint and has no TensorFlow.js topology; download /models/${id}/safetensors`);
     }
     const chunks: Buffer[] = [];
@@ -243,7 +243,7 @@ export class ModelsService {
 
   async weights(id: string, res: Response): Promise<StreamableFile> {
     const e = await this.entity(id);
-    if (e.format !== 'tfjs-layers') throw new ProblemException(409, `model ${id} is a safetensors checkpoint; download /models/${id}/safetensors`);
+    if (e.format === 'safetensors') throw new ProblemException(409, `model ${id} is a safetensors checkpoint; download /models/${id}/safetensors`);
     res.setHeader('content-type', 'application/octet-stream');
     res.setHeader('etag', `"${e.weightsSha256}"`);
     return new StreamableFile(this.artifacts.store.read(e.weightsSha256), { length: await this.artifacts.store.size(e.weightsSha256) });
@@ -287,7 +287,7 @@ export class ModelsService {
     }
     // The TensorFlow.js weights are already laid out back to back in manifest order: the safetensors
     // file is a header naming the same tensors followed by those bytes, unchanged.
-    const header = encodeSafetensorsHeader(e.tensors, { format: 'tfjs-layers', source: e.id });
+    const header = encodeSafetensorsHeader(e.tensors, { format: e.format, source: e.id });
     const body = this.artifacts.store.read(e.weightsSha256);
     async function* concat() {
       yield header;

@@ -122,7 +122,7 @@ describe('bad model.json is a CoreInputError that says what is wrong', () => {
     ['not UTF-8', new Uint8Array([0x7b, 0xff, 0x7d]), /not valid UTF-8/],
     ['not an object', enc('[1]'), /not a JSON object/],
     ['no topology', enc({ weightsManifest: [] }), /no modelTopology object/],
-    ['graph model', model([], { format: 'graph-model' }), /format "graph-model"; only layers models/, 422],
+    ['unknown format', model([], { format: 'saved-model' }), /format "saved-model"; supported are layers models/, 422],
     ['no manifest', enc({ modelTopology: {} }), /no weightsManifest list/],
     ['group not an object', model([5]), /weightsManifest\[0\] is not an object/],
     ['no paths', model([{ weights: [] }]), /weightsManifest\[0\].paths is not a non-empty list/],

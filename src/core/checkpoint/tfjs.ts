@@ -56,6 +56,8 @@ export interface ParsedModelJson {
   groups: { paths: string[]; sourceBytes: number }[];
   /** True when some weight is quantized (the stored weights are then the dequantized ones). */
   quantized: boolean;
+  /** A graph model (`format: "graph-model"`, a converted SavedModel): weights and an op graph, no layers. */
+  graph: boolean;
 }
 
 function bad(message: string, details: Record<string, unknown> = {}, status: 400 | 413 | 422 = 400): CoreInputError {
@@ -84,7 +86,7 @@ function checkWeightPath(p: unknown, group: number): string {
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * Parses and validates a layers-model `model.json`. Quantized weights (uint8, uint16, float16) are
+ * Parses and validates a layers- or graph-model `model.json`. Quantized weights (uint8, uint16, float16) are
  * accepted: `entries` is the layout once dequantized to float32 (int32 stays int32), `sourceWeights`
  * the layout of the uploaded bytes. String or complex weights, graph models, groups without
  * weights, duplicate weight names and weight paths that leave their folder are refused.
@@ -109,8 +111,8 @@ export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = 
   const dup = scan.duplicate;
   if (scan.maxDepth > MAX_MODEL_JSON_DEPTH) throw bad(`model.json nests ${scan.maxDepth} levels deep, more than the limit of ${MAX_MODEL_JSON_DEPTH}`);
   if (dup) throw bad(`model.json has the key ${JSON.stringify(dup.key)} twice${dup.path.length ? ` in ${dup.path.join('.')}` : ''}`, { key: dup.key });
-  if (json.format !== undefined && json.format !== 'layers-model') {
-    throw bad(`model.json has format ${JSON.stringify(json.format)}; only layers models ("layers-model") are supported`, {}, 422);
+  if (json.format !== undefined && json.format !== 'layers-model' && json.format !== 'graph-model') {
+    throw bad(`model.json has format ${JSON.stringify(json.format)}; supported are layers models ("layers-model") and graph models ("graph-model")`, {}, 422);
   }
   if (!isObject(json.modelTopology)) throw bad('model.json has no modelTopology object');
   const manifest = json.weightsManifest;
@@ -163,7 +165,7 @@ export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = 
     });
     groups.push({ paths: groupPaths, sourceBytes: groupBytes });
   });
-  return { modelJson: json as TfjsModelJson, entries, weightBytes: offset, weightPaths, sourceWeights, groups, quantized: sourceWeights.some((w) => w.quantization) };
+  return { modelJson: json as TfjsModelJson, entries, weightBytes: offset, weightPaths, sourceWeights, groups, quantized: sourceWeights.some((w) => w.quantization), graph: json.format === 'graph-model' };
 }
 
 /**

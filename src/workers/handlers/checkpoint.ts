@@ -10,7 +10,7 @@ import { loadModel } from '../../core/tf/model-io.js';
 
 /** A stored model as tasks name it: enough to open its weights, nothing big. */
 export interface StoredModelRef {
-  format: 'safetensors' | 'tfjs-layers';
+  format: 'safetensors' | 'tfjs-layers' | 'tfjs-graph';
   weightsSha256: string;
   /** The weights layout (absolute offsets): needed for TensorFlow.js weights, informative for safetensors. */
   entries: TensorEntry[];
@@ -28,6 +28,9 @@ export interface StoredLayersModelRef extends StoredModelRef {
 
 /** Loads a stored layers model into this thread's backend. Only layers models carry an architecture. */
 export async function loadStoredLayersModel(store: ArtifactStore, ref: StoredLayersModelRef): Promise<tf.LayersModel> {
+  if (ref.format === 'tfjs-graph') {
+    throw new CoreInputError('no-architecture', 'this needs a TensorFlow.js layers model: a graph model (tfjs-graph) can be pruned, masked and souped here, not trained or evaluated', {}, 422);
+  }
   if (ref.format !== 'tfjs-layers' || !ref.topologySha256) {
     throw new CoreInputError('no-architecture', 'this needs a TensorFlow.js layers model: a safetensors checkpoint has no architecture to run', {}, 422);
   }
