@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from './support/app.js';
+import { binaryParser } from './support/checkpoints.js';
 import { artifactFiles } from './support/files.js';
 
 const PROBLEM = /application\/problem\+json/;
@@ -135,6 +136,12 @@ describe('real-world TensorFlow.js checkpoints over HTTP', () => {
     const total = kernels.reduce((n, k) => n + k.size, 0);
     expect(zeros).toBe(Math.round(0.6 * total));
     expect(pruned.prunableSparsity).toBeCloseTo(zeros / total, 10);
+    // Provenance in the files a client downloads: model.json and the safetensors conversion.
+    const mj = (await request(t.http).get(`/models/${pruned.id}/model.json`).expect(200)).body;
+    expect(mj.userDefinedMetadata.sparsoup).toMatchObject({ modelId: pruned.id, parentIds: [created.id], maskId: pruned.maskId, maskHash: pruned.impliedMaskHash, origin: { kind: 'prune', method: 'magnitude-global', sparsity: 0.6 } });
+    const st = (await request(t.http).get(`/models/${pruned.id}/safetensors`).buffer(true).parse(binaryParser).expect(200)).body as Buffer;
+    const meta = JSON.parse(st.subarray(8, 8 + Number(st.readBigUInt64LE(0))).toString('utf8')).__metadata__;
+    expect(meta).toMatchObject({ 'sparsoup.model_id': pruned.id, 'sparsoup.parents': JSON.stringify([created.id]), 'sparsoup.mask_hash': pruned.impliedMaskHash });
   });
 
   it('tf.io.http and a single model.weights.bin part still work beside named shards', async () => {

@@ -76,6 +76,12 @@ describe.skipIf(!hasTorch)('Hugging Face sharded safetensors over HTTP (a PyTorc
     const whole = await request(t.http).get(`/models/${pruned.id}/safetensors`).buffer(true).parse(binary).expect(200);
     const header = JSON.parse(whole.body.subarray(8, 8 + Number(whole.body.readBigUInt64LE(0))).toString('utf8'));
     expect(Object.keys(header).filter((k) => k !== '__metadata__').sort()).toEqual([...written.tensors].sort());
+    // Provenance, in the whole file and in every shard: id, parents, how it was made, the mask.
+    const shardHeader = (b: Buffer) => JSON.parse(b.subarray(8, 8 + Number(b.readBigUInt64LE(0))).toString('utf8')).__metadata__;
+    for (const meta of [header.__metadata__, shardHeader(readFileSync(join(out, files()[0])))]) {
+      expect(meta).toMatchObject({ format: 'pt', 'sparsoup.model_id': pruned.id, 'sparsoup.parents': JSON.stringify([created.id]), 'sparsoup.mask_id': pruned.maskId, 'sparsoup.mask_hash': pruned.impliedMaskHash });
+      expect(JSON.parse(meta['sparsoup.origin'])).toMatchObject({ kind: 'prune', method: 'magnitude-global', sparsity: 0.5 });
+    }
     await request(t.http).get(`/models/${pruned.id}/files/nope.safetensors`).expect(404);
   });
 

@@ -2,6 +2,8 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsIn, IsInt, IsOptional, IsString, IsUUID, Length, Matches, Max, Min } from 'class-validator';
 import { ARCHITECTURES } from '../core/tf/templates.js';
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
+import { type Provenance, provenanceMetadata } from '../core/checkpoint/provenance.js';
+import { safetensorsLayout } from '../core/checkpoint/safetensors.js';
 import { encodeSafetensorsIndex, SAFETENSORS_INDEX, shardFile } from '../core/checkpoint/sharded.js';
 import type { ModelEntity } from './model.entity.js';
 
@@ -83,17 +85,35 @@ export function mapModel(e: ModelEntity, parentIds: string[]): ModelDto {
     nonFinite: e.nonFinite,
     origin: e.origin,
     metadata: e.metadata,
-    files: modelFiles(e),
+    files: modelFiles(e, parentIds),
     createdAt: e.createdAt,
   };
 }
 
 /** A model's files and their sizes, as GET /models/{id}/files/{name} serves them. */
-export function modelFiles(e: ModelEntity): ModelFileDto[] {
+export function modelFiles(e: ModelEntity, parentIds: string[]): ModelFileDto[] {
   if (e.format !== 'safetensors') return [];
-  if (!e.shards) return [{ name: 'model.safetensors', sizeBytes: Number(e.sizeBytes) }];
+  const metadata = servedMetadata(e, parentIds);
+  if (!e.shards) return [{ name: 'model.safetensors', sizeBytes: metadata ? safetensorsLayout(e.tensors, metadata).header.byteLength + dataBytes(e) : Number(e.sizeBytes) }];
   const index = encodeSafetensorsIndex(e.shards, e.tensors);
-  return [{ name: SAFETENSORS_INDEX, sizeBytes: index.byteLength }, ...e.shards.map((s) => ({ name: s.name, sizeBytes: shardFile(s, e.tensors, e.metadata).sizeBytes }))];
+  return [{ name: SAFETENSORS_INDEX, sizeBytes: index.byteLength }, ...e.shards.map((s) => ({ name: s.name, sizeBytes: shardFile(s, e.tensors, metadata ?? e.metadata).sizeBytes }))];
+}
+
+function dataBytes(e: ModelEntity): number {
+  return e.tensors.reduce((n, t) => n + t.byteLength, 0);
+}
+
+/**
+ * The safetensors `__metadata__` of the files served for a model: an upload's own (its bytes are
+ * served as sent: null), a model the service made gets its provenance beside its parent's metadata.
+ */
+export function servedMetadata(e: ModelEntity, parentIds: string[]): Record<string, string> | null {
+  if (e.origin.kind === 'upload') return null;
+  return { ...e.metadata, ...provenanceMetadata(provenanceOf(e, parentIds)) };
+}
+
+export function provenanceOf(e: ModelEntity, parentIds: string[]): Provenance {
+  return { modelId: e.id, parentIds, origin: e.origin, maskId: e.maskId ?? null, maskHash: e.impliedMaskHash };
 }
 
 export class CreateTemplateDto {

@@ -7,7 +7,7 @@ import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { conflict, notFound, ProblemException } from '../common/problem.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
-import { encodeSafetensorsHeader, openSafetensors } from '../core/checkpoint/safetensors.js';
+import { encodeSafetensorsHeader, openSafetensors, safetensorsLayout } from '../core/checkpoint/safetensors.js';
 import { modelJsonForDownload, openTfjsWeights, type TfjsModelJson } from '../core/checkpoint/tfjs.js';
 import { encodeSafetensorsIndex, type ModelShard, SAFETENSORS_INDEX, shardFile } from '../core/checkpoint/sharded.js';
 import { impliedMask, maskHash } from '../core/masks/index.js';
@@ -19,7 +19,8 @@ import { MetricsService } from '../metrics/metrics.service.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
 import { ModelEntity, ModelParentEntity, type ModelOrigin, type ModelTensor } from './model.entity.js';
 import { ingestSafetensors, ingestTfjsMultipart, type IngestedCheckpoint } from './model-upload.js';
-import { type CreateTemplateDto, type ModelDto, type ModelFileDto, type ModelPageDto, type ModelQueryDto, mapModel, modelFiles } from './models.dto.js';
+import { type CreateTemplateDto, type ModelDto, type ModelFileDto, type ModelPageDto, type ModelQueryDto, mapModel, modelFiles, provenanceOf, servedMetadata } from './models.dto.js';
+import { provenanceJson } from '../core/checkpoint/provenance.js';
 
 /** A new model's facts, however it was made (upload, prune, soup, training). */
 export interface NewModel {
@@ -238,7 +239,10 @@ export class ModelsService {
     }
     const chunks: Buffer[] = [];
     for await (const c of this.artifacts.store.read(e.topologySha256)) chunks.push(c as Buffer);
-    return modelJsonForDownload(JSON.parse(Buffer.concat(chunks).toString('utf8')) as TfjsModelJson, 'model.weights.bin') as Record<string, unknown>;
+    const json = modelJsonForDownload(JSON.parse(Buffer.concat(chunks).toString('utf8')) as TfjsModelJson, 'model.weights.bin') as Record<string, unknown>;
+    if (e.origin.kind === 'upload') return json;
+    const own = (json.userDefinedMetadata ?? {}) as Record<string, unknown>;
+    return { ...json, userDefinedMetadata: { ...own, sparsoup: provenanceJson(provenanceOf(e, await this.parentIdsOf(id))) } };
   }
 
   async weights(id: string, res: Response): Promise<StreamableFile> {
@@ -250,13 +254,18 @@ export class ModelsService {
   }
 
   async files(id: string): Promise<ModelFileDto[]> {
-    return modelFiles(await this.entity(id));
+    return modelFiles(await this.entity(id), await this.parentIdsOf(id));
+  }
+
+  private async parentIdsOf(id: string): Promise<string[]> {
+    return (await this.parentsOf([id])).get(id) ?? [];
   }
 
   /** One file of a model: a sharded model's index or a shard (rebuilt from the stored file), or model.safetensors. */
   async file(id: string, name: string, res: Response): Promise<StreamableFile> {
     const e = await this.entity(id);
-    if (!modelFiles(e).some((f) => f.name === name)) {
+    const parentIds = await this.parentIdsOf(id);
+    if (!modelFiles(e, parentIds).some((f) => f.name === name)) {
       throw new ProblemException(404, `model ${id} has no file ${JSON.stringify(name)}; GET /models/${id}/files lists its files`);
     }
     if (!e.shards) return this.safetensors(id, res);
@@ -266,7 +275,7 @@ export class ModelsService {
       const bytes = encodeSafetensorsIndex(e.shards, e.tensors);
       return new StreamableFile(Buffer.from(bytes), { length: bytes.byteLength });
     }
-    const shard = shardFile(e.shards.find((s) => s.name === name)!, e.tensors, e.metadata);
+    const shard = shardFile(e.shards.find((s) => s.name === name)!, e.tensors, servedMetadata(e, parentIds) ?? e.metadata);
     res.setHeader('content-type', 'application/octet-stream');
     const store = this.artifacts.store;
     async function* body() {
@@ -281,13 +290,26 @@ export class ModelsService {
     const e = await this.entity(id);
     res.setHeader('content-type', 'application/octet-stream');
     res.setHeader('content-disposition', `attachment; filename="${e.name.replace(/[^\w.-]/g, '_')}.safetensors"`);
-    if (e.format === 'safetensors') {
+    const provenance = servedMetadata(e, await this.parentIdsOf(id));
+    if (e.format === 'safetensors' && !provenance) {
       res.setHeader('etag', `"${e.weightsSha256}"`);
       return new StreamableFile(this.artifacts.store.read(e.weightsSha256), { length: await this.artifacts.store.size(e.weightsSha256) });
     }
+    if (e.format === 'safetensors') {
+      // A model the service made: the same tensors in the same order, under a header that says where it came from.
+      const { header } = safetensorsLayout(e.tensors, provenance!);
+      const store = this.artifacts.store;
+      const tensors = e.tensors;
+      async function* body() {
+        yield header;
+        for (const t of tensors) if (t.byteLength > 0) yield* store.read(e.weightsSha256, { start: t.byteOffset, end: t.byteOffset + t.byteLength });
+      }
+      const { Readable } = await import('node:stream');
+      return new StreamableFile(Readable.from(body()), { length: header.byteLength + tensors.reduce((n, t) => n + t.byteLength, 0) });
+    }
     // The TensorFlow.js weights are already laid out back to back in manifest order: the safetensors
     // file is a header naming the same tensors followed by those bytes, unchanged.
-    const header = encodeSafetensorsHeader(e.tensors, { format: e.format, source: e.id });
+    const header = encodeSafetensorsHeader(e.tensors, { format: e.format, source: e.id, ...(provenance ?? {}) });
     const body = this.artifacts.store.read(e.weightsSha256);
     async function* concat() {
       yield header;
