@@ -85,6 +85,17 @@ describe.skipIf(!hasTorch)('Hugging Face sharded safetensors over HTTP (a PyTorc
     await request(t.http).get(`/models/${pruned.id}/files/nope.safetensors`).expect(404);
   });
 
+  it('the CLI uploads the folder and downloads it back as index + shards', async () => {
+    const cli = (args: string[]) => run(process.execPath, ['dist/src/cli/main.js', ...args, '--json'], { env: { ...process.env, NO_COLOR: '1', SPARSOUP_URL: t.url } });
+    const created = JSON.parse((await cli(['models', 'upload', folder, '--name', 'from-cli'])).stdout);
+    expect(created.files.map((f: { name: string }) => f.name)).toEqual([INDEX, ...files()]);
+    const out = join(t.config.dataDir, 'cli-out');
+    const got = JSON.parse((await cli(['models', 'download', created.id, '--format', 'files', '-o', out])).stdout);
+    expect(got.files.map((f: { file: string }) => f.file)).toEqual([INDEX, ...files()].map((f) => join(out, f)));
+    expect(JSON.parse(readFileSync(join(out, INDEX), 'utf8')).weight_map).toEqual(written.shards);
+    expect(JSON.parse((await run(PYTHON, [SCRIPT, 'load', out])).stdout).loaded).toBe(true);
+  });
+
   describe('bad folders: a 4xx problem naming what is wrong, no row, no file', () => {
     async function expectRefused(parts: [string, Buffer][], detail: RegExp) {
       const before = (await request(t.http).get('/models')).body.total;

@@ -919,8 +919,11 @@ export interface components {
             createdAt: string;
             /** @description the files GET /models/{id}/files/{name} serves: a sharded safetensors model's index and shards, or model.safetensors; empty for TensorFlow.js models (model.json and model.weights.bin) */
             files: components["schemas"]["ModelFileDto"][];
-            /** @enum {string} */
-            format: "tfjs-layers" | "safetensors";
+            /**
+             * @description tfjs-graph: a TensorFlow.js graph model (stored, pruned, masked, souped, served to tf.loadGraphModel; not trained or evaluated here)
+             * @enum {string}
+             */
+            format: "tfjs-layers" | "tfjs-graph" | "safetensors";
             /** Format: uuid */
             id: string;
             /** @description hash of the exact-zero pattern on the prunable tensors */

@@ -11,6 +11,7 @@ import {
   type CreateSoup,
   createSparsoupClient,
   downloadModel,
+  downloadModelFile,
   type Model,
   type PruneRequest,
   type Run,
@@ -19,6 +20,7 @@ import {
   type SparsoupClient,
   unwrap,
   uploadSafetensors,
+  uploadModelFiles,
   uploadTfjs,
 } from '../../clients/typescript/index.js';
 import { BarBoard, type BarState, bytes, num, pct, short, table } from './output.js';
@@ -101,7 +103,20 @@ async function modelsUpload(ctx: Context, args: string[], values: Values) {
   const modelJsonPath = info.isDirectory() ? join(path, 'model.json') : path;
   const name = (values.name as string | undefined) ?? (info.isDirectory() ? basename(resolve(path)) : isTfjs ? basename(dirname(resolve(path))) : basename(path, extname(path)));
   let model: Model;
-  if (isTfjs) {
+  const index = info.isDirectory() ? join(path, 'model.safetensors.index.json') : null;
+  if (index && (await stat(index).catch(() => null))) {
+    // A Hugging Face sharded folder: the index first, then every shard its weight_map names.
+    const text = await readFile(index, 'utf8');
+    let shards: string[];
+    try {
+      shards = [...new Set(Object.values((JSON.parse(text) as { weight_map?: Record<string, string> }).weight_map ?? {}))];
+    } catch (err) {
+      throw new UsageError(`${index} is not JSON: ${(err as Error).message}`);
+    }
+    const files: [string, Blob][] = [['model.safetensors.index.json', new Blob([text], { type: 'application/json' })]];
+    for (const s of shards) files.push([s, await openAsBlob(join(path, s))]);
+    model = await uploadModelFiles(client(ctx), name, files);
+  } else if (isTfjs) {
     // As tf.io.http sends it: model.json, then every weight file of the manifest, in order, as one part.
     const text = await readFile(modelJsonPath, 'utf8');
     let manifest: { paths?: string[] }[];
@@ -143,10 +158,20 @@ async function modelsPrune(ctx: Context, args: string[], values: Values) {
 async function modelsDownload(ctx: Context, args: string[], values: Values) {
   const [id] = need(args, 1, 'the model id');
   const format = (values.format as string | undefined) ?? 'safetensors';
-  if (format !== 'safetensors' && format !== 'tfjs') throw new UsageError('--format is safetensors or tfjs');
+  if (format !== 'safetensors' && format !== 'tfjs' && format !== 'files') throw new UsageError('--format is safetensors, tfjs or files');
   const api = client(ctx);
   const written: string[] = [];
-  if (format === 'safetensors') {
+  if (format === 'files') {
+    // Every file of the model as the service lists it: a sharded model's index and shards.
+    const folder = (values.output as string | undefined) ?? id;
+    await mkdir(folder, { recursive: true });
+    const files = await unwrap(api.GET('/models/{id}/files', { params: { path: { id } } }));
+    for (const f of files) {
+      const file = join(folder, basename(f.name));
+      await pipeline(Readable.fromWeb((await downloadModelFile(api, id, f.name)) as WebReadableStream<Uint8Array>), createWriteStream(file));
+      written.push(file);
+    }
+  } else if (format === 'safetensors') {
     const file = (values.output as string | undefined) ?? `${id}.safetensors`;
     await pipeline(Readable.fromWeb((await downloadModel(api, id, 'safetensors')) as WebReadableStream<Uint8Array>), createWriteStream(file));
     written.push(file);
@@ -342,9 +367,9 @@ async function runsReport(ctx: Context, args: string[], values: Values) {
 }
 
 export const COMMANDS: Record<string, Command> = {
-  'models upload': { args: '<file.safetensors | model.json folder> [--name]', summary: 'upload a checkpoint', options: ['name'], run: modelsUpload },
+  'models upload': { args: '<file.safetensors | model.json folder | sharded safetensors folder> [--name]', summary: 'upload a checkpoint', options: ['name'], run: modelsUpload },
   'models prune': { args: '<id> --method <m> [--sparsity s] [--n --m --seed --include --exclude]', summary: 'prune into a new model and mask', options: ['method', 'sparsity', 'n', 'm', 'seed', 'include', 'exclude', 'name'], run: modelsPrune },
-  'models download': { args: '<id> [--format safetensors|tfjs] [-o file|folder]', summary: 'download a model', options: ['format', 'output'], run: modelsDownload },
+  'models download': { args: '<id> [--format safetensors|tfjs|files] [-o file|folder]', summary: 'download a model', options: ['format', 'output'], run: modelsDownload },
   'models list': { args: '[--limit n]', summary: 'list models with their lineage', options: ['limit'], run: modelsList },
   'models get': { args: '<id>', summary: 'a model and its tensors', options: [], run: (ctx, args) => modelsGet(ctx, args) },
   'soups create': { args: '--method uniform|weighted|greedy <ids…> [--weights --dataset]', summary: 'merge models into a soup', options: ['method', 'weights', 'dataset', 'comparison', 'name'], run: soupsCreate },
