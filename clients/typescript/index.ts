@@ -106,6 +106,24 @@ export function uploadTfjs(client: SparsoupClient, name: string, modelJson: Blob
 }
 
 /**
+ * POST /models with a folder of named files, in the order given: the converter's folder (`model.json`
+ * first, then its weight files) or a Hugging Face sharded folder (`model.safetensors.index.json` first,
+ * then its shards).
+ */
+export function uploadModelFiles(client: SparsoupClient, name: string, files: [string, Blob][]): Promise<Model> {
+  const form = new FormData();
+  for (const [n, b] of files) form.append(n, b, n);
+  return unwrap(client.POST('/models', { params: { query: { name } }, body: form as unknown as { 'model.json'?: string }, bodySerializer: asIs }));
+}
+
+/** GET /models/{id}/files/{name}: one file of a model, streamed. */
+export async function downloadModelFile(client: SparsoupClient, id: string, name: string): Promise<ReadableStream<Uint8Array>> {
+  const stream = await unwrap(client.GET('/models/{id}/files/{name}', { params: { path: { id, name } }, parseAs: 'stream' }) as Promise<{ data?: ReadableStream<Uint8Array> | null; error?: unknown; response: Response }>);
+  if (!stream) throw new Error('the service answered without a body');
+  return stream;
+}
+
+/**
  * POST /datasets: an IDX pair as parts (`images`, `labels`, optionally `testImages`, `testLabels`), or
  * one `.npz` / safetensors file holding `x` and `y`.
  */

@@ -228,6 +228,38 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/models/{id}/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["getModelFiles"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/models/{id}/files/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["getModelFile"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/models/{id}/model.json": {
         parameters: {
             query?: never;
@@ -885,8 +917,13 @@ export interface components {
         ModelDto: {
             /** Format: date-time */
             createdAt: string;
-            /** @enum {string} */
-            format: "tfjs-layers" | "safetensors";
+            /** @description the files GET /models/{id}/files/{name} serves: a sharded safetensors model's index and shards, or model.safetensors; empty for TensorFlow.js models (model.json and model.weights.bin) */
+            files: components["schemas"]["ModelFileDto"][];
+            /**
+             * @description tfjs-graph: a TensorFlow.js graph model (stored, pruned, masked, souped, served to tf.loadGraphModel; not trained or evaluated here)
+             * @enum {string}
+             */
+            format: "tfjs-layers" | "tfjs-graph" | "safetensors";
             /** Format: uuid */
             id: string;
             /** @description hash of the exact-zero pattern on the prunable tensors */
@@ -914,6 +951,11 @@ export interface components {
             /** @description exact zeros / all weights */
             sparsity: number;
             tensors: components["schemas"]["ModelTensorDto"][];
+        };
+        ModelFileDto: {
+            /** @example model-00001-of-00003.safetensors */
+            name: string;
+            sizeBytes: number;
         };
         ModelPageDto: {
             items: components["schemas"]["ModelDto"][];
@@ -1588,7 +1630,7 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description A TensorFlow.js layers model as `model.save(tf.io.http(url))` posts it (multipart parts `model.json` and `model.weights.bin`), or a safetensors file as application/octet-stream. Streamed: never held in memory. */
+        /** @description A TensorFlow.js layers model as `model.save(tf.io.http(url))` posts it (multipart parts `model.json` and `model.weights.bin`) or as the converter writes its folder (`model.json` first, then one part per weight file, named as the manifest names it, in any order; quantized weights are stored dequantized to float32); a Hugging Face sharded safetensors folder (multipart: `model.safetensors.index.json` first, then one part per shard, named as its weight_map names them); or a safetensors file as application/octet-stream. Streamed: never held in memory. */
         requestBody: {
             content: {
                 "application/octet-stream": {
@@ -1728,6 +1770,49 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["EvaluationDto"];
                 };
+            };
+        };
+    };
+    getModelFiles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the files of the model: a sharded safetensors model's index and shards (as uploaded: same names, same tensors in each), or model.safetensors */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelFileDto"][];
+                };
+            };
+        };
+    };
+    getModelFile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description one file of the model, streamed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

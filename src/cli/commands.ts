@@ -12,6 +12,7 @@ import {
   type CreateSoup,
   createSparsoupClient,
   downloadModel,
+  downloadModelFile,
   type Model,
   type PruneRequest,
   type Run,
@@ -21,6 +22,7 @@ import {
   unwrap,
   uploadDataset,
   uploadSafetensors,
+  uploadModelFiles,
   uploadTfjs,
 } from '../../clients/typescript/index.js';
 import { BarBoard, type BarState, bytes, num, pct, short, table } from './output.js';
@@ -129,7 +131,20 @@ async function modelsUpload(ctx: Context, args: string[], values: Values) {
   const modelJsonPath = info.isDirectory() ? join(path, 'model.json') : path;
   const name = (values.name as string | undefined) ?? (info.isDirectory() ? basename(resolve(path)) : isTfjs ? basename(dirname(resolve(path))) : basename(path, extname(path)));
   let model: Model;
-  if (isTfjs) {
+  const index = info.isDirectory() ? join(path, 'model.safetensors.index.json') : null;
+  if (index && (await stat(index).catch(() => null))) {
+    // A Hugging Face sharded folder: the index first, then every shard its weight_map names.
+    const text = await readFile(index, 'utf8');
+    let shards: string[];
+    try {
+      shards = [...new Set(Object.values((JSON.parse(text) as { weight_map?: Record<string, string> }).weight_map ?? {}))];
+    } catch (err) {
+      throw new UsageError(`${index} is not JSON: ${(err as Error).message}`);
+    }
+    const files: [string, Blob][] = [['model.safetensors.index.json', new Blob([text], { type: 'application/json' })]];
+    for (const s of shards) files.push([s, await openAsBlob(join(path, s))]);
+    model = await uploadModelFiles(client(ctx), name, files);
+  } else if (isTfjs) {
     // As tf.io.http sends it: model.json, then every weight file of the manifest, in order, as one part.
     const text = await readFile(modelJsonPath, 'utf8');
     let manifest: { paths?: string[] }[];
@@ -171,10 +186,20 @@ async function modelsPrune(ctx: Context, args: string[], values: Values) {
 async function modelsDownload(ctx: Context, args: string[], values: Values) {
   const [id] = need(args, 1, 'the model id');
   const format = (values.format as string | undefined) ?? 'safetensors';
-  if (format !== 'safetensors' && format !== 'tfjs') throw new UsageError('--format is safetensors or tfjs');
+  if (format !== 'safetensors' && format !== 'tfjs' && format !== 'files') throw new UsageError('--format is safetensors, tfjs or files');
   const api = client(ctx);
   const written: string[] = [];
-  if (format === 'safetensors') {
+  if (format === 'files') {
+    // Every file of the model as the service lists it: a sharded model's index and shards.
+    const folder = (values.output as string | undefined) ?? id;
+    await mkdir(folder, { recursive: true });
+    const files = await unwrap(api.GET('/models/{id}/files', { params: { path: { id } } }));
+    for (const f of files) {
+      const file = join(folder, basename(f.name));
+      await pipeline(Readable.fromWeb((await downloadModelFile(api, id, f.name)) as WebReadableStream<Uint8Array>), createWriteStream(file));
+      written.push(file);
+    }
+  } else if (format === 'safetensors') {
     const file = (values.output as string | undefined) ?? `${id}.safetensors`;
     await pipeline(Readable.fromWeb((await downloadModel(api, id, 'safetensors')) as WebReadableStream<Uint8Array>), createWriteStream(file));
     written.push(file);
@@ -535,7 +560,7 @@ export const COMMANDS: Record<string, Command> = {
     options: ['architecture', 'dataset', 'seed', 'name'],
     run: modelsTemplate,
   },
-  'models upload': { args: '<file.safetensors | model.json folder> [--name]', summary: 'upload a checkpoint', help: 'examples:\n  sparsoup models upload model.safetensors --name resnet\n  sparsoup models upload ./my-tfjs-model          # a folder with model.json and its weight files', options: ['name'], run: modelsUpload },
+  'models upload': { args: '<file.safetensors | model.json folder | sharded safetensors folder> [--name]', summary: 'upload a checkpoint', help: 'examples:\n  sparsoup models upload model.safetensors --name resnet\n  sparsoup models upload ./my-tfjs-model          # a folder with model.json and its weight files\n  sparsoup models upload ./my-hf-model            # model.safetensors.index.json and its shards', options: ['name'], run: modelsUpload },
   'models prune': {
     args: '<id> --method <m> [--sparsity s] [--n --m --seed --include --exclude]',
     summary: 'prune into a new model and mask',
@@ -550,7 +575,7 @@ export const COMMANDS: Record<string, Command> = {
     options: ['dataset', 'split', 'corruption', 'seed'],
     run: modelsEvaluate,
   },
-  'models download': { args: '<id> [--format safetensors|tfjs] [-o file|folder]', summary: 'download a model', help: 'example:\n  sparsoup models download <model id> -o soup.safetensors', options: ['format', 'output'], run: modelsDownload },
+  'models download': { args: '<id> [--format safetensors|tfjs|files] [-o file|folder]', summary: 'download a model', help: 'example:\n  sparsoup models download <model id> -o soup.safetensors', options: ['format', 'output'], run: modelsDownload },
   'models list': { args: '[--limit n]', summary: 'list models with their lineage', help: 'example:\n  sparsoup models list --limit 10', options: ['limit'], run: modelsList },
   'models get': { args: '<id>', summary: 'a model and its tensors', help: 'example:\n  sparsoup models get <model id>', options: [], run: (ctx, args) => modelsGet(ctx, args) },
   'masks list': { args: '[--model <source model id>] [--limit n]', summary: 'list masks', help: 'example:\n  sparsoup masks list --model <dense id>', options: ['model', 'limit'], run: masksList },

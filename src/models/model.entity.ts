@@ -1,9 +1,10 @@
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryColumn, PrimaryGeneratedColumn, type Relation } from 'typeorm';
 import { ArtifactEntity } from '../artifacts/artifact.entity.js';
+import type { ModelShard } from '../core/checkpoint/sharded.js';
 import type { DType } from '../core/tensors.js';
 import type { MaskEntity } from '../masks/mask.entity.js';
 
-export type ModelFormat = 'tfjs-layers' | 'safetensors';
+export type ModelFormat = 'tfjs-layers' | 'tfjs-graph' | 'safetensors';
 
 export interface ModelTensor {
   name: string;
@@ -76,6 +77,10 @@ export class ModelEntity {
 
   @Column({ type: 'jsonb' })
   origin: ModelOrigin;
+
+  /** A sharded safetensors model (the Hugging Face layout): its shard files and their tensors; null for one file. */
+  @Column({ type: 'jsonb', nullable: true })
+  shards: ModelShard[] | null;
 
   @Column({ type: 'char', length: 64, name: 'implied_mask_hash', nullable: true })
   impliedMaskHash: string | null;

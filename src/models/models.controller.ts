@@ -1,7 +1,7 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, ParseUUIDPipe, Post, Query, Req, Res, StreamableFile } from '@nestjs/common';
 import { ApiBody, ApiConsumes, ApiCreatedResponse, ApiNoContentResponse, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
-import { CreateModelQueryDto, CreateTemplateDto, ModelDto, ModelPageDto, ModelQueryDto } from './models.dto.js';
+import { CreateModelQueryDto, CreateTemplateDto, ModelDto, ModelFileDto, ModelPageDto, ModelQueryDto } from './models.dto.js';
 import { ModelsService } from './models.service.js';
 
 @ApiTags('models')
@@ -13,8 +13,10 @@ export class ModelsController {
   @ApiConsumes('multipart/form-data', 'application/octet-stream')
   @ApiBody({
     description:
-      'A TensorFlow.js layers model as `model.save(tf.io.http(url))` posts it (multipart parts `model.json` and `model.weights.bin`), ' +
-      'or a safetensors file as application/octet-stream. Streamed: never held in memory.',
+      'A TensorFlow.js layers model as `model.save(tf.io.http(url))` posts it (multipart parts `model.json` and `model.weights.bin`) ' +
+      'or as the converter writes its folder (`model.json` first, then one part per weight file, named as the manifest names it, in any order; ' +
+      'quantized weights are stored dequantized to float32); a Hugging Face sharded safetensors folder (multipart: `model.safetensors.index.json` first, ' +
+      'then one part per shard, named as its weight_map names them); or a safetensors file as application/octet-stream. Streamed: never held in memory.',
     schema: {
       oneOf: [
         { type: 'object', properties: { 'model.json': { type: 'string', format: 'binary' }, 'model.weights.bin': { type: 'string', format: 'binary' } } },
@@ -64,6 +66,19 @@ export class ModelsController {
   @ApiOkResponse({ description: 'the TensorFlow.js weights, all weight files concatenated in manifest order' })
   async getModelWeights(@Param('id', ParseUUIDPipe) id: string, @Res({ passthrough: true }) res: Response): Promise<StreamableFile> {
     return this.models.weights(id, res);
+  }
+
+  @Get(':id/files')
+  @ApiOkResponse({ type: [ModelFileDto], description: 'the files of the model: a sharded safetensors model\'s index and shards (as uploaded: same names, same tensors in each), or model.safetensors' })
+  getModelFiles(@Param('id', ParseUUIDPipe) id: string): Promise<ModelFileDto[]> {
+    return this.models.files(id);
+  }
+
+  @Get(':id/files/:name')
+  @ApiProduces('application/octet-stream', 'application/json')
+  @ApiOkResponse({ description: 'one file of the model, streamed' })
+  async getModelFile(@Param('id', ParseUUIDPipe) id: string, @Param('name') name: string, @Res({ passthrough: true }) res: Response): Promise<StreamableFile> {
+    return this.models.file(id, name, res);
   }
 
   @Get(':id/safetensors')

@@ -2,6 +2,9 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsIn, IsInt, IsOptional, IsString, IsUUID, Length, Matches, Max, Min } from 'class-validator';
 import { ARCHITECTURES } from '../core/tf/templates.js';
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
+import { type Provenance, provenanceMetadata } from '../core/checkpoint/provenance.js';
+import { safetensorsLayout } from '../core/checkpoint/safetensors.js';
+import { encodeSafetensorsIndex, SAFETENSORS_INDEX, shardFile } from '../core/checkpoint/sharded.js';
 import type { ModelEntity } from './model.entity.js';
 
 export const MODEL_NAME = /^[\w.@+-][\w .@+/-]{0,199}$/;
@@ -14,10 +17,16 @@ export class ModelTensorDto {
   @ApiProperty({ description: 'exact zeros / elements' }) sparsity: number;
 }
 
+export class ModelFileDto {
+  @ApiProperty({ example: 'model-00001-of-00003.safetensors' }) name: string;
+  @ApiProperty() sizeBytes: number;
+}
+
 export class ModelDto {
   @ApiProperty({ format: 'uuid' }) id: string;
   @ApiProperty() name: string;
-  @ApiProperty({ enum: ['tfjs-layers', 'safetensors'] }) format: 'tfjs-layers' | 'safetensors';
+  @ApiProperty({ enum: ['tfjs-layers', 'tfjs-graph', 'safetensors'], description: 'tfjs-graph: a TensorFlow.js graph model (stored, pruned, masked, souped, served to tf.loadGraphModel; not trained or evaluated here)' })
+  format: 'tfjs-layers' | 'tfjs-graph' | 'safetensors';
   @ApiProperty({ description: 'sha256 of the weights file (the safetensors file, or the concatenated TensorFlow.js weights)' }) sha256: string;
   @ApiProperty() sizeBytes: number;
   @ApiProperty() paramCount: number;
@@ -30,6 +39,8 @@ export class ModelDto {
   @ApiProperty({ description: 'true when some weight is NaN or infinite' }) nonFinite: boolean;
   @ApiProperty({ type: 'object', additionalProperties: true, description: 'provenance: how the model was made, with configuration and seed' }) origin: Record<string, unknown>;
   @ApiProperty({ type: 'object', additionalProperties: { type: 'string' } }) metadata: Record<string, string>;
+  @ApiProperty({ type: [ModelFileDto], description: 'the files GET /models/{id}/files/{name} serves: a sharded safetensors model\'s index and shards, or model.safetensors; empty for TensorFlow.js models (model.json and model.weights.bin)' })
+  files: ModelFileDto[];
   @ApiProperty() createdAt: Date;
 }
 
@@ -74,8 +85,35 @@ export function mapModel(e: ModelEntity, parentIds: string[]): ModelDto {
     nonFinite: e.nonFinite,
     origin: e.origin,
     metadata: e.metadata,
+    files: modelFiles(e, parentIds),
     createdAt: e.createdAt,
   };
+}
+
+/** A model's files and their sizes, as GET /models/{id}/files/{name} serves them. */
+export function modelFiles(e: ModelEntity, parentIds: string[]): ModelFileDto[] {
+  if (e.format !== 'safetensors') return [];
+  const metadata = servedMetadata(e, parentIds);
+  if (!e.shards) return [{ name: 'model.safetensors', sizeBytes: metadata ? safetensorsLayout(e.tensors, metadata).header.byteLength + dataBytes(e) : Number(e.sizeBytes) }];
+  const index = encodeSafetensorsIndex(e.shards, e.tensors);
+  return [{ name: SAFETENSORS_INDEX, sizeBytes: index.byteLength }, ...e.shards.map((s) => ({ name: s.name, sizeBytes: shardFile(s, e.tensors, metadata ?? e.metadata).sizeBytes }))];
+}
+
+function dataBytes(e: ModelEntity): number {
+  return e.tensors.reduce((n, t) => n + t.byteLength, 0);
+}
+
+/**
+ * The safetensors `__metadata__` of the files served for a model: an upload's own (its bytes are
+ * served as sent: null), a model the service made gets its provenance beside its parent's metadata.
+ */
+export function servedMetadata(e: ModelEntity, parentIds: string[]): Record<string, string> | null {
+  if (e.origin.kind === 'upload') return null;
+  return { ...e.metadata, ...provenanceMetadata(provenanceOf(e, parentIds)) };
+}
+
+export function provenanceOf(e: ModelEntity, parentIds: string[]): Provenance {
+  return { modelId: e.id, parentIds, origin: e.origin, maskId: e.maskId ?? null, maskHash: e.impliedMaskHash };
 }
 
 export class CreateTemplateDto {

@@ -7,8 +7,9 @@ import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { conflict, notFound, ProblemException } from '../common/problem.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
-import { encodeSafetensorsHeader, openSafetensors } from '../core/checkpoint/safetensors.js';
+import { encodeSafetensorsHeader, openSafetensors, safetensorsLayout } from '../core/checkpoint/safetensors.js';
 import { modelJsonForDownload, openTfjsWeights, type TfjsModelJson } from '../core/checkpoint/tfjs.js';
+import { encodeSafetensorsIndex, type ModelShard, SAFETENSORS_INDEX, shardFile } from '../core/checkpoint/sharded.js';
 import { isPrunable } from '../core/pruning/prunable.js';
 import type { CheckpointReader, TensorEntry, TensorStats } from '../core/tensors.js';
 import { DatasetsService } from '../datasets/datasets.service.js';
@@ -17,12 +18,13 @@ import { MetricsService } from '../metrics/metrics.service.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { ModelEntity, ModelParentEntity, type ModelOrigin, type ModelTensor } from './model.entity.js';
 import { ingestSafetensors, ingestTfjsMultipart, type IngestedCheckpoint } from './model-upload.js';
-import { type CreateTemplateDto, type ModelDto, type ModelPageDto, type ModelQueryDto, mapModel } from './models.dto.js';
+import { type CreateTemplateDto, type ModelDto, type ModelFileDto, type ModelPageDto, type ModelQueryDto, mapModel, modelFiles, provenanceOf, servedMetadata } from './models.dto.js';
+import { provenanceJson } from '../core/checkpoint/provenance.js';
 
 /** A new model's facts, however it was made (upload, prune, soup, training). */
 export interface NewModel {
   name: string;
-  format: 'tfjs-layers' | 'safetensors';
+  format: 'tfjs-layers' | 'tfjs-graph' | 'safetensors';
   weights: StoredArtifact;
   topology: StoredArtifact | null;
   entries: IngestedCheckpoint['entries'];
@@ -33,6 +35,8 @@ export interface NewModel {
   /** Hash of the weights' exact-zero pattern on the prunable tensors: computed where the bytes were written (ingest or worker), never by re-reading them here. */
   impliedMaskHash: string | null;
   maskId?: string | null;
+  /** Sharded safetensors layout; left out, a safetensors model derived from a sharded one keeps its parent's. */
+  shards?: ModelShard[] | null;
 }
 
 const REFERRERS: Record<string, string> = {
@@ -114,7 +118,7 @@ export class ModelsService {
   }
 
   /** A reader over a stored weights artifact, one tensor at a time. */
-  async openWeights(format: 'safetensors' | 'tfjs-layers', sha256: string, entries: readonly TensorEntry[]): Promise<CheckpointReader> {
+  async openWeights(format: 'safetensors' | 'tfjs-layers' | 'tfjs-graph', sha256: string, entries: readonly TensorEntry[]): Promise<CheckpointReader> {
     const path = await this.artifacts.store.localPath(sha256);
     return format === 'safetensors' ? openSafetensors(path) : openTfjsWeights(path, entries);
   }
@@ -128,6 +132,7 @@ export class ModelsService {
   async create(m: NewModel, manager?: EntityManager): Promise<ModelDto> {
     const impliedMaskHash = m.impliedMaskHash;
     const run = async (tx: EntityManager) => {
+      const shards = m.shards !== undefined ? m.shards : await inheritedShards(tx, m);
       await this.artifacts.record(tx, m.weights, m.format === 'safetensors' ? 'application/vnd.safetensors' : 'application/octet-stream');
       if (m.topology) await this.artifacts.record(tx, m.topology, 'application/json');
       const tensors = toModelTensors(m);
@@ -149,6 +154,7 @@ export class ModelsService {
         origin: m.origin,
         impliedMaskHash,
         maskId: m.maskId ?? null,
+        shards,
       });
       const saved = await tx.save(entity);
       const parentIds = m.parentIds ?? [];
@@ -213,33 +219,82 @@ export class ModelsService {
 
   async modelJson(id: string): Promise<Record<string, unknown>> {
     const e = await this.entity(id);
-    if (e.format !== 'tfjs-layers' || !e.topologySha256) {
+    if (e.format === 'safetensors' || !e.topologySha256) {
       throw new ProblemException(409, `model ${id} is a ${e.format} checkpoint and has no TensorFlow.js topology; download /models/${id}/safetensors`);
     }
     const chunks: Buffer[] = [];
     for await (const c of this.artifacts.store.read(e.topologySha256)) chunks.push(c as Buffer);
-    return modelJsonForDownload(JSON.parse(Buffer.concat(chunks).toString('utf8')) as TfjsModelJson, 'model.weights.bin') as Record<string, unknown>;
+    const json = modelJsonForDownload(JSON.parse(Buffer.concat(chunks).toString('utf8')) as TfjsModelJson, 'model.weights.bin') as Record<string, unknown>;
+    if (e.origin.kind === 'upload') return json;
+    const own = (json.userDefinedMetadata ?? {}) as Record<string, unknown>;
+    return { ...json, userDefinedMetadata: { ...own, sparsoup: provenanceJson(provenanceOf(e, await this.parentIdsOf(id))) } };
   }
 
   async weights(id: string, res: Response): Promise<StreamableFile> {
     const e = await this.entity(id);
-    if (e.format !== 'tfjs-layers') throw new ProblemException(409, `model ${id} is a safetensors checkpoint; download /models/${id}/safetensors`);
+    if (e.format === 'safetensors') throw new ProblemException(409, `model ${id} is a safetensors checkpoint; download /models/${id}/safetensors`);
     res.setHeader('content-type', 'application/octet-stream');
     res.setHeader('etag', `"${e.weightsSha256}"`);
     return new StreamableFile(this.artifacts.store.read(e.weightsSha256), { length: await this.artifacts.store.size(e.weightsSha256) });
+  }
+
+  async files(id: string): Promise<ModelFileDto[]> {
+    return modelFiles(await this.entity(id), await this.parentIdsOf(id));
+  }
+
+  private async parentIdsOf(id: string): Promise<string[]> {
+    return (await this.parentsOf([id])).get(id) ?? [];
+  }
+
+  /** One file of a model: a sharded model's index or a shard (rebuilt from the stored file), or model.safetensors. */
+  async file(id: string, name: string, res: Response): Promise<StreamableFile> {
+    const e = await this.entity(id);
+    const parentIds = await this.parentIdsOf(id);
+    if (!modelFiles(e, parentIds).some((f) => f.name === name)) {
+      throw new ProblemException(404, `model ${id} has no file ${JSON.stringify(name)}; GET /models/${id}/files lists its files`);
+    }
+    if (!e.shards) return this.safetensors(id, res);
+    res.setHeader('content-disposition', `attachment; filename="${name}"`);
+    if (name === SAFETENSORS_INDEX) {
+      res.setHeader('content-type', 'application/json');
+      const bytes = encodeSafetensorsIndex(e.shards, e.tensors);
+      return new StreamableFile(Buffer.from(bytes), { length: bytes.byteLength });
+    }
+    const shard = shardFile(e.shards.find((s) => s.name === name)!, e.tensors, servedMetadata(e, parentIds) ?? e.metadata);
+    res.setHeader('content-type', 'application/octet-stream');
+    const store = this.artifacts.store;
+    async function* body() {
+      yield shard.header;
+      for (const r of shard.ranges) if (r.end > r.start) yield* store.read(e.weightsSha256, r);
+    }
+    const { Readable } = await import('node:stream');
+    return new StreamableFile(Readable.from(body()), { length: shard.sizeBytes });
   }
 
   async safetensors(id: string, res: Response): Promise<StreamableFile> {
     const e = await this.entity(id);
     res.setHeader('content-type', 'application/octet-stream');
     res.setHeader('content-disposition', `attachment; filename="${e.name.replace(/[^\w.-]/g, '_')}.safetensors"`);
-    if (e.format === 'safetensors') {
+    const provenance = servedMetadata(e, await this.parentIdsOf(id));
+    if (e.format === 'safetensors' && !provenance) {
       res.setHeader('etag', `"${e.weightsSha256}"`);
       return new StreamableFile(this.artifacts.store.read(e.weightsSha256), { length: await this.artifacts.store.size(e.weightsSha256) });
     }
+    if (e.format === 'safetensors') {
+      // A model the service made: the same tensors in the same order, under a header that says where it came from.
+      const { header } = safetensorsLayout(e.tensors, provenance!);
+      const store = this.artifacts.store;
+      const tensors = e.tensors;
+      async function* body() {
+        yield header;
+        for (const t of tensors) if (t.byteLength > 0) yield* store.read(e.weightsSha256, { start: t.byteOffset, end: t.byteOffset + t.byteLength });
+      }
+      const { Readable } = await import('node:stream');
+      return new StreamableFile(Readable.from(body()), { length: header.byteLength + tensors.reduce((n, t) => n + t.byteLength, 0) });
+    }
     // The TensorFlow.js weights are already laid out back to back in manifest order: the safetensors
     // file is a header naming the same tensors followed by those bytes, unchanged.
-    const header = encodeSafetensorsHeader(e.tensors, { format: 'tfjs-layers', source: e.id });
+    const header = encodeSafetensorsHeader(e.tensors, { format: e.format, source: e.id, ...(provenance ?? {}) });
     const body = this.artifacts.store.read(e.weightsSha256);
     async function* concat() {
       yield header;
@@ -248,6 +303,20 @@ export class ModelsService {
     const { Readable } = await import('node:stream');
     return new StreamableFile(Readable.from(concat()), { length: header.byteLength + (await this.artifacts.store.size(e.weightsSha256)) });
   }
+}
+
+/**
+ * A safetensors model made from a sharded one (pruned, souped) keeps the first parent's layout when
+ * it has exactly the parent's tensors: a user gets back the folder they sent.
+ */
+async function inheritedShards(tx: EntityManager, m: NewModel): Promise<ModelShard[] | null> {
+  const parentId = m.parentIds?.[0];
+  if (m.format !== 'safetensors' || !parentId) return null;
+  const parent = await tx.findOneBy(ModelEntity, { id: parentId });
+  if (!parent?.shards) return null;
+  const names = new Set(m.entries.map((e) => e.name));
+  const laidOut = parent.shards.flatMap((s) => s.tensors);
+  return laidOut.length === names.size && laidOut.every((t) => names.has(t)) ? parent.shards : null;
 }
 
 function toModelTensors(m: NewModel): ModelTensor[] {

@@ -84,7 +84,7 @@ export class RunsService {
   private async createFrom(dto: CreateRunDto, pretrainConfig: FullTrainingConfig | undefined): Promise<RunDto> {
     const model = await this.models.entity(dto.modelId);
     if (model.format !== 'tfjs-layers') {
-      throw unprocessable(`model ${model.id} is a safetensors checkpoint: training needs a TensorFlow.js layers model (it carries the architecture)`, 'no-architecture');
+      throw unprocessable(`model ${model.id} is a ${model.format === "tfjs-graph" ? "TensorFlow.js graph model" : "safetensors checkpoint"}: training needs a TensorFlow.js layers model (it carries the architecture; graph models are pruned, masked and souped, not trained or evaluated here)`, 'no-architecture');
     }
     const dataset = await this.datasets.ref(dto.datasetId);
     const mask = dto.maskId ? await this.masks.entity(dto.maskId) : null;

@@ -154,7 +154,9 @@ export class SoupsService implements OnApplicationBootstrap {
           parentIds: models.map((m) => m.id),
           maskId: maskIds.length === 1 ? maskIds[0] : null,
         };
-        if (topology) {
+        if (topology && models[0].format === 'tfjs-graph') {
+          model = await this.models.create({ ...base, format: 'tfjs-graph', weights: stored.weights.weights, topology, entries: stored.weights.entries, stats: stored.weights.stats, impliedMaskHash: stored.weights.impliedMaskHash, metadata: models[0].metadata }, tx);
+        } else if (topology) {
           model = await this.models.createLayersModel({ topology, model: stored.weights }, base, tx);
         } else {
           model = await this.models.create({ ...base, format: 'safetensors', weights: stored.weights.weights, topology: null, entries: stored.weights.entries, stats: stored.weights.stats, impliedMaskHash: stored.weights.impliedMaskHash, metadata: models[0].metadata }, tx);

@@ -10,6 +10,11 @@ import type { Readable } from 'node:stream';
 export interface ArtifactStore {
   /** Where the bytes live, for health reports and logs (a directory, a bucket URL). */
   readonly location: string;
+  /**
+   * A local scratch folder for spooling multipart parts before they are checked and stored; the
+   * store's garbage collection removes what a crash left there.
+   */
+  readonly tmpDir: string;
   /** Creates what the store needs (directories, a bucket check); idempotent. */
   init(): Promise<void>;
   /** A writer that hashes as it streams; nothing is visible under the address until `commit()`. */

@@ -21,7 +21,7 @@ export interface WrittenCheckpoint {
  */
 export async function writeCheckpointArtifact(
   store: ArtifactStore,
-  format: 'safetensors' | 'tfjs-layers',
+  format: 'safetensors' | 'tfjs-layers' | 'tfjs-graph',
   entries: readonly TensorEntry[],
   write: (sink: ByteSink) => Promise<unknown>,
 ): Promise<WrittenCheckpoint> {

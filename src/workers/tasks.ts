@@ -32,7 +32,7 @@ export interface WorkerInit {
 
 /** A stored model as tasks name it: enough to open its weights, nothing big. */
 export interface StoredModelRef {
-  format: 'safetensors' | 'tfjs-layers';
+  format: 'safetensors' | 'tfjs-layers' | 'tfjs-graph';
   weightsSha256: string;
   /** The weights layout (absolute offsets): needed for TensorFlow.js weights, informative for safetensors. */
   entries: TensorEntry[];

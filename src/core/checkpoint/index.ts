@@ -5,3 +5,4 @@ export * from './stats.js';
 export * from './tensor-writer.js';
 export * from './tfjs.js';
 export * from './write-like.js';
+export * from './tfjs-quantization.js';

@@ -4,6 +4,7 @@ import { DTYPE_BYTES, type DType, type TensorEntry, type TensorStats } from '../
 import { FileCheckpointReader } from './file-reader.js';
 import { scanJsonKeys } from './json-scan.js';
 import { TensorStatsAccumulator } from './stats.js';
+import { parseQuantization, QUANTIZED_BYTES, type SourceWeight, type TfjsQuantization } from './tfjs-quantization.js';
 import { layoutTensors, shapeSize, TensorStreamWriter, type ByteSink, type TensorSpec } from './tensor-writer.js';
 
 /**
@@ -49,6 +50,14 @@ export interface ParsedModelJson {
   weightBytes: number;
   /** Every weight file path, in manifest order. */
   weightPaths: string[];
+  /** The weights as their bytes lie in the weight files (quantized ones narrower than stored). */
+  sourceWeights: SourceWeight[];
+  /** Per manifest group: its weight files and the bytes they hold together. */
+  groups: { paths: string[]; sourceBytes: number }[];
+  /** True when some weight is quantized (the stored weights are then the dequantized ones). */
+  quantized: boolean;
+  /** A graph model (`format: "graph-model"`, a converted SavedModel): weights and an op graph, no layers. */
+  graph: boolean;
 }
 
 function bad(message: string, details: Record<string, unknown> = {}, status: 400 | 413 | 422 = 400): CoreInputError {
@@ -77,8 +86,10 @@ function checkWeightPath(p: unknown, group: number): string {
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * Parses and validates a layers-model `model.json`. Quantized, string or complex weights, graph
- * models, duplicate weight names and weight paths that leave their folder are refused.
+ * Parses and validates a layers- or graph-model `model.json`. Quantized weights (uint8, uint16, float16) are
+ * accepted: `entries` is the layout once dequantized to float32 (int32 stays int32), `sourceWeights`
+ * the layout of the uploaded bytes. String or complex weights, graph models, groups without
+ * weights, duplicate weight names and weight paths that leave their folder are refused.
  */
 export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = {}): ParsedModelJson {
   const max = opts.maxBytes ?? DEFAULT_MAX_MODEL_JSON_BYTES;
@@ -100,8 +111,8 @@ export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = 
   const dup = scan.duplicate;
   if (scan.maxDepth > MAX_MODEL_JSON_DEPTH) throw bad(`model.json nests ${scan.maxDepth} levels deep, more than the limit of ${MAX_MODEL_JSON_DEPTH}`);
   if (dup) throw bad(`model.json has the key ${JSON.stringify(dup.key)} twice${dup.path.length ? ` in ${dup.path.join('.')}` : ''}`, { key: dup.key });
-  if (json.format !== undefined && json.format !== 'layers-model') {
-    throw bad(`model.json has format ${JSON.stringify(json.format)}; only layers models ("layers-model") are supported`, {}, 422);
+  if (json.format !== undefined && json.format !== 'layers-model' && json.format !== 'graph-model') {
+    throw bad(`model.json has format ${JSON.stringify(json.format)}; supported are layers models ("layers-model") and graph models ("graph-model")`, {}, 422);
   }
   if (!isObject(json.modelTopology)) throw bad('model.json has no modelTopology object');
   const manifest = json.weightsManifest;
@@ -110,23 +121,29 @@ export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = 
   const entries: TensorEntry[] = [];
   const names = new Set<string>();
   const weightPaths: string[] = [];
+  const sourceWeights: SourceWeight[] = [];
+  const groups: ParsedModelJson['groups'] = [];
   let offset = 0;
   manifest.forEach((group: unknown, g) => {
     if (!isObject(group)) throw bad(`weightsManifest[${g}] is not an object`, { group: g });
     const { paths, weights } = group;
     if (!Array.isArray(paths) || paths.length === 0) throw bad(`weightsManifest[${g}].paths is not a non-empty list`, { group: g });
+    const groupPaths: string[] = [];
     for (const p of paths) {
       const path = checkWeightPath(p, g);
       if (weightPaths.includes(path)) throw bad(`weight path ${JSON.stringify(path)} is listed twice`, { group: g, path });
       weightPaths.push(path);
+      groupPaths.push(path);
     }
     if (!Array.isArray(weights)) throw bad(`weightsManifest[${g}].weights is not a list`, { group: g });
+    // The converter never writes an empty group; its files would hold nothing.
+    if (weights.length === 0) throw bad(`weightsManifest[${g}].weights is empty: a weights group names at least one weight`, { group: g });
+    let groupBytes = 0;
     weights.forEach((w: unknown, i) => {
       if (!isObject(w)) throw bad(`weightsManifest[${g}].weights[${i}] is not an object`, { group: g });
       const { name, shape, dtype } = w;
       if (typeof name !== 'string' || name.length === 0) throw bad(`weightsManifest[${g}].weights[${i}] has no name`, { group: g });
       const details = { weight: name };
-      if (w.quantization !== undefined) throw bad(`weight ${name} is quantized; quantized weights are not supported`, details, 422);
       if (typeof dtype !== 'string' || !Object.hasOwn(TFJS_DTYPES, dtype)) {
         throw bad(`weight ${name} has dtype ${JSON.stringify(dtype)}; supported are float32, int32 and bool`, details, 422);
       }
@@ -138,11 +155,31 @@ export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = 
       if (!Number.isSafeInteger(byteLength) || !Number.isSafeInteger(offset + byteLength)) {
         throw bad(`weight ${name}: shape ${JSON.stringify(shape)} is not a list of non-negative integers with a safe size`, details);
       }
+      let quantization: TfjsQuantization | undefined;
+      if (w.quantization !== undefined) quantization = parseQuantization(w.quantization, name, dtype as string);
+      const sourceLength = quantization ? (size as number) * QUANTIZED_BYTES[quantization.dtype] : byteLength;
       entries.push({ name, dtype: st, shape: shape as number[], byteOffset: offset, byteLength });
+      sourceWeights.push({ name, dtype: dtype as TfjsDtype, sourceLength, ...(quantization ? { quantization } : {}) });
       offset += byteLength;
+      groupBytes += sourceLength;
     });
+    groups.push({ paths: groupPaths, sourceBytes: groupBytes });
   });
-  return { modelJson: json as TfjsModelJson, entries, weightBytes: offset, weightPaths };
+  return { modelJson: json as TfjsModelJson, entries, weightBytes: offset, weightPaths, sourceWeights, groups, quantized: sourceWeights.some((w) => w.quantization), graph: json.format === 'graph-model' };
+}
+
+/**
+ * The model.json stored for an upload: the same topology and fields, the weights as stored (one
+ * group, dequantized specs without `quantization`) so every later reader sees plain weights.
+ */
+export function storedModelJson(parsed: ParsedModelJson, weightsPath = 'model.weights.bin'): TfjsModelJson {
+  const weights = parsed.modelJson.weightsManifest.flatMap((g) =>
+    g.weights.map((w) => {
+      const { quantization: _q, ...rest } = w;
+      return { ...rest, shape: [...w.shape] };
+    }),
+  );
+  return { ...parsed.modelJson, weightsManifest: weights.length ? [{ paths: [weightsPath], weights }] : [] };
 }
 
 /**
@@ -152,7 +189,7 @@ export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = 
  */
 export function modelJsonForDownload(modelJson: TfjsModelJson, weightsPath: string): TfjsModelJson {
   const weights = modelJson.weightsManifest.flatMap((g) => g.weights.map((w) => ({ ...w, shape: [...w.shape] })));
-  return { ...modelJson, weightsManifest: [{ paths: [weightsPath], weights }] };
+  return { ...modelJson, weightsManifest: weights.length ? [{ paths: [weightsPath], weights }] : [] };
 }
 
 export interface WeightsIngestResult {

@@ -28,7 +28,7 @@ export async function runPrune(task: PruneTask, ctx: TaskContext): Promise<Maske
   const reader = await openStoredModel(store, task.model);
   try {
     const { method, sparsity, n, m, seed, include, exclude } = task.options;
-    const layout = task.options.layout ?? (task.model.format === 'tfjs-layers' ? 'tfjs' : 'torch');
+    const layout = task.options.layout ?? (task.model.format === 'safetensors' ? 'torch' : 'tfjs');
     const result = await prune(reader, { method, sparsity, n, m, seed, layout, rule: { include, exclude }, buffers });
     return { ...(await storeMaskedModel(store, reader, task.model, result.mask)), stats: result.stats };
   } finally {

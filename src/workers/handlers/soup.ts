@@ -38,11 +38,13 @@ export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTas
     } else {
       weights = linearSoupWeights(method, task.models.length, method.parameters.some((p) => p.name === 'weights') ? { weights: task.weights ?? null } : {});
     }
-    const format = layers ? 'tfjs-layers' : 'safetensors';
+    // A graph model's soup keeps its graph: the same model.json, merged weights.
+    const tfjs = layers || task.models[0].format === 'tfjs-graph';
+    const format = task.models[0].format;
     let written = await writeCheckpointArtifact(store, format, readers[0].tensors as never, (sink) =>
-      mergeCheckpoints(readers, weights, sink, { format: layers ? 'tfjs-weights' : 'safetensors', mask: validated.mask }),
+      mergeCheckpoints(readers, weights, sink, { format: tfjs ? 'tfjs-weights' : 'safetensors', mask: validated.mask }),
     );
-    let topology: StoredArtifact | null = layers ? { sha256: task.models[0].topologySha256!, sizeBytes: 0, created: false } : null;
+    let topology: StoredArtifact | null = tfjs ? { sha256: task.models[0].topologySha256!, sizeBytes: 0, created: false } : null;
     let valAccuracy: number | null = null;
     if (layers && ds) {
       // BN statistics of an average are not the average's statistics: recompute them, then score.

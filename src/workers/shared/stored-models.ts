@@ -18,6 +18,9 @@ export async function openStoredModel(store: ArtifactStore, ref: StoredModelRef)
 
 /** Loads a stored layers model into this thread's backend. Only layers models carry an architecture. */
 export async function loadStoredLayersModel(store: ArtifactStore, ref: StoredLayersModelRef): Promise<tf.LayersModel> {
+  if (ref.format === 'tfjs-graph') {
+    throw new CoreInputError('no-architecture', 'this needs a TensorFlow.js layers model: a graph model (tfjs-graph) can be pruned, masked and souped here, not trained or evaluated', {}, 422);
+  }
   if (ref.format !== 'tfjs-layers' || !ref.topologySha256) {
     throw new CoreInputError('no-architecture', 'this needs a TensorFlow.js layers model: a safetensors checkpoint has no architecture to run', {}, 422);
   }
