@@ -41,7 +41,10 @@ export class AuthGuard implements CanActivate {
 export function authBeforeBody(config: AppConfig, problem: (res: Response, err: unknown, req: Request) => void) {
   const keys = new ApiKeys(config.apiKeys);
   return (req: Request, res: Response, next: NextFunction): void => {
-    if (!keys.enabled || READ_METHODS.has(req.method)) return next();
+    if (!keys.enabled || READ_METHODS.has(req.method)) {
+      next();
+      return;
+    }
     try {
       keys.authorize(req.headers.authorization, req.method, req.path);
     } catch (err) {
