@@ -1,4 +1,5 @@
 import { ValidationPipe, type ValidationError } from '@nestjs/common';
+import { registerDecorator, type ValidationArguments, type ValidationOptions } from 'class-validator';
 import { ProblemException } from './problem.js';
 
 export interface FieldError {
@@ -32,4 +33,41 @@ export function createValidationPipe(): ValidationPipe {
       });
     },
   });
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Why `value` cannot be stored as text in Postgres within `maxLength` characters, or null. */
+export function textProblem(value: unknown, maxLength: number): string | null {
+  if (typeof value !== 'string') return 'must be a string';
+  // Postgres text cannot hold U+0000, and a lone surrogate has no UTF-8 encoding.
+  if (value.includes('\u0000')) return 'must not contain the NUL character (\\u0000)';
+  if (LONE_SURROGATE.test(value)) return 'must be valid Unicode (it has a lone surrogate)';
+  if (value.length > maxLength) return `must be at most ${maxLength} characters long (it has ${value.length})`;
+  return null;
+}
+
+/**
+ * A string that can reach the database: no `\u0000`, no lone surrogate, at most `maxLength`
+ * UTF-16 code units (the length Postgres varchar(n) counts in characters is never more). Use it on
+ * every DTO string that is stored or queried, with the column's length.
+ */
+export function IsDbText(maxLength: number, options: ValidationOptions = {}): PropertyDecorator {
+  return (target, propertyName) =>
+    registerDecorator({
+      name: 'isDbText',
+      target: target.constructor,
+      propertyName: propertyName as string,
+      constraints: [maxLength],
+      options: { message: (args: ValidationArguments) => `${args.property} ${textProblemOfAny(args.value, maxLength, options.each)}`, ...options },
+      validator: { validate: (value: unknown) => textProblem(value, maxLength) === null },
+    });
+}
+
+function textProblemOfAny(value: unknown, maxLength: number, each?: boolean): string {
+  if (each && Array.isArray(value)) {
+    const i = value.findIndex((v) => textProblem(v, maxLength) !== null);
+    return `[${i}] ${textProblem(value[i], maxLength)}`;
+  }
+  return textProblem(value, maxLength) ?? 'is not valid text';
 }

@@ -19,6 +19,8 @@ import {
 } from 'class-validator';
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
 import type { RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
+import { IsDbText } from '../common/validation.js';
+import { MAX_PATTERN_LENGTH, MAX_PATTERNS } from '../core/pruning/prunable.js';
 
 export const RUN_KINDS = ['train', 'retrain', 'imp', 'sms'] as const;
 export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
@@ -91,11 +93,11 @@ export class PhasePruningDto {
   method?: 'magnitude-global' | 'magnitude-layerwise' | 'random';
 
   @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(256) @IsString({ each: true })
+  @IsOptional() @IsArray() @ArrayMaxSize(MAX_PATTERNS) @IsDbText(MAX_PATTERN_LENGTH, { each: true })
   include?: string[];
 
   @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(256) @IsString({ each: true })
+  @IsOptional() @IsArray() @ArrayMaxSize(MAX_PATTERNS) @IsDbText(MAX_PATTERN_LENGTH, { each: true })
   exclude?: string[];
 }
 
