@@ -71,3 +71,30 @@ function textProblemOfAny(value: unknown, maxLength: number, each?: boolean): st
   }
   return textProblem(value, maxLength) ?? 'is not valid text';
 }
+
+/** Tensor names are stored in jsonb columns: they must be storable text, and bounded. */
+export const MAX_TENSOR_NAME_LENGTH = 1024;
+export const MAX_METADATA_KEY_LENGTH = 1024;
+export const MAX_METADATA_VALUE_LENGTH = 64 * 1024;
+
+/**
+ * Refuses (400 problem of type `slug`) tensor names and metadata an upload brought that the
+ * database cannot store: Postgres jsonb rejects `\u0000` and lone surrogates, which JSON escapes
+ * in a checkpoint header can carry. Called before any row is written.
+ */
+export function assertStorableCheckpointText(
+  entries: readonly { name: string }[],
+  metadata: Record<string, string>,
+  slug: string,
+): void {
+  for (const e of entries) {
+    const why = textProblem(e.name, MAX_TENSOR_NAME_LENGTH);
+    if (why) throw new ProblemException(400, `tensor name ${JSON.stringify(e.name.slice(0, 100))} ${why}`, { slug, extensions: { tensor: e.name.slice(0, 100) } });
+  }
+  for (const [k, v] of Object.entries(metadata)) {
+    const keyWhy = textProblem(k, MAX_METADATA_KEY_LENGTH);
+    if (keyWhy) throw new ProblemException(400, `metadata key ${JSON.stringify(k.slice(0, 100))} ${keyWhy}`, { slug, extensions: { metadataKey: k.slice(0, 100) } });
+    const valueWhy = textProblem(v, MAX_METADATA_VALUE_LENGTH);
+    if (valueWhy) throw new ProblemException(400, `metadata value for key ${JSON.stringify(k.slice(0, 100))} ${valueWhy}`, { slug, extensions: { metadataKey: k.slice(0, 100) } });
+  }
+}

@@ -11,6 +11,7 @@ import {
   IsOptional,
   IsString,
   IsUrl,
+  MaxLength,
   IsUUID,
   Max,
   Min,
@@ -145,7 +146,7 @@ export class CreateRunDto {
   pretrain?: PretrainDto;
 
   @ApiProperty({ example: 'mnist' })
-  @IsString()
+  @IsDbText(100)
   datasetId: string;
 
   @ApiPropertyOptional({ format: 'uuid', description: 'retrain: the mask to enforce (default: the model\'s own zero pattern)' })
@@ -200,7 +201,7 @@ export class CreateRunDto {
   epochsMultiplier?: number;
 
   @ApiPropertyOptional({ description: 'POSTed a signed event when the run finishes' })
-  @IsOptional() @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true })
+  @IsOptional() @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true }) @MaxLength(2000)
   callbackUrl?: string;
 }
 
