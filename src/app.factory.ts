@@ -9,6 +9,7 @@ import { createRootLogger, PinoNestLogger, requestLogger } from './common/loggin
 import { authBeforeBody } from './common/auth.guard.js';
 import { isJsonBodyRequest, MAX_JSON_BODY_BYTES, verifyJsonDepth } from './common/json-body.js';
 import { ProblemFilter, sendProblem } from './common/problem.filter.js';
+import { configureServerTimeouts, requestTimeLimit } from './common/request-timeout.js';
 import { createValidationPipe } from './common/validation.js';
 import type { AppConfig } from './config/config.js';
 import { databaseOptions } from './database/data-source.js';
@@ -33,6 +34,8 @@ export async function createApp(config: AppConfig, opts: CreateAppOptions = {}):
   app.disable('x-powered-by');
   app.set('query parser', 'extended');
   app.use(requestLogger(logger));
+  configureServerTimeouts(app.getHttpServer(), config);
+  app.use(requestTimeLimit(config, (req, res, err) => sendProblem(req, res, err)));
   // The key is checked before any body is read, so an unauthenticated request costs its headers only.
   app.use(authBeforeBody(config, (res, err, req) => sendProblem(req, res, err)));
   // JSON bodies only, bounded in size and depth; checkpoints and datasets arrive as streams that the

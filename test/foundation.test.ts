@@ -19,6 +19,7 @@ describe('service foundation over HTTP', () => {
       database: { ok: true, driver: process.env.DATABASE_URL ? 'postgres' : 'pglite' },
       artifacts: { ok: true },
       backend: { ok: true },
+      workers: { ok: true, overdue: 0, timedOut: 0 },
     });
     expect(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']).toContain(res.body.backend.name);
     expect(res.headers['x-request-id']).toBeTruthy();

@@ -98,3 +98,36 @@ describe('dataset uploads cut, unterminated or over the limit', () => {
     expect(res.status).toBe(201);
   });
 });
+
+describe('request time limits', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp({ MAX_UPLOAD_BYTES: String(LIMIT), REQUEST_TIMEOUT_SECONDS: '1' }, { listen: true });
+  });
+  afterAll(() => t?.close());
+
+  it('answers an upload that does not arrive in time with a 408 problem and keeps nothing', async () => {
+    const files = artifactFiles(t.config.dataDir);
+    const body = Buffer.alloc(5000, 1);
+    // Half the declared body, then silence: the server answers at its limit, not Node's bare 408.
+    const res = await rawRequest(t.url, `POST /datasets?name=slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n\r\n`, body.subarray(0, 2500));
+    expect(res.status).toBe(408);
+    expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
+    expect(res.body).toMatch(/REQUEST_TIMEOUT_SECONDS/);
+    for (let i = 0; i < 30 && artifactFiles(t.config.dataDir).length !== files.length; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(artifactFiles(t.config.dataDir)).toEqual(files);
+  });
+
+  it('sets Node\'s limits from the configuration: the request limit behind ours, keep-alive past a balancer\'s 60 s', () => {
+    const server = t.app.getHttpServer();
+    expect(server.requestTimeout).toBe(1000 + 5000);
+    expect(server.keepAliveTimeout).toBeGreaterThan(60_000);
+    expect(server.headersTimeout).toBeGreaterThan(server.keepAliveTimeout);
+  });
+
+  it('derives the default request limit from MAX_UPLOAD_BYTES (1 MiB/s, at least 300 s)', async () => {
+    const { loadConfig } = await import('../src/config/config.js');
+    expect(loadConfig({}).requestTimeoutMs).toBe(8 * 1024 * 1000); // 8 GiB at 1 MiB/s
+    expect(loadConfig({ MAX_UPLOAD_BYTES: '1048576' }).requestTimeoutMs).toBe(300_000);
+  });
+});

@@ -31,7 +31,7 @@ export function sendProblem(req: Request, res: Response, exception: unknown, log
     res.destroy();
     return;
   }
-  if (problem.status === 413 || problem.status === 401 || problem.status === 403) res.setHeader('connection', 'close');
+  if ([401, 403, 408, 413].includes(problem.status)) res.setHeader('connection', 'close');
   if (problem.status === 401) res.setHeader('www-authenticate', 'Bearer');
   res.status(problem.status).type('application/problem+json').send(JSON.stringify(problem));
 }

@@ -61,6 +61,7 @@ async function dispatch(task: WorkerTask, ctx: TaskContext, backend: Awaited<Ret
       if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
       if (task.how === 'exit') process.exit(70);
       if (task.how === 'hang') await new Promise(() => {});
+      if (task.how === 'spin') for (;;); // a busy thread, as a backtracking pattern once made one
       throw new Error('diagnostic failure');
     default: {
       const t: { type: string } = task;

@@ -33,7 +33,7 @@ export interface InfoResult {
 
 export interface CrashTask {
   type: 'crash';
-  how: 'exit' | 'throw' | 'hang';
+  how: 'exit' | 'throw' | 'hang' | 'spin';
 }
 
 export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask | InspectDatasetTask | EvaluateTask | TemplateTask | TrainTask | CheckTrainTask | SoupTask | CompareModelsTask;

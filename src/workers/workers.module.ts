@@ -2,14 +2,18 @@ import { join } from 'node:path';
 import { Global, Inject, Injectable, Module, type OnApplicationShutdown } from '@nestjs/common';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
+import { TaskTimeLimit } from './time-limit.js';
 import { WorkerPool } from './worker-pool.js';
 
 /** The process's worker threads (WORKERS of them), started lazily on the first task. */
 @Injectable()
 export class WorkerPoolService implements OnApplicationShutdown {
   private pool: WorkerPool | null = null;
+  private readonly timeLimit: TaskTimeLimit;
 
-  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {}
+  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {
+    this.timeLimit = new TaskTimeLimit(config.taskTimeoutMs);
+  }
 
   get(): WorkerPool {
     this.pool ??= new WorkerPool(this.config.workers, {
@@ -20,8 +24,16 @@ export class WorkerPoolService implements OnApplicationShutdown {
     return this.pool;
   }
 
+  /** Runs a task under TASK_TIMEOUT_SECONDS (training excepted): see TaskTimeLimit. */
   run<R>(...args: Parameters<WorkerPool['run']>): Promise<R> {
-    return this.get().run<R>(...args);
+    return this.timeLimit.run<R>(this.get(), ...args);
+  }
+
+  /** For /health: the pool's load and whether a task outlived its bound (a stuck pool). Starts no thread. */
+  health() {
+    const pool = this.pool?.stats();
+    const time = this.timeLimit.stats();
+    return { ok: time.overdue === 0, threads: this.config.workers, busy: pool?.busy ?? 0, queued: pool?.queued ?? 0, ...time };
   }
 
   async onApplicationShutdown(): Promise<void> {
