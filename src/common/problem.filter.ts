@@ -44,6 +44,10 @@ export function toProblem(exception: unknown): Problem {
     return { ...defaultProblem(exception.status, exception.message), type: PROBLEM_BASE + exception.code, ...exception.details };
   }
   if (exception instanceof UploadTooLargeError) return defaultProblem(413, exception.message);
+  // Node's "aborted": the client closed the connection mid-body. Nobody reads the answer, but it is
+  // the client's doing, not a server fault to log as one.
+  const reset = exception as { code?: string; message?: string };
+  if (reset?.code === 'ECONNRESET' && reset.message === 'aborted') return defaultProblem(400, 'the client closed the connection before the body was complete');
   if (exception instanceof HttpException) {
     const status = exception.getStatus();
     const body = exception.getResponse();
