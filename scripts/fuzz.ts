@@ -364,6 +364,7 @@ async function startService(): Promise<Service> {
     if (exited) throw new Error(`the service exited at start-up:\n${log.join('\n')}`);
     const a = await send(port, 'GET', '/health', { timeoutMs: 2000 }).catch(() => null);
     if (a?.status === 200) break;
+    if (i === 599) throw new Error(`the service did not become healthy:\n${log.join('\n')}`);
     await new Promise((r) => setTimeout(r, 200));
   }
   return {
@@ -453,7 +454,12 @@ interface Case {
 }
 
 async function fixtures(s: Service): Promise<{ modelId: string; prunedId: string; maskId: string }> {
-  const up = await send(s.port, 'POST', '/models?name=fuzz-base', { contentType: 'application/octet-stream', body: safetensors(VALID_TENSORS) });
+  let up = await send(s.port, 'POST', '/models?name=fuzz-base', { contentType: 'application/octet-stream', body: safetensors(VALID_TENSORS) });
+  for (let i = 0; i < 5 && up.status === null; i++) {
+    // A service still starting (a busy machine) may drop the first connection.
+    await new Promise((res) => setTimeout(res, 1000));
+    up = await send(s.port, 'POST', '/models?name=fuzz-base', { contentType: 'application/octet-stream', body: safetensors(VALID_TENSORS) });
+  }
   if (up.status !== 201) throw new Error(`could not upload the base model: ${up.status} ${up.body}`);
   const modelId = JSON.parse(up.body).id as string;
   const pruned = await postJson(s.port, `/models/${modelId}/prune`, { method: 'magnitude-global', sparsity: 0.5 });
