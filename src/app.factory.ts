@@ -1,12 +1,15 @@
 import 'reflect-metadata';
 import type { LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@nestjs/platform-express';
 import { DocumentBuilder, type OpenAPIObject, SwaggerModule } from '@nestjs/swagger';
 import type { Logger } from 'pino';
 import { AppModule } from './app.module.js';
 import { createRootLogger, PinoNestLogger, requestLogger } from './common/logging.js';
-import { ProblemFilter } from './common/problem.filter.js';
+import { authBeforeBody } from './common/auth.guard.js';
+import { isJsonBodyRequest, MAX_JSON_BODY_BYTES, verifyJsonDepth } from './common/json-body.js';
+import { ProblemFilter, sendProblem } from './common/problem.filter.js';
+import { configureServerTimeouts, requestTimeLimit } from './common/request-timeout.js';
 import { createValidationPipe } from './common/validation.js';
 import type { AppConfig } from './config/config.js';
 import { databaseOptions } from './database/data-source.js';
@@ -31,8 +34,15 @@ export async function createApp(config: AppConfig, opts: CreateAppOptions = {}):
   app.disable('x-powered-by');
   app.set('query parser', 'extended');
   app.use(requestLogger(logger));
-  // JSON bodies only; checkpoints and datasets arrive as streams that the feature modules read.
-  app.useBodyParser('json', { limit: '4mb', type: ['application/json', 'application/*+json'] });
+  configureServerTimeouts(app.getHttpServer(), config);
+  app.use(requestTimeLimit(config, (req, res, err) => sendProblem(req, res, err)));
+  // The key is checked before any body is read, so an unauthenticated request costs its headers only.
+  app.use(authBeforeBody(config, (res, err, req) => sendProblem(req, res, err)));
+  // JSON bodies only, bounded in size and depth; checkpoints and datasets arrive as streams that the
+  // feature modules read. Reads carry no body worth parsing.
+  // (Nest's typing leaves out body-parser's `verify`; it passes the options through unchanged.)
+  const jsonOptions = { limit: MAX_JSON_BODY_BYTES, type: isJsonBodyRequest, verify: verifyJsonDepth };
+  app.useBodyParser('json', jsonOptions as NestExpressBodyParserOptionsFor<'json'>);
   app.useGlobalFilters(new ProblemFilter());
   app.useGlobalPipes(createValidationPipe());
   app.enableShutdownHooks();

@@ -20,6 +20,7 @@ describe('service foundation over HTTP', () => {
       database: { ok: true, driver: process.env.DATABASE_URL ? 'postgres' : 'pglite' },
       artifacts: { ok: true },
       backend: { ok: true },
+      workers: { ok: true, overdue: 0, timedOut: 0 },
     });
     expect(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']).toContain(res.body.backend.name);
     expect(res.headers['x-request-id']).toBeTruthy();
@@ -61,6 +62,27 @@ describe('service foundation over HTTP', () => {
 
   it('answers malformed JSON with a 400 problem', async () => {
     const res = await request(t.http).post('/artifacts/gc').set('content-type', 'application/json').send('{"graceSeconds": ').expect(400);
+    expect(res.headers['content-type']).toMatch(PROBLEM);
+  });
+
+  it('refuses a deeply nested JSON body with a 400 problem before parsing it', async () => {
+    const body = `{"graceSeconds":${'['.repeat(1024 * 1024 - 40)}${']'.repeat(10)}}`;
+    const res = await request(t.http).post('/artifacts/gc').set('content-type', 'application/json').send(body.slice(0, 1000 * 1000)).expect(400);
+    expect(res.headers['content-type']).toMatch(PROBLEM);
+    expect(res.body).toMatchObject({ type: expect.stringContaining('json-too-deep'), status: 400 });
+    const ok = `{"graceSeconds":${'['.repeat(31)}${']'.repeat(31)}}`;
+    const shallow = await request(t.http).post('/artifacts/gc').set('content-type', 'application/json').send(ok).expect(400);
+    expect(shallow.body.type).toContain('validation');
+  });
+
+  it('refuses a JSON body over 1 MiB with a 413 problem', async () => {
+    const res = await request(t.http).post('/artifacts/gc').set('content-type', 'application/json').send(`{"x":"${'a'.repeat(2 * 1024 * 1024)}"}`).expect(413);
+    expect(res.headers['content-type']).toMatch(PROBLEM);
+  });
+
+  it('refuses a JSON body in another charset than UTF-8 (415 problem)', async () => {
+    const res = await request(t.http).post('/artifacts/gc').set('content-type', 'application/json; charset=utf-16le')
+      .send(Buffer.from('{}', 'utf16le')).expect(415);
     expect(res.headers['content-type']).toMatch(PROBLEM);
   });
 
@@ -106,6 +128,17 @@ describe('auth with API_KEYS', () => {
     const res = await request(t.http).post('/artifacts/gc').set('authorization', 'Bearer read-key').send({}).expect(403);
     expect(res.headers['content-type']).toMatch(PROBLEM);
     expect(res.body.detail).toContain('read');
+  });
+
+  it('checks the key before reading a body: malformed or deeply nested JSON without a key is a 401', async () => {
+    const res = await request(t.http).post('/artifacts/gc').set('content-type', 'application/json').send('{"graceSeconds": ').expect(401);
+    expect(res.headers['content-type']).toMatch(PROBLEM);
+    await request(t.http).post('/artifacts/gc').set('content-type', 'application/json').send('['.repeat(900_000)).expect(401);
+    await request(t.http).post('/no/such/route').set('content-type', 'application/json').send('{').expect(401);
+    const read = await request(t.http).post('/artifacts/gc').set('authorization', 'Bearer read-key').set('content-type', 'application/json').send('{"graceSeconds": ').expect(403);
+    expect(read.headers['content-type']).toMatch(PROBLEM);
+    // With a valid key the body is parsed and its fault named.
+    await request(t.http).post('/artifacts/gc').set('authorization', 'Bearer write-key').set('content-type', 'application/json').send('{"graceSeconds": ').expect(400);
   });
 
   it('lets a write key write', async () => {

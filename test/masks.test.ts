@@ -158,6 +158,13 @@ describe('pruning and masks over HTTP', () => {
     it('a missing sparsity', () => expectRefused(() => prune(source.id, { method: 'random' }), 400, /sparsity/));
     it('N > M', () => expectRefused(() => prune(source.id, { method: 'n-of-m', n: 5, m: 4 }), 422, /n|N/));
     it('a pattern that selects no tensor', () => expectRefused(() => prune(source.id, { method: 'magnitude-global', sparsity: 0.5, include: ['nothing.*'] }), 422, /nothing/));
+    it('a pattern of many stars that selects nothing (a plain 422)', () =>
+      expectRefused(() => prune(source.id, { method: 'magnitude-global', sparsity: 0.5, include: [`${'*c'.repeat(30)}*x`] }), 422, /no prunable tensor/));
+    it('too many or too long patterns, or a NUL in one', async () => {
+      await expectRefused(() => prune(source.id, { method: 'random', sparsity: 0.5, include: Array(65).fill('*') }), 400, /include/);
+      await expectRefused(() => prune(source.id, { method: 'random', sparsity: 0.5, exclude: ['a'.repeat(257)] }), 400, /at most 256 characters/);
+      await expectRefused(() => prune(source.id, { method: 'random', sparsity: 0.5, exclude: ['fc\u0000*'] }), 400, /NUL/);
+    });
     it('an unknown method', () => expectRefused(() => prune(source.id, { method: 'lottery', sparsity: 0.5 }), 400, /method/));
     it('a mask that does not fit the model', async () => {
       const { mask } = (await prune(source.id, { method: 'magnitude-global', sparsity: 0.5 }).expect(201)).body;

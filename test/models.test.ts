@@ -152,6 +152,29 @@ describe('models over HTTP', () => {
       head.writeBigUInt64LE(BigInt(json.length));
       await expectRefused(post(Buffer.concat([head, json, Buffer.alloc(8)])), 400, /w/);
     });
+    const rawHeader = (json: string, dataBytes: number) => {
+      const head = Buffer.alloc(8);
+      head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+      return Buffer.concat([head, Buffer.from(json), Buffer.alloc(dataBytes)]);
+    };
+    it('a tensor name or metadata the database cannot store (NUL, lone surrogate, too long)', async () => {
+      const tensor = (name: string) => `${JSON.stringify(name)}:{"dtype":"F32","shape":[1],"data_offsets":[0,4]}`;
+      await expectRefused(post(rawHeader(`{${tensor('w\u0000')}}`, 4)), 400, /tensor name .*NUL/);
+      await expectRefused(post(rawHeader(`{"w\\ud800":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, 4)), 400, /lone surrogate/);
+      await expectRefused(post(rawHeader(`{${tensor('w'.repeat(1025))}}`, 4)), 400, /at most 1024 characters/);
+      await expectRefused(post(rawHeader(`{"__metadata__":{"k":"v\\u0000"},${tensor('w')}}`, 4)), 400, /metadata value for key "k" .*NUL/);
+      await expectRefused(post(rawHeader(`{"__metadata__":{"\\udc00":"v"},${tensor('w')}}`, 4)), 400, /metadata key .*lone surrogate/);
+    });
+    it('deeply nested JSON in a header field', async () => {
+      await expectRefused(post(rawHeader(`{"w":{"dtype":"F32","shape":${'['.repeat(20000)}${']'.repeat(20000)},"data_offsets":[0,4]}}`, 4)), 400, /nests 20002 levels/);
+    });
+    it('a name query the database cannot store', async () => {
+      for (const q of ['%00', 'a'.repeat(201)]) {
+        const res = await request(t.http).get(`/models?name=${q}`);
+        expect(res.status, q).toBe(400);
+        expect(res.headers['content-type']).toMatch(PROBLEM);
+      }
+    });
     it('a body over MAX_UPLOAD_BYTES (413)', async () => {
       await expectRefused(post(Buffer.alloc(2 * 1024 * 1024)), 413, /limit/i);
     });

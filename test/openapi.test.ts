@@ -16,6 +16,13 @@ describe('openapi/openapi.json', () => {
     expect(spec.paths['/artifacts'].get.operationId).toBe('getAllArtifacts');
   });
 
+  it('declares /health without a key (it is public) and everything else behind the bearer key', async () => {
+    const spec = JSON.parse(await generateSpec());
+    expect(spec.paths['/health'].get.security).toEqual([]);
+    expect(spec.paths['/artifacts'].get.security).toBeUndefined();
+    expect(spec.security).toEqual([{ bearer: [] }]);
+  });
+
   it('sorts keys so that the file never reorders', () => {
     expect(JSON.stringify(sortKeys({ b: 1, a: { d: 2, c: [{ f: 1, e: 2 }] } }))).toBe('{"a":{"c":[{"e":2,"f":1}],"d":2},"b":1}');
   });

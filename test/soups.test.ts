@@ -119,6 +119,12 @@ describe('soups over HTTP', () => {
       });
     });
     it('weights that do not match the models', () => expectRefused({ modelIds: candidates.map((c) => c.id), method: 'weighted', weights: [1, 2] }, 400, (b) => expect(b.detail).toMatch(/weight/)));
+    it('a name the models table cannot hold (too long, NUL) or a datasetId with a NUL', async () => {
+      const ids = candidates.map((c) => c.id);
+      await expectRefused({ modelIds: ids, method: 'uniform', name: 'n'.repeat(201) }, 400, (b) => expect(b.detail).toMatch(/name/));
+      await expectRefused({ modelIds: ids, method: 'uniform', name: 'a\u0000b' }, 400, (b) => expect(b.detail).toMatch(/name/));
+      await expectRefused({ modelIds: ids, method: 'greedy', datasetId: 'mnist\u0000' }, 400, (b) => expect(b.detail).toMatch(/datasetId.*NUL/));
+    });
     it('greedy without a dataset', () => expectRefused({ modelIds: candidates.map((c) => c.id), method: 'greedy' }, 422, (b) => expect(b.detail).toMatch(/layers models/)));
   });
 

@@ -75,6 +75,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** liveness and readiness: database, artifact folder, backend, worker pool */
         get: operations["getHealth"];
         put?: never;
         post?: never;
@@ -861,6 +862,7 @@ export interface components {
             status: "ok" | "unavailable";
             uptimeSeconds: number;
             version: string;
+            workers: components["schemas"]["WorkersHealthDto"];
         };
         MaskDiffDto: {
             equal: boolean;
@@ -1307,6 +1309,20 @@ export interface components {
              */
             state: "pending" | "delivered" | "failed";
             url: string;
+        };
+        WorkersHealthDto: {
+            busy: number;
+            detail?: string;
+            ok: boolean;
+            /** @description age of the oldest time-bounded task in flight */
+            oldestTaskSeconds: number;
+            /** @description tasks past their bound that did not end (ok is false when any) */
+            overdue: number;
+            queued: number;
+            /** @description WORKERS */
+            threads: number;
+            /** @description tasks ended at their time bound (TASK_TIMEOUT_SECONDS) since start */
+            timedOut: number;
         };
     };
     responses: never;

@@ -1,15 +1,13 @@
 import { type CanActivate, type ExecutionContext, Inject, Injectable, SetMetadata } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import type { Request } from 'express';
+import type { NextFunction, Request, Response } from 'express';
 import type { ApiKey, AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
-import { ProblemException } from './problem.js';
+import { ApiKeys, READ_METHODS } from './api-keys.js';
 
 const PUBLIC = 'sparsoup:public';
 /** Marks a route that needs no key (health, docs). */
 export const Public = () => SetMetadata(PUBLIC, true);
-
-const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
  * With API_KEYS set, every route but the public ones needs `Authorization: Bearer <key>`;
@@ -17,28 +15,42 @@ const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
  */
 @Injectable()
 export class AuthGuard implements CanActivate {
-  private readonly keys: Map<string, ApiKey>;
+  private readonly keys: ApiKeys;
 
   constructor(
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly reflector: Reflector,
   ) {
-    this.keys = new Map(config.apiKeys.map((k) => [k.key, k]));
+    this.keys = new ApiKeys(config.apiKeys);
   }
 
   canActivate(context: ExecutionContext): boolean {
-    if (this.keys.size === 0) return true;
+    if (!this.keys.enabled) return true;
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC, [context.getHandler(), context.getClass()])) return true;
     const req = context.switchToHttp().getRequest<Request & { apiKey?: ApiKey }>();
-    const header = req.headers.authorization ?? '';
-    const match = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!match) throw new ProblemException(401, 'this route needs an API key: send Authorization: Bearer <key>');
-    const key = this.keys.get(match[1]);
-    if (!key) throw new ProblemException(401, 'the API key is not valid');
-    if (key.scope === 'read' && !READ_METHODS.has(req.method)) {
-      throw new ProblemException(403, `the key "${key.name}" has scope read and cannot ${req.method} ${req.path}`);
-    }
-    req.apiKey = key;
+    req.apiKey = this.keys.authorize(req.headers.authorization, req.method, req.path);
     return true;
   }
+}
+
+/**
+ * Express middleware that runs before any body is read: with API_KEYS set, a request that may carry
+ * a body (every method but GET/HEAD/OPTIONS, and every public route is a GET) is refused with its
+ * 401/403 before a byte of it is parsed. The guard still decides per route (public routes, reads).
+ */
+export function authBeforeBody(config: AppConfig, problem: (res: Response, err: unknown, req: Request) => void) {
+  const keys = new ApiKeys(config.apiKeys);
+  return (req: Request, res: Response, next: NextFunction): void => {
+    if (!keys.enabled || READ_METHODS.has(req.method)) {
+      next();
+      return;
+    }
+    try {
+      keys.authorize(req.headers.authorization, req.method, req.path);
+    } catch (err) {
+      problem(res, err, req);
+      return;
+    }
+    next();
+  };
 }

@@ -12,31 +12,42 @@ export class ProblemFilter implements ExceptionFilter {
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const ctx = host.switchToHttp();
-    const req = ctx.getRequest<Request & { id?: string }>();
-    const res = ctx.getResponse<Response>();
-    const problem = toProblem(exception);
-    if (problem.status >= 500) {
-      this.logger.error({ err: exception, requestId: req.id, path: req.url }, 'unhandled error');
-    }
-    problem.instance ??= req.originalUrl;
-    if (req.id) problem.requestId = req.id;
-    if (res.headersSent) {
-      // A streamed response already started; all we can do is cut it.
-      res.destroy();
-      return;
-    }
-    if (problem.status === 413 || problem.status === 401) res.setHeader('connection', 'close');
-    if (problem.status === 401) res.setHeader('www-authenticate', 'Bearer');
-    res.status(problem.status).type('application/problem+json').send(JSON.stringify(problem));
+    sendProblem(ctx.getRequest<Request>(), ctx.getResponse<Response>(), exception, this.logger);
   }
+}
+
+const fallbackLogger = new Logger('ProblemFilter');
+
+/** Answers `exception` as problem+json; also used by middleware that runs before Nest's filters. */
+export function sendProblem(req: Request, res: Response, exception: unknown, logger: Logger = fallbackLogger): void {
+  const problem = toProblem(exception);
+  if (problem.status >= 500) {
+    logger.error({ err: exception, requestId: req.id, path: req.url }, 'unhandled error');
+  }
+  problem.instance ??= req.originalUrl;
+  if (req.id) problem.requestId = String(req.id);
+  if (res.headersSent) {
+    // A streamed response already started; all we can do is cut it.
+    res.destroy();
+    return;
+  }
+  if ([401, 403, 408, 413].includes(problem.status)) res.setHeader('connection', 'close');
+  if (problem.status === 401) res.setHeader('www-authenticate', 'Bearer');
+  res.status(problem.status).type('application/problem+json').send(JSON.stringify(problem));
 }
 
 export function toProblem(exception: unknown): Problem {
   if (exception instanceof ProblemException) return { ...exception.problem };
+  // Express middleware errors (a body-parser `verify` refusal) reach the filter wrapped by Nest.
+  if (exception instanceof HttpException && exception.cause instanceof ProblemException) return { ...exception.cause.problem };
   if (exception instanceof CoreInputError) {
     return { ...defaultProblem(exception.status, exception.message), type: PROBLEM_BASE + exception.code, ...exception.details };
   }
   if (exception instanceof UploadTooLargeError) return defaultProblem(413, exception.message);
+  // Node's "aborted": the client closed the connection mid-body. Nobody reads the answer, but it is
+  // the client's doing, not a server fault to log as one.
+  const reset = exception as { code?: string; message?: string };
+  if (reset?.code === 'ECONNRESET' && reset.message === 'aborted') return defaultProblem(400, 'the client closed the connection before the body was complete');
   if (exception instanceof HttpException) {
     const status = exception.getStatus();
     const body = exception.getResponse();

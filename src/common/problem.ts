@@ -18,6 +18,7 @@ const TITLES: Record<number, [string, string]> = {
   403: ['forbidden', 'Forbidden'],
   404: ['not-found', 'Not Found'],
   405: ['method-not-allowed', 'Method Not Allowed'],
+  408: ['request-timeout', 'Request Timeout'],
   409: ['conflict', 'Conflict'],
   413: ['payload-too-large', 'Payload Too Large'],
   415: ['unsupported-media-type', 'Unsupported Media Type'],
@@ -25,6 +26,7 @@ const TITLES: Record<number, [string, string]> = {
   429: ['too-many-requests', 'Too Many Requests'],
   500: ['internal', 'Internal Server Error'],
   503: ['unavailable', 'Service Unavailable'],
+  504: ['timeout', 'Gateway Timeout'],
 };
 
 export function defaultProblem(status: number, detail: string): Problem {

@@ -52,7 +52,16 @@ class Environment {
 
   @IsOptional() @IsString()
   WEBHOOK_SECRET?: string;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1)
+  REQUEST_TIMEOUT_SECONDS?: number;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1)
+  TASK_TIMEOUT_SECONDS?: number;
 }
+
+/** Uploads slower than this are cut by the default request timeout (MAX_UPLOAD_BYTES / this, at least 300 s). */
+export const MIN_UPLOAD_BYTES_PER_SECOND = 1024 * 1024;
 
 export interface AppConfig {
   port: number;
@@ -66,6 +75,10 @@ export interface AppConfig {
   maxUploadBytes: number;
   backend: BackendPreference;
   webhookSecret: string | null;
+  /** How long a request may take to arrive in full (headers and body), in ms. */
+  requestTimeoutMs: number;
+  /** Time bound of one worker task other than training, in ms. */
+  taskTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -77,7 +90,7 @@ export class ConfigError extends Error {
 
 const KNOWN = new Set(Object.keys(new Environment()).concat([
   'PORT', 'HOST', 'DATABASE_URL', 'DATA_DIR', 'API_KEYS', 'WORKERS', 'LOG_LEVEL', 'MAX_UPLOAD_BYTES',
-  'TFJS_BACKEND', 'WEBHOOK_SECRET',
+  'TFJS_BACKEND', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS',
 ]));
 
 /** Reads and validates the configuration once; throws ConfigError naming every bad variable. */
@@ -95,6 +108,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     );
   }
   const apiKeys = parseApiKeys(parsed.API_KEYS);
+  const maxUploadBytes = parsed.MAX_UPLOAD_BYTES ?? 8 * 1024 ** 3;
   return {
     port: parsed.PORT ?? 3000,
     host: parsed.HOST ?? '0.0.0.0',
@@ -103,7 +117,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     apiKeys,
     workers: parsed.WORKERS ?? availableParallelism(),
     logLevel: parsed.LOG_LEVEL ?? 'info',
-    maxUploadBytes: parsed.MAX_UPLOAD_BYTES ?? 8 * 1024 ** 3,
+    maxUploadBytes,
+    requestTimeoutMs: (parsed.REQUEST_TIMEOUT_SECONDS ?? Math.max(300, Math.ceil(maxUploadBytes / MIN_UPLOAD_BYTES_PER_SECOND))) * 1000,
+    taskTimeoutMs: (parsed.TASK_TIMEOUT_SECONDS ?? 600) * 1000,
     backend: parsed.TFJS_BACKEND ?? 'auto',
     webhookSecret: parsed.WEBHOOK_SECRET ?? null,
   };

@@ -119,6 +119,12 @@ export class DatasetsService implements OnModuleInit {
     return Buffer.from(b).equals(Buffer.from([0x50, 0x4b, 0x03, 0x04]));
   }
 
+  /**
+   * Reads the IDX parts into the store. Every way the body can go wrong ends in one rejection, after
+   * every part already started has been stored or aborted (so the caller's cleanup sees them all and
+   * no temporary file or descriptor stays open): a malformed or unterminated multipart body (400), a
+   * body over `max` bytes in all, whatever its framing (413), a client that goes away (400).
+   */
   private receiveIdx(req: Request, max: number, stored: StoredArtifact[]): Promise<Record<string, string>> {
     return new Promise((resolve, reject) => {
       let bb: busboy.Busboy;
@@ -130,19 +136,42 @@ export class DatasetsService implements OnModuleInit {
       }
       const files: Record<string, string> = {};
       const work: Promise<void>[] = [];
+      const parts: Readable[] = [];
       let failed = false;
+      let received = 0;
       const fail = (err: unknown) => {
         if (failed) return;
         failed = true;
         req.unpipe(bb);
-        reject(err);
+        req.off('data', count);
+        // Stop each part still streaming: its store.put then aborts and removes its temporary file.
+        for (const p of parts) if (!p.readableEnded) p.destroy(err instanceof Error ? err : new Error(String(err)));
+        req.resume(); // drain what the client still sends, so the answer can reach it
+        void Promise.allSettled(work).then(() => reject(err));
       };
+      const count = (chunk: Buffer) => {
+        received += chunk.length;
+        if (received > max) fail(new ProblemException(413, `the body is over the limit (MAX_UPLOAD_BYTES) of ${max} bytes`));
+      };
+      req.on('data', count);
+      req.on('error', () => fail(new CoreInputError('invalid-multipart', 'the connection failed while the body was arriving')));
+      req.on('close', () => {
+        if (!req.complete) fail(new CoreInputError('invalid-multipart', 'the client closed the connection before the body was complete'));
+      });
       bb.on('file', (field: string, stream: Readable) => {
+        // The part's errors reach store.put through its iterator, which may not have started yet:
+        // without a listener an error in between (an unterminated body) would crash the process.
+        stream.on('error', () => {});
+        if (failed) {
+          stream.resume();
+          return;
+        }
         if (!IDX_PARTS.includes(field) || files[field]) {
           stream.resume();
           return fail(new CoreInputError('invalid-multipart', `unexpected part "${field}": send images, labels and optionally testImages, testLabels`));
         }
         files[field] = 'pending';
+        parts.push(stream);
         work.push(
           this.artifacts.store.put(stream, { maxBytes: max }).then(
             (a) => {
@@ -160,8 +189,9 @@ export class DatasetsService implements OnModuleInit {
       bb.on('filesLimit', () => fail(new CoreInputError('invalid-multipart', 'too many parts: images, labels, testImages, testLabels at most')));
       bb.on('error', (err: Error) => fail(new CoreInputError('invalid-multipart', `malformed multipart body: ${err.message}`)));
       bb.on('close', async () => {
-        await Promise.all(work);
+        await Promise.allSettled(work);
         if (failed) return;
+        req.off('data', count);
         for (const need of ['images', 'labels']) if (!files[need]) return fail(new CoreInputError('invalid-dataset', `the ${need} part is missing`));
         if (!!files.testImages !== !!files.testLabels) return fail(new CoreInputError('invalid-dataset', 'testImages and testLabels come as a pair'));
         resolve(files);

@@ -1,6 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { ArrayMaxSize, IsArray, IsIn, IsInt, IsOptional, IsString, Max, Min, ValidateNested } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsIn, IsInt, IsOptional, Max, Min, ValidateNested } from 'class-validator';
+import { IsDbText } from '../common/validation.js';
 import { PageMetaDto } from '../common/paging.dto.js';
 import { CORRUPTIONS } from '../core/data/corruptions.js';
 import type { EvaluationEntity } from './evaluation.entity.js';
@@ -19,7 +20,7 @@ export class CorruptionRequestDto {
 
 export class CreateEvaluationDto {
   @ApiProperty({ example: 'mnist' })
-  @IsString()
+  @IsDbText(100)
   datasetId: string;
 
   @ApiProperty({ enum: ['train', 'val', 'test'] })

@@ -1,5 +1,5 @@
 import { Controller, Get, Res } from '@nestjs/common';
-import { ApiOkResponse, ApiServiceUnavailableResponse, ApiTags } from '@nestjs/swagger';
+import { ApiOkResponse, ApiOperation, ApiServiceUnavailableResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { Public } from '../common/auth.guard.js';
 import { HealthDto } from './health.dto.js';
@@ -12,6 +12,8 @@ export class HealthController {
 
   @Get()
   @Public()
+  // Overrides the document-wide bearer requirement: a probe needs no key.
+  @ApiOperation({ summary: 'liveness and readiness: database, artifact folder, backend, worker pool', security: [] })
   @ApiOkResponse({ type: HealthDto })
   @ApiServiceUnavailableResponse({ type: HealthDto, description: 'the database or the artifact folder is not usable' })
   async getHealth(@Res({ passthrough: true }) res: Response): Promise<HealthDto> {

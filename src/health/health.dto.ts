@@ -20,6 +20,15 @@ export class BackendHealthDto extends HealthCheckDto {
   skipped: { name: string; reason: string }[];
 }
 
+export class WorkersHealthDto extends HealthCheckDto {
+  @ApiProperty({ description: 'WORKERS' }) threads: number;
+  @ApiProperty() busy: number;
+  @ApiProperty() queued: number;
+  @ApiProperty({ description: 'tasks ended at their time bound (TASK_TIMEOUT_SECONDS) since start' }) timedOut: number;
+  @ApiProperty({ description: 'tasks past their bound that did not end (ok is false when any)' }) overdue: number;
+  @ApiProperty({ description: 'age of the oldest time-bounded task in flight' }) oldestTaskSeconds: number;
+}
+
 export class HealthDto {
   @ApiProperty({ enum: ['ok', 'unavailable'] }) status: 'ok' | 'unavailable';
   @ApiProperty() version: string;
@@ -27,4 +36,5 @@ export class HealthDto {
   @ApiProperty() database: DatabaseHealthDto;
   @ApiProperty() artifacts: ArtifactsHealthDto;
   @ApiProperty() backend: BackendHealthDto;
+  @ApiProperty() workers: WorkersHealthDto;
 }

@@ -6,6 +6,7 @@ import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import { initBackend } from '../core/tf/backend.js';
 import { VERSION } from '../version.js';
+import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import type { HealthDto } from './health.dto.js';
 
 @Injectable()
@@ -16,17 +17,20 @@ export class HealthService {
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly artifacts: ArtifactsService,
+    private readonly pool: WorkerPoolService,
   ) {}
 
   async check(): Promise<HealthDto> {
     const [database, artifacts, backend] = await Promise.all([this.database(), this.artifactsWritable(), this.backend()]);
+    const workers = this.pool.health();
     return {
-      status: database.ok && artifacts.ok ? 'ok' : 'unavailable',
+      status: database.ok && artifacts.ok && workers.ok ? 'ok' : 'unavailable',
       version: VERSION,
       uptimeSeconds: Math.round((Date.now() - this.started) / 1000),
       database,
       artifacts,
       backend,
+      workers: workers.ok ? workers : { ...workers, detail: `${workers.overdue} task(s) ran past TASK_TIMEOUT_SECONDS and were not ended` },
     };
   }
 

@@ -3,6 +3,8 @@ import { ArrayMaxSize, IsArray, IsIn, IsInt, IsNumber, IsOptional, IsString, IsU
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
 import { MODEL_NAME, ModelDto } from '../models/models.dto.js';
 import type { MaskEntity } from './mask.entity.js';
+import { IsDbText } from '../common/validation.js';
+import { MAX_PATTERN_LENGTH, MAX_PATTERNS } from '../core/pruning/prunable.js';
 
 export const PRUNE_METHODS = ['magnitude-global', 'magnitude-layerwise', 'random', 'n-of-m'] as const;
 
@@ -27,11 +29,11 @@ export class PruneModelDto {
   m?: number;
 
   @ApiPropertyOptional({ type: [String], description: 'glob patterns on tensor names selecting the prunable tensors (replaces the default rule)', example: ['conv*/kernel'] })
-  @IsOptional() @IsArray() @ArrayMaxSize(256) @IsString({ each: true })
+  @IsOptional() @IsArray() @ArrayMaxSize(MAX_PATTERNS) @IsDbText(MAX_PATTERN_LENGTH, { each: true })
   include?: string[];
 
   @ApiPropertyOptional({ type: [String], description: 'glob patterns removed from the selection', example: ['fc3/*'] })
-  @IsOptional() @IsArray() @ArrayMaxSize(256) @IsString({ each: true })
+  @IsOptional() @IsArray() @ArrayMaxSize(MAX_PATTERNS) @IsDbText(MAX_PATTERN_LENGTH, { each: true })
   exclude?: string[];
 
   @ApiPropertyOptional({ description: 'random: the seed', default: 0 })

@@ -5,6 +5,7 @@ import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
 import { type Provenance, provenanceMetadata } from '../core/checkpoint/provenance.js';
 import { safetensorsLayout } from '../core/checkpoint/safetensors.js';
 import { encodeSafetensorsIndex, SAFETENSORS_INDEX, shardFile } from '../core/checkpoint/sharded.js';
+import { IsDbText } from '../common/validation.js';
 import type { ModelEntity } from './model.entity.js';
 
 export const MODEL_NAME = /^[\w.@+-][\w .@+/-]{0,199}$/;
@@ -55,8 +56,8 @@ export class CreateModelQueryDto {
 }
 
 export class ModelQueryDto extends PageQueryDto {
-  @ApiPropertyOptional({ description: 'only models with exactly this name' })
-  @IsOptional() @IsString()
+  @ApiPropertyOptional({ description: 'only models with exactly this name', maxLength: 200 })
+  @IsOptional() @IsDbText(200)
   name?: string;
 
   @ApiPropertyOptional({ description: 'only direct children of this model', format: 'uuid' })
@@ -122,7 +123,7 @@ export class CreateTemplateDto {
   architecture: (typeof ARCHITECTURES)[number];
 
   @ApiProperty({ example: 'fashion-mnist', description: 'fixes the input shape and the number of classes' })
-  @IsString()
+  @IsDbText(100)
   datasetId: string;
 
   @ApiPropertyOptional({ default: 0, description: 'seeds the initialisation: the same seed gives the same weights' })

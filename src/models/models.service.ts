@@ -5,10 +5,11 @@ import { type DataSource, type EntityManager, In, QueryFailedError } from 'typeo
 import type { StoredArtifact } from '../storage/artifact-store.js';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { conflict, notFound, ProblemException } from '../common/problem.js';
+import { assertStorableCheckpointText } from '../common/validation.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
-import { encodeSafetensorsHeader, openSafetensors, safetensorsLayout } from '../core/checkpoint/safetensors.js';
-import { modelJsonForDownload, openTfjsWeights, type TfjsModelJson } from '../core/checkpoint/tfjs.js';
+import { encodeSafetensorsHeader, openSafetensors, SAFETENSORS_ERROR, safetensorsLayout } from '../core/checkpoint/safetensors.js';
+import { modelJsonForDownload, openTfjsWeights, TFJS_MODEL_ERROR, type TfjsModelJson } from '../core/checkpoint/tfjs.js';
 import { encodeSafetensorsIndex, type ModelShard, SAFETENSORS_INDEX, shardFile } from '../core/checkpoint/sharded.js';
 import { isPrunable } from '../core/pruning/prunable.js';
 import type { CheckpointReader, TensorEntry, TensorStats } from '../core/tensors.js';
@@ -108,6 +109,7 @@ export class ModelsService {
       } else {
         throw new ProblemException(415, `send a safetensors file as application/octet-stream, or a TensorFlow.js model as multipart/form-data (tf.io.http); got "${type || 'no content type'}"`);
       }
+      assertStorableCheckpointText(ingested.entries, ingested.metadata, ingested.format === 'safetensors' ? SAFETENSORS_ERROR : TFJS_MODEL_ERROR);
       const model = await this.create({ name, ...ingested, origin: { kind: 'upload' } });
       this.metrics.addIngestedBytes(ingested.weights.sizeBytes + (ingested.topology?.sizeBytes ?? 0), 'model');
       return model;

@@ -11,6 +11,7 @@ import {
   IsOptional,
   IsString,
   IsUrl,
+  MaxLength,
   IsUUID,
   Max,
   Min,
@@ -19,6 +20,8 @@ import {
 } from 'class-validator';
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
 import type { RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
+import { IsDbText } from '../common/validation.js';
+import { MAX_PATTERN_LENGTH, MAX_PATTERNS } from '../core/pruning/prunable.js';
 
 export const RUN_KINDS = ['train', 'retrain', 'imp', 'sms'] as const;
 export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
@@ -91,11 +94,11 @@ export class PhasePruningDto {
   method?: 'magnitude-global' | 'magnitude-layerwise' | 'random';
 
   @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(256) @IsString({ each: true })
+  @IsOptional() @IsArray() @ArrayMaxSize(MAX_PATTERNS) @IsDbText(MAX_PATTERN_LENGTH, { each: true })
   include?: string[];
 
   @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(256) @IsString({ each: true })
+  @IsOptional() @IsArray() @ArrayMaxSize(MAX_PATTERNS) @IsDbText(MAX_PATTERN_LENGTH, { each: true })
   exclude?: string[];
 }
 
@@ -143,7 +146,7 @@ export class CreateRunDto {
   pretrain?: PretrainDto;
 
   @ApiProperty({ example: 'mnist' })
-  @IsString()
+  @IsDbText(100)
   datasetId: string;
 
   @ApiPropertyOptional({ format: 'uuid', description: 'retrain: the mask to enforce (default: the model\'s own zero pattern)' })
@@ -198,7 +201,7 @@ export class CreateRunDto {
   epochsMultiplier?: number;
 
   @ApiPropertyOptional({ description: 'POSTed a signed event when the run finishes' })
-  @IsOptional() @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true })
+  @IsOptional() @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true }) @MaxLength(2000)
   callbackUrl?: string;
 }
 

@@ -1,5 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, ArrayMinSize, IsArray, IsBoolean, IsIn, IsNumber, IsOptional, IsString, IsUrl, IsUUID, Min } from 'class-validator';
+import { ArrayMaxSize, ArrayMinSize, IsArray, IsBoolean, IsIn, IsNumber, IsOptional, IsString, IsUrl, IsUUID, MaxLength, Length, Matches, Min } from 'class-validator';
+import { IsDbText } from '../common/validation.js';
+import { MODEL_NAME } from '../models/models.dto.js';
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
 import type { SoupEntity, SoupIngredientEntity } from './soup.entity.js';
 
@@ -19,7 +21,7 @@ export class CreateSoupDto {
   weights?: number[];
 
   @ApiPropertyOptional({ description: 'greedy: scores on its val split; layers models with batch norm: recalibrates on its train split' })
-  @IsOptional() @IsString()
+  @IsOptional() @IsDbText(100)
   datasetId?: string;
 
   @ApiPropertyOptional({ enum: ['>=', '>'], default: '>=', description: "greedy: '>=' (SMS) accepts ties, '>' (model soups) needs a strict improvement" })
@@ -30,12 +32,12 @@ export class CreateSoupDto {
   @IsOptional() @IsBoolean()
   bnRecalibration?: boolean;
 
-  @ApiPropertyOptional({ description: 'name of the result model' })
-  @IsOptional() @IsString()
+  @ApiPropertyOptional({ description: 'name of the result model', maxLength: 200 })
+  @IsOptional() @IsString() @Length(1, 200) @Matches(MODEL_NAME, { message: 'name may hold letters, digits, spaces and . _ - @ + /' })
   name?: string;
 
   @ApiPropertyOptional({ description: 'POSTed a signed event when the soup finishes' })
-  @IsOptional() @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true })
+  @IsOptional() @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true }) @MaxLength(2000)
   callbackUrl?: string;
 }
 

@@ -38,6 +38,7 @@ const handlers: Handlers = {
     if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
     if (task.how === 'exit') process.exit(70);
     if (task.how === 'hang') await new Promise(() => {});
+    if (task.how === 'spin') for (;;); // a busy thread, as a backtracking pattern once made one
     throw new Error('diagnostic failure');
   },
 };

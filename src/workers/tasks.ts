@@ -70,7 +70,7 @@ export interface InfoResult {
 
 export interface CrashTask {
   type: 'crash';
-  how: 'exit' | 'throw' | 'hang';
+  how: 'exit' | 'throw' | 'hang' | 'spin';
 }
 
 export interface PruneTask {

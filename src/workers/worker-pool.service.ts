@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
+import { TaskTimeLimit } from './time-limit.js';
 import { type RunTaskOptions, WorkerPool } from './worker-pool.js';
 import type { ResultOf, WorkerTask } from './tasks.js';
 
@@ -9,8 +10,11 @@ import type { ResultOf, WorkerTask } from './tasks.js';
 @Injectable()
 export class WorkerPoolService implements OnApplicationShutdown {
   private pool: WorkerPool | null = null;
+  private readonly timeLimit: TaskTimeLimit;
 
-  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {}
+  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {
+    this.timeLimit = new TaskTimeLimit(config.taskTimeoutMs);
+  }
 
   get(): WorkerPool {
     this.pool ??= new WorkerPool(this.config.workers, {
@@ -21,9 +25,19 @@ export class WorkerPoolService implements OnApplicationShutdown {
     return this.pool;
   }
 
-  /** Runs a task on a worker thread; its result type follows from `task.type` (see `TaskMap`). */
+  /**
+   * Runs a task on a worker thread under TASK_TIMEOUT_SECONDS (training excepted: see TaskTimeLimit);
+   * its result type follows from `task.type` (see `TaskMap`).
+   */
   run<T extends WorkerTask>(task: T, opts?: RunTaskOptions): Promise<ResultOf<T['type']>> {
-    return this.get().run(task, opts);
+    return this.timeLimit.run(this.get(), task, opts);
+  }
+
+  /** For /health: the pool's load and whether a task outlived its bound (a stuck pool). Starts no thread. */
+  health() {
+    const pool = this.pool?.stats();
+    const time = this.timeLimit.stats();
+    return { ok: time.overdue === 0, threads: this.config.workers, busy: pool?.busy ?? 0, queued: pool?.queued ?? 0, ...time };
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -19,6 +19,8 @@ export const SAFETENSORS_ERROR = 'invalid-safetensors';
 export const DEFAULT_MAX_HEADER_BYTES = 100 * 1024 * 1024;
 const METADATA_KEY = '__metadata__';
 const ENTRY_FIELDS = new Set(['dtype', 'shape', 'data_offsets']);
+/** header → tensor entry → shape list: no valid header nests deeper (error messages stringify values). */
+const MAX_HEADER_DEPTH = 3;
 
 export interface SafetensorsHeader {
   /** N, the JSON header's length in bytes (padding included). */
@@ -86,6 +88,9 @@ export function parseHeaderJson(header: Uint8Array, opts: ParseHeaderOptions = {
   }
   if (!isObject(parsed)) throw bad('the header is not a JSON object');
   const scan = scanJsonKeys(text);
+  if (scan.maxDepth > MAX_HEADER_DEPTH) {
+    throw bad(`the header nests ${scan.maxDepth} levels deep; a safetensors header has at most ${MAX_HEADER_DEPTH} (header, tensor entry, shape)`, { depth: scan.maxDepth });
+  }
   if (scan.duplicate) {
     const { key, path } = scan.duplicate;
     if (path.length === 0 && key === METADATA_KEY) throw bad('__metadata__ appears twice in the header');

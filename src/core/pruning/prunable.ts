@@ -1,3 +1,4 @@
+import { RE2JS } from 're2js';
 import { CoreInputError } from '../errors.js';
 import { FLOAT_DTYPES, type TensorEntry } from '../tensors.js';
 
@@ -49,10 +50,28 @@ export function isPrunableByDefault(entry: Pick<TensorEntry, 'name' | 'dtype' | 
   return true;
 }
 
-/** Compiles one glob (syntax in PrunableRule) to an anchored RegExp. Bad syntax is a CoreInputError. */
-export function globToRegExp(pattern: string): RegExp {
+/** Longest glob accepted: tensor names run to a few hundred characters at most. */
+export const MAX_PATTERN_LENGTH = 256;
+/** Most include (or exclude) patterns in one rule. */
+export const MAX_PATTERNS = 64;
+
+export interface GlobMatcher {
+  /** Whether the whole of `name` matches. */
+  test(name: string): boolean;
+}
+
+/**
+ * Compiles one glob (syntax in PrunableRule) to a matcher. Bad syntax is a CoreInputError.
+ *
+ * Matching runs on RE2JS (the JavaScript port of RE2), not on a JavaScript RegExp: a glob of many
+ * stars becomes `.*a.*a.*…`, which a backtracking engine (V8's, and so picomatch, micromatch and
+ * minimatch, which all compile to RegExp) takes exponential time to reject; RE2 simulates the
+ * automaton and takes time linear in the name for a given pattern.
+ */
+export function compileGlob(pattern: string): GlobMatcher {
   const bad = (why: string) => new CoreInputError('invalid-pattern', `bad tensor name pattern ${JSON.stringify(pattern)}: ${why}`, { pattern }, 422);
   if (pattern.length === 0) throw bad('empty');
+  if (pattern.length > MAX_PATTERN_LENGTH) throw bad(`longer than ${MAX_PATTERN_LENGTH} characters`);
   let re = '';
   let inAlt = false;
   for (let i = 0; i < pattern.length; i++) {
@@ -72,7 +91,7 @@ export function globToRegExp(pattern: string): RegExp {
       const negate = body.startsWith('!');
       if (negate) body = body.slice(1);
       if (body.length === 0) throw bad('empty character class');
-      re += `[${negate ? '^' : ''}${body.replace(/[\\\]^]/g, (m) => `\\${m}`)}]`;
+      re += `[${negate ? '^' : ''}${body.replace(/[\\\]^[]/g, (m) => `\\${m}`)}]`;
       i = end;
     } else if (c === '{') {
       if (inAlt) throw bad('nested {');
@@ -88,11 +107,13 @@ export function globToRegExp(pattern: string): RegExp {
     }
   }
   if (inAlt) throw bad('unclosed {');
+  let compiled: RE2JS;
   try {
-    return new RegExp(`^${re}$`, 's');
+    compiled = RE2JS.compile(re, RE2JS.DOTALL);
   } catch {
     throw bad('invalid character class');
   }
+  return { test: (name) => compiled.matches(name) };
 }
 
 function escapeRe(c: string): string {
@@ -101,8 +122,13 @@ function escapeRe(c: string): string {
 
 /** A compiled rule: `test(entry)` says whether that tensor is prunable. */
 export function compileRule(rule: PrunableRule = {}): (entry: Pick<TensorEntry, 'name' | 'dtype' | 'shape'>) => boolean {
-  const include = rule.include?.map(globToRegExp);
-  const exclude = (rule.exclude ?? []).map(globToRegExp);
+  for (const [which, list] of [['include', rule.include], ['exclude', rule.exclude]] as const) {
+    if (list && list.length > MAX_PATTERNS) {
+      throw new CoreInputError('invalid-pattern', `${which} has ${list.length} patterns, more than the limit of ${MAX_PATTERNS}`, { [which]: list.length }, 422);
+    }
+  }
+  const include = rule.include?.map(compileGlob);
+  const exclude = (rule.exclude ?? []).map(compileGlob);
   return (e) => {
     if (!FLOAT_DTYPES.has(e.dtype)) return false;
     const candidate = include ? include.some((r) => r.test(e.name)) : isPrunableByDefault(e);
