@@ -32,7 +32,7 @@ describe.skipIf(!hasTorch)('Hugging Face sharded safetensors over HTTP (a PyTorc
   const folderParts = (): [string, Buffer][] => [[INDEX, readFileSync(join(folder, INDEX))], ...files().reverse().map((f): [string, Buffer] => [f, readFileSync(join(folder, f))])];
 
   beforeAll(async () => {
-    t = await startTestApp();
+    t = await startTestApp({}, { listen: true });
     folder = mkdtempSync(join(t.config.dataDir, 'hf-'));
     written = JSON.parse((await run(PYTHON, [SCRIPT, 'write', folder])).stdout);
   });
