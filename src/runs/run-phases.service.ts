@@ -3,6 +3,7 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
 import type { DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
+import { DatasetsService } from '../datasets/datasets.service.js';
 import { EvaluationsService } from '../evaluations/evaluations.service.js';
 import { JobName } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
@@ -11,6 +12,7 @@ import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
 import { SoupsService } from '../soups/soups.service.js';
 import type { ModelDistance } from '../workers/handlers/compare.js';
+import type { EnsembleEvaluation } from '../workers/handlers/ensemble.js';
 import { WorkerPoolService } from '../workers/workers.module.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 import { type RunPlan, RunsService } from './runs.service.js';
@@ -46,6 +48,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     private readonly jobs: JobsService,
     private readonly pool: WorkerPoolService,
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
+    private readonly datasets: DatasetsService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -194,6 +197,8 @@ export class RunPhasesService implements OnApplicationBootstrap {
     const val = soupVal ?? candidates[0].valAccuracy;
     const models = await Promise.all(ids.map((id) => this.models.entity(id)));
     const distances = ids.length > 1 ? await this.pool.run<ModelDistance[]>({ type: 'compare-models', models: models.map(modelRef) }) : [];
+    // The candidates' prediction ensemble: what averaging their outputs (not their weights) reaches.
+    const ensemble = ids.length > 1 ? await this.pool.run<EnsembleEvaluation>({ type: 'ensemble-evaluate', models: models.map(modelRef), dataset: await this.datasets.ref(run.datasetId), split: 'test' }) : null;
     const result = await this.models.entity(resultModelId);
     const tests = candidates.map((c) => c.testAccuracy ?? Number.NaN);
     const vals = candidates.map((c) => c.valAccuracy ?? Number.NaN);
@@ -211,6 +216,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
         meanTestAccuracy: mean(tests),
         bestTestAccuracy: Math.max(...tests),
       },
+      ensembleTestAccuracy: ensemble?.accuracy ?? null,
       meanL2Distance: mean(distances.map((d) => d.l2)),
       meanAngleDegrees: mean(distances.filter((d) => d.angleDegrees !== null).map((d) => d.angleDegrees!)),
       distances,

@@ -8,6 +8,7 @@ import { CoreInputError } from '../core/errors.js';
 import { initBackend } from '../core/tf/backend.js';
 import { runCompareModels } from './handlers/compare.js';
 import { runInspectDataset } from './handlers/datasets.js';
+import { runEnsembleEvaluate } from './handlers/ensemble.js';
 import { runEvaluate } from './handlers/evaluate.js';
 import { runApplyMask, runPrune } from './handlers/prune.js';
 import { runSoup } from './handlers/soup.js';
@@ -57,6 +58,8 @@ async function dispatch(task: WorkerTask, ctx: TaskContext, backend: Awaited<Ret
       return await runSoup(task, ctx);
     case 'compare-models':
       return await runCompareModels(task, ctx);
+    case 'ensemble-evaluate':
+      return await runEnsembleEvaluate(task, ctx);
     case 'crash':
       if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
       if (task.how === 'exit') process.exit(70);

@@ -1,6 +1,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
 import type { CompareModelsTask } from './handlers/compare.js';
+import type { EnsembleEvaluateTask } from './handlers/ensemble.js';
 import type { InspectDatasetTask } from './handlers/datasets.js';
 import type { EvaluateTask } from './handlers/evaluate.js';
 import type { ApplyMaskTask, PruneTask } from './handlers/prune.js';
@@ -8,7 +9,7 @@ import type { SoupTask } from './handlers/soup.js';
 import type { TemplateTask } from './handlers/template.js';
 import type { CheckTrainTask, TrainTask } from './handlers/train.js';
 
-export type { ApplyMaskTask, CompareModelsTask, CheckTrainTask, EvaluateTask, InspectDatasetTask, PruneTask, SoupTask, TemplateTask, TrainTask };
+export type { ApplyMaskTask, CompareModelsTask, EnsembleEvaluateTask, CheckTrainTask, EvaluateTask, InspectDatasetTask, PruneTask, SoupTask, TemplateTask, TrainTask };
 
 /**
  * What the main thread asks a worker thread to do. Tasks carry ids, paths and configurations;
@@ -36,7 +37,7 @@ export interface CrashTask {
   how: 'exit' | 'throw' | 'hang';
 }
 
-export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask | InspectDatasetTask | EvaluateTask | TemplateTask | TrainTask | CheckTrainTask | SoupTask | CompareModelsTask;
+export type WorkerTask = InfoTask | CrashTask | PruneTask | ApplyMaskTask | InspectDatasetTask | EvaluateTask | TemplateTask | TrainTask | CheckTrainTask | SoupTask | CompareModelsTask | EnsembleEvaluateTask;
 
 /** Messages a running task sends back on its progress port. */
 export interface ProgressMessage {

@@ -7,6 +7,7 @@ import { checkMaskFits, isKept, type Mask, parseMask } from '../../core/masks/in
 import { compareWeights } from '../../core/metrics/weights.js';
 import { isPrunable } from '../../core/pruning/prunable.js';
 import { recalibrateBatchNorm } from '../../core/tf/bn-recalibration.js';
+import { evaluateModel } from '../../core/tf/evaluate.js';
 import { namedWeights } from '../../core/tf/model-io.js';
 import { type AllrInputs, type TrainingConfig, type TrainResult, trainModel, type WeightMask } from '../../core/tf/train.js';
 import type { TaskContext } from '../tasks.js';
@@ -30,9 +31,16 @@ export interface TrainTask {
   progressEvery?: number;
 }
 
+/** Accuracy after one epoch of training (before BN recalibration), for `evaluateEachEpoch`. */
+export interface EpochPoint {
+  epoch: number;
+  valAccuracy: number | null;
+  testAccuracy: number | null;
+}
+
 export interface TrainTaskResult {
   stored: StoredLayersModel;
-  train: TrainResult;
+  train: TrainResult & { epochCurve?: EpochPoint[] };
   metrics: Partial<Record<SplitName, EvaluationMetrics>>;
   /** Pruned weights that are non-zero after training: always 0 (checked, or the task fails). */
   revived: number;
@@ -67,11 +75,14 @@ export async function runTrain(task: TrainTask, ctx: TaskContext, backend: strin
     checkModelFitsDataset(model, ds);
     const mask = await weightMask(store, model, task);
     const allr = task.allr ? await allrInputs(store, model, task.allr) : undefined;
+    const curve: EpochPoint[] = [];
+    const accuracyOn = (split: SplitName) => (ds.splits[split].length ? evaluateModel(model, ds, split).accuracy : null);
     const train = await trainModel(model, ds, task.config, {
       mask,
       allr,
       progressEvery: task.progressEvery ?? 20,
       onProgress: (p) => ctx.progress({ ...p }),
+      onEpochEnd: task.config.evaluateEachEpoch ? (epoch) => void curve.push({ epoch, valAccuracy: accuracyOn('val'), testAccuracy: accuracyOn('test') }) : undefined,
     });
     const revived = countRevived(model, mask);
     if (revived > 0) throw new Error(`retraining revived ${revived} pruned weights: the mask was not enforced`);
@@ -81,7 +92,7 @@ export async function runTrain(task: TrainTask, ctx: TaskContext, backend: strin
       if (ds.splits[split].length > 0) metrics[split] = evaluateWithCorruptions(model, ds, split, [], 0);
     }
     const stored = await storeLayersModel(store, model);
-    return { stored, train, metrics, revived, backend };
+    return { stored, train: task.config.evaluateEachEpoch ? { ...train, epochCurve: curve } : train, metrics, revived, backend };
   } finally {
     model.dispose();
   }
