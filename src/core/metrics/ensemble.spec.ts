@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { mulberry32 } from '../tf/random.js';
 import { classificationMetrics } from './classification.js';
 import { ensembleAccuracy } from './ensemble.js';
 
@@ -7,8 +8,7 @@ describe('ensembleAccuracy', () => {
   it('an ensemble of identical members has their accuracy', () => {
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 2, max: 6 }), fc.integer({ min: 1, max: 5 }), fc.integer(), (n, k, members, seed) => {
-        let s = seed >>> 0;
-        const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+        const rand = mulberry32(seed);
         const logits = Float32Array.from({ length: n * k }, () => (rand() - 0.5) * 10);
         const labels = Int32Array.from({ length: n }, () => Math.floor(rand() * k));
         const single = classificationMetrics(logits, labels, k, 'logits').accuracy;
