@@ -533,7 +533,7 @@ async function writeResults(api: Client, r: Results): Promise<void> {
   if (r.complete) say(`**Complete**: all ${r.stages.length} stages finished.`);
   else say(`**Partial results** (written ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, the bench still running or stopped): ${done.length} of ${r.stages.length} stages finished; not finished: ${pending.map((s) => s.name).join('; ') || 'none'}.`);
   const failed = allJobs.filter((j) => j.status !== 'succeeded');
-  if (failed.length) say(`\n${failed.length} run${failed.length > 1 ? 's' : ''} did not succeed and are left out: ${failed.map((j) => `${LABEL[j.method](M)} by ${j.vary} S=${j.goal} seed ${j.seed} E=${j.epochs} (${j.status}: ${j.error ?? ''})`).join('; ')}.`);
+  if (failed.length) say(`\n${failed.length} run${failed.length > 1 ? 's' : ''} did not succeed and are left out: ${failed.map((j) => `${LABEL[j.method](M)} by ${j.vary} S=${j.goal} seed ${j.seed} E=${j.epochs} (${j.status}${j.error ? `: ${j.error}` : ''})`).join('; ')}.`);
   say();
 
   // Setup, every configuration written out.
