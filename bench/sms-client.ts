@@ -156,7 +156,7 @@ export interface Run {
     testAccuracy: number | null;
     startedAt: string | null;
     finishedAt: string | null;
-    metrics: { train?: { samplesPerSecond?: number; durationMs?: number; samples?: number } } | null;
+    metrics: { train?: { samplesPerSecond?: number; durationMs?: number; samples?: number; epochCurve?: { epoch: number; valAccuracy: number | null; testAccuracy: number | null }[] } } | null;
   }[];
 }
 
@@ -175,7 +175,9 @@ export interface RunReport {
     candidateBest: { valAccuracy: number | null; testAccuracy: number | null };
     result: { modelId: string; valAccuracy: number | null; testAccuracy: number | null; ece: number | null; meanCorruptionAccuracy: number | null } | null;
     soup: { method: string; weights: number[] } | null;
+    ensembleTestAccuracy: number | null;
     meanL2Distance: number | null;
+    meanAngleDegrees: number | null;
   }[];
 }
 

@@ -2,26 +2,34 @@
  * `npm run bench:sms`: the Sparse Model Soups reproduction, through the service's HTTP API.
  *
  * Starts the built service as a child process (fresh DATA_DIR, embedded PGlite, WORKERS=2), pretrains
- * one dense model per seed on Fashion-MNIST, then for every goal sparsity S and seed runs, from that
- * dense model, T prune–retrain phases of
+ * one dense model per seed on Fashion-MNIST (test and val accuracy after every epoch: the plateau
+ * curve), then, from that dense model, for every retraining length E, goal sparsity S and seed, runs
+ * T prune–retrain phases of
  *   - IMP            (one candidate per phase, E retraining epochs),
- *   - IMP 3×         (one candidate, m·E epochs: the same compute as SMS),
+ *   - IMP m×         (one candidate, m·E epochs: the same compute as SMS),
  *   - SMS m uniform  (m candidates per phase differing in seed = batch order, uniform soup),
  *   - SMS m greedy   (the same, greedy soup on the validation split, `>=`),
- * all submitted at once so the worker pool stays busy. It prints the machine and the tables (mean ±
- * sample standard deviation over seeds of each phase's test accuracy), checks the paper's claims,
- * writes docs/sms-results.md and the plots (report.svg of an SMS run with its IMP / IMP 3× runs as
- * baselines) to docs/.
+ * and, at one E (SMS_VARIANTS_AT), SMS m uniform with candidates differing by weight decay or by
+ * retraining length instead of seed (the SMS code's `ensemble_by`). Each E is one stage; the next
+ * stage is submitted as soon as the pool would otherwise idle, and docs/sms-results.md (with
+ * sms-results.json) is rewritten after every finished stage, so a stopped bench leaves the stages
+ * it finished. Per phase the tables give the soup, the best and mean candidate, the candidates'
+ * prediction ensemble (the ceiling of averaging) and their L2 distance and angle; with more than one
+ * E, a crossover table and plot (sms-crossover.svg) at the largest goal; a claims table with paired
+ * verdicts at the end.
  *
- * Environment (defaults fit two shared cores in about 20–30 minutes; see docs/sms-results.md):
+ * Environment (defaults: today's quick configuration, about 20–30 minutes on two shared cores):
  *   SMS_ARCH             lenet-300-100 | cnn-bn | resnet-small     (lenet-300-100)
  *   SMS_SEEDS            a count n (seeds 0…n−1) or a comma list      (3)
  *   SMS_GOALS            comma list of goal sparsities               (0.9,0.98)
  *   SMS_PHASES           T                                           (3)
- *   SMS_EPOCHS           retraining epochs per candidate and phase  (0.5; fractions allowed)
+ *   SMS_EPOCHS           retraining epochs per candidate and phase; a comma list gives the crossover (0.5)
  *   SMS_PRETRAIN_EPOCHS  dense pretraining epochs                   (3)
  *   SMS_M                candidates per SMS phase                   (3)
  *   SMS_LR               peak learning rate, linear decay (LLR) with 10 % warm-up, SGD momentum 0.9 (0.1)
+ *   SMS_ENSEMBLE_BY      extra SMS uniform rows: comma list of weightDecay, epochs (none)
+ *   SMS_VARIANTS_AT      the E of those rows                        (the first of SMS_EPOCHS)
+ *   SMS_AUGMENT          none | crop-flip, for pretraining and retraining (none)
  *   SMS_WORKERS          the service's worker threads               (2)
  *   SMS_OUT              where results go, relative to the repo     (docs)
  *   SMS_KEEP_DATA=1      keep the service's data folder (printed)
@@ -38,30 +46,23 @@ import { client, type Client, FINISHED, type Run, type RunReport, sleep } from '
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DATASET = 'fashion-mnist';
 
+type Variant = 'weightDecay' | 'epochs';
+const VARIANTS: Variant[] = ['weightDecay', 'epochs'];
+
 interface Config {
   arch: string;
   seeds: number[];
   goals: number[];
   phases: number;
-  epochs: number;
+  epochs: number[];
   pretrainEpochs: number;
   m: number;
   learningRate: number;
+  ensembleBy: Variant[];
+  variantsAt: number;
+  augment: 'none' | 'crop-flip';
   workers: number;
   outDir: string;
-}
-
-type Method = 'imp' | 'imp3' | 'sms-uniform' | 'sms-greedy';
-const METHODS: Method[] = ['imp', 'imp3', 'sms-uniform', 'sms-greedy'];
-
-interface Job {
-  method: Method;
-  goal: number;
-  seed: number;
-  runId: string;
-  run?: Run;
-  report?: RunReport;
-  phaseSeconds?: number[];
 }
 
 function readConfig(): Config {
@@ -79,18 +80,48 @@ function readConfig(): Config {
   if (!seeds.length || seeds.some((s) => !Number.isInteger(s) || s < 0 || s > 100_000)) throw new Error(`SMS_SEEDS="${seedsRaw}": give a count or a comma list of integers`);
   const goals = (process.env.SMS_GOALS ?? '0.9,0.98').split(',').map((x) => Number(x));
   if (!goals.length || goals.some((g) => !(g > 0 && g < 1))) throw new Error(`SMS_GOALS="${process.env.SMS_GOALS}": sparsities in (0, 1), comma-separated`);
+  const epochs = (process.env.SMS_EPOCHS || '0.5').split(',').map((x) => Number(x));
+  if (!epochs.length || epochs.some((e) => !(e > 0 && e <= 1000))) throw new Error(`SMS_EPOCHS="${process.env.SMS_EPOCHS}": positive epochs, comma-separated`);
+  const ensembleBy = (process.env.SMS_ENSEMBLE_BY ?? '').split(',').filter((x) => x.trim() !== '') as Variant[];
+  if (ensembleBy.some((v) => !VARIANTS.includes(v))) throw new Error(`SMS_ENSEMBLE_BY="${process.env.SMS_ENSEMBLE_BY}": a comma list of ${VARIANTS.join(', ')}`);
+  const variantsAt = num('SMS_VARIANTS_AT', epochs[0]);
+  if (ensembleBy.length && !epochs.includes(variantsAt)) throw new Error(`SMS_VARIANTS_AT=${variantsAt} is not one of SMS_EPOCHS (${epochs.join(', ')})`);
+  const augment = (process.env.SMS_AUGMENT || 'none') as Config['augment'];
+  if (augment !== 'none' && augment !== 'crop-flip') throw new Error(`SMS_AUGMENT="${augment}": none or crop-flip`);
   return {
     arch: process.env.SMS_ARCH ?? 'lenet-300-100',
     seeds,
     goals,
     phases: num('SMS_PHASES', 3, (v) => Number.isInteger(v) && v >= 1 && v <= 50),
-    epochs: num('SMS_EPOCHS', 0.5),
+    epochs: [...new Set(epochs)],
     pretrainEpochs: num('SMS_PRETRAIN_EPOCHS', 3),
     m: num('SMS_M', 3, (v) => Number.isInteger(v) && v >= 2 && v <= 16),
     learningRate: num('SMS_LR', 0.1),
+    ensembleBy,
+    variantsAt,
+    augment,
     workers: num('SMS_WORKERS', 2, (v) => Number.isInteger(v) && v >= 1),
     outDir: resolve(ROOT, process.env.SMS_OUT ?? 'docs'),
   };
+}
+
+/** The environment that reproduces `cfg`, for the results page. */
+function envLine(cfg: Config): string {
+  const parts = [
+    `SMS_ARCH=${cfg.arch}`,
+    `SMS_SEEDS=${cfg.seeds.join(',')}${cfg.seeds.length === 1 ? ',' : ''}`,
+    `SMS_GOALS=${cfg.goals.join(',')}`,
+    `SMS_PHASES=${cfg.phases}`,
+    `SMS_EPOCHS=${cfg.epochs.join(',')}`,
+    `SMS_PRETRAIN_EPOCHS=${cfg.pretrainEpochs}`,
+    `SMS_M=${cfg.m}`,
+    `SMS_LR=${cfg.learningRate}`,
+    `SMS_ENSEMBLE_BY=${cfg.ensembleBy.join(',')}`,
+    `SMS_VARIANTS_AT=${cfg.variantsAt}`,
+    `SMS_AUGMENT=${cfg.augment}`,
+    `SMS_WORKERS=${cfg.workers}`,
+  ];
+  return parts.join(' ');
 }
 
 // ---------------------------------------------------------------- the service as a child process
@@ -205,7 +236,6 @@ const fmt = (xs: number[]) => {
   const m = (meanOf(xs) * 100).toFixed(2);
   return xs.length > 1 ? `${m} ± ${(sdOf(xs) * 100).toFixed(2)}` : m;
 };
-const num4 = (x: number) => String(Number(x.toFixed(4)));
 const pp = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x * 100).toFixed(2)} pp`;
 
 interface Verdict {
@@ -230,18 +260,70 @@ function verdict(diffs: number[]): Verdict {
 
 // ---------------------------------------------------------------- the experiment
 
+type Method = 'imp' | 'imp3' | 'sms-uniform' | 'sms-greedy';
+const METHODS: Method[] = ['imp', 'imp3', 'sms-uniform', 'sms-greedy'];
+type Vary = 'seed' | Variant;
+
+interface Job {
+  method: Method;
+  vary: Vary;
+  goal: number;
+  seed: number;
+  epochs: number;
+  runId: string;
+  status?: string;
+  error?: string | null;
+  run?: Run;
+  report?: RunReport;
+  phaseSeconds?: number[];
+}
+
+/** The runs of one retraining length (or its ensemble_by rows), submitted together and written out when all finish. */
+interface Stage {
+  name: string;
+  epochs: number;
+  variant: boolean;
+  jobs: Job[];
+  submitted: boolean;
+  done: boolean;
+  wallSeconds?: number;
+  startedAt?: number;
+}
+
+interface CurvePoint {
+  epoch: number;
+  valAccuracy: number | null;
+  testAccuracy: number | null;
+}
+
+interface Dense {
+  modelId: string;
+  test: number;
+  seconds: number;
+  curve: CurvePoint[];
+}
+
 const LABEL: Record<Method, (m: number) => string> = {
   imp: () => 'IMP',
   imp3: (m) => `IMP ${m}×`,
   'sms-uniform': (m) => `SMS m=${m} uniform`,
   'sms-greedy': (m) => `SMS m=${m} greedy`,
 };
+const VARY_LABEL: Record<Vary, string> = { seed: 'seed (batch order)', weightDecay: 'weight decay', epochs: 'retraining length' };
 
-function runBody(method: Method, cfg: Config, denseId: string, goal: number, seed: number) {
+const trainingBase = (cfg: Config, seed: number, epochs: number) => ({ seed, epochs, batchSize: 128, optimizer: 'sgd', momentum: 0.9, learningRate: cfg.learningRate, schedule: 'linear', warmupFraction: 0.1, weightDecay: 1e-4, augment: cfg.augment });
+
+/** ensemble_by values: weight decay from 1e-4/4 to 1e-4·4 (geometric); retraining length 0.5E … 1.5E (the same total compute as m·E). */
+function variantValues(vary: Variant, m: number, epochs: number): number[] {
+  return Array.from({ length: m }, (_, i) => (vary === 'weightDecay' ? Number((1e-4 * 4 ** ((2 * i) / (m - 1) - 1)).toPrecision(3)) : Number((epochs * (0.5 + i / (m - 1))).toFixed(4))));
+}
+
+function runBody(job: Omit<Job, 'runId'>, cfg: Config, denseId: string) {
   // Candidate seeds are disjoint across experiment seeds; IMP's seed is SMS's first candidate's.
-  const training = { seed: 1000 * seed + 1, epochs: cfg.epochs, batchSize: 128, optimizer: 'sgd', momentum: 0.9, learningRate: cfg.learningRate, schedule: 'linear', warmupFraction: 0.1, weightDecay: 1e-4 };
-  const common = { modelId: denseId, datasetId: DATASET, goalSparsity: goal, phases: cfg.phases, pruning: { method: 'magnitude-global' }, training };
-  switch (method) {
+  const training = trainingBase(cfg, 1000 * job.seed + 1, job.epochs);
+  const common = { modelId: denseId, datasetId: DATASET, goalSparsity: job.goal, phases: cfg.phases, pruning: { method: 'magnitude-global' }, training };
+  if (job.vary !== 'seed') return { kind: 'sms', ...common, m: cfg.m, vary: job.vary, values: variantValues(job.vary, cfg.m, job.epochs), soup: { method: 'uniform' } };
+  switch (job.method) {
     case 'imp':
       return { kind: 'imp', ...common };
     case 'imp3':
@@ -253,50 +335,27 @@ function runBody(method: Method, cfg: Config, denseId: string, goal: number, see
   }
 }
 
-/** Polls until every run is finished, printing a status line with an ETA (by retraining epochs done). */
-async function waitAll(api: Client, service: Service, ids: string[], plannedEpochs: number, t0: number): Promise<Map<string, Run>> {
-  const done = new Map<string, Run>();
-  let lastLine = 0;
-  let failures = 0;
-  for (;;) {
-    if (!service.alive) {
-      if (service.restarts >= 3) throw new Error(`the service stopped (${service.ended}) a fourth time`);
-      console.log(`the service stopped (${service.ended}); restarting it on the same data folder, the runs continue where they stopped`);
-      await service.restart();
+/** Retraining epochs a job costs: T phases of its candidates' epochs. */
+function jobEpochs(j: Omit<Job, 'runId'>, cfg: Config): number {
+  if (j.method === 'imp') return cfg.phases * j.epochs;
+  return cfg.phases * cfg.m * j.epochs;
+}
+
+function buildStages(cfg: Config): Stage[] {
+  const stages: Stage[] = [];
+  for (const epochs of [...cfg.epochs].sort((a, b) => a - b)) {
+    const main: Stage = { name: `E = ${epochs}`, epochs, variant: false, jobs: [], submitted: false, done: false };
+    // The longest chains first (IMP m× retrains one candidate for m·E epochs per phase).
+    for (const method of ['imp3', 'sms-uniform', 'sms-greedy', 'imp'] as Method[])
+      for (const goal of cfg.goals) for (const seed of cfg.seeds) main.jobs.push({ method, vary: 'seed', goal, seed, epochs, runId: '' });
+    stages.push(main);
+    if (cfg.ensembleBy.length && epochs === cfg.variantsAt) {
+      const v: Stage = { name: `E = ${epochs}, ensemble_by ${cfg.ensembleBy.join(', ')}`, epochs, variant: true, jobs: [], submitted: false, done: false };
+      for (const vary of cfg.ensembleBy) for (const goal of cfg.goals) for (const seed of cfg.seeds) v.jobs.push({ method: 'sms-uniform', vary, goal, seed, epochs, runId: '' });
+      stages.push(v);
     }
-    let epochsDone = 0;
-    let running = 0;
-    for (const id of ids) {
-      const run =
-        done.get(id) ??
-        (await api.json<Run>('GET', `/runs/${id}`).catch((err) => {
-          // Unreachable: restarted above once the child has exited; give up after two minutes of it.
-          if (++failures > 24) throw err;
-          return null;
-        }));
-      if (!run) break;
-      failures = 0;
-      if (FINISHED.includes(run.status)) done.set(id, run);
-      for (const c of run.candidates) {
-        if (c.status === 'succeeded') epochsDone += c.config.epochs;
-        else if (c.status === 'running') {
-          running++;
-          if (c.progress?.steps) epochsDone += (c.config.epochs * c.progress.step) / c.progress.steps;
-        }
-      }
-    }
-    const elapsedS = (Date.now() - t0) / 1000;
-    if (done.size === ids.length) return done;
-    if (Date.now() - lastLine > 30_000) {
-      lastLine = Date.now();
-      const frac = epochsDone / plannedEpochs;
-      const eta = frac > 0.02 ? ` · ETA ~${Math.round((elapsedS * (1 - frac)) / frac / 60)} min` : '';
-      console.log(
-        `[${fmtDuration(elapsedS)}] runs ${done.size}/${ids.length} finished · retraining ${epochsDone.toFixed(1)}/${plannedEpochs.toFixed(1)} epochs (${(frac * 100).toFixed(0)} %) · ${running} candidates training${eta} · load ${loadavg()[0].toFixed(1)}`,
-      );
-    }
-    await sleep(5000);
   }
+  return stages;
 }
 
 /** Phase wall times from the run's event stream (pruned → succeeded, queueing behind other runs included). */
@@ -316,6 +375,373 @@ function fmtDuration(s: number): string {
   return m >= 60 ? `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min` : `${m}:${String(Math.round(s % 60)).padStart(2, '0')}`;
 }
 
+/** Restarts a stopped service (runs are durable and resume); gives up after three restarts. */
+async function keepAlive(service: Service): Promise<void> {
+  if (service.alive) return;
+  if (service.restarts >= 3) throw new Error(`the service stopped (${service.ended}) a fourth time`);
+  console.log(`the service stopped (${service.ended}); restarting it on the same data folder, the runs continue where they stopped`);
+  await service.restart();
+}
+
+/** Polls GET /runs/{id} for every unfinished run; returns the candidates queued or training. */
+async function poll(api: Client, jobs: Job[], failures: { n: number }): Promise<{ busy: number; epochsDone: number }> {
+  let busy = 0;
+  let epochsDone = 0;
+  for (const j of jobs) {
+    const run =
+      j.run && FINISHED.includes(j.run.status)
+        ? j.run
+        : await api.json<Run>('GET', `/runs/${j.runId}`).catch((err) => {
+            // Unreachable: the caller restarts a dead child; give up after two minutes of it.
+            if (++failures.n > 24) throw err;
+            return null;
+          });
+    if (!run) return { busy: Number.POSITIVE_INFINITY, epochsDone };
+    failures.n = 0;
+    j.run = run;
+    // A run between phases (pruning, merging) has no candidate in flight yet but soon will.
+    const active = run.candidates.filter((c) => c.status === 'queued' || c.status === 'running').length;
+    busy += active || (FINISHED.includes(run.status) ? 0 : 1);
+    for (const c of run.candidates) {
+      if (c.status === 'succeeded') epochsDone += c.config.epochs;
+      else if (c.status === 'running' && c.progress?.steps) epochsDone += (c.config.epochs * c.progress.step) / c.progress.steps;
+    }
+  }
+  return { busy, epochsDone };
+}
+
+// ---------------------------------------------------------------- the results page
+
+interface Results {
+  cfg: Config;
+  info: ReturnType<typeof machineInfo>;
+  backend: string;
+  started: Date;
+  t0: number;
+  pretrainWall: number;
+  dense: Map<number, Dense>;
+  stages: Stage[];
+  restarts: number;
+  complete: boolean;
+}
+
+type Phase = RunReport['phases'][number];
+
+const phaseOf = (j: Job, k: number): Phase | undefined => j.report?.phases.find((p) => p.index === k);
+const pick = (jobs: Job[], k: number, f: (p: Phase) => number | null | undefined) => finite(jobs.map((j) => { const p = phaseOf(j, k); return p ? f(p) : null; }));
+const deg = (xs: number[]) => (xs.length ? `${meanOf(xs).toFixed(1)}°${xs.length > 1 ? ` ± ${sdOf(xs).toFixed(1)}` : ''}` : 'n/a');
+const dist = (xs: number[]) => (xs.length ? `${meanOf(xs).toFixed(2)}${xs.length > 1 ? ` ± ${sdOf(xs).toFixed(2)}` : ''}` : 'n/a');
+
+/** Paired differences a − b over the seeds (same goal, phase, dense model). */
+function paired(a: Job[], b: Job[], phases: number[], fa: (p: Phase) => number | null | undefined, fb: (p: Phase) => number | null | undefined = fa): number[] {
+  const out: number[] = [];
+  for (const x of a) {
+    const y = b.find((j) => j.seed === x.seed && j.goal === x.goal);
+    if (!y) continue;
+    for (const k of phases) {
+      const px = phaseOf(x, k);
+      const py = phaseOf(y, k);
+      const vx = px ? fa(px) : null;
+      const vy = py ? fb(py) : null;
+      if (vx == null || vy == null) continue;
+      out.push(vx - vy);
+    }
+  }
+  return out;
+}
+
+const soupAcc = (p: Phase) => p.result?.testAccuracy;
+const bestAcc = (p: Phase) => p.candidateBest.testAccuracy;
+const meanAcc = (p: Phase) => p.candidateMean.testAccuracy;
+const ensAcc = (p: Phase) => p.ensembleTestAccuracy;
+
+/** A line plot of final-phase test accuracy against retraining epochs per phase (log scale), mean ± sd over seeds. */
+function crossoverSvg(title: string, xs: number[], series: { label: string; ys: number[][]; dashed?: boolean }[]): string {
+  const W = 760;
+  const H = 460;
+  const m = { left: 70, right: 230, top: 50, bottom: 60 };
+  const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
+  const all = series.flatMap((s) => s.ys.flatMap((v) => (v.length ? [meanOf(v) - (sdOf(v) || 0), meanOf(v) + (sdOf(v) || 0)] : [])));
+  const yMin = Math.min(...all);
+  const yMax = Math.max(...all);
+  const pad = Math.max(0.002, (yMax - yMin) * 0.1);
+  const y0 = yMin - pad;
+  const y1 = yMax + pad;
+  const lx = xs.map((x) => Math.log10(x));
+  const x0 = Math.min(...lx) - 0.15;
+  const x1 = Math.max(...lx) + 0.15;
+  const px = (x: number) => m.left + ((Math.log10(x) - x0) / (x1 - x0 || 1)) * (W - m.left - m.right);
+  const py = (y: number) => H - m.bottom - ((y - y0) / (y1 - y0 || 1)) * (H - m.top - m.bottom);
+  const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+  const o: string[] = [];
+  o.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, sans-serif" font-size="12">`);
+  o.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  o.push(`<text x="${m.left}" y="28" font-size="16" font-weight="600">${esc(title)}</text>`);
+  for (const x of xs) {
+    o.push(`<line x1="${px(x)}" y1="${m.top}" x2="${px(x)}" y2="${H - m.bottom}" stroke="#eee"/>`);
+    o.push(`<text x="${px(x)}" y="${H - m.bottom + 18}" text-anchor="middle">${x}</text>`);
+  }
+  const step = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05].find((s) => (y1 - y0) / s <= 8) ?? 0.1;
+  for (let y = Math.ceil(y0 / step) * step; y <= y1 + 1e-12; y += step) {
+    o.push(`<line x1="${m.left}" y1="${py(y)}" x2="${W - m.right}" y2="${py(y)}" stroke="#eee"/>`);
+    o.push(`<text x="${m.left - 8}" y="${py(y) + 4}" text-anchor="end">${+(y * 100).toFixed(1)}%</text>`);
+  }
+  o.push(`<line x1="${m.left}" y1="${H - m.bottom}" x2="${W - m.right}" y2="${H - m.bottom}" stroke="#333"/>`);
+  o.push(`<line x1="${m.left}" y1="${m.top}" x2="${m.left}" y2="${H - m.bottom}" stroke="#333"/>`);
+  o.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - 18}" text-anchor="middle">retraining epochs per candidate and phase (log scale)</text>`);
+  o.push(`<text transform="translate(18 ${(m.top + H - m.bottom) / 2}) rotate(-90)" text-anchor="middle">final-phase test accuracy</text>`);
+  series.forEach((s, i) => {
+    const color = COLORS[i % COLORS.length];
+    const pts = xs.map((x, k) => ({ x, v: s.ys[k] ?? [] })).filter((p) => p.v.length);
+    const dash = s.dashed ? ' stroke-dasharray="5 4"' : '';
+    if (pts.length > 1) o.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${pts.map((p) => `${px(p.x).toFixed(1)},${py(meanOf(p.v)).toFixed(1)}`).join(' ')}"/>`);
+    for (const p of pts) {
+      const sd = sdOf(p.v) || 0;
+      const cx = px(p.x) + (i - series.length / 2) * 3; // nudge so error bars do not overlap
+      o.push(`<line x1="${cx.toFixed(1)}" y1="${py(meanOf(p.v) - sd).toFixed(1)}" x2="${cx.toFixed(1)}" y2="${py(meanOf(p.v) + sd).toFixed(1)}" stroke="${color}" stroke-opacity="0.6"/>`);
+      o.push(`<circle cx="${cx.toFixed(1)}" cy="${py(meanOf(p.v)).toFixed(1)}" r="4" fill="${color}"/>`);
+    }
+    const ly = m.top + 10 + i * 22;
+    o.push(`<line x1="${W - m.right + 16}" y1="${ly}" x2="${W - m.right + 40}" y2="${ly}" stroke="${color}" stroke-width="2"${dash}/>`);
+    o.push(`<text x="${W - m.right + 46}" y="${ly + 4}">${esc(s.label)}</text>`);
+  });
+  o.push(`<text x="${W - m.right + 16}" y="${m.top + 10 + series.length * 22 + 6}" fill="#666">mean ± sd over seeds</text>`);
+  o.push('</svg>');
+  return o.join('\n');
+}
+
+async function writeResults(api: Client, r: Results): Promise<void> {
+  const { cfg, info } = r;
+  const md: string[] = [];
+  const say = (line = '') => md.push(line);
+  const done = r.stages.filter((s) => s.done);
+  const mains = done.filter((s) => !s.variant);
+  const variants = done.filter((s) => s.variant);
+  const allJobs = done.flatMap((s) => s.jobs);
+  const ok = (js: Job[]) => js.filter((j) => j.report);
+  const sel = (st: Stage, method: Method, goal: number, vary: Vary = 'seed') => ok(st.jobs.filter((j) => j.method === method && j.goal === goal && j.vary === vary));
+  const last = cfg.phases;
+  const phaseList = Array.from({ length: cfg.phases }, (_, i) => i + 1);
+  const top = Math.max(...cfg.goals);
+  const M = cfg.m;
+
+  say('# Sparse Model Soups on Fashion-MNIST: `npm run bench:sms`');
+  say();
+  say(`Produced by \`npm run bench:sms\` (bench/sms.ts) from ${r.started.toISOString().slice(0, 16).replace('T', ' ')} UTC. All numbers are test accuracy on the 10,000-image Fashion-MNIST test split, in %, mean ± sample standard deviation over seeds.`);
+  say();
+  const pending = r.stages.filter((s) => !s.done);
+  if (r.complete) say(`**Complete**: all ${r.stages.length} stages finished.`);
+  else say(`**Partial results** (written ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, the bench still running or stopped): ${done.length} of ${r.stages.length} stages finished; not finished: ${pending.map((s) => s.name).join('; ') || 'none'}.`);
+  const failed = allJobs.filter((j) => j.status !== 'succeeded');
+  if (failed.length) say(`\n${failed.length} run${failed.length > 1 ? 's' : ''} did not succeed and are left out: ${failed.map((j) => `${LABEL[j.method](M)} by ${j.vary} S=${j.goal} seed ${j.seed} E=${j.epochs} (${j.status}${j.error ? `: ${j.error}` : ''})`).join('; ')}.`);
+  say();
+
+  // Setup, every configuration written out.
+  const denseList = cfg.seeds.map((s) => r.dense.get(s)).filter((d): d is Dense => !!d);
+  const cands = allJobs.flatMap((j) => j.run?.candidates ?? []);
+  const sps = finite(cands.map((c) => c.metrics?.train?.samplesPerSecond));
+  const secPerEpoch = finite(cands.map((c) => (c.metrics?.train?.durationMs ?? Number.NaN) / 1000 / (c.config.epochs || Number.NaN)));
+  say('## Setup');
+  say();
+  say(`- ${machineLine(info)}; TensorFlow.js backend \`${r.backend}\`, service WORKERS=${cfg.workers} (one training thread each).`);
+  say(`- Model \`${cfg.arch}\`, dataset \`${DATASET}\` (54,000 train / 6,000 val / 10,000 test), data augmentation \`${cfg.augment}\`. Seeds ${cfg.seeds.join(', ')}: each seed pretrains its own dense model (template seed and batch order) for ${cfg.pretrainEpochs} epochs, shared by every row of that seed; dense test accuracy ${fmt(denseList.map((d) => d.test))}.`);
+  say(`- Goal sparsities ${cfg.goals.join(', ')}, T = ${cfg.phases} phases, global magnitude pruning of all kernels (phase k prunes to 1 − (1 − S)^(k/T)).`);
+  say(`- Retraining per candidate and phase: E ∈ {${[...cfg.epochs].sort((a, b) => a - b).join(', ')}} epochs (IMP ${M}×: ${M}·E), SGD momentum 0.9, batch 128, weight decay 1e-4, peak lr ${cfg.learningRate} with linear decay (LLR) and 10 % warm-up, the same for pretraining. SMS: m = ${M} candidates per phase differing in seed (batch order), merged uniformly or greedily (greedy on the validation split, \`>=\`), BN recalibration on (no effect on models without BN).`);
+  if (cfg.ensembleBy.length)
+    say(`- \`ensemble_by\` rows (SMS m=${M} uniform at E = ${cfg.variantsAt}; the candidates share the seed and differ only in): ${cfg.ensembleBy.map((v) => `${VARY_LABEL[v]} ${variantValues(v, M, cfg.variantsAt).join(' / ')}`).join('; ')}.`);
+  say(`- Per phase: the soup (or IMP's single model), the best and mean candidate, the candidates' prediction ensemble (mean of their softmax outputs, \`ensembleTestAccuracy\` in \`GET /runs/{id}/report\`: the ceiling of what averaging can reach) and their mean pairwise L2 distance and angle over the prunable weights.`);
+  say(`- Environment: \`${envLine(cfg)}\`.`);
+  say(
+    `- Time: pretraining ${fmtDuration(r.pretrainWall)}${done.map((s) => `, stage ${s.name} ${s.wallSeconds ? fmtDuration(s.wallSeconds) : 'n/a'} (overlapping the next stage's start)`).join('')}; ${fmtDuration((Date.now() - r.t0) / 1000)} so far in all. Training throughput per worker ${sps.length ? `${meanOf(sps).toFixed(0)} samples/s (${meanOf(secPerEpoch).toFixed(1)} s per epoch)` : 'n/a'}; load average ${loadavg().map((x) => x.toFixed(1)).join(' / ')} on ${info.cores} cores (shared with other work).`,
+  );
+  if (r.restarts) say(`- The service stopped ${r.restarts} time${r.restarts > 1 ? 's' : ''} during the bench and was restarted on the same data folder; the runs resumed where they were.`);
+  say();
+
+  // Pretraining curve.
+  if (denseList.length && denseList[0].curve.length) {
+    say('## Dense pretraining: test accuracy per epoch');
+    say();
+    const n = Math.max(...denseList.map((d) => d.curve.length));
+    const at = (e: number, f: (p: CurvePoint) => number | null) => finite(denseList.map((d) => { const p = d.curve[e]; return p ? f(p) : null; }));
+    const tests = Array.from({ length: n }, (_, e) => meanOf(at(e, (p) => p.testAccuracy)));
+    const bestEpoch = tests.indexOf(Math.max(...tests)) + 1;
+    const back = Math.min(5, n - 1);
+    say(`Evaluated after each epoch (\`evaluateEachEpoch\`), before any BN recalibration; the learning rate decays linearly to 0 at epoch ${cfg.pretrainEpochs}, so the last epochs also anneal. Best mean test accuracy at epoch ${bestEpoch} (${(Math.max(...tests) * 100).toFixed(2)} %)${back ? `; the last ${back} epochs added ${pp(tests[n - 1] - tests[n - 1 - back])}` : ''}.`);
+    say();
+    say('| epoch | test | val |');
+    say('| ---: | ---: | ---: |');
+    for (let e = 0; e < n; e++) say(`| ${e + 1} | ${fmt(at(e, (p) => p.testAccuracy))} | ${fmt(at(e, (p) => p.valAccuracy))} |`);
+    say();
+  }
+
+  // One section per retraining length.
+  for (const st of mains) {
+    say(`## Retraining E = ${st.epochs} epoch${st.epochs === 1 ? '' : 's'} per candidate and phase (IMP ${M}×: ${M * st.epochs})`);
+    say();
+    say(`Final phase (the goal sparsity). "Best candidate" is picked by test accuracy (a baseline no real pipeline could use); "ensemble" is the candidates' prediction ensemble.`);
+    say();
+    say(`| goal S | ${METHODS.map((x) => LABEL[x](M)).join(' | ')} | uniform run: best / mean candidate | uniform run: ensemble | greedy run: best candidate | greedy run: ensemble |`);
+    say(`| --- | ${METHODS.map(() => '---:').join(' | ')} | ---: | ---: | ---: | ---: |`);
+    for (const goal of cfg.goals) {
+      const cells = METHODS.map((x) => fmt(pick(sel(st, x, goal), last, soupAcc)));
+      const u = sel(st, 'sms-uniform', goal);
+      const g = sel(st, 'sms-greedy', goal);
+      say(`| ${goal} | ${cells.join(' | ')} | ${fmt(pick(u, last, bestAcc))} / ${fmt(pick(u, last, meanAcc))} | ${fmt(pick(u, last, ensAcc))} | ${fmt(pick(g, last, bestAcc))} | ${fmt(pick(g, last, ensAcc))} |`);
+    }
+    say();
+    for (const goal of cfg.goals) {
+      const ref = sel(st, 'imp', goal)[0] ?? sel(st, 'sms-uniform', goal)[0];
+      if (!ref?.report) continue;
+      const sp = ref.report.phases.filter((p) => p.index >= 1).map((p) => `phase ${p.index} (${(p.sparsity * 100).toFixed(1)} %)`);
+      say(`### E = ${st.epochs}, S = ${goal}: per phase`);
+      say();
+      say(`| method | ${sp.join(' | ')} |`);
+      say(`| --- | ${sp.map(() => '---:').join(' | ')} |`);
+      const row = (label: string, jobs: Job[], f: (p: Phase) => number | null | undefined, show: (xs: number[]) => string = fmt) => say(`| ${label} | ${phaseList.map((k) => show(pick(jobs, k, f))).join(' | ')} |`);
+      row('IMP', sel(st, 'imp', goal), soupAcc);
+      row(`IMP ${M}×`, sel(st, 'imp3', goal), soupAcc);
+      for (const method of ['sms-uniform', 'sms-greedy'] as const) {
+        const js = sel(st, method, goal);
+        row(`${LABEL[method](M)}: soup`, js, soupAcc);
+        row('… best candidate', js, bestAcc);
+        row('… mean candidate', js, meanAcc);
+        row('… ensemble of the candidates', js, ensAcc);
+        row('… candidates: mean L2 distance', js, (p) => p.meanL2Distance, dist);
+        row('… candidates: mean angle', js, (p) => p.meanAngleDegrees, deg);
+      }
+      const greedy = sel(st, 'sms-greedy', goal);
+      if (greedy.length) say(`| greedy: candidates accepted (per seed) | ${phaseList.map((k) => greedy.map((j) => (phaseOf(j, k)?.soup?.weights ?? []).filter((w) => w > 0).length).join('/')).join(' | ')} |`);
+      say();
+    }
+  }
+
+  // ensemble_by rows beside the seed rows of the same E.
+  for (const st of variants) {
+    const base = mains.find((s) => s.epochs === st.epochs);
+    say(`## What the candidates differ by (SMS m=${M} uniform, E = ${st.epochs})`);
+    say();
+    say(`Per phase; the seed rows are the uniform runs of the E = ${st.epochs} section. Values: ${cfg.ensembleBy.map((v) => `${VARY_LABEL[v]} ${variantValues(v, M, st.epochs).join(' / ')}`).join('; ')} (the same seed for all ${M}).`);
+    say();
+    for (const goal of cfg.goals) {
+      say(`### S = ${goal}`);
+      say();
+      say(`| candidates differ by | ${phaseList.map((k) => `phase ${k}: soup / best / mean / ensemble`).join(' | ')} | final phase: L2 / angle |`);
+      say(`| --- | ${phaseList.map(() => '---:').join(' | ')} | ---: |`);
+      for (const vary of ['seed', ...cfg.ensembleBy] as Vary[]) {
+        const js = vary === 'seed' ? (base ? sel(base, 'sms-uniform', goal) : []) : sel(st, 'sms-uniform', goal, vary);
+        if (!js.length) continue;
+        const cells = phaseList.map((k) => [soupAcc, bestAcc, meanAcc, ensAcc].map((f) => fmt(pick(js, k, f))).join(' / '));
+        say(`| ${VARY_LABEL[vary]} | ${cells.join(' | ')} | ${dist(pick(js, last, (p) => p.meanL2Distance))} / ${deg(pick(js, last, (p) => p.meanAngleDegrees))} |`);
+      }
+      say();
+    }
+  }
+
+  // The crossover: soups against IMP m× over retraining lengths, at the largest goal.
+  const xs = mains.map((s) => s.epochs);
+  if (mains.length) {
+    say(`## The crossover at S = ${top}: soups against IMP ${M}× by retraining length`);
+    say();
+    say(`Final phase. The differences are paired (same seed, so the same dense model), mean ± standard error.`);
+    say();
+    const diff = (d: number[]) => (d.length ? `${pp(meanOf(d))}${d.length > 1 ? ` ± ${((sdOf(d) / Math.sqrt(d.length)) * 100).toFixed(2)}` : ''}` : 'n/a');
+    say(`| E | IMP | IMP ${M}× | SMS uniform | SMS greedy | best candidate (uniform run) | ensemble (uniform run) | uniform − IMP ${M}× | greedy − IMP ${M}× | uniform − best candidate |`);
+    say('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const st of mains) {
+      const u = sel(st, 'sms-uniform', top);
+      const g = sel(st, 'sms-greedy', top);
+      const i3 = sel(st, 'imp3', top);
+      say(
+        `| ${st.epochs} | ${fmt(pick(sel(st, 'imp', top), last, soupAcc))} | ${fmt(pick(i3, last, soupAcc))} | ${fmt(pick(u, last, soupAcc))} | ${fmt(pick(g, last, soupAcc))} | ${fmt(pick(u, last, bestAcc))} | ${fmt(pick(u, last, ensAcc))} | ${diff(paired(u, i3, [last], soupAcc))} | ${diff(paired(g, i3, [last], soupAcc))} | ${diff(paired(u, u, [last], soupAcc, bestAcc))} |`,
+      );
+    }
+    say();
+    if (mains.length > 1) {
+      mkdirSync(cfg.outDir, { recursive: true });
+      const series = [
+        { label: 'IMP', method: 'imp' as Method, f: soupAcc },
+        { label: `IMP ${M}×`, method: 'imp3' as Method, f: soupAcc },
+        { label: `SMS m=${M} uniform`, method: 'sms-uniform' as Method, f: soupAcc },
+        { label: `SMS m=${M} greedy`, method: 'sms-greedy' as Method, f: soupAcc },
+        { label: 'best candidate (uniform)', method: 'sms-uniform' as Method, f: bestAcc, dashed: true },
+        { label: 'ensemble (uniform)', method: 'sms-uniform' as Method, f: ensAcc, dashed: true },
+      ].map((s) => ({ label: s.label, dashed: s.dashed, ys: mains.map((st) => pick(sel(st, s.method, top), last, s.f)) }));
+      writeFileSync(join(cfg.outDir, 'sms-crossover.svg'), crossoverSvg(`${cfg.arch}, S = ${top}, T = ${cfg.phases}, m = ${M}: final phase by retraining length`, xs, series));
+      say(`![Final-phase test accuracy against retraining epochs per phase at S = ${top}](sms-crossover.svg)`);
+      say();
+    }
+  }
+
+  // Claims with paired verdicts.
+  say("## The paper's claims");
+  say();
+  say('Each difference is paired (same seed, goal and phase, so the same dense model; the soup against the best candidate of its own phase); "yes" means the mean difference is positive and more than two standard errors from zero. The ensemble rows are diagnostics, not claims of the paper: an ensemble far above the best candidate means the candidates disagree enough to be worth averaging.');
+  say();
+  const claims: { claim: string; v: Verdict }[] = [];
+  for (const st of mains) {
+    const tag = `E = ${st.epochs}`;
+    for (const method of ['sms-uniform', 'sms-greedy'] as const) {
+      const js = ok(st.jobs.filter((j) => j.method === method && j.vary === 'seed'));
+      claims.push({ claim: `${tag}: ${LABEL[method](M)}: the soup beats the best candidate of its phase (all phases and goals)`, v: verdict(paired(js, js, phaseList, soupAcc, bestAcc)) });
+      claims.push({ claim: `${tag}: ${LABEL[method](M)}: … at the final phase only`, v: verdict(paired(js, js, [last], soupAcc, bestAcc)) });
+    }
+    const u = ok(st.jobs.filter((j) => j.method === 'sms-uniform' && j.vary === 'seed'));
+    claims.push({ claim: `${tag}: diagnostic: the candidates' ensemble beats their best (all phases and goals)`, v: verdict(paired(u, u, phaseList, ensAcc, bestAcc)) });
+    claims.push({ claim: `${tag}: diagnostic: the uniform soup reaches the ensemble (soup − ensemble, all phases and goals)`, v: verdict(paired(u, u, phaseList, soupAcc, ensAcc)) });
+    for (const method of ['sms-uniform', 'sms-greedy'] as const)
+      for (const base of ['imp', 'imp3'] as const)
+        for (const goal of cfg.goals) {
+          const a = sel(st, method, goal);
+          const b = sel(st, base, goal);
+          claims.push({ claim: `${tag}: ${LABEL[method](M)} beats ${LABEL[base](M)} at S = ${goal}, final phase`, v: verdict(paired(a, b, [last], soupAcc)) });
+          claims.push({ claim: `${tag}: ${LABEL[method](M)} beats ${LABEL[base](M)} at S = ${goal}, every phase pooled`, v: verdict(paired(a, b, phaseList, soupAcc)) });
+        }
+  }
+  for (const st of variants) {
+    const base = mains.find((s) => s.epochs === st.epochs);
+    for (const vary of cfg.ensembleBy) {
+      const js = ok(st.jobs.filter((j) => j.vary === vary));
+      claims.push({ claim: `E = ${st.epochs}, candidates differing by ${VARY_LABEL[vary]}: the uniform soup beats the best candidate (all phases and goals)`, v: verdict(paired(js, js, phaseList, soupAcc, bestAcc)) });
+      if (base) claims.push({ claim: `E = ${st.epochs}: SMS uniform by ${VARY_LABEL[vary]} beats SMS uniform by seed (all phases and goals)`, v: verdict(paired(js, ok(base.jobs.filter((j) => j.method === 'sms-uniform' && j.vary === 'seed')), phaseList, soupAcc)) });
+    }
+  }
+  say('| claim | verdict |');
+  say('| --- | --- |');
+  for (const c of claims) say(`| ${c.claim} | ${c.v.text} |`);
+  say();
+
+  // Plots of one seed at the longest finished E.
+  const longest = mains[mains.length - 1];
+  if (longest) {
+    const plots: string[] = [];
+    for (const goal of cfg.goals) {
+      const of = (x: Method) => longest.jobs.find((j) => j.method === x && j.vary === 'seed' && j.goal === goal && j.seed === cfg.seeds[0] && j.report)?.runId;
+      const ids = [of('sms-uniform'), of('imp'), of('imp3'), of('sms-greedy')];
+      if (ids.some((x) => !x)) continue;
+      try {
+        const svg = await api.text(`/runs/${ids[0]}/report.svg?baselineIds=${ids.slice(1).join(',')}`);
+        const file = join(cfg.outDir, goal === top ? 'sms-plot.svg' : `sms-plot-${goal}.svg`);
+        writeFileSync(file, svg);
+        plots.push(`- E = ${longest.epochs}, S = ${goal}, seed ${cfg.seeds[0]}: [${relative(cfg.outDir, file)}](${relative(cfg.outDir, file)})`);
+      } catch (err) {
+        plots.push(`- E = ${longest.epochs}, S = ${goal}: the plot could not be fetched (${(err as Error).message})`);
+      }
+    }
+    say('## Plots');
+    say();
+    say('Test accuracy against sparsity of one seed: the SMS uniform soup as a line with its candidates as faint dots, IMP, IMP m× and SMS greedy as baselines (`GET /runs/{id}/report.svg?baselineIds=…`).');
+    say();
+    for (const p of plots) say(p);
+  }
+  mkdirSync(cfg.outDir, { recursive: true });
+  writeFileSync(join(cfg.outDir, 'sms-results.md'), `${md.join('\n')}\n`);
+  const stagesOut = r.stages.map((s) => ({ ...s, jobs: s.jobs.map(({ run: _run, ...j }) => j) }));
+  writeFileSync(join(cfg.outDir, 'sms-results.json'), JSON.stringify({ config: cfg, env: envLine(cfg), machine: info, backend: r.backend, complete: r.complete, dense: Object.fromEntries(r.dense), stages: stagesOut }, null, 1));
+  console.log(`wrote ${relative(process.cwd(), join(cfg.outDir, 'sms-results.md'))} (${done.length}/${r.stages.length} stages)`);
+}
+
+// ---------------------------------------------------------------- main
+
 async function main(): Promise<void> {
   const cfg = readConfig();
   const info = machineInfo();
@@ -323,9 +749,7 @@ async function main(): Promise<void> {
   const started = new Date();
   console.log('# bench:sms — Sparse Model Soups against IMP through the HTTP API');
   console.log(machineLine(info));
-  console.log(
-    `config: ${cfg.arch} on ${DATASET}; seeds ${cfg.seeds.join(',')}; goals ${cfg.goals.join(', ')}; T = ${cfg.phases}; m = ${cfg.m}; retraining ${cfg.epochs} epochs per candidate and phase (IMP ${cfg.m}×: ${num4(cfg.epochs * cfg.m)}); dense pretraining ${cfg.pretrainEpochs} epochs; SGD momentum 0.9, lr ${cfg.learningRate} linear decay with 10 % warm-up, batch 128, weight decay 1e-4; WORKERS=${cfg.workers}`,
-  );
+  console.log(`config: ${cfg.arch} on ${DATASET}; ${envLine(cfg)}`);
   const service = new Service(cfg.workers);
   await service.start();
   const stopAll = async () => {
@@ -343,187 +767,84 @@ async function main(): Promise<void> {
     const backend = health.backend?.name ?? 'unknown';
     console.log(`service: ${service.url} (backend ${backend}, data ${service.dataDir})\n`);
 
-    // 1. One dense model per seed.
-    const pre = new Map<number, string>();
+    // 1. One dense model per seed, evaluated after every epoch.
+    const pre: Job[] = [];
     for (const seed of cfg.seeds) {
       const template = await api.json<{ id: string }>('POST', '/models/templates', { architecture: cfg.arch, datasetId: DATASET, seed });
-      const run = await api.json<Run>('POST', '/runs', {
-        kind: 'train',
-        modelId: template.id,
-        datasetId: DATASET,
-        training: { seed, epochs: cfg.pretrainEpochs, batchSize: 128, momentum: 0.9, learningRate: cfg.learningRate, schedule: 'linear', weightDecay: 1e-4 },
-      });
-      pre.set(seed, run.id);
+      const run = await api.json<Run>('POST', '/runs', { kind: 'train', modelId: template.id, datasetId: DATASET, training: { ...trainingBase(cfg, seed, cfg.pretrainEpochs), evaluateEachEpoch: true } });
+      pre.push({ method: 'imp', vary: 'seed', goal: 0, seed, epochs: cfg.pretrainEpochs, runId: run.id });
     }
-    const pretrained = await waitAll(api, service, [...pre.values()], cfg.seeds.length * cfg.pretrainEpochs, t0);
-    const dense = new Map<number, { modelId: string; test: number; seconds: number }>();
-    for (const [seed, id] of pre) {
-      const run = pretrained.get(id)!;
-      if (run.status !== 'succeeded') throw new Error(`pretraining seed ${seed} ${run.status}: ${run.error}`);
+    const failures = { n: 0 };
+    let lastLine = 0;
+    for (;;) {
+      await keepAlive(service);
+      const { epochsDone } = await poll(api, pre, failures);
+      if (pre.every((j) => j.run && FINISHED.includes(j.run.status))) break;
+      if (Date.now() - lastLine > 60_000) {
+        lastLine = Date.now();
+        console.log(`[${fmtDuration((Date.now() - t0) / 1000)}] pretraining ${epochsDone.toFixed(1)}/${cfg.seeds.length * cfg.pretrainEpochs} epochs · load ${loadavg()[0].toFixed(1)}`);
+      }
+      await sleep(5000);
+    }
+    const dense = new Map<number, Dense>();
+    for (const j of pre) {
+      const run = j.run!;
+      if (run.status !== 'succeeded') throw new Error(`pretraining seed ${j.seed} ${run.status}: ${run.error}`);
       const c = run.candidates[0];
-      dense.set(seed, { modelId: c.resultModelId!, test: c.testAccuracy ?? Number.NaN, seconds: (c.metrics?.train?.durationMs ?? 0) / 1000 });
-      console.log(`dense seed ${seed}: test accuracy ${((c.testAccuracy ?? 0) * 100).toFixed(2)} % (${((c.metrics?.train?.durationMs ?? 0) / 1000).toFixed(0)} s training, ${(c.metrics?.train?.samplesPerSecond ?? 0).toFixed(0)} samples/s)`);
+      const train = c.metrics?.train as { durationMs?: number; samplesPerSecond?: number; epochCurve?: CurvePoint[] } | undefined;
+      dense.set(j.seed, { modelId: c.resultModelId!, test: c.testAccuracy ?? Number.NaN, seconds: (train?.durationMs ?? 0) / 1000, curve: train?.epochCurve ?? [] });
+      console.log(`dense seed ${j.seed}: test accuracy ${((c.testAccuracy ?? 0) * 100).toFixed(2)} % (${((train?.durationMs ?? 0) / 1000).toFixed(0)} s training, ${(train?.samplesPerSecond ?? 0).toFixed(0)} samples/s); per epoch ${(train?.epochCurve ?? []).map((p) => ((p.testAccuracy ?? 0) * 100).toFixed(1)).join(' ')}`);
     }
-    const pretrainWall = (Date.now() - t0) / 1000;
+    const results: Results = { cfg, info, backend, started, t0, pretrainWall: (Date.now() - t0) / 1000, dense, stages: buildStages(cfg), restarts: 0, complete: false };
 
-    // 2. Every (goal, seed, method) run at once.
-    const jobs: Job[] = [];
-    for (const goal of cfg.goals)
-      for (const seed of cfg.seeds)
-        for (const method of METHODS) {
-          const run = await api.json<Run>('POST', '/runs', runBody(method, cfg, dense.get(seed)!.modelId, goal, seed));
-          jobs.push({ method, goal, seed, runId: run.id });
-        }
-    const planned = cfg.goals.length * cfg.seeds.length * cfg.phases * cfg.epochs * (1 + cfg.m + 2 * cfg.m);
-    console.log(`\n${jobs.length} runs submitted (${planned.toFixed(1)} retraining epochs in all)`);
+    // 2. Stages in order; the next is submitted once the pool would idle, each written out when it finishes.
+    const stages = results.stages;
+    const planned = stages.reduce((n, s) => n + s.jobs.reduce((a, j) => a + jobEpochs(j, cfg), 0), 0);
+    console.log(`\n${stages.length} stages, ${stages.reduce((n, s) => n + s.jobs.length, 0)} runs, ${planned.toFixed(1)} retraining epochs in all: ${stages.map((s) => s.name).join(' → ')}`);
     const t1 = Date.now();
-    const finished = await waitAll(api, service, jobs.map((j) => j.runId), planned, t1);
-    const runsWall = (Date.now() - t1) / 1000;
-    for (const j of jobs) {
-      j.run = finished.get(j.runId)!;
-      if (j.run.status !== 'succeeded') throw new Error(`${LABEL[j.method](cfg.m)} S=${j.goal} seed ${j.seed} (run ${j.runId}) ${j.run.status}: ${j.run.error}`);
-      j.report = await api.json<RunReport>('GET', `/runs/${j.runId}/report`);
-      j.phaseSeconds = await phaseSeconds(api, j.runId);
-    }
-
-    // 3. Tables, claims, plots.
-    const md: string[] = [];
-    const say = (line = '') => {
-      console.log(line);
-      md.push(line);
-    };
-    const phaseOf = (j: Job, k: number) => j.report!.phases.find((p) => p.index === k)!;
-    const sel = (method: Method, goal: number) => jobs.filter((j) => j.method === method && j.goal === goal);
-    const last = cfg.phases;
-    const candidateStats = jobs.flatMap((j) => j.run!.candidates.map((c) => ({ j, c })));
-    const sps = finite(candidateStats.map(({ c }) => c.metrics?.train?.samplesPerSecond));
-    const secPerEpoch = finite(candidateStats.map(({ c }) => (c.metrics?.train?.durationMs ?? Number.NaN) / 1000 / (c.config.epochs || Number.NaN)));
-    const candWall = finite(candidateStats.map(({ c }) => (c.startedAt && c.finishedAt ? (Date.parse(c.finishedAt) - Date.parse(c.startedAt)) / 1000 : Number.NaN)));
-
-    md.push('# Sparse Model Soups on Fashion-MNIST: `npm run bench:sms`', '');
-    md.push(`Produced by \`npm run bench:sms\` (bench/sms.ts) on ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC. All numbers are test accuracy on the 10,000-image Fashion-MNIST test split, in %.`, '');
-    say('## Setup');
-    say();
-    say(`- ${machineLine(info)}; TensorFlow.js backend \`${backend}\`, service WORKERS=${cfg.workers} (one training thread each).`);
-    say(`- Model \`${cfg.arch}\`, dataset \`${DATASET}\` (54,000 train / 6,000 val / 10,000 test). Seeds ${cfg.seeds.join(', ')}: each seed pretrains its own dense model (template seed and batch order), ${cfg.pretrainEpochs} epochs; dense test accuracy ${fmt(cfg.seeds.map((s) => dense.get(s)!.test))}.`);
-    say(`- Goal sparsities ${cfg.goals.join(', ')}, T = ${cfg.phases} phases, global magnitude pruning of all kernels (phase k prunes to 1 − (1 − S)^(k/T)).`);
-    say(`- Retraining per candidate and phase: ${cfg.epochs} epochs (IMP ${cfg.m}×: ${num4(cfg.epochs * cfg.m)}), SGD momentum 0.9, batch 128, weight decay 1e-4, peak lr ${cfg.learningRate} with linear decay (LLR) and 10 % warm-up. SMS: m = ${cfg.m} candidates per phase differing in seed (batch order), merged uniformly or greedily (greedy on the validation split, \`>=\`), BN recalibration on (no effect on models without BN).`);
-    say(`- Environment: \`SMS_ARCH=${cfg.arch} SMS_SEEDS=${cfg.seeds.join(',')}${cfg.seeds.length === 1 ? ',' : ''} SMS_GOALS=${cfg.goals.join(',')} SMS_PHASES=${cfg.phases} SMS_EPOCHS=${cfg.epochs} SMS_PRETRAIN_EPOCHS=${cfg.pretrainEpochs} SMS_M=${cfg.m} SMS_LR=${cfg.learningRate} SMS_WORKERS=${cfg.workers}\`.`);
-    say(
-      `- Time: pretraining ${fmtDuration(pretrainWall)}, the ${jobs.length} IMP/SMS runs ${fmtDuration(runsWall)} (all at once on ${cfg.workers} workers), ${fmtDuration((Date.now() - t0) / 1000)} in all. Training throughput per worker ${sps.length ? `${meanOf(sps).toFixed(0)} samples/s (${meanOf(secPerEpoch).toFixed(1)} s per epoch)` : 'n/a'}; a candidate (training, BN recalibration, val + test evaluation) took ${meanOf(candWall).toFixed(1)} s of wall time on average; load average at the end ${loadavg().map((x) => x.toFixed(1)).join(' / ')} on ${info.cores} cores (shared with other work).`,
-    );
-    if (service.restarts) say(`- The service stopped ${service.restarts} time${service.restarts > 1 ? 's' : ''} during the bench (stopped from outside) and was restarted on the same data folder; the runs resumed where they were.`);
-    for (const method of METHODS) {
-      const ps = jobs.filter((j) => j.method === method).flatMap((j) => j.phaseSeconds ?? []);
-      if (ps.length) say(`  - ${LABEL[method](cfg.m)}: a phase took ${meanOf(ps).toFixed(0)} s of wall time on average (min ${Math.min(...ps).toFixed(0)} s, queueing behind the other runs included).`);
-    }
-    say();
-
-    say('## Final phase (the goal sparsity)');
-    say();
-    say(`Mean ± sample standard deviation over ${cfg.seeds.length} seed${cfg.seeds.length > 1 ? 's' : ''}. "Best candidate" is the highest test accuracy among a phase's m candidates (picked by test accuracy, so a baseline no real pipeline could use).`);
-    say();
-    say(`| goal S | ${METHODS.map((m) => LABEL[m](cfg.m)).join(' | ')} | best candidate (uniform run) | best candidate (greedy run) |`);
-    say(`| --- | ${METHODS.map(() => '---:').join(' | ')} | ---: | ---: |`);
-    for (const goal of cfg.goals) {
-      const cells = METHODS.map((m) => fmt(finite(sel(m, goal).map((j) => phaseOf(j, last).result?.testAccuracy))));
-      const bestU = fmt(finite(sel('sms-uniform', goal).map((j) => phaseOf(j, last).candidateBest.testAccuracy)));
-      const bestG = fmt(finite(sel('sms-greedy', goal).map((j) => phaseOf(j, last).candidateBest.testAccuracy)));
-      say(`| ${goal} | ${cells.join(' | ')} | ${bestU} | ${bestG} |`);
-    }
-    say();
-
-    say('## Per phase');
-    say();
-    for (const goal of cfg.goals) {
-      const sp = sel('imp', goal)[0].report!.phases.map((p) => `phase ${p.index} (${(p.sparsity * 100).toFixed(1)} %)`);
-      say(`### S = ${goal}`);
-      say();
-      say(`| method | ${sp.join(' | ')} |`);
-      say(`| --- | ${sp.map(() => '---:').join(' | ')} |`);
-      const row = (label: string, pick: (j: Job, k: number) => number | null | undefined, method: Method) => {
-        const cells: string[] = [];
-        for (let k = 1; k <= cfg.phases; k++) cells.push(fmt(finite(sel(method, goal).map((j) => pick(j, k)))));
-        say(`| ${label} | ${cells.join(' | ')} |`);
-      };
-      row('IMP', (j, k) => phaseOf(j, k).result?.testAccuracy, 'imp');
-      row(`IMP ${cfg.m}×`, (j, k) => phaseOf(j, k).result?.testAccuracy, 'imp3');
-      for (const method of ['sms-uniform', 'sms-greedy'] as const) {
-        row(`${LABEL[method](cfg.m)}: soup`, (j, k) => phaseOf(j, k).result?.testAccuracy, method);
-        row(`… best candidate`, (j, k) => phaseOf(j, k).candidateBest.testAccuracy, method);
-        row(`… mean candidate`, (j, k) => phaseOf(j, k).candidateMean.testAccuracy, method);
-      }
-      const acc = (j: Job) => j.report!.phases.map((p) => (p.soup?.weights ?? []).filter((w) => w > 0).length);
-      const greedySizes = sel('sms-greedy', goal).map(acc);
-      if (greedySizes.length) {
-        const sizes = Array.from({ length: cfg.phases }, (_, k) => greedySizes.map((g) => g[k]).join('/'));
-        say(`| greedy: candidates accepted (per seed) | ${sizes.join(' | ')} |`);
-      }
-      say();
-    }
-
-    say("## The paper's claims");
-    say();
-    say('Each difference is paired (same seed, goal and phase, so the same dense model; the soup against the best candidate of its own phase); "yes" means the mean difference is positive and more than two standard errors from zero.');
-    say();
-    const claims: { claim: string; v: Verdict }[] = [];
-    for (const method of ['sms-uniform', 'sms-greedy'] as const) {
-      const all: number[] = [];
-      const finals: number[] = [];
-      for (const j of jobs.filter((x) => x.method === method))
-        for (const p of j.report!.phases) {
-          if (p.result?.testAccuracy == null || p.candidateBest.testAccuracy == null) continue;
-          const d = p.result.testAccuracy - p.candidateBest.testAccuracy;
-          all.push(d);
-          if (p.index === last) finals.push(d);
-        }
-      claims.push({ claim: `${LABEL[method](cfg.m)}: the soup beats the best candidate of its phase (all phases, goals, seeds)`, v: verdict(all) });
-      claims.push({ claim: `${LABEL[method](cfg.m)}: … at the final phase only`, v: verdict(finals) });
-    }
-    for (const method of ['sms-uniform', 'sms-greedy'] as const)
-      for (const base of ['imp', 'imp3'] as const)
-        for (const goal of cfg.goals) {
-          const diffs: number[] = [];
-          const finals: number[] = [];
-          for (const seed of cfg.seeds) {
-            const a = jobs.find((j) => j.method === method && j.goal === goal && j.seed === seed)!;
-            const b = jobs.find((j) => j.method === base && j.goal === goal && j.seed === seed)!;
-            for (let k = 1; k <= cfg.phases; k++) {
-              const x = phaseOf(a, k).result?.testAccuracy;
-              const y = phaseOf(b, k).result?.testAccuracy;
-              if (x == null || y == null) continue;
-              diffs.push(x - y);
-              if (k === last) finals.push(x - y);
-            }
+    lastLine = 0;
+    for (;;) {
+      await keepAlive(service);
+      results.restarts = service.restarts;
+      const inFlight = stages.filter((s) => s.submitted && !s.done);
+      const { busy, epochsDone } = await poll(api, inFlight.flatMap((s) => s.jobs), failures);
+      for (const st of inFlight) {
+        if (!st.jobs.every((j) => j.run && FINISHED.includes(j.run.status))) continue;
+        for (const j of st.jobs) {
+          j.status = j.run!.status;
+          j.error = j.run!.error;
+          if (j.status !== 'succeeded') {
+            console.log(`${LABEL[j.method](cfg.m)} by ${j.vary} S=${j.goal} seed ${j.seed} E=${j.epochs} (run ${j.runId}) ${j.status}: ${j.error}`);
+            continue;
           }
-          claims.push({ claim: `${LABEL[method](cfg.m)} beats ${LABEL[base](cfg.m)} at S = ${goal}, final phase`, v: verdict(finals) });
-          claims.push({ claim: `${LABEL[method](cfg.m)} beats ${LABEL[base](cfg.m)} at S = ${goal}, every phase pooled`, v: verdict(diffs) });
+          j.report = await api.json<RunReport>('GET', `/runs/${j.runId}/report`);
+          j.phaseSeconds = await phaseSeconds(api, j.runId);
         }
-    say('| claim | verdict |');
-    say('| --- | --- |');
-    for (const c of claims) say(`| ${c.claim} | ${c.v.text} |`);
-    say();
-
-    // Plots: an SMS run (uniform, first seed) with its IMP / IMP m× / greedy runs as baselines.
-    mkdirSync(cfg.outDir, { recursive: true });
-    const plots: string[] = [];
-    const top = Math.max(...cfg.goals);
-    for (const goal of cfg.goals) {
-      const of = (m: Method) => jobs.find((j) => j.method === m && j.goal === goal && j.seed === cfg.seeds[0])!.runId;
-      const svg = await api.text(`/runs/${of('sms-uniform')}/report.svg?baselineIds=${[of('imp'), of('imp3'), of('sms-greedy')].join(',')}`);
-      const file = join(cfg.outDir, goal === top ? 'sms-plot.svg' : `sms-plot-${goal}.svg`);
-      writeFileSync(file, svg);
-      plots.push(`- S = ${goal}, seed ${cfg.seeds[0]}: [${relative(cfg.outDir, file)}](${relative(cfg.outDir, file)})`);
+        st.done = true;
+        st.wallSeconds = (Date.now() - (st.startedAt ?? t1)) / 1000;
+        console.log(`[${fmtDuration((Date.now() - t0) / 1000)}] stage ${st.name} finished in ${fmtDuration(st.wallSeconds)}`);
+        results.complete = stages.every((s) => s.done);
+        await writeResults(api, results);
+      }
+      if (stages.every((s) => s.done)) break;
+      const next = stages.find((s) => !s.submitted);
+      if (next && busy < cfg.workers) {
+        for (const j of next.jobs) j.runId = (await api.json<Run>('POST', '/runs', runBody(j, cfg, dense.get(j.seed)!.modelId))).id;
+        next.submitted = true;
+        next.startedAt = Date.now();
+        console.log(`[${fmtDuration((Date.now() - t0) / 1000)}] stage ${next.name}: ${next.jobs.length} runs submitted`);
+        continue;
+      }
+      if (Date.now() - lastLine > 60_000) {
+        lastLine = Date.now();
+        const doneEpochs = stages.filter((s) => s.done).reduce((n, s) => n + s.jobs.reduce((a, j) => a + jobEpochs(j, cfg), 0), 0) + epochsDone;
+        const frac = doneEpochs / planned;
+        const el = (Date.now() - t1) / 1000;
+        console.log(`[${fmtDuration((Date.now() - t0) / 1000)}] stages ${stages.filter((s) => s.done).length}/${stages.length} done · retraining ${doneEpochs.toFixed(1)}/${planned.toFixed(1)} epochs (${(frac * 100).toFixed(0)} %)${frac > 0.02 ? ` · ETA ~${Math.round((el * (1 - frac)) / frac / 60)} min` : ''} · ${busy} candidates queued or training · load ${loadavg()[0].toFixed(1)}`);
+      }
+      await sleep(5000);
     }
-    say('## Plots');
-    say();
-    say('Test accuracy against sparsity of one seed: the SMS uniform soup as a line with its candidates as faint dots, IMP, IMP m× and SMS greedy as baselines (`GET /runs/{id}/report.svg?baselineIds=…`).');
-    say();
-    for (const p of plots) say(p);
-    const mdFile = join(cfg.outDir, 'sms-results.md');
-    writeFileSync(mdFile, `${md.join('\n')}\n`);
-    writeFileSync(join(ROOT, '.bench', 'sms-results.json'), JSON.stringify({ config: cfg, machine: info, backend, dense: Object.fromEntries(dense), jobs: jobs.map(({ run: _run, ...j }) => j) }, null, 1));
-    console.log(`\nwrote ${relative(ROOT, mdFile)}, ${plots.length} plot${plots.length > 1 ? 's' : ''} in ${relative(ROOT, cfg.outDir)}/ and .bench/sms-results.json`);
+    console.log(`\ndone in ${fmtDuration((Date.now() - t0) / 1000)}`);
   } catch (err) {
     console.error(`\nbench:sms failed: ${err instanceof Error ? err.message : String(err)}`);
     console.error(`service output (last lines):\n${service.tail()}`);

@@ -1162,6 +1162,8 @@ export interface components {
             candidateBest: components["schemas"]["AccuracyPairDto"];
             candidateMean: components["schemas"]["AccuracyPairDto"];
             candidates: components["schemas"]["ReportCandidateDto"][];
+            /** @description test accuracy of the candidates' prediction ensemble (mean of their softmax outputs): the ceiling of what averaging can reach; null with one candidate */
+            ensembleTestAccuracy: number | null;
             /** @description 0 for train / retrain runs */
             index: number;
             meanAngleDegrees: number | null;
@@ -1242,6 +1244,12 @@ export interface components {
             soupScore: number;
         };
         TrainingConfigDto: {
+            /**
+             * @description crop-flip: each training sample is zero-padded by 4 pixels, cropped back to its size at a random offset and mirrored left–right with probability ½ (the SMS code's CNN training); seeded by `seed`
+             * @default none
+             * @enum {string}
+             */
+            augment?: "none" | "crop-flip";
             /** @default 128 */
             batchSize?: number;
             /**
@@ -1249,6 +1257,11 @@ export interface components {
              * @default 1
              */
             epochs?: number;
+            /**
+             * @description evaluate val and test accuracy after every epoch: the candidate's metrics.train.epochCurve (a pretraining plateau check)
+             * @default false
+             */
+            evaluateEachEpoch?: boolean;
             /**
              * @description the peak learning rate η_max
              * @default 0.1

@@ -411,7 +411,7 @@ async function runsReport(ctx: Context, args: string[], values: Values) {
   print(
     ctx,
     table(
-      ['phase', 'sparsity', 'actual', 'status', 'candidates', 'mean val', 'mean test', 'best test', 'result', 'result test', 'ECE', 'L2'],
+      ['phase', 'sparsity', 'actual', 'status', 'candidates', 'mean val', 'mean test', 'best test', 'ensemble test', 'result', 'result test', 'ECE', 'L2'],
       report.phases.map((p) => [
         p.index,
         pct(p.sparsity, 1),
@@ -421,6 +421,7 @@ async function runsReport(ctx: Context, args: string[], values: Values) {
         pct(p.candidateMean.valAccuracy),
         pct(p.candidateMean.testAccuracy),
         pct(p.candidateBest.testAccuracy),
+        pct(p.ensembleTestAccuracy),
         p.soup ? `soup (${p.soup.method})` : p.result ? 'single' : '-',
         pct(p.result?.testAccuracy),
         num(p.result?.ece),

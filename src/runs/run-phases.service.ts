@@ -4,6 +4,7 @@ import { type DataSource, In, Not } from 'typeorm';
 import { CoreInputError } from '../core/errors.js';
 import type { DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
+import { DatasetsService } from '../datasets/datasets.service.js';
 import { EvaluationsService } from '../evaluations/evaluations.service.js';
 import { JobName, QUEUE_POLICIES } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
@@ -47,6 +48,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     private readonly jobs: JobsService,
     private readonly pool: WorkerPoolService,
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
+    private readonly datasets: DatasetsService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -214,6 +216,8 @@ export class RunPhasesService implements OnApplicationBootstrap {
     const val = soupVal ?? candidates[0].valAccuracy;
     const models = await Promise.all(ids.map((id) => this.models.entity(id)));
     const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }) : [];
+    // The candidates' prediction ensemble: what averaging their outputs (not their weights) reaches.
+    const ensemble = ids.length > 1 ? await this.pool.run({ type: 'ensemble-evaluate', models: models.map(modelRef), dataset: await this.datasets.ref(run.datasetId), split: 'test' }) : null;
     const result = await this.models.entity(resultModelId);
     const tests = candidates.map((c) => c.testAccuracy ?? Number.NaN);
     const vals = candidates.map((c) => c.valAccuracy ?? Number.NaN);
@@ -231,6 +235,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
         meanTestAccuracy: mean(tests),
         bestTestAccuracy: Math.max(...tests),
       },
+      ensembleTestAccuracy: ensemble?.accuracy ?? null,
       meanL2Distance: mean(distances.map((d) => d.l2)),
       meanAngleDegrees: mean(distances.filter((d) => d.angleDegrees !== null).map((d) => d.angleDegrees!)),
       distances,

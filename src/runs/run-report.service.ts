@@ -63,6 +63,7 @@ export class RunReportService {
             }
           : null,
         soup: soup ? { id: soup.id, method: soup.method, weights: soup.weights ?? [], valAccuracy: soup.valAccuracy } : null,
+        ensembleTestAccuracy: (metrics.ensembleTestAccuracy as number | undefined) ?? null,
         meanL2Distance: (metrics.meanL2Distance as number | undefined) ?? null,
         meanAngleDegrees: (metrics.meanAngleDegrees as number | undefined) ?? null,
       };

@@ -27,6 +27,7 @@ export const RUN_KINDS = ['train', 'retrain', 'imp', 'sms'] as const;
 export const RUN_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export const VARY = ['seed', 'weightDecay', 'epochs', 'learningRate', 'schedule'] as const;
 export const SCHEDULES = ['constant', 'linear', 'cosine', 'allr'] as const;
+export const AUGMENTATIONS = ['none', 'crop-flip'] as const;
 
 const finite = { allowNaN: false, allowInfinity: false };
 
@@ -71,6 +72,14 @@ export class TrainingConfigDto {
   @ApiPropertyOptional({ default: 0.0001 })
   @IsOptional() @IsNumber(finite) @Min(0) @Max(1)
   weightDecay?: number;
+
+  @ApiPropertyOptional({ enum: AUGMENTATIONS, default: 'none', description: 'crop-flip: each training sample is zero-padded by 4 pixels, cropped back to its size at a random offset and mirrored left–right with probability ½ (the SMS code\'s CNN training); seeded by `seed`' })
+  @IsOptional() @IsIn(AUGMENTATIONS)
+  augment?: (typeof AUGMENTATIONS)[number];
+
+  @ApiPropertyOptional({ default: false, description: 'evaluate val and test accuracy after every epoch: the candidate\'s metrics.train.epochCurve (a pretraining plateau check)' })
+  @IsOptional() @IsBoolean()
+  evaluateEachEpoch?: boolean;
 }
 
 export type FullTrainingConfig = Required<TrainingConfigDto>;
@@ -86,6 +95,8 @@ export const TRAINING_DEFAULTS: FullTrainingConfig = {
   schedule: 'linear',
   warmupFraction: 0.1,
   weightDecay: 1e-4,
+  augment: 'none',
+  evaluateEachEpoch: false,
 };
 
 export class PhasePruningDto {
@@ -368,6 +379,8 @@ export class RunReportPhaseDto {
   @ApiProperty() candidateBest: AccuracyPairDto;
   @ApiProperty({ type: ReportResultDto, nullable: true, description: 'the soup (SMS) or the single candidate (IMP)' }) result: ReportResultDto | null;
   @ApiProperty({ type: ReportSoupDto, nullable: true }) soup: ReportSoupDto | null;
+  @ApiProperty({ type: Number, nullable: true, description: "test accuracy of the candidates' prediction ensemble (mean of their softmax outputs): the ceiling of what averaging can reach; null with one candidate" })
+  ensembleTestAccuracy: number | null;
   @ApiProperty({ type: Number, nullable: true, description: 'mean pairwise L2 distance between the candidates' }) meanL2Distance: number | null;
   @ApiProperty({ type: Number, nullable: true }) meanAngleDegrees: number | null;
 }

@@ -10,6 +10,7 @@ import { initBackend } from '../core/tf/backend.js';
 import { createArtifactStore } from '../storage/create.js';
 import { runCompareModels } from './handlers/compare.js';
 import { runInspectDataset } from './handlers/datasets.js';
+import { runEnsembleEvaluate } from './handlers/ensemble.js';
 import { runEvaluate } from './handlers/evaluate.js';
 import { runApplyMask, runPrune } from './handlers/prune.js';
 import { runSoup } from './handlers/soup.js';
@@ -34,6 +35,7 @@ const handlers: Handlers = {
   'check-train': runCheckTrain,
   soup: runSoup,
   'compare-models': runCompareModels,
+  'ensemble-evaluate': runEnsembleEvaluate,
   crash: async (task) => {
     if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
     if (task.how === 'exit') process.exit(70);

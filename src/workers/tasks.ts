@@ -159,9 +159,16 @@ export interface TrainTask {
   progressEvery?: number;
 }
 
+/** Accuracy after one epoch of training (before BN recalibration), for `evaluateEachEpoch`. */
+export interface EpochPoint {
+  epoch: number;
+  valAccuracy: number | null;
+  testAccuracy: number | null;
+}
+
 export interface TrainTaskResult {
   stored: StoredLayersModel;
-  train: TrainResult;
+  train: TrainResult & { epochCurve?: EpochPoint[] };
   metrics: Partial<Record<SplitName, EvaluationMetrics>>;
   /** Pruned weights that are non-zero after training: always 0 (checked, or the task fails). */
   revived: number;
@@ -220,6 +227,21 @@ export interface ModelDistance {
   angleDegrees: number | null;
 }
 
+/** The prediction ensemble of a phase's candidates (mean of their softmax outputs). */
+export interface EnsembleEvaluateTask {
+  type: 'ensemble-evaluate';
+  models: StoredLayersModelRef[];
+  dataset: DatasetRef;
+  split: SplitName;
+}
+
+export interface EnsembleEvaluation {
+  count: number;
+  members: number;
+  /** Accuracy of the mean of the members' softmax outputs. */
+  accuracy: number;
+}
+
 /** Every task by name: its payload and its result. */
 export interface TaskMap {
   info: { task: InfoTask; result: InfoResult };
@@ -233,6 +255,7 @@ export interface TaskMap {
   'check-train': { task: CheckTrainTask; result: CheckTrainResult };
   soup: { task: SoupTask; result: SoupTaskResult };
   'compare-models': { task: CompareModelsTask; result: ModelDistance[] };
+  'ensemble-evaluate': { task: EnsembleEvaluateTask; result: EnsembleEvaluation };
 }
 
 export type TaskName = keyof TaskMap;

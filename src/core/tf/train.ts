@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { fillBatch, type ImageDataset, sampleSize } from '../data/dataset.js';
 import { CoreInputError } from '../errors.js';
 import { isPrunable } from '../pruning/prunable.js';
+import { type Augmentation, augmentBatch, augmentSeed } from './augment.js';
 import { deriveSeed, shuffleInto } from './random.js';
 
 /** One candidate's training configuration (API.md, "Training configuration"). */
@@ -22,6 +23,10 @@ export interface TrainingConfig {
   warmupFraction?: number;
   /** Coupled L2 weight decay (added to the gradient, as PyTorch's SGD/Adam `weight_decay`). */
   weightDecay: number;
+  /** Random crops (4-pixel zero padding) and horizontal flips of every training batch, seeded by `seed`. Default none. */
+  augment?: Augmentation;
+  /** Evaluate after every epoch (the caller's `onEpochEnd` does), for a per-epoch accuracy curve. Default false. */
+  evaluateEachEpoch?: boolean;
 }
 
 /** What ALLR needs about the prune that preceded this retrain (DESIGN.md). */
@@ -94,6 +99,7 @@ export function validateTrainingConfig(config: TrainingConfig, allr?: AllrInputs
   const w = config.warmupFraction ?? DEFAULT_WARMUP_FRACTION;
   if (!(w >= 0 && w < 1)) bad('warmupFraction', 'must be in [0, 1)');
   if (!(config.weightDecay >= 0) || !Number.isFinite(config.weightDecay)) bad('weightDecay', 'must be a finite number ≥ 0');
+  if (config.augment !== undefined && config.augment !== 'none' && config.augment !== 'crop-flip') bad('augment', 'must be "none" or "crop-flip"');
   if (config.schedule === 'allr') {
     if (!allr) bad('schedule', '"allr" needs the prune inputs (relativeDistance, pruneRate, retrainToPretrainRatio)');
     else {
@@ -140,6 +146,8 @@ export interface TrainOptions {
   weightDecayOn?: 'all' | 'kernels';
   /** Train on these sample indices instead of `dataset.splits.train`. */
   indices?: Uint32Array;
+  /** Called after each complete epoch (1-based), between steps: the model holds that epoch's weights. */
+  onEpochEnd?: (epoch: number) => void | Promise<void>;
 }
 
 export interface TrainResult {
@@ -232,6 +240,8 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
   const xBuf = new Float32Array(config.batchSize * size);
   const yBuf = new Int32Array(config.batchSize);
   const order = new Uint32Array(source.length);
+  const augment = config.augment === 'crop-flip';
+  const scratch = augment ? new Float32Array(size) : undefined;
   const slots = buildSlots(model, options.mask, options.weightDecayOn ?? 'all', config.optimizer);
   const varList = slots.map((s) => s.variable);
   const beta1 = 0.9;
@@ -269,6 +279,7 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
       }
       const count = Math.min(config.batchSize, source.length - pos * config.batchSize);
       fillBatch(dataset, order, pos * config.batchSize, count, xBuf, yBuf);
+      if (augment) augmentBatch(xBuf, count, [h, w, c], augmentSeed(config.seed, step), undefined, scratch);
       lr = learningRateAt(step, totalSteps, config, options.allr);
       const t = step + 1;
       const lossValue = tf.tidy(() => {
@@ -325,6 +336,7 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
         windowSamples = 0;
         windowStart = now;
       }
+      if (options.onEpochEnd && (step + 1) % stepsPerEpoch === 0) await options.onEpochEnd((step + 1) / stepsPerEpoch);
     }
     if (epochSteps > 0) epochLosses.push(epochLossSum / epochSteps);
   } finally {

@@ -5,10 +5,12 @@ import { compareWeights } from '../../core/metrics/weights.js';
 import { isPrunable } from '../../core/pruning/prunable.js';
 import { hasBatchNorm } from '../../core/tf/batch-norm.js';
 import { recalibrateBatchNorm } from '../../core/tf/bn-recalibration.js';
+import { evaluateModel } from '../../core/tf/evaluate.js';
 import { namedWeights } from '../../core/tf/model-io.js';
 import { type AllrInputs, trainModel, type WeightMask } from '../../core/tf/train.js';
 import type { ArtifactStore } from '../../storage/artifact-store.js';
-import type { CheckTrainResult, CheckTrainTask, StoredLayersModelRef, TrainTask, TrainTaskResult } from '../tasks.js';
+import type { SplitName } from '../../core/data/dataset.js';
+import type { CheckTrainResult, CheckTrainTask, EpochPoint, StoredLayersModelRef, TrainTask, TrainTaskResult } from '../tasks.js';
 import type { TaskContext } from '../shared/context.js';
 import { loadDataset } from '../shared/datasets.js';
 import { evaluateWithCorruptions } from '../shared/evaluation.js';
@@ -33,11 +35,14 @@ export async function runTrain(task: TrainTask, ctx: TaskContext): Promise<Train
     checkModelFitsDataset(model, ds);
     const mask = await weightMask(store, model, task);
     const allr = task.allr ? await allrInputs(store, model, task.allr) : undefined;
+    const curve: EpochPoint[] = [];
+    const accuracyOn = (split: SplitName) => (ds.splits[split].length ? evaluateModel(model, ds, split).accuracy : null);
     const train = await trainModel(model, ds, task.config, {
       mask,
       allr,
       progressEvery: task.progressEvery ?? 20,
       onProgress: (p) => ctx.progress({ ...p }),
+      onEpochEnd: task.config.evaluateEachEpoch ? (epoch) => void curve.push({ epoch, valAccuracy: accuracyOn('val'), testAccuracy: accuracyOn('test') }) : undefined,
     });
     const revived = countRevived(model, mask);
     if (revived > 0) throw new Error(`retraining revived ${revived} pruned weights: the mask was not enforced`);
@@ -47,7 +52,7 @@ export async function runTrain(task: TrainTask, ctx: TaskContext): Promise<Train
       if (ds.splits[split].length > 0) metrics[split] = evaluateWithCorruptions(model, ds, split, [], 0);
     }
     const stored = await storeLayersModel(store, model);
-    return { stored, train, metrics, revived, backend: ctx.backend.name };
+    return { stored, train: task.config.evaluateEachEpoch ? { ...train, epochCurve: curve } : train, metrics, revived, backend: ctx.backend.name };
   } finally {
     model.dispose();
   }
