@@ -39,6 +39,15 @@ function nastyString(r: Rng): string {
   return r.chance(0.7) ? r.pick(NASTY_STRINGS) : Array.from({ length: r.int(20) }, () => String.fromCharCode(r.int(0x10000))).join('');
 }
 
+/** encodeURIComponent, except that a lone surrogate (which it refuses) becomes its would-be UTF-8 bytes. */
+function encodePath(text: string): string {
+  try {
+    return encodeURIComponent(text);
+  } catch {
+    return text.replace(/[\ud800-\udfff]/g, '%ED%A0%80').replace(/[^%\w.~-]/g, (c) => encodeURIComponent(c));
+  }
+}
+
 function deep(r: Rng, depth: number): string {
   const open = r.chance(0.5) ? '[' : '{"a":';
   const close = open === '[' ? ']' : '}';
@@ -354,6 +363,18 @@ async function startService(): Promise<Service> {
   delete env.DATABASE_URL;
   delete env.API_KEYS;
   const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist', 'src', 'main.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // A fuzzer stopped by a signal takes its service (and that one's data folder) with it.
+  const onSignal = () => {
+    child.kill('SIGKILL');
+    rmSync(dataDir, { recursive: true, force: true });
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  child.on('exit', () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  });
   const log: string[] = [];
   let exited = false;
   child.on('exit', () => {
@@ -496,7 +517,7 @@ export async function runFuzz(opts: { cases: number; seed?: number; batch?: numb
       if (roll < 0.3) {
         const body = mutateSafetensors(r);
         const f = framingFor(r, body);
-        return { route: 'POST /models (safetensors)', label: f.variant, cut: f.cutAfter !== undefined, run: (svc) => send(svc.port, 'POST', `/models?name=${r.chance(0.9) ? 'fuzz' : encodeURIComponent(nastyString(r))}`, { contentType: 'application/octet-stream', body, framing: f.framing, cutAfter: f.cutAfter }) };
+        return { route: 'POST /models (safetensors)', label: f.variant, cut: f.cutAfter !== undefined, run: (svc) => send(svc.port, 'POST', `/models?name=${r.chance(0.9) ? 'fuzz' : encodePath(nastyString(r))}`, { contentType: 'application/octet-stream', body, framing: f.framing, cutAfter: f.cutAfter }) };
       }
       if (roll < 0.5) {
         const u = mutateTfjs(r);
@@ -504,12 +525,12 @@ export async function runFuzz(opts: { cases: number; seed?: number; batch?: numb
       }
       if (roll < 0.65) {
         const u = mutateDataset(r);
-        return { route: 'POST /datasets', label: u.label, cut: u.cutAfter !== undefined, run: (svc) => send(svc.port, 'POST', `/datasets?name=fuzz-ds${r.chance(0.1) ? encodeURIComponent(nastyString(r)) : ''}`, u) };
+        return { route: 'POST /datasets', label: u.label, cut: u.cutAfter !== undefined, run: (svc) => send(svc.port, 'POST', `/datasets?name=fuzz-ds${r.chance(0.1) ? encodePath(nastyString(r)) : ''}`, u) };
       }
       const target = r.pick(jsonRoutes);
       const body = mutateBody(r, target.base);
       const path = target.path();
-      return { route: target.route, label: 'json', cut: false, run: (svc) => send(svc.port, 'POST', path.replace(/[^\x21-\x7e]/g, encodeURIComponent), { contentType: 'application/json', body: Buffer.from(body) }) };
+      return { route: target.route, label: 'json', cut: false, run: (svc) => send(svc.port, 'POST', path.replace(/[^\x21-\x7e]/g, encodePath), { contentType: 'application/json', body: Buffer.from(body) }) };
     };
     const settle = async () => {
       // Let cut connections' cleanup and any accepted background work finish.
