@@ -72,7 +72,7 @@ describe('datasets, templates and evaluations over HTTP', () => {
         422,
         /label/i,
       ));
-    it('garbage bytes', () => expectRefused(() => request(t.http).post('/datasets?name=bad').set('content-type', 'application/octet-stream').send(Buffer.from('not a dataset at all')), 413, /header/));
+    it('garbage bytes', () => expectRefused(() => request(t.http).post('/datasets?name=bad').set('content-type', 'application/octet-stream').send(Buffer.from('not a dataset at all')), 400, /header/));
   });
 
   it('builds seeded templates: the same seed gives the same weights', async () => {

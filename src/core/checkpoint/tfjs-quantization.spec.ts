@@ -2,6 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CoreInputError } from '../errors.js';
+// Imported for its side effect: it silences the cpu backend's install-tfjs-node banner, as the service does.
+import '../tf/backend.js';
 import { parseModelJson, WeightsIngest } from './tfjs.js';
 import { TfjsWeightsDecoder } from './tfjs-quantization.js';
 
