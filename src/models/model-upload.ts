@@ -311,31 +311,28 @@ export function ingestTfjsMultipart(
       const { header } = safetensorsLayout(specs, metadata);
       const ingest = new SafetensorsIngest();
       const implied = new ImpliedMaskFollower(() => ingest.header?.entries);
-      const writer = await store.createWriter();
-      let weights: StoredArtifact;
-      let result: SafetensorsIngestResult;
-      try {
-        const put = async (c: Uint8Array) => {
+      let result: SafetensorsIngestResult | null = null;
+      // The joined file, checked as it goes; store.put aborts the write if the check throws.
+      async function* joined(): AsyncIterable<Uint8Array> {
+        const seen = (c: Uint8Array) => {
           ingest.push(c);
           implied.push(c);
-          await writer.write(c);
+          return c;
         };
-        await put(header);
+        yield seen(header);
         for (const name of index.shards) {
           const { path, shard } = spools.get(name)!;
           // A shard's tensor data lies back to back after its header, in the order its entries list.
           if (shard!.dataBytes === 0) continue;
-          for await (const c of createReadStream(path, { start: shard!.dataStart }) as AsyncIterable<Buffer>) await put(c);
+          for await (const c of createReadStream(path, { start: shard!.dataStart }) as AsyncIterable<Buffer>) yield seen(c);
         }
         result = ingest.finish();
-        weights = await writer.commit();
-      } catch (err) {
-        await writer.abort();
-        throw err;
       }
+      const weights = await store.put(joined());
       committed.push(weights);
       await cleanup();
-      return { format: 'safetensors', weights, topology: null, entries: result.entries, stats: result.stats, metadata: result.metadata, shards, impliedMaskHash: implied.hash() };
+      const { entries, stats, metadata: joinedMetadata } = result!;
+      return { format: 'safetensors', weights, topology: null, entries, stats, metadata: joinedMetadata, shards, impliedMaskHash: implied.hash() };
     };
     req.pipe(bb);
   });
