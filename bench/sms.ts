@@ -33,9 +33,12 @@
  *   SMS_WORKERS          the service's worker threads               (2)
  *   SMS_OUT              where results go, relative to the repo     (docs)
  *   SMS_KEEP_DATA=1      keep the service's data folder (printed)
+ *   SMS_RESUME=1         keep the stages a previous bench finished (SMS_OUT/sms-results.json, same
+ *                        configuration but for the list of E): only the missing stages run. The dense
+ *                        models are pretrained again (same seeds, so the same models on this backend).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
@@ -288,6 +291,8 @@ interface Stage {
   done: boolean;
   wallSeconds?: number;
   startedAt?: number;
+  /** Finished by an earlier bench and read back from sms-results.json (SMS_RESUME=1). */
+  resumed?: string;
 }
 
 interface CurvePoint {
@@ -339,6 +344,35 @@ function runBody(job: Omit<Job, 'runId'>, cfg: Config, denseId: string) {
 function jobEpochs(j: Omit<Job, 'runId'>, cfg: Config): number {
   if (j.method === 'imp') return cfg.phases * j.epochs;
   return cfg.phases * cfg.m * j.epochs;
+}
+
+/**
+ * The configuration fields that decide a stage's numbers: all but the list of E, the workers and the
+ * ensemble_by rows (a stage's name says its E and its ensemble_by values, and stages match by name).
+ */
+function sameExperiment(a: Config, b: Config): (keyof Config)[] {
+  const keys: (keyof Config)[] = ['arch', 'seeds', 'goals', 'phases', 'pretrainEpochs', 'm', 'learningRate', 'augment'];
+  return keys.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+}
+
+/** SMS_RESUME=1: marks the stages that sms-results.json already holds as done, with their jobs. */
+function resumeStages(cfg: Config, stages: Stage[]): Map<number, Dense> | null {
+  const file = join(cfg.outDir, 'sms-results.json');
+  if (!existsSync(file)) {
+    console.log(`SMS_RESUME: no ${relative(process.cwd(), file)} yet; every stage runs`);
+    return null;
+  }
+  const prior = JSON.parse(readFileSync(file, 'utf8')) as { config: Config; stages: Stage[]; dense: Record<string, Dense> };
+  const differs = sameExperiment(cfg, prior.config);
+  if (differs.length) throw new Error(`SMS_RESUME: ${file} was made with a different configuration (${differs.map((k) => `${k} ${JSON.stringify(prior.config[k])} there, ${JSON.stringify(cfg[k])} here`).join('; ')}); move it away or match it`);
+  const when = statSync(file).mtime.toISOString().slice(0, 16).replace('T', ' ');
+  for (const st of stages) {
+    const old = prior.stages.find((s) => s.name === st.name && s.done);
+    if (!old) continue;
+    Object.assign(st, { jobs: old.jobs, done: true, submitted: true, wallSeconds: old.wallSeconds, resumed: when });
+    console.log(`SMS_RESUME: stage ${st.name} kept from ${file} (${when} UTC)`);
+  }
+  return new Map(Object.entries(prior.dense).map(([seed, d]) => [Number(seed), d]));
 }
 
 function buildStages(cfg: Config): Stage[] {
@@ -554,6 +588,8 @@ async function writeResults(api: Client, r: Results): Promise<void> {
   say(
     `- Time: pretraining ${fmtDuration(r.pretrainWall)}${done.map((s) => `, stage ${s.name} ${s.wallSeconds ? fmtDuration(s.wallSeconds) : 'n/a'} (overlapping the next stage's start)`).join('')}; ${fmtDuration((Date.now() - r.t0) / 1000)} so far in all. Training throughput per worker ${sps.length ? `${meanOf(sps).toFixed(0)} samples/s (${meanOf(secPerEpoch).toFixed(1)} s per epoch)` : 'n/a'}; load average ${loadavg().map((x) => x.toFixed(1)).join(' / ')} on ${info.cores} cores (shared with other work).`,
   );
+  const resumed = r.stages.filter((s) => s.resumed);
+  if (resumed.length) say(`- Resumed (\`SMS_RESUME=1\`): ${resumed.map((s) => `stage ${s.name} was measured by an earlier bench run (results of ${s.resumed} UTC) with the same configuration`).join('; ')}; its timings are that run's.`);
   if (r.restarts) say(`- The service stopped ${r.restarts} time${r.restarts > 1 ? 's' : ''} during the bench and was restarted on the same data folder; the runs resumed where they were.`);
   say();
 
@@ -767,9 +803,12 @@ async function main(): Promise<void> {
     const backend = health.backend?.name ?? 'unknown';
     console.log(`service: ${service.url} (backend ${backend}, data ${service.dataDir})\n`);
 
-    // 1. One dense model per seed, evaluated after every epoch.
+    const stages = buildStages(cfg);
+    const priorDense = process.env.SMS_RESUME ? resumeStages(cfg, stages) : null;
+
+    // 1. One dense model per seed, evaluated after every epoch (unless every stage was resumed).
     const pre: Job[] = [];
-    for (const seed of cfg.seeds) {
+    for (const seed of priorDense && stages.every((s) => s.done) ? [] : cfg.seeds) {
       const template = await api.json<{ id: string }>('POST', '/models/templates', { architecture: cfg.arch, datasetId: DATASET, seed });
       const run = await api.json<Run>('POST', '/runs', { kind: 'train', modelId: template.id, datasetId: DATASET, training: { ...trainingBase(cfg, seed, cfg.pretrainEpochs), evaluateEachEpoch: true } });
       pre.push({ method: 'imp', vary: 'seed', goal: 0, seed, epochs: cfg.pretrainEpochs, runId: run.id });
@@ -786,7 +825,7 @@ async function main(): Promise<void> {
       }
       await sleep(5000);
     }
-    const dense = new Map<number, Dense>();
+    const dense = pre.length ? new Map<number, Dense>() : priorDense!;
     for (const j of pre) {
       const run = j.run!;
       if (run.status !== 'succeeded') throw new Error(`pretraining seed ${j.seed} ${run.status}: ${run.error}`);
@@ -795,11 +834,11 @@ async function main(): Promise<void> {
       dense.set(j.seed, { modelId: c.resultModelId!, test: c.testAccuracy ?? Number.NaN, seconds: (train?.durationMs ?? 0) / 1000, curve: train?.epochCurve ?? [] });
       console.log(`dense seed ${j.seed}: test accuracy ${((c.testAccuracy ?? 0) * 100).toFixed(2)} % (${((train?.durationMs ?? 0) / 1000).toFixed(0)} s training, ${(train?.samplesPerSecond ?? 0).toFixed(0)} samples/s); per epoch ${(train?.epochCurve ?? []).map((p) => ((p.testAccuracy ?? 0) * 100).toFixed(1)).join(' ')}`);
     }
-    const results: Results = { cfg, info, backend, started, t0, pretrainWall: (Date.now() - t0) / 1000, dense, stages: buildStages(cfg), restarts: 0, complete: false };
+    const results: Results = { cfg, info, backend, started, t0, pretrainWall: (Date.now() - t0) / 1000, dense, stages, restarts: 0, complete: stages.every((s) => s.done) };
+    if (results.complete) await writeResults(api, results);
 
     // 2. Stages in order; the next is submitted once the pool would idle, each written out when it finishes.
-    const stages = results.stages;
-    const planned = stages.reduce((n, s) => n + s.jobs.reduce((a, j) => a + jobEpochs(j, cfg), 0), 0);
+    const planned = stages.filter((s) => !s.resumed).reduce((n, s) => n + s.jobs.reduce((a, j) => a + jobEpochs(j, cfg), 0), 0);
     console.log(`\n${stages.length} stages, ${stages.reduce((n, s) => n + s.jobs.length, 0)} runs, ${planned.toFixed(1)} retraining epochs in all: ${stages.map((s) => s.name).join(' → ')}`);
     const t1 = Date.now();
     lastLine = 0;
@@ -837,7 +876,7 @@ async function main(): Promise<void> {
       }
       if (Date.now() - lastLine > 60_000) {
         lastLine = Date.now();
-        const doneEpochs = stages.filter((s) => s.done).reduce((n, s) => n + s.jobs.reduce((a, j) => a + jobEpochs(j, cfg), 0), 0) + epochsDone;
+        const doneEpochs = stages.filter((s) => s.done && !s.resumed).reduce((n, s) => n + s.jobs.reduce((a, j) => a + jobEpochs(j, cfg), 0), 0) + epochsDone;
         const frac = doneEpochs / planned;
         const el = (Date.now() - t1) / 1000;
         console.log(`[${fmtDuration((Date.now() - t0) / 1000)}] stages ${stages.filter((s) => s.done).length}/${stages.length} done · retraining ${doneEpochs.toFixed(1)}/${planned.toFixed(1)} epochs (${(frac * 100).toFixed(0)} %)${frac > 0.02 ? ` · ETA ~${Math.round((el * (1 - frac)) / frac / 60)} min` : ''} · ${busy} candidates queued or training · load ${loadavg()[0].toFixed(1)}`);
