@@ -156,12 +156,22 @@ export class RunsProcessor implements OnApplicationBootstrap {
     await this.landResult(run, candidate, result, model.id, maskId);
   }
 
-  /** The result model and the candidate's success, together, once: a second attempt finds it done. */
+  /**
+   * The result model and the candidate's success, together, once: a second attempt finds it done. A
+   * run cancelled while the candidate trained takes no result: the candidate ends cancelled.
+   */
   private async landResult(run: RunEntity, candidate: RunCandidateEntity, result: TrainTaskResult, parentId: string, maskId: string | null): Promise<void> {
     const { stored } = result;
     let landed = false;
+    let cancelled = false;
     try {
       landed = await this.dataSource.transaction(async (tx) => {
+        // The run's row lock orders this landing against a cancel (which updates that row first).
+        const current = await tx.findOne(RunEntity, { where: { id: run.id }, lock: { mode: 'pessimistic_write' } });
+        if (current?.status === 'cancelled') {
+          cancelled = true;
+          return false;
+        }
         const claim = await tx.update(RunCandidateEntity, { id: candidate.id, status: 'running', workerId: this.registry.id }, { status: 'succeeded' });
         if (!claim.affected) return false;
         const model = await this.models.createLayersModel(
@@ -197,7 +207,8 @@ export class RunsProcessor implements OnApplicationBootstrap {
         await this.artifacts.discard(stored.topology);
       }
     }
-    if (landed) await this.settleRun(run.id, candidate.phase);
+    if (cancelled) await this.finishCandidate(candidate, 'cancelled', null);
+    else if (landed) await this.settleRun(run.id, candidate.phase);
   }
 
   private async finishCandidate(candidate: RunCandidateEntity, status: RunStatus, error: string | null): Promise<void> {
