@@ -1,3 +1,4 @@
+/** Tests of `merge.ts` (mergeCheckpoints) and of the check it runs first, `validate.ts` (validateCandidates). */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
