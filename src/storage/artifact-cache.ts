@@ -37,6 +37,7 @@ export class ArtifactCache {
     readonly dir: string,
     readonly maxBytes: number,
     private readonly download: (sha256: string, path: string) => Promise<void>,
+    private readonly handedOutGraceMs = HANDED_OUT_GRACE_MS,
   ) {}
 
   async init(): Promise<void> {
@@ -120,7 +121,7 @@ export class ArtifactCache {
     const now = Date.now();
     for (const [sha, e] of [...this.entries]) {
       if (this.total + incoming <= this.maxBytes) return;
-      if (now - e.handedOutAt < HANDED_OUT_GRACE_MS) continue;
+      if (now - e.handedOutAt < this.handedOutGraceMs) continue;
       this.entries.delete(sha);
       this.total -= e.bytes;
       await rm(this.pathOf(sha), { force: true });

@@ -43,6 +43,8 @@ export interface S3StoreConfig {
     maxBytes: number;
     /** Set for worker threads: the main thread's cache answers on this channel. */
     channel?: string;
+    /** See HANDED_OUT_GRACE_MS (tests shorten it). */
+    handedOutGraceMs?: number;
   };
   /** Multipart part size (at least 5 MiB, S3's minimum). */
   partSize?: number;
@@ -200,7 +202,7 @@ export class S3ArtifactStore implements ArtifactStore {
       this.threadConfig = config;
     } else {
       const dir = join(config.cache.dir, `${process.pid}-${randomBytes(6).toString('hex')}`);
-      this.cache = new ArtifactCache(dir, config.cache.maxBytes, (sha, path) => this.download(sha, path));
+      this.cache = new ArtifactCache(dir, config.cache.maxBytes, (sha, path) => this.download(sha, path), config.cache.handedOutGraceMs);
       this.cacheClient = null;
       this.threadConfig = { ...config, cache: { ...config.cache, dir, channel: `sparsoup-artifact-cache:${dir}` } };
     }
