@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeSafetensorsHeader, openSafetensors } from '../src/core/checkpoint/safetensors.js';
 import { type ArtifactStore, UploadTooLargeError } from '../src/storage/artifact-store.js';
 import { FsArtifactStore } from '../src/storage/fs-artifact-store.js';
-import { S3ArtifactStore } from '../src/storage/s3-artifact-store.js';
+import { S3ArtifactStore, type S3ByteSource } from '../src/storage/s3-artifact-store.js';
 import { type S3Server, startS3Server } from './support/s3rver.js';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -257,6 +257,23 @@ describe('S3ArtifactStore: reads and the local cache', () => {
     expect(store.cache!.downloads).toBe(0);
     expect(Buffer.from(await store.readBytes(sha256)).equals(file)).toBe(true);
     expect(store.cache!.downloads).toBe(0);
+    await store.close();
+  });
+
+  it('serves small tensors from one read-ahead window and big ones with one GET each', async () => {
+    const store = s3Store(`ahead-${++n}/`, 0);
+    await store.init();
+    const small = Array.from({ length: 200 }, (_, i) => Float32Array.from({ length: 1000 }, (_, j) => i + j / 1000));
+    const big = Float32Array.from({ length: 5 * 262_144 }, (_, j) => -j);
+    const specs = [...small.map((_, i) => ({ name: `s${i}`, dtype: 'F32' as const, shape: [1000] })), { name: 'big', dtype: 'F32' as const, shape: [big.length] }];
+    const file = Buffer.concat([encodeSafetensorsHeader(specs), ...small.map((a) => Buffer.from(a.buffer)), Buffer.from(big.buffer)]);
+    const { sha256 } = await store.put(file);
+    const source = (await store.randomAccess(sha256)) as S3ByteSource;
+    const reader = await openSafetensors(source);
+    for (const [i, a] of small.entries()) expect([...(await reader.readFloat32(`s${i}`))]).toEqual([...a]);
+    expect(Buffer.from((await reader.readFloat32('big')).buffer).equals(Buffer.from(big.buffer))).toBe(true);
+    expect(source.requests).toBe(2); // the header with the first 4 MiB, then the 5 MiB tensor
+    await reader.close();
     await store.close();
   });
 

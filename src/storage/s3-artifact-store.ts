@@ -147,8 +147,21 @@ export class S3ArtifactWriter implements ArtifactWriter {
   }
 }
 
-/** Ranges of one object, for the checkpoint readers: one GET per range. */
-class S3ByteSource implements ByteSource {
+/** Reads smaller than this are served from one window of this size, fetched ahead in one GET. */
+const READ_AHEAD_BYTES = 4 * MiB;
+
+/**
+ * Ranges of one object, for the checkpoint readers. A large read (a big tensor) is one GET straight
+ * into the caller's buffer; small reads (biases, norms, headers: most of a checkpoint's tensors) are
+ * served from a read-ahead window, so a checkpoint of many small tensors costs a few requests, not one
+ * per tensor. Memory: one window per open source.
+ */
+export class S3ByteSource implements ByteSource {
+  private window: { start: number; bytes: Uint8Array } | null = null;
+  private spare: Uint8Array | null = null;
+  /** GETs issued (what the read-ahead saves is checked against it). */
+  requests = 0;
+
   constructor(
     private readonly store: S3ArtifactStore,
     private readonly key: string,
@@ -161,11 +174,38 @@ class S3ByteSource implements ByteSource {
 
   async readAt(target: Uint8Array, position: number): Promise<void> {
     if (target.byteLength === 0) return;
-    if (position + target.byteLength > this.size) throw new Error(`${this.name} ends at byte ${this.size}, before ${position + target.byteLength}`);
-    await this.store.getRangeInto(this.key, position, target);
+    const end = position + target.byteLength;
+    if (end > this.size) throw new Error(`${this.name} ends at byte ${this.size}, before ${end}`);
+    const w = this.window;
+    if (w && position >= w.start && end <= w.start + w.bytes.byteLength) {
+      target.set(w.bytes.subarray(position - w.start, end - w.start));
+      return;
+    }
+    this.requests++;
+    if (target.byteLength >= READ_AHEAD_BYTES) {
+      await this.store.getRangeInto(this.key, position, target);
+      return;
+    }
+    const length = Math.min(READ_AHEAD_BYTES, this.size - position);
+    // Reuse the last window's buffer unless a concurrent read still uses it (first touch of fresh memory is slow).
+    const reuse = this.spare && this.spare.byteLength >= length ? this.spare : null;
+    this.spare = null;
+    const bytes = (reuse ?? new Uint8Array(Math.min(READ_AHEAD_BYTES, this.size))).subarray(0, length);
+    try {
+      await this.store.getRangeInto(this.key, position, bytes);
+    } catch (err) {
+      this.spare = reuse;
+      throw err;
+    }
+    if (this.window && this.window.bytes.buffer !== bytes.buffer) this.spare = new Uint8Array(this.window.bytes.buffer);
+    this.window = { start: position, bytes };
+    target.set(bytes.subarray(0, target.byteLength));
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.window = null;
+    this.spare = null;
+  }
 }
 
 /**
