@@ -27,6 +27,7 @@ import { impliedMask } from '../src/core/masks/implied.js';
 import type { TensorSpec } from '../src/core/checkpoint/tensor-writer.js';
 import { Xoshiro128 } from '../src/core/pruning/prng.js';
 import { printMachine } from './machine.js';
+import { startS3Server } from './s3-server.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, here.endsWith(join('dist', 'bench')) ? '../..' : '..');
@@ -157,11 +158,11 @@ interface Service {
   stop(): Promise<void>;
 }
 
-async function startService(dataDir: string, removeOnStop = true): Promise<Service> {
+async function startService(dataDir: string, removeOnStop = true, extraEnv: Record<string, string> = {}): Promise<Service> {
   const port = await freePort();
   const log: string[] = [];
   // Embedded PGlite, no auth: the service as `npm start` runs it on a fresh clone.
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', MAX_UPLOAD_BYTES: String(4 * 2 ** 30) };
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', MAX_UPLOAD_BYTES: String(4 * 2 ** 30), ...extraEnv };
   delete env.DATABASE_URL;
   delete env.API_KEYS;
   const child = spawn(process.execPath, [join(root, 'dist/src/main.js')], {
@@ -345,7 +346,9 @@ async function main() {
     firstStart = { ...procStatus(svc.child.pid as number), ms };
     await svc.stop();
   }
-  const rows: Record<string, number[]> = { cat: [], copyFile: [], stream: [], upload: [], send: [] };
+  const rows: Record<string, number[]> = { cat: [], copyFile: [], stream: [], upload: [], send: [], s3: [], s3Send: [] };
+  const s3Growth: number[] = [];
+  const s3 = await startS3Server();
   const mem = { peakRss: [] as number[], hwm: [] as number[], base: [] as number[], end: [] as number[] };
   const fsyncs: number[] = [];
   const comp = { parse: [] as number[], hash: [] as number[], read: [] as number[], implied: [] as number[] };
@@ -401,8 +404,24 @@ async function main() {
       } finally {
         await svc.stop();
       }
+
+      // The same upload into a bucket (ARTIFACTS_URL=s3://… on s3rver, on this machine).
+      const s3Dir = join(scratch, `data-s3-${run}`);
+      spawnSync('cp', ['-a', template, s3Dir]);
+      const s3svc = await startService(s3Dir, true, { ...s3.env(`run-${run}`), ARTIFACT_CACHE_DIR: join(scratch, `cache-${run}`) });
+      try {
+        const r = await upload(s3svc, bytes, 'big-s3');
+        if (r.status !== 201) throw new Error(`POST /models (s3) answered ${r.status}: ${r.body.slice(0, 500)}`);
+        rows.s3.push(r.ms);
+        rows.s3Send.push(r.sendMs);
+        s3Growth.push(r.peakRss - r.baseRss);
+        console.log(`run ${run + 1}: upload into the bucket ${(r.ms / 1000).toFixed(2)} s (body sent at ${(r.sendMs / 1000).toFixed(2)} s), service RSS peak growth ${((r.peakRss - r.baseRss) / MiB).toFixed(0)} MiB`);
+      } finally {
+        await s3svc.stop();
+      }
     }
   } finally {
+    await s3.stop();
     await rm(scratch, { recursive: true, force: true });
     await rm(template, { recursive: true, force: true });
     if (process.env.KEEP_FILE === '0') await rm(FILE, { force: true });
@@ -417,6 +436,7 @@ async function main() {
   const line = (name: string, ms: number, note: string, peer = true) =>
     console.log(`| ${name} | ${(ms / 1000).toFixed(2)} | ${rate(ms).toFixed(0)} | ${peer ? `${(ms / up).toFixed(2)}` : '–'} | ${note} |`);
   line('POST /models (octet-stream, streamed from disk)', up, `sha256 + temp file + fsync + header/stats parse + implied mask read-back + DB row; body sent at ${(median(rows.send) / 1000).toFixed(2)} s`, false);
+  console.log(`| POST /models into an S3 bucket (s3rver on this machine) | ${(median(rows.s3) / 1000).toFixed(2)} | ${rate(median(rows.s3)).toFixed(0)} | ${(up / median(rows.s3)).toFixed(2)} | multipart upload (8 MiB parts, 2 in flight) to a temp key + server-side copy to the address + delete; implied mask from the passing bytes; body sent at ${(median(rows.s3Send) / 1000).toFixed(2)} s; RSS growth ${(median(s3Growth) / MiB).toFixed(0)} MiB; "peer ÷ upload" here = folder upload ÷ bucket upload |`);
   line('node stream copy (read → sha256 → write → fsync → rename)', median(rows.stream), `64 KiB chunks, like the upload path; of which fsync ${(median(fsyncs) / 1000).toFixed(2)} s`);
   line('fs.copyFile + fsync', median(rows.copyFile), 'kernel copy (copy_file_range)');
   line('cat > /dev/null', median(rows.cat), 'page-cache read only');

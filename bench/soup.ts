@@ -7,6 +7,10 @@
  * them for one run at a time, in rotating order, so that load from other work on the machine falls
  * on all of them alike. `npm run bench:soup`; RUNS (default 9 per implementation, after 1 warm-up)
  * and CHUNK (bytes per read, default the core's) from the environment. Files are cached in .bench/soup/.
+ * Two more rows read the same five candidates from an S3 bucket (s3rver on this machine, started
+ * here): by ranges, tensor by tensor (ARTIFACT_CACHE_BYTES=0), into a local file, and into the bucket
+ * through the store's writer (multipart upload + copy to the address), as the service does with
+ * ARTIFACTS_URL=s3://….
  */
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
 import { createReadStream, existsSync, mkdirSync, statSync, writeSync } from 'node:fs';
@@ -21,7 +25,9 @@ import { createMemory, TABLE_BYTES, TABLE_ENTRY_BYTES, wasmKernels, writeLaneTab
 import { mergeCheckpoints } from '../src/core/soups/merge.js';
 import { validateCandidates } from '../src/core/soups/validate.js';
 import type { DType } from '../src/core/tensors.js';
+import { S3ArtifactStore } from '../src/storage/s3-artifact-store.js';
 import { printMachine } from './machine.js';
+import { startS3Server } from './s3-server.js';
 
 const RUNS = Math.max(3, Number(process.env.RUNS ?? 9));
 const CHUNK = process.env.CHUNK ? Number(process.env.CHUNK) : undefined;
@@ -136,6 +142,8 @@ async function serve(mode: string, out: string, paths: string[]): Promise<void> 
     say({ ms: performance.now() - t, maxRssKiB: process.resourceUsage().maxRSS });
     return;
   }
+  const s3 = mode.startsWith('s3') ? s3Bench() : null;
+  if (s3) await s3.store.init();
   say({ ready: true, baselineRssKiB: rssKiB() });
   let r = 0;
   for await (const line of createInterface({ input: process.stdin })) {
@@ -143,7 +151,18 @@ async function serve(mode: string, out: string, paths: string[]): Promise<void> 
     const path = `${out}.${mode}.${r++}`;
     const c0 = process.cpuUsage();
     const t = performance.now();
-    const readers = await Promise.all(paths.map((p) => openSafetensors(p)));
+    const readers = s3 ? await Promise.all(s3.shas.map(async (sha) => openSafetensors(await s3.store.randomAccess(sha)))) : await Promise.all(paths.map((p) => openSafetensors(p)));
+    if (mode === 's3-store') {
+      const writer = await s3!.store.createWriter();
+      const result = await mergeCheckpoints(readers, null, (chunk) => writer.write(chunk), { chunkBytes: CHUNK, io: 'sync' });
+      const stored = await writer.commit();
+      await Promise.all(readers.map((x) => x.close()));
+      const ms = performance.now() - t;
+      const c = process.cpuUsage(c0);
+      await s3!.store.delete(stored.sha256);
+      say({ ms, cpuMs: (c.user + c.system) / 1000, outBytes: result.bytesWritten, simd: result.simd });
+      continue;
+    }
     const fh = await open(path, 'w');
     // 'sync-write': the sink writes synchronously, as NumPy does; otherwise through FileHandle.write,
     // as the service's ArtifactWriter does (without its sha256).
@@ -164,7 +183,23 @@ async function serve(mode: string, out: string, paths: string[]): Promise<void> 
     say({ ms, cpuMs: (c.user + c.system) / 1000, outBytes: result.bytesWritten, simd: result.simd });
   }
   say({ maxRssKiB: process.resourceUsage().maxRSS });
+  await s3?.store.close();
   process.stdin.destroy();
+}
+
+/** The bucket the parent uploaded the candidates to (S3_BENCH: endpoint, bucket, prefix, shas). */
+function s3Bench(): { store: S3ArtifactStore; shas: string[] } {
+  const b = JSON.parse(process.env.S3_BENCH ?? '{}') as { endpoint: string; bucket: string; prefix: string; shas: string[] };
+  const store = new S3ArtifactStore({
+    bucket: b.bucket,
+    prefix: b.prefix,
+    region: 'us-east-1',
+    endpoint: b.endpoint,
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    tmpDir: join(tmpdir(), `sparsoup-bench-s3-spool-${process.pid}`),
+    cache: { dir: join(tmpdir(), 'sparsoup-bench-s3-cache'), maxBytes: 0 },
+  });
+  return { store, shas: b.shas };
 }
 
 interface Row {
@@ -269,14 +304,25 @@ async function main() {
   await warmPageCache(paths);
   const out = join(tmpdir(), `sparsoup-bench-soup-${process.pid}`);
   const self = fileURLToPath(import.meta.url);
-  const env = { ...process.env, RUNS: String(RUNS), OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' };
+  const env: NodeJS.ProcessEnv = { ...process.env, RUNS: String(RUNS), OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: '1' };
   const python = '/usr/bin/python3';
   const script = join(ROOT, 'bench', 'peers', 'soup.py');
+  // The candidates in a bucket on s3rver (uploaded once, through the store, before any timing).
+  const server = await startS3Server();
+  const uploader = new S3ArtifactStore({ bucket: server.bucket, prefix: 'soup/', region: 'us-east-1', endpoint: server.endpoint, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, tmpDir: join(tmpdir(), 'sparsoup-bench-s3-spool'), cache: { dir: join(tmpdir(), 'sparsoup-bench-s3-cache'), maxBytes: 0 } });
+  await uploader.init();
+  const shas: string[] = [];
+  for (const p of paths) shas.push((await uploader.put(createReadStream(p, { highWaterMark: 1 << 20 }) as AsyncIterable<Uint8Array>)).sha256);
+  await uploader.close();
+  env.S3_BENCH = JSON.stringify({ endpoint: server.endpoint, bucket: server.bucket, prefix: 'soup/', shas });
+  env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
   const core = (mode: string, name: string) => new Peer(name, spawn(process.execPath, [self, '--serve', mode, out, ...paths], { env }));
   const peers = [
     core('sync-write', `core mergeCheckpoints (node ${process.version}, float64 sums), io 'sync', sink writeSync (as NumPy writes)`),
     core('sync', "core, io 'sync', sink FileHandle.write (as ArtifactWriter writes)"),
     core('async', "core, io 'async' (libuv's pool reads ahead), sink FileHandle.write"),
+    core('s3-file', 'core, candidates read from the S3 bucket by ranges (tensor by tensor), sink FileHandle.write'),
+    core('s3-store', 'core, bucket to bucket: ranged reads, sink the S3 store writer (multipart + copy to the address)'),
   ];
   const numpy = existsSync(python);
   if (numpy) {
@@ -291,6 +337,7 @@ async function main() {
     for (let i = 0; i < peers.length; i++) await peers[(i + round) % peers.length].run(round > 0);
   }
   for (const p of peers) await p.stop();
+  await server.stop();
   const rows = peers.map((p) => p.row);
   if (!numpy) rows.push({ name: 'NumPy', runsMs: [], cpuMs: [], skipped: `${python} missing` });
   else {

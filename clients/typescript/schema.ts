@@ -565,8 +565,18 @@ export interface components {
         };
         ArtifactsHealthDto: {
             detail?: string;
+            /**
+             * @description fs: a folder; s3: an S3-compatible bucket (ARTIFACTS_URL)
+             * @enum {string}
+             */
+            kind: "fs" | "s3";
+            /** @description the folder, or s3://bucket/prefix (with the endpoint when not AWS) */
+            location: string;
             ok: boolean;
+            /** @description the same as location (kept for older clients) */
             path: string;
+            /** @description a probe write and delete succeeded just now */
+            writable: boolean;
         };
         BackendHealthDto: {
             detail?: string;

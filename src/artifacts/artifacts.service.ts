@@ -1,5 +1,4 @@
-import { join } from 'node:path';
-import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource, EntityManager } from 'typeorm';
 import type { AppConfig } from '../config/config.js';
@@ -8,21 +7,27 @@ import type { DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
 import { ArtifactEntity } from './artifact.entity.js';
 import type { ArtifactStore, ArtifactWriter, StoredArtifact } from '../storage/artifact-store.js';
-import { createArtifactStore } from '../storage/create.js';
+import { type ArtifactStoreConfig, createArtifactStore, threadConfigOf } from '../storage/create.js';
 import { type ArtifactPageDto, mapArtifact } from './artifacts.dto.js';
 import type { PageQueryDto } from '../common/paging.dto.js';
 
 @Injectable()
-export class ArtifactsService implements OnModuleInit {
+export class ArtifactsService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(ArtifactsService.name);
   readonly store: ArtifactStore;
+  /** The folder or the bucket: what /health reports. */
+  readonly kind: ArtifactStoreConfig['kind'];
+  /** What worker threads get: the same store (and, for a bucket, this process's cache). */
+  readonly threadConfig: ArtifactStoreConfig;
 
   constructor(
     @Inject(APP_CONFIG) config: AppConfig,
     @InjectDataSource() private readonly dataSource: DataSource,
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
   ) {
-    this.store = createArtifactStore({ kind: 'fs', root: join(config.dataDir, 'artifacts') });
+    this.store = createArtifactStore(config.artifacts);
+    this.kind = config.artifacts.kind;
+    this.threadConfig = threadConfigOf(this.store, config.artifacts);
   }
 
   async onModuleInit(): Promise<void> {
@@ -30,6 +35,10 @@ export class ArtifactsService implements OnModuleInit {
     // The embedded database allows one process: no other writer can be mid-upload, so temporary
     // files are leftovers of a crash. (With Postgres, garbage collection removes them after a grace.)
     if (this.database.embedded) await this.store.collectGarbage(() => true, 0);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.store.close();
   }
 
   async list(page: PageQueryDto): Promise<ArtifactPageDto> {

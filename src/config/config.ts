@@ -1,7 +1,8 @@
-import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { plainToInstance, Transform } from 'class-transformer';
 import { IsIn, IsInt, IsOptional, IsString, Matches, Max, Min, validateSync } from 'class-validator';
+import type { ArtifactStoreConfig } from '../storage/create.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -38,8 +39,32 @@ class Environment {
   })
   API_KEYS?: string;
 
-  @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(256)
+  @IsOptional() @Transform(toInt) @IsInt() @Min(0) @Max(256)
   WORKERS?: number;
+
+  @IsOptional() @Matches(/^(file:.*|s3:\/\/[^/]+(\/.*)?)$/, { message: 'ARTIFACTS_URL must be file: (the folder under DATA_DIR), file:///a/folder, or s3://bucket/prefix' })
+  ARTIFACTS_URL?: string;
+
+  @IsOptional() @IsString()
+  AWS_ACCESS_KEY_ID?: string;
+
+  @IsOptional() @IsString()
+  AWS_SECRET_ACCESS_KEY?: string;
+
+  @IsOptional() @Matches(/^[a-z0-9-]+$/, { message: 'AWS_REGION must be a region name such as us-east-1' })
+  AWS_REGION?: string;
+
+  @IsOptional() @Matches(/^https?:\/\/[^\s/]+(\/\S*)?$/, { message: 'AWS_ENDPOINT_URL_S3 must be an http:// or https:// URL' })
+  AWS_ENDPOINT_URL_S3?: string;
+
+  @IsOptional() @Matches(/^https?:\/\/[^\s/]+(\/\S*)?$/, { message: 'AWS_ENDPOINT_URL must be an http:// or https:// URL' })
+  AWS_ENDPOINT_URL?: string;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(0)
+  ARTIFACT_CACHE_BYTES?: number;
+
+  @IsOptional() @IsString()
+  ARTIFACT_CACHE_DIR?: string;
 
   @IsOptional() @IsIn(LOG_LEVELS)
   LOG_LEVEL?: LogLevel;
@@ -79,6 +104,8 @@ export interface AppConfig {
   requestTimeoutMs: number;
   /** Time bound of one worker task other than training, in ms. */
   taskTimeoutMs: number;
+  /** Where artifacts live (ARTIFACTS_URL): the folder under DATA_DIR, another folder, or a bucket. */
+  artifacts: ArtifactStoreConfig;
 }
 
 export class ConfigError extends Error {
@@ -90,8 +117,48 @@ export class ConfigError extends Error {
 
 const KNOWN = new Set(Object.keys(new Environment()).concat([
   'PORT', 'HOST', 'DATABASE_URL', 'DATA_DIR', 'API_KEYS', 'WORKERS', 'LOG_LEVEL', 'MAX_UPLOAD_BYTES',
-  'TFJS_BACKEND', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS',
+  'TFJS_BACKEND', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
+  'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL',
+  'ARTIFACT_CACHE_BYTES', 'ARTIFACT_CACHE_DIR',
 ]));
+
+/** The default bound of a process's local cache of object-storage artifacts (ARTIFACT_CACHE_BYTES). */
+export const DEFAULT_ARTIFACT_CACHE_BYTES = 4 * 1024 ** 3;
+
+/** ARTIFACTS_URL and the AWS variables, checked together: each problem names its variable. */
+function artifactsConfig(e: Environment, dataDir: string): ArtifactStoreConfig {
+  const url = e.ARTIFACTS_URL;
+  if (!url || url === 'file:') return { kind: 'fs', root: join(dataDir, 'artifacts') };
+  if (url.startsWith('file:')) {
+    const path = decodeURIComponent(url.replace(/^file:(\/\/)?/, ''));
+    if (!path.startsWith('/')) throw new ConfigError([{ variable: 'ARTIFACTS_URL', message: 'a file: URL names an absolute folder (file:///srv/artifacts), or is just file: for DATA_DIR/artifacts' }]);
+    return { kind: 'fs', root: resolve(path) };
+  }
+  const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url)!;
+  const [, bucket, rawPrefix] = m;
+  const problems: { variable: string; message: string }[] = [];
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) problems.push({ variable: 'ARTIFACTS_URL', message: `"${bucket}" is not a bucket name (3–63 lower-case letters, digits, dots and hyphens)` });
+  const prefix = rawPrefix.replace(/\/+$/, '');
+  if (prefix.split('/').some((p) => p === '' || p === '.' || p === '..') && prefix !== '') problems.push({ variable: 'ARTIFACTS_URL', message: `the key prefix "${rawPrefix}" has an empty, "." or ".." segment` });
+  const endpoint = e.AWS_ENDPOINT_URL_S3 ?? e.AWS_ENDPOINT_URL ?? null;
+  if (!e.AWS_REGION && !endpoint) problems.push({ variable: 'AWS_REGION', message: 'set the bucket\'s region (or AWS_ENDPOINT_URL_S3 for an S3-compatible server) to use ARTIFACTS_URL=s3://…' });
+  if (!!e.AWS_ACCESS_KEY_ID !== !!e.AWS_SECRET_ACCESS_KEY) {
+    const missing = e.AWS_ACCESS_KEY_ID ? 'AWS_SECRET_ACCESS_KEY' : 'AWS_ACCESS_KEY_ID';
+    problems.push({ variable: missing, message: `${missing} is needed with ${missing === 'AWS_SECRET_ACCESS_KEY' ? 'AWS_ACCESS_KEY_ID' : 'AWS_SECRET_ACCESS_KEY'}` });
+  }
+  if (problems.length) throw new ConfigError(problems);
+  const cacheDir = resolve(e.ARTIFACT_CACHE_DIR ?? join(tmpdir(), 'sparsoup-artifact-cache'));
+  return {
+    kind: 's3',
+    bucket,
+    prefix: prefix ? `${prefix}/` : '',
+    region: e.AWS_REGION ?? 'us-east-1',
+    endpoint: endpoint ? endpoint.replace(/\/+$/, '') : null,
+    credentials: e.AWS_ACCESS_KEY_ID && e.AWS_SECRET_ACCESS_KEY ? { accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY } : null,
+    tmpDir: join(cacheDir, 'spool'),
+    cache: { dir: cacheDir, maxBytes: e.ARTIFACT_CACHE_BYTES ?? DEFAULT_ARTIFACT_CACHE_BYTES },
+  };
+}
 
 /** Reads and validates the configuration once; throws ConfigError naming every bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
@@ -108,12 +175,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     );
   }
   const apiKeys = parseApiKeys(parsed.API_KEYS);
+  const dataDir = resolve(parsed.DATA_DIR ?? './data');
+  const artifacts = artifactsConfig(parsed, dataDir);
   const maxUploadBytes = parsed.MAX_UPLOAD_BYTES ?? 8 * 1024 ** 3;
   return {
     port: parsed.PORT ?? 3000,
     host: parsed.HOST ?? '0.0.0.0',
     databaseUrl: parsed.DATABASE_URL ?? null,
-    dataDir: resolve(parsed.DATA_DIR ?? './data'),
+    dataDir,
     apiKeys,
     workers: parsed.WORKERS ?? availableParallelism(),
     logLevel: parsed.LOG_LEVEL ?? 'info',
@@ -122,6 +191,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     taskTimeoutMs: (parsed.TASK_TIMEOUT_SECONDS ?? 600) * 1000,
     backend: parsed.TFJS_BACKEND ?? 'auto',
     webhookSecret: parsed.WEBHOOK_SECRET ?? null,
+    artifacts,
   };
 }
 

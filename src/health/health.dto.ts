@@ -10,7 +10,10 @@ export class DatabaseHealthDto extends HealthCheckDto {
 }
 
 export class ArtifactsHealthDto extends HealthCheckDto {
-  @ApiProperty() path: string;
+  @ApiProperty({ enum: ['fs', 's3'], description: 'fs: a folder; s3: an S3-compatible bucket (ARTIFACTS_URL)' }) kind: 'fs' | 's3';
+  @ApiProperty({ description: 'the folder, or s3://bucket/prefix (with the endpoint when not AWS)' }) location: string;
+  @ApiProperty({ description: 'a probe write and delete succeeded just now' }) writable: boolean;
+  @ApiProperty({ description: 'the same as location (kept for older clients)' }) path: string;
 }
 
 export class BackendHealthDto extends HealthCheckDto {

@@ -45,12 +45,13 @@ export class HealthService {
   }
 
   private async artifactsWritable() {
-    const path = this.artifacts.store.location;
+    const location = this.artifacts.store.location;
+    const where = { kind: this.artifacts.kind, location, path: location };
     try {
-      await this.artifacts.store.checkWritable();
-      return { ok: true, path };
+      await withTimeout(this.artifacts.store.checkWritable(), 5000);
+      return { ok: true, writable: true, ...where };
     } catch (err) {
-      return { ok: false, path, detail: err instanceof Error ? err.message : String(err) };
+      return { ok: false, writable: false, ...where, detail: err instanceof Error ? err.message : String(err) };
     }
   }
 

@@ -5,7 +5,7 @@ import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import type { DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
-import { type JobName, type JobPayloads, QUEUE_POLICIES } from './jobs.js';
+import { COMPUTE_QUEUES, type JobName, type JobPayloads, QUEUE_POLICIES } from './jobs.js';
 
 export type JobHandler<N extends JobName> = (payload: JobPayloads[N], job: { id: string; retryCount: number }) => Promise<unknown>;
 
@@ -61,6 +61,10 @@ export class JobsService implements BeforeApplicationShutdown {
   /** Runs `handler` for jobs of `name`, up to `concurrency` at a time in this process. A throw retries. */
   async work<N extends JobName>(name: N, concurrency: number, handler: JobHandler<N>): Promise<void> {
     const boss = await this.start();
+    if (this.config.workers === 0 && COMPUTE_QUEUES.has(name)) {
+      this.logger.log({ queue: name }, 'WORKERS=0: this process leaves the queue to worker processes');
+      return;
+    }
     for (let i = 0; i < concurrency; i++) {
       await boss.work<JobPayloads[N]>(name, { pollingIntervalSeconds: 0.5, batchSize: 1, includeMetadata: true }, async (jobs) => {
         for (const job of jobs) {

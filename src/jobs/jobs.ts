@@ -20,6 +20,12 @@ export interface JobPayloads {
   [JobName.DeliverWebhook]: { deliveryId: string };
 }
 
+/**
+ * Queues whose jobs compute in worker threads (training, phase steps, greedy soups). A process with
+ * WORKERS=0 (an API process beside `npm run worker` processes) does not work them.
+ */
+export const COMPUTE_QUEUES: ReadonlySet<JobName> = new Set([JobName.TrainCandidate, JobName.AdvanceRun, JobName.BuildSoup, JobName.Evaluate]);
+
 export interface QueuePolicy {
   retryLimit: number;
   retryDelay: number;

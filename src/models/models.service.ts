@@ -121,8 +121,8 @@ export class ModelsService {
 
   /** A reader over a stored weights artifact, one tensor at a time. */
   async openWeights(format: 'safetensors' | 'tfjs-layers' | 'tfjs-graph', sha256: string, entries: readonly TensorEntry[]): Promise<CheckpointReader> {
-    const path = await this.artifacts.store.localPath(sha256);
-    return format === 'safetensors' ? openSafetensors(path) : openTfjsWeights(path, entries);
+    const source = await this.artifacts.store.randomAccess(sha256);
+    return format === 'safetensors' ? openSafetensors(source) : openTfjsWeights(source, entries);
   }
 
   /** Opens a model's weights for reading. */

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { ByteSource } from '../core/checkpoint/byte-source.js';
 
 /**
  * The artifact store: content-addressed bytes (weights, model.json, masks, dataset files). Every
@@ -33,6 +34,11 @@ export interface ArtifactStore {
    * cached download.
    */
   localPath(sha256: string): Promise<string>;
+  /**
+   * Random access for the checkpoint readers (a header, then one tensor at a time): a local file
+   * path (the folder's own file, or a cached download), or a source that reads ranges of the object.
+   */
+  randomAccess(sha256: string): Promise<string | ByteSource>;
   delete(sha256: string): Promise<void>;
   list(): AsyncIterable<{ sha256: string; mtimeMs: number }>;
   /**
@@ -42,6 +48,8 @@ export interface ArtifactStore {
   collectGarbage(isReferenced: (sha256: string) => Promise<boolean> | boolean, graceMs?: number): Promise<{ deleted: string[]; tempFilesDeleted: number }>;
   /** Throws when the store cannot take a write now (the health check). */
   checkWritable(): Promise<void>;
+  /** Releases connections and this process's cache. */
+  close(): Promise<void>;
 }
 
 export interface ArtifactWriter {

@@ -146,6 +146,12 @@ export class FsArtifactStore implements ArtifactStore {
     return this.pathOf(sha256);
   }
 
+  async randomAccess(sha256: string): Promise<string> {
+    return this.pathOf(sha256);
+  }
+
+  async close(): Promise<void> {}
+
   async checkWritable(): Promise<void> {
     await mkdir(this.tmpDir, { recursive: true });
     const probe = join(this.tmpDir, `.health-${randomBytes(4).toString('hex')}`);

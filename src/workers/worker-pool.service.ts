@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
+import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { TaskTimeLimit } from './time-limit.js';
 import { type RunTaskOptions, WorkerPool } from './worker-pool.js';
 import type { ResultOf, WorkerTask } from './tasks.js';
@@ -12,14 +13,18 @@ export class WorkerPoolService implements OnApplicationShutdown {
   private pool: WorkerPool | null = null;
   private readonly timeLimit: TaskTimeLimit;
 
-  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly artifacts: ArtifactsService,
+  ) {
     this.timeLimit = new TaskTimeLimit(config.taskTimeoutMs);
   }
 
   get(): WorkerPool {
-    this.pool ??= new WorkerPool(this.config.workers, {
+    // WORKERS=0 takes no queue work; requests answered directly (prune, evaluate…) still need a thread.
+    this.pool ??= new WorkerPool(Math.max(1, this.config.workers), {
       backend: this.config.backend,
-      artifacts: { kind: 'fs', root: join(this.config.dataDir, 'artifacts') },
+      artifacts: this.artifacts.threadConfig,
       cacheDir: join(this.config.dataDir, 'cache'),
     });
     return this.pool;

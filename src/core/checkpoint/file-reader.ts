@@ -1,5 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { DTYPE_BYTES, type CheckpointReader, type TensorEntry } from '../tensors.js';
+import type { ByteSource } from './byte-source.js';
 import { decodeFloat32 } from './dtype.js';
 
 export type CheckpointFormat = 'safetensors' | 'tfjs-weights';
@@ -8,50 +9,31 @@ export type CheckpointFormat = 'safetensors' | 'tfjs-weights';
 const MAX_READ = 1 << 30;
 
 /**
- * Reads tensors of a file whose layout (absolute offsets) is already known: safetensors files and
- * TensorFlow.js weight files alike. One positioned read per tensor; never loads the whole file.
+ * Reads tensors from bytes whose layout (absolute offsets) is already known: one read per tensor,
+ * never the whole checkpoint. Subclasses say where the bytes come from (a file, a ranged source).
  */
-export class FileCheckpointReader implements CheckpointReader {
+export abstract class TensorRangeReader implements CheckpointReader {
   readonly tensors: readonly TensorEntry[];
   private readonly byName = new Map<string, TensorEntry>();
-  private handle?: Promise<FileHandle>;
   private scratch?: Uint8Array;
   private scratchBusy = false;
-  private closed = false;
 
   constructor(
-    readonly path: string,
+    readonly name: string,
     entries: readonly TensorEntry[],
     readonly format?: CheckpointFormat,
-    handle?: FileHandle,
   ) {
     this.tensors = entries;
     for (const e of entries) this.byName.set(e.name, e);
-    if (handle) this.handle = Promise.resolve(handle);
   }
 
-  private entry(name: string): TensorEntry {
+  protected entry(name: string): TensorEntry {
     const e = this.byName.get(name);
-    if (!e) throw new Error(`no tensor named ${name} in ${this.path}`);
+    if (!e) throw new Error(`no tensor named ${name} in ${this.name}`);
     return e;
   }
 
-  private file(): Promise<FileHandle> {
-    if (this.closed) throw new Error(`checkpoint reader for ${this.path} is closed`);
-    this.handle ??= open(this.path, 'r');
-    return this.handle;
-  }
-
-  private async readInto(entry: TensorEntry, target: Uint8Array): Promise<void> {
-    const fh = await this.file();
-    let done = 0;
-    while (done < entry.byteLength) {
-      const len = Math.min(entry.byteLength - done, MAX_READ);
-      const { bytesRead } = await fh.read(target, done, len, entry.byteOffset + done);
-      if (bytesRead === 0) throw new Error(`${this.path} ends inside tensor ${entry.name} (at byte ${entry.byteOffset + done})`);
-      done += bytesRead;
-    }
-  }
+  protected abstract readInto(entry: TensorEntry, target: Uint8Array): Promise<void>;
 
   async readRaw(name: string, into?: Uint8Array): Promise<Uint8Array> {
     const e = this.entry(name);
@@ -87,12 +69,80 @@ export class FileCheckpointReader implements CheckpointReader {
     }
   }
 
+  protected dropScratch(): void {
+    this.scratch = undefined;
+  }
+
+  abstract close(): Promise<void>;
+}
+
+/** Reads tensors through a `ByteSource` (ranges of an object in a bucket): one range per tensor. */
+export class SourceCheckpointReader extends TensorRangeReader {
+  private closed = false;
+
+  constructor(
+    readonly source: ByteSource,
+    entries: readonly TensorEntry[],
+    format?: CheckpointFormat,
+  ) {
+    super(source.name, entries, format);
+  }
+
+  protected async readInto(entry: TensorEntry, target: Uint8Array): Promise<void> {
+    if (this.closed) throw new Error(`checkpoint reader for ${this.name} is closed`);
+    if (entry.byteOffset + entry.byteLength > this.source.size) throw new Error(`${this.name} ends inside tensor ${entry.name} (at byte ${this.source.size})`);
+    if (target.byteLength > 0) await this.source.readAt(target, entry.byteOffset);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.dropScratch();
+    await this.source.close();
+  }
+}
+
+/**
+ * Reads tensors of a file whose layout (absolute offsets) is already known: safetensors files and
+ * TensorFlow.js weight files alike. One positioned read per tensor; never loads the whole file.
+ */
+export class FileCheckpointReader extends TensorRangeReader {
+  private handle?: Promise<FileHandle>;
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    entries: readonly TensorEntry[],
+    format?: CheckpointFormat,
+    handle?: FileHandle,
+  ) {
+    super(path, entries, format);
+    if (handle) this.handle = Promise.resolve(handle);
+  }
+
+  private file(): Promise<FileHandle> {
+    if (this.closed) throw new Error(`checkpoint reader for ${this.path} is closed`);
+    this.handle ??= open(this.path, 'r');
+    return this.handle;
+  }
+
+  protected async readInto(entry: TensorEntry, target: Uint8Array): Promise<void> {
+    const fh = await this.file();
+    let done = 0;
+    while (done < entry.byteLength) {
+      const len = Math.min(entry.byteLength - done, MAX_READ);
+      const { bytesRead } = await fh.read(target, done, len, entry.byteOffset + done);
+      if (bytesRead === 0) throw new Error(`${this.path} ends inside tensor ${entry.name} (at byte ${entry.byteOffset + done})`);
+      done += bytesRead;
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     const h = this.handle;
     this.handle = undefined;
-    this.scratch = undefined;
+    this.dropScratch();
     // A failed open has nothing to close.
     if (h) await h.then((fh) => fh.close(), () => {});
   }

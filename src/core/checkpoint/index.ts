@@ -1,3 +1,4 @@
+export * from './byte-source.js';
 export * from './dtype.js';
 export * from './file-reader.js';
 export * from './safetensors.js';

@@ -1,7 +1,8 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { CoreInputError } from '../errors.js';
 import { DTYPE_BYTES, type DType, type TensorEntry, type TensorStats } from '../tensors.js';
-import { FileCheckpointReader } from './file-reader.js';
+import type { ByteSource } from './byte-source.js';
+import { FileCheckpointReader, SourceCheckpointReader } from './file-reader.js';
 import { scanJsonKeys } from './json-scan.js';
 import { TensorStatsAccumulator } from './stats.js';
 import { layoutTensors, shapeSize, TensorStreamWriter, type ByteSink, type TensorSpec } from './tensor-writer.js';
@@ -318,8 +319,50 @@ async function readExactly(fh: FileHandle, length: number, position: number): Pr
   return buf;
 }
 
-/** Opens and validates a safetensors file; reads tensors one at a time afterwards. */
-export async function openSafetensors(path: string, opts: { maxHeaderBytes?: number } = {}): Promise<SafetensorsReader> {
+/** A safetensors checkpoint read through ranges of a `ByteSource` (an object in a bucket). */
+export class SafetensorsSourceReader extends SourceCheckpointReader {
+  constructor(
+    source: ByteSource,
+    readonly header: SafetensorsHeader,
+  ) {
+    super(source, header.entries, 'safetensors');
+  }
+
+  get metadata(): Record<string, string> {
+    return this.header.metadata;
+  }
+}
+
+/** The first range read of a ranged source: most headers fit, so opening costs one request. */
+const HEADER_PROBE_BYTES = 64 * 1024;
+
+/**
+ * Opens and validates a safetensors file (a path) or source (ranges: the header first, then one
+ * range per tensor); reads tensors one at a time afterwards.
+ */
+export async function openSafetensors(path: string, opts?: { maxHeaderBytes?: number }): Promise<SafetensorsReader>;
+export async function openSafetensors(source: string | ByteSource, opts?: { maxHeaderBytes?: number }): Promise<SafetensorsReader | SafetensorsSourceReader>;
+export async function openSafetensors(source: string | ByteSource, opts: { maxHeaderBytes?: number } = {}): Promise<SafetensorsReader | SafetensorsSourceReader> {
+  if (typeof source !== 'string') {
+    try {
+      const fileSize = source.size;
+      const probe = new Uint8Array(Math.min(fileSize, HEADER_PROBE_BYTES));
+      await source.readAt(probe, 0);
+      const n = readHeaderLength(probe.subarray(0, Math.min(8, probe.byteLength)), { fileSize, maxHeaderBytes: opts.maxHeaderBytes });
+      let headerBytes: Uint8Array;
+      if (8 + n <= probe.byteLength) headerBytes = probe.subarray(8, 8 + n);
+      else {
+        headerBytes = new Uint8Array(n);
+        headerBytes.set(probe.subarray(8));
+        await source.readAt(headerBytes.subarray(probe.byteLength - 8), probe.byteLength);
+      }
+      return new SafetensorsSourceReader(source, parseHeaderJson(headerBytes, { fileSize }));
+    } catch (err) {
+      await source.close();
+      throw err;
+    }
+  }
+  const path = source;
   const fh = await open(path, 'r');
   try {
     const fileSize = (await fh.stat()).size;

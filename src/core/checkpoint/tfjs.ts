@@ -1,7 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { CoreInputError } from '../errors.js';
 import { DTYPE_BYTES, type DType, type TensorEntry, type TensorStats } from '../tensors.js';
-import { FileCheckpointReader } from './file-reader.js';
+import type { ByteSource } from './byte-source.js';
+import { FileCheckpointReader, SourceCheckpointReader } from './file-reader.js';
 import { scanJsonKeys } from './json-scan.js';
 import { TensorStatsAccumulator } from './stats.js';
 import { parseQuantization, QUANTIZED_BYTES, type SourceWeight, type TfjsQuantization } from './tfjs-quantization.js';
@@ -250,13 +251,14 @@ export class WeightsIngest {
 }
 
 /** Opens a stored weights file (the concatenation) whose layout comes from parseModelJson. */
-export async function openTfjsWeights(path: string, entries: readonly TensorEntry[]): Promise<FileCheckpointReader> {
+export async function openTfjsWeights(source: string | ByteSource, entries: readonly TensorEntry[]): Promise<FileCheckpointReader | SourceCheckpointReader> {
   const expected = entries.reduce((end, e) => Math.max(end, e.byteOffset + e.byteLength), 0);
-  const size = (await stat(path)).size;
+  const size = typeof source === 'string' ? (await stat(source)).size : source.size;
   if (size !== expected) {
+    if (typeof source !== 'string') await source.close();
     throw new CoreInputError(TFJS_WEIGHTS_ERROR, `the weights manifest names ${expected} bytes, the weights file has ${size}`, { expectedBytes: expected, actualBytes: size }, 422);
   }
-  return new FileCheckpointReader(path, entries, 'tfjs-weights');
+  return typeof source === 'string' ? new FileCheckpointReader(source, entries, 'tfjs-weights') : new SourceCheckpointReader(source, entries, 'tfjs-weights');
 }
 
 /** Writes tfjs weights (the raw concatenation) to a sink, tensor by tensor in the given order. */

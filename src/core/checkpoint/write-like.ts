@@ -1,5 +1,5 @@
 import { DTYPE_BYTES, FLOAT_DTYPES, type CheckpointReader, type TensorEntry } from '../tensors.js';
-import { FileCheckpointReader, type CheckpointFormat } from './file-reader.js';
+import { type CheckpointFormat, TensorRangeReader } from './file-reader.js';
 import { SafetensorsWriter } from './safetensors.js';
 import type { ByteSink } from './tensor-writer.js';
 import { TfjsWeightsWriter } from './tfjs.js';
@@ -32,8 +32,8 @@ export async function writeCheckpointLike(reader: CheckpointReader, sink: ByteSi
       : new TfjsWeightsWriter(reader.tensors, sink);
   let floatBuf: Float32Array | undefined;
   let rawBuf: Uint8Array | undefined;
-  // Raw bytes are trustworthy only from files; other readers (MemoryCheckpoint) hold float32.
-  const rawFloats = !opts.transform && reader instanceof FileCheckpointReader;
+  // Raw bytes are trustworthy only from stored bytes (files, ranged sources); other readers (MemoryCheckpoint) hold float32.
+  const rawFloats = !opts.transform && reader instanceof TensorRangeReader;
   for (const entry of reader.tensors) {
     if (FLOAT_DTYPES.has(entry.dtype) && !rawFloats) {
       const n = entry.byteLength / DTYPE_BYTES[entry.dtype];

@@ -12,8 +12,8 @@ import type { StoredLayersModel, StoredLayersModelRef, StoredModelRef } from '..
 
 /** Opens a stored model's weights, one tensor at a time. */
 export async function openStoredModel(store: ArtifactStore, ref: StoredModelRef): Promise<CheckpointReader> {
-  const path = await store.localPath(ref.weightsSha256);
-  return ref.format === 'safetensors' ? openSafetensors(path) : openTfjsWeights(path, ref.entries);
+  const source = await store.randomAccess(ref.weightsSha256);
+  return ref.format === 'safetensors' ? openSafetensors(source) : openTfjsWeights(source, ref.entries);
 }
 
 /** Loads a stored layers model into this thread's backend. Only layers models carry an architecture. */
