@@ -589,6 +589,8 @@ class Trainer:
     #: Weight decay on every trainable tensor ("all", as the service and the SMS code do) or on
     #: the prunable ones only ("kernels": rank ≥ 2, no biases or norms).
     weight_decay_on: str = "all"
+    #: First retry delay in seconds (doubling up to 30 s, with ±50 % jitter).
+    retry_base_seconds: float = 0.5
 
     def __init__(
         self,
@@ -976,7 +978,7 @@ class Trainer:
         return http.client.HTTPConnection(origin.netloc, timeout=timeout)
 
     def _backoff(self, attempt: int, retry_after: Optional[str] = None) -> None:
-        delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
+        delay = min(30.0, self.retry_base_seconds * 2**attempt) * (0.5 + random.random())
         if retry_after and retry_after.isdigit():
             delay = max(delay, float(retry_after))
         self._stop.wait(delay) if not self._stop.is_set() else time.sleep(min(delay, 1.0))
