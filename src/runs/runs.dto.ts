@@ -160,6 +160,16 @@ export class CreateRunDto {
   @IsDbText(100)
   datasetId: string;
 
+  @ApiPropertyOptional({
+    enum: ['builtin', 'external'],
+    default: 'builtin',
+    description:
+      'external: train, evaluate and recalibrate become tasks that external trainers lease (POST /tasks/lease); the model is safetensors and the dataset has source "external". ' +
+      'retrain, imp and sms runs (uniform soups); pruning, masks, merging and reports stay here.',
+  })
+  @IsOptional() @IsIn(['builtin', 'external'])
+  trainer?: 'builtin' | 'external';
+
   @ApiPropertyOptional({ format: 'uuid', description: 'retrain: the mask to enforce (default: the model\'s own zero pattern)' })
   @IsOptional() @IsUUID()
   maskId?: string;
