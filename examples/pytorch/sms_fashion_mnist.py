@@ -306,11 +306,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     report = trainer.request("GET", f"/runs/{final['id']}/report")
     _, svg = trainer._call("GET", f"/runs/{final['id']}/report.svg")
-    for ph in report.get("phases", []):
-        print(f"phase {ph.get('index')}: sparsity {ph.get('sparsity')}, result test {ph.get('resultTestAccuracy', ph.get('result', {}) and ph.get('result', {}).get('testAccuracy'))}")
-    print(f"report: {len(report.get('phases', []))} phases; plot {len(svg or b'')} bytes", flush=True)
+    print("phase  sparsity  mean cand. test  result test  result ECE")
+    for ph in report["phases"]:
+        mean, result = ph.get("candidateMean") or {}, ph.get("result") or {}
+        print(f"{ph['index']:<5}  {ph['sparsity']:>8.1%}  {_pct(mean.get('testAccuracy')):>15}  {_pct(result.get('testAccuracy')):>11}  {_num(result.get('ece')):>10}")
+    print(f"report: {len(report['phases'])} phases; plot GET /runs/{final['id']}/report.svg ({len(svg or b'')} bytes)", flush=True)
     print(final["id"])
     return 0
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
 
 def _tensors(trainer: st.Trainer, url: str, path: str) -> Dict[str, torch.Tensor]:
