@@ -58,6 +58,7 @@ __all__ = [
     "Trainer",
     "TensorInfo",
     "apply_mask",
+    "crop_flip",
     "mask_optimizer",
     "learning_rate_at",
     "steps_for",
@@ -791,7 +792,12 @@ class Trainer:
                         if until():
                             return None
                     else:
-                        run = self.request("GET", f"/runs/{until}")
+                        try:
+                            run = self.request("GET", f"/runs/{until}")
+                        except ApiError as e:
+                            if e.status == 403:
+                                raise ApiError("GET", f"/runs/{until}", 403, "run(until=run id) reads the run: a worker key may not; use a read or write key, or until=a callable") from e
+                            raise
                         if run.get("status") in TERMINAL:
                             return run
                 task = self.lease()
