@@ -32,6 +32,11 @@
  *   SMS_AUGMENT          none | crop-flip, for pretraining and retraining (none)
  *   SMS_WORKERS          the service's worker threads               (2)
  *   SMS_OUT              where results go, relative to the repo     (docs)
+ *   SMS_TRAINER          builtin | pytorch: with pytorch the runs are external (trainer "external"), SMS_WORKERS
+ *                        trainer processes of bench/sms_pytorch.py (Debian's python3 and torch, one thread each)
+ *                        do the training, and the dense models are pretrained there too (builtin)
+ *   SMS_METHODS          comma list of imp, imp3, sms-uniform, sms-greedy (all; pytorch: no sms-greedy,
+ *                        which external runs do not have yet)
  *   SMS_KEEP_DATA=1      keep the service's data folder (printed)
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -63,6 +68,10 @@ interface Config {
   augment: 'none' | 'crop-flip';
   workers: number;
   outDir: string;
+  trainer: 'builtin' | 'pytorch';
+  methods: Method[];
+  /** The dataset the runs name: the built-in one, or (pytorch) the external dataset made at start. */
+  datasetId: string;
 }
 
 function readConfig(): Config {
@@ -86,6 +95,12 @@ function readConfig(): Config {
   if (ensembleBy.some((v) => !VARIANTS.includes(v))) throw new Error(`SMS_ENSEMBLE_BY="${process.env.SMS_ENSEMBLE_BY}": a comma list of ${VARIANTS.join(', ')}`);
   const variantsAt = num('SMS_VARIANTS_AT', epochs[0]);
   if (ensembleBy.length && !epochs.includes(variantsAt)) throw new Error(`SMS_VARIANTS_AT=${variantsAt} is not one of SMS_EPOCHS (${epochs.join(', ')})`);
+  const trainer = (process.env.SMS_TRAINER || 'builtin') as Config['trainer'];
+  if (trainer !== 'builtin' && trainer !== 'pytorch') throw new Error(`SMS_TRAINER="${trainer}": builtin or pytorch`);
+  const methods = (process.env.SMS_METHODS || METHODS.filter((x) => trainer === 'builtin' || x !== 'sms-greedy').join(',')).split(',').map((x) => x.trim()) as Method[];
+  if (!methods.length || methods.some((x) => !METHODS.includes(x))) throw new Error(`SMS_METHODS="${process.env.SMS_METHODS}": a comma list of ${METHODS.join(', ')}`);
+  if (trainer === 'pytorch' && methods.includes('sms-greedy')) throw new Error('SMS_METHODS: sms-greedy with SMS_TRAINER=pytorch: external runs have no greedy soups yet');
+  if (trainer === 'pytorch' && !['lenet-300-100', 'cnn-bn'].includes(process.env.SMS_ARCH ?? 'lenet-300-100')) throw new Error('SMS_TRAINER=pytorch has lenet-300-100 and cnn-bn (bench/sms_pytorch.py)');
   const augment = (process.env.SMS_AUGMENT || 'none') as Config['augment'];
   if (augment !== 'none' && augment !== 'crop-flip') throw new Error(`SMS_AUGMENT="${augment}": none or crop-flip`);
   return {
@@ -102,6 +117,9 @@ function readConfig(): Config {
     augment,
     workers: num('SMS_WORKERS', 2, (v) => Number.isInteger(v) && v >= 1),
     outDir: resolve(ROOT, process.env.SMS_OUT ?? 'docs'),
+    trainer,
+    methods,
+    datasetId: DATASET,
   };
 }
 
@@ -120,6 +138,8 @@ function envLine(cfg: Config): string {
     `SMS_VARIANTS_AT=${cfg.variantsAt}`,
     `SMS_AUGMENT=${cfg.augment}`,
     `SMS_WORKERS=${cfg.workers}`,
+    `SMS_TRAINER=${cfg.trainer}`,
+    `SMS_METHODS=${cfg.methods.join(',')}`,
   ];
   return parts.join(' ');
 }
@@ -222,6 +242,49 @@ class Service {
   }
 }
 
+// ---------------------------------------------------------------- SMS_TRAINER=pytorch
+
+const PYTHON = process.env.SMS_PYTHON ?? '/usr/bin/python3';
+const PY_HELPER = join(ROOT, 'bench', 'sms_pytorch.py');
+
+/** bench/sms_pytorch.py pretrain: a dense model trained in PyTorch and uploaded as safetensors. */
+function pretrainPytorch(cfg: Config, url: string, seed: number): Promise<Dense> {
+  return new Promise((res, rej) => {
+    const args = [PY_HELPER, 'pretrain', url, '--arch', cfg.arch, '--seed', String(seed), '--epochs', String(cfg.pretrainEpochs), '--learning-rate', String(cfg.learningRate), '--augment', cfg.augment];
+    const child = spawn(PYTHON, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      err = (err + c.toString()).slice(-4000);
+    });
+    child.once('error', rej);
+    child.once('exit', (code) => {
+      if (code !== 0) return rej(new Error(`${PYTHON} ${args.join(' ')} exited ${code}:\n${err}`));
+      const r = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as { modelId: string; testAccuracy: number; seconds: number; samplesPerSecond: number };
+      console.log(`dense seed ${seed} (PyTorch): test accuracy ${(r.testAccuracy * 100).toFixed(2)} % (${r.seconds.toFixed(0)} s training, ${r.samplesPerSecond.toFixed(0)} samples/s)`);
+      res({ modelId: r.modelId, test: r.testAccuracy, seconds: r.seconds, curve: [] });
+    });
+  });
+}
+
+/** SMS_WORKERS trainer processes (one torch thread each), the peers of the service's worker threads. */
+function startTrainers(cfg: Config, url: string): ChildProcess[] {
+  mkdirSync(join(ROOT, '.bench'), { recursive: true });
+  return Array.from({ length: cfg.workers }, (_, i) => {
+    const log = createWriteStream(join(ROOT, '.bench', `sms-trainer-${i}.log`));
+    const child = spawn(PYTHON, [PY_HELPER, 'serve', url, '--arch', cfg.arch, '--dataset', DATASET], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    child.once('exit', (code, signal) => {
+      if (signal !== 'SIGTERM') console.log(`trainer ${i} exited (${code ?? signal}); see .bench/sms-trainer-${i}.log`);
+    });
+    return child;
+  });
+}
+
 // ---------------------------------------------------------------- statistics
 
 const finite = (xs: (number | null | undefined)[]) => xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
@@ -321,7 +384,8 @@ function variantValues(vary: Variant, m: number, epochs: number): number[] {
 function runBody(job: Omit<Job, 'runId'>, cfg: Config, denseId: string) {
   // Candidate seeds are disjoint across experiment seeds; IMP's seed is SMS's first candidate's.
   const training = trainingBase(cfg, 1000 * job.seed + 1, job.epochs);
-  const common = { modelId: denseId, datasetId: DATASET, goalSparsity: job.goal, phases: cfg.phases, pruning: { method: 'magnitude-global' }, training };
+  const external = cfg.trainer === 'pytorch' ? { trainer: 'external' } : {};
+  const common = { ...external, modelId: denseId, datasetId: cfg.datasetId, goalSparsity: job.goal, phases: cfg.phases, pruning: { method: 'magnitude-global' }, training };
   if (job.vary !== 'seed') return { kind: 'sms', ...common, m: cfg.m, vary: job.vary, values: variantValues(job.vary, cfg.m, job.epochs), soup: { method: 'uniform' } };
   switch (job.method) {
     case 'imp':
@@ -346,7 +410,7 @@ function buildStages(cfg: Config): Stage[] {
   for (const epochs of [...cfg.epochs].sort((a, b) => a - b)) {
     const main: Stage = { name: `E = ${epochs}`, epochs, variant: false, jobs: [], submitted: false, done: false };
     // The longest chains first (IMP m× retrains one candidate for m·E epochs per phase).
-    for (const method of ['imp3', 'sms-uniform', 'sms-greedy', 'imp'] as Method[])
+    for (const method of (['imp3', 'sms-uniform', 'sms-greedy', 'imp'] as Method[]).filter((x) => cfg.methods.includes(x)))
       for (const goal of cfg.goals) for (const seed of cfg.seeds) main.jobs.push({ method, vary: 'seed', goal, seed, epochs, runId: '' });
     stages.push(main);
     if (cfg.ensembleBy.length && epochs === cfg.variantsAt) {
@@ -543,7 +607,9 @@ async function writeResults(api: Client, r: Results): Promise<void> {
   const secPerEpoch = finite(cands.map((c) => (c.metrics?.train?.durationMs ?? Number.NaN) / 1000 / (c.config.epochs || Number.NaN)));
   say('## Setup');
   say();
-  say(`- ${machineLine(info)}; TensorFlow.js backend \`${r.backend}\`, service WORKERS=${cfg.workers} (one training thread each).`);
+  if (cfg.trainer === 'pytorch')
+    say(`- ${machineLine(info)}; training, evaluation and BN recalibration by ${cfg.workers} PyTorch trainer processes (bench/sms_pytorch.py, clients/python/sparsoup_trainer.py; CPU, one torch thread each) over the /tasks protocol, dense pretraining in PyTorch too; pruning and soups in the service (TensorFlow.js backend \`${r.backend}\`, WORKERS=${cfg.workers}).`);
+  else say(`- ${machineLine(info)}; TensorFlow.js backend \`${r.backend}\`, service WORKERS=${cfg.workers} (one training thread each).`);
   say(`- Model \`${cfg.arch}\`, dataset \`${DATASET}\` (54,000 train / 6,000 val / 10,000 test), data augmentation \`${cfg.augment}\`. Seeds ${cfg.seeds.join(', ')}: each seed pretrains its own dense model (template seed and batch order) for ${cfg.pretrainEpochs} epochs, shared by every row of that seed; dense test accuracy ${fmt(denseList.map((d) => d.test))}.`);
   say(`- Goal sparsities ${cfg.goals.join(', ')}, T = ${cfg.phases} phases, global magnitude pruning of all kernels (phase k prunes to 1 − (1 − S)^(k/T)).`);
   say(`- Retraining per candidate and phase: E ∈ {${[...cfg.epochs].sort((a, b) => a - b).join(', ')}} epochs (IMP ${M}×: ${M}·E), SGD momentum 0.9, batch 128, weight decay 1e-4, peak lr ${cfg.learningRate} with linear decay (LLR) and 10 % warm-up, the same for pretraining. SMS: m = ${M} candidates per phase differing in seed (batch order), merged uniformly or greedily (greedy on the validation split, \`>=\`), BN recalibration on (no effect on models without BN).`);
@@ -752,7 +818,9 @@ async function main(): Promise<void> {
   console.log(`config: ${cfg.arch} on ${DATASET}; ${envLine(cfg)}`);
   const service = new Service(cfg.workers);
   await service.start();
+  let trainers: ChildProcess[] = [];
   const stopAll = async () => {
+    for (const t of trainers) t.kill('SIGTERM');
     await service.stop();
     if (process.env.SMS_KEEP_DATA) console.log(`service data kept in ${service.dataDir}`);
     else rmSync(service.dataDir, { recursive: true, force: true });
@@ -767,9 +835,23 @@ async function main(): Promise<void> {
     const backend = health.backend?.name ?? 'unknown';
     console.log(`service: ${service.url} (backend ${backend}, data ${service.dataDir})\n`);
 
+    const dense = new Map<number, Dense>();
+    if (cfg.trainer === 'pytorch') {
+      // The dense models are pretrained in PyTorch (SMS_WORKERS at a time), the runs name an external dataset.
+      const dataset = await api.json<{ id: string }>('POST', '/datasets', { name: DATASET, source: 'external', classes: 10 });
+      cfg.datasetId = dataset.id;
+      const queue = [...cfg.seeds];
+      await Promise.all(
+        Array.from({ length: Math.min(cfg.workers, queue.length) }, async () => {
+          for (let seed = queue.shift(); seed !== undefined; seed = queue.shift()) dense.set(seed, await pretrainPytorch(cfg, service.url, seed));
+        }),
+      );
+      trainers = startTrainers(cfg, service.url);
+      console.log(`${trainers.length} PyTorch trainer processes started (logs in .bench/sms-trainer-*.log)`);
+    }
     // 1. One dense model per seed, evaluated after every epoch.
     const pre: Job[] = [];
-    for (const seed of cfg.seeds) {
+    for (const seed of cfg.trainer === 'pytorch' ? [] : cfg.seeds) {
       const template = await api.json<{ id: string }>('POST', '/models/templates', { architecture: cfg.arch, datasetId: DATASET, seed });
       const run = await api.json<Run>('POST', '/runs', { kind: 'train', modelId: template.id, datasetId: DATASET, training: { ...trainingBase(cfg, seed, cfg.pretrainEpochs), evaluateEachEpoch: true } });
       pre.push({ method: 'imp', vary: 'seed', goal: 0, seed, epochs: cfg.pretrainEpochs, runId: run.id });
@@ -786,7 +868,6 @@ async function main(): Promise<void> {
       }
       await sleep(5000);
     }
-    const dense = new Map<number, Dense>();
     for (const j of pre) {
       const run = j.run!;
       if (run.status !== 'succeeded') throw new Error(`pretraining seed ${j.seed} ${run.status}: ${run.error}`);
