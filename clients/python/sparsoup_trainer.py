@@ -842,8 +842,16 @@ class Trainer:
         try:
             metrics, state = self._do(task, progress, tmp.name)
             progress.check()
-            done.set()
-            self.post_result(task, metrics, state)
+            # Heartbeats go on during the upload, so a large model does not outlive its lease.
+            try:
+                self.post_result(task, metrics, state)
+            except ApiError as e:
+                # 422: refused (the service counted the attempt and queued the task again); 409: settled
+                # or the lease lapsed. Either way the task is no longer this trainer's: nothing to fail.
+                if e.status in (409, 422):
+                    self.log(f"task {task.id}: the result was refused: {e}")
+                    return
+                raise
             self.log(f"task {task.id}: result posted ({', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if isinstance(v, float))})")
         except TaskCancelled:
             self.log(f"task {task.id}: the run was cancelled; dropped")

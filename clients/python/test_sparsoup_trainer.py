@@ -397,6 +397,7 @@ class FakeService:
         self.cancel = False
         self.lease_503 = 0
         self.drop_first_result = False
+        self.refuse_results = False
         self.got_heartbeat_with_progress = threading.Event()
         self.auth: List[Optional[str]] = []
         fake = self
@@ -452,6 +453,9 @@ class FakeService:
                         fake.got_heartbeat_with_progress.set()
                     return self._send(200, {"leaseExpiresAt": "2099-01-01T00:00:00.000Z", "cancelled": fake.cancel})
                 if action == "result":
+                    if fake.refuse_results:
+                        fake.refused = _parse_multipart(body, self.headers["content-type"])
+                        return self._send(422, {"title": "Unprocessable Entity", "detail": "conv.weight: 3 pruned weights are not zero"}, "application/problem+json")
                     if task_id in fake.results:
                         return self._send(409, {"title": "Conflict", "detail": "the task is settled"}, "application/problem+json")
                     fake.results[task_id] = {"parts": _parse_multipart(body, self.headers["content-type"]), "length": len(body)}
@@ -620,6 +624,17 @@ class TrainerProtocol(unittest.TestCase):
         self.assertEqual(self.fake.requests.count("POST /tasks/lease"), 3)
         self.assertEqual(self.fake.requests.count(f"POST /tasks/{task['id']}/result"), 2, "retried once, the 409 counts as landed")
         self.assertEqual(self.fake.fails, {})
+
+    def test_a_refused_result_is_not_reported_as_a_failure(self):
+        logs = []
+        self.fake.refuse_results = True
+        self.fake.add_task()
+        t = ToyTrainer(self.fake.url)
+        t.log = logs.append
+        t.run(max_tasks=1)
+        self.assertIn("model.safetensors", self.fake.refused)
+        self.assertEqual(self.fake.fails, {}, "the service already counted the attempt")
+        self.assertTrue(any("refused" in m and "3 pruned weights" in m for m in logs), logs)
 
     def test_an_unmasked_optimizer_in_a_custom_train_is_caught_before_upload(self):
         logs = []
