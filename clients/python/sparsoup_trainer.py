@@ -950,7 +950,7 @@ class Trainer:
                 remaining = (t - datetime.now(timezone.utc)).total_seconds()
             except ValueError:
                 pass
-        return min(30.0, max(1.0, remaining / 3))
+        return min(30.0, max(1.0, remaining / 4))
 
     def _heartbeats(self, task: Task, progress: Progress) -> None:
         done: threading.Event = progress._done  # type: ignore[attr-defined]
