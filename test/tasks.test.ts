@@ -4,7 +4,6 @@ import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from './support/app.js';
 import { binaryParser, safetensorsBytes, seededWeights } from './support/checkpoints.js';
-import { waitForRun } from './support/runs.js';
 
 /**
  * The task protocol for external trainers, end to end over HTTP: a fake trainer written here
@@ -93,10 +92,18 @@ describe('external trainers: the /tasks protocol', () => {
       return 0;
     }
   };
+  /** Waits for a run to end (the run's state, as GET /runs/{id} reports it). */
+  const waitForRun = async (_t: TestApp, id: string) => {
+    for (;;) {
+      const run = (await get(`/runs/${id}`).expect(200)).body;
+      if (['succeeded', 'failed', 'cancelled'].includes(run.status)) return run;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
   const retrain = async (m = 1) => (await post('/runs').send({ kind: 'retrain', trainer: 'external', modelId: prunedId, datasetId, m, training: { epochs: 1 } }).expect(202)).body;
 
   beforeAll(async () => {
-    t = await startTestApp({ API_KEYS: 'ops:wkey-123:write,gpu:trainer-456:worker,dash:rkey-789:read', TASK_LEASE_SECONDS: '2', TASK_MAX_ATTEMPTS: '3' });
+    t = await startTestApp({ API_KEYS: 'ops:wkey-123:write,gpu:trainer-456:worker,dash:rkey-789:read', TASK_LEASE_SECONDS: '2', TASK_MAX_ATTEMPTS: '12', LOG_LEVEL: process.env.TASKS_LOG ?? 'silent' });
     datasetId = (await post('/datasets').send({ name: 'fashion-torch', source: 'external', classes: 4 }).expect(201)).body.id;
     denseId = (await post('/models?name=tiny').set('content-type', 'application/octet-stream').send(await safetensorsBytes(TINY())).expect(201)).body.id;
     const pruned = (await post(`/models/${denseId}/prune`).send({ method: 'magnitude-global', sparsity: 0.5 }).expect(201)).body;
@@ -236,7 +243,7 @@ describe('external trainers: the /tasks protocol', () => {
     });
 
     it('after the last attempt the task and its run fail with the reason', async () => {
-      // Attempts so far: 1 + one per refusal; the limit is 3, so keep failing until it gives up.
+      // Attempts so far: 1 + one per refusal; the limit is 12, so keep failing until it gives up.
       let current = (await get(`/tasks/${task.id}`).expect(200)).body;
       while (current.status === 'leased') {
         await post(`/tasks/${task.id}/fail`, WORKER).send({ error: 'CUDA out of memory' }).expect(200);
@@ -245,7 +252,7 @@ describe('external trainers: the /tasks protocol', () => {
         current = (await get(`/tasks/${task.id}`).expect(200)).body;
       }
       expect(current.status).toBe('failed');
-      expect(current.error).toMatch(/train task failed after 3 attempts: the trainer reported: CUDA out of memory/);
+      expect(current.error).toMatch(/train task failed after 12 attempts: the trainer reported: CUDA out of memory/);
       const run = await waitForRun(t, runId);
       expect(run.status).toBe('failed');
       expect(run.error).toMatch(/CUDA out of memory/);
@@ -280,10 +287,12 @@ describe('external trainers: the /tasks protocol', () => {
   it('a cancelled run: its leased task hears "cancelled" on the next heartbeat and its result gets 409', async () => {
     const run = await retrain(2);
     const task = await lease(['train']);
+    const { tensors } = await trainedModel(task);
     await post(`/runs/${run.id}/cancel`).expect(200);
+    // What the task named is no longer the worker's to download.
+    await get(task.model.url, WORKER).expect(403);
     const hb = await post(`/tasks/${task.id}/heartbeat`, WORKER).send({}).expect(200);
     expect(hb.body).toEqual({ leaseExpiresAt: null, cancelled: true });
-    const { tensors } = await trainedModel(task);
     const models = await modelCount();
     await send(task.id, await f32(tensors)).expect(409);
     expect(await modelCount()).toBe(models);
