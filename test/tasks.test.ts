@@ -305,9 +305,10 @@ describe('external trainers: the /tasks protocol', () => {
   it('runs an external SMS run (2 phases, m = 2, batch norm): train tasks, soup, recalibrate, evaluate; every phase result keeps its mask', async () => {
     const run = (await post('/runs').send({ kind: 'sms', trainer: 'external', modelId: denseId, datasetId, m: 2, phases: 2, goalSparsity: 0.75, training: { epochs: 1 } }).expect(202)).body;
     const kinds: string[] = [];
-    for (;;) {
-      const task = await lease(['train', 'evaluate', 'recalibrate'], 20);
-      if (!task) break;
+    // The trainer's loop: long-poll for work until the run has ended.
+    while (!['succeeded', 'failed', 'cancelled'].includes((await get(`/runs/${run.id}`).expect(200)).body.status)) {
+      const task = await lease(['train', 'evaluate', 'recalibrate'], 1);
+      if (!task) continue;
       expect(task.runId).toBe(run.id);
       kinds.push(`${task.phase}:${task.kind}`);
       if (task.kind === 'train') {
@@ -325,7 +326,6 @@ describe('external trainers: the /tasks protocol', () => {
       } else {
         await send(task.id, null, { valAccuracy: 0.7, testAccuracy: 0.65, loss: 0.8, ece: 0.05, perClassAccuracy: [0.6, 0.7, 0.8, 0.5] }).expect(201);
       }
-      if ((await get(`/runs/${run.id}`).expect(200)).body.status === 'succeeded') break;
     }
     const done = await waitForRun(t, run.id);
     expect(done.status).toBe('succeeded');
@@ -343,6 +343,7 @@ describe('external trainers: the /tasks protocol', () => {
       expect(result.find((x) => x.name === 'bn1.running_mean')!.data[0]).toBe(0.125);
       expect(p.metrics).toMatchObject({ testAccuracy: 0.65, valAccuracy: 0.7, ece: 0.05, worstClassAccuracy: 0.5, trainer: 'external' });
     }
+    if (process.env.TASKS_LOG) console.log((await t.dataSource.query('SELECT type, at FROM run_event WHERE run_id = $1 ORDER BY id', [run.id])).map((e: { type: string; at: Date }) => `${new Date(e.at).toISOString().slice(14, 23)} ${e.type}`).join('\n'));
     const report = (await get(`/runs/${run.id}/report`).expect(200)).body;
     expect(report.phases).toHaveLength(2);
     await get(`/runs/${run.id}/report.svg`).expect(200);
