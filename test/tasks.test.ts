@@ -4,7 +4,6 @@ import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from './support/app.js';
 import { binaryParser, safetensorsBytes, seededWeights } from './support/checkpoints.js';
-import { waitForRun } from './support/runs.js';
 
 /**
  * The task protocol for external trainers, end to end over HTTP: a fake trainer written here
@@ -93,10 +92,18 @@ describe('external trainers: the /tasks protocol', () => {
       return 0;
     }
   };
+  /** Waits for a run to end (the run's state, as GET /runs/{id} reports it). */
+  const waitForRun = async (_t: TestApp, id: string) => {
+    for (;;) {
+      const run = (await get(`/runs/${id}`).expect(200)).body;
+      if (['succeeded', 'failed', 'cancelled'].includes(run.status)) return run;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
   const retrain = async (m = 1) => (await post('/runs').send({ kind: 'retrain', trainer: 'external', modelId: prunedId, datasetId, m, training: { epochs: 1 } }).expect(202)).body;
 
   beforeAll(async () => {
-    t = await startTestApp({ API_KEYS: 'ops:wkey-123:write,gpu:trainer-456:worker,dash:rkey-789:read', TASK_LEASE_SECONDS: '2', TASK_MAX_ATTEMPTS: '3' });
+    t = await startTestApp({ API_KEYS: 'ops:wkey-123:write,gpu:trainer-456:worker,dash:rkey-789:read', TASK_LEASE_SECONDS: '2', TASK_MAX_ATTEMPTS: '12', LOG_LEVEL: process.env.TASKS_LOG ?? 'silent' });
     datasetId = (await post('/datasets').send({ name: 'fashion-torch', source: 'external', classes: 4 }).expect(201)).body.id;
     denseId = (await post('/models?name=tiny').set('content-type', 'application/octet-stream').send(await safetensorsBytes(TINY())).expect(201)).body.id;
     const pruned = (await post(`/models/${denseId}/prune`).send({ method: 'magnitude-global', sparsity: 0.5 }).expect(201)).body;
@@ -236,7 +243,7 @@ describe('external trainers: the /tasks protocol', () => {
     });
 
     it('after the last attempt the task and its run fail with the reason', async () => {
-      // Attempts so far: 1 + one per refusal; the limit is 3, so keep failing until it gives up.
+      // Attempts so far: 1 + one per refusal; the limit is 12, so keep failing until it gives up.
       let current = (await get(`/tasks/${task.id}`).expect(200)).body;
       while (current.status === 'leased') {
         await post(`/tasks/${task.id}/fail`, WORKER).send({ error: 'CUDA out of memory' }).expect(200);
@@ -245,7 +252,7 @@ describe('external trainers: the /tasks protocol', () => {
         current = (await get(`/tasks/${task.id}`).expect(200)).body;
       }
       expect(current.status).toBe('failed');
-      expect(current.error).toMatch(/train task failed after 3 attempts: the trainer reported: CUDA out of memory/);
+      expect(current.error).toMatch(/train task failed after 12 attempts: the trainer reported: CUDA out of memory/);
       const run = await waitForRun(t, runId);
       expect(run.status).toBe('failed');
       expect(run.error).toMatch(/CUDA out of memory/);
@@ -280,10 +287,12 @@ describe('external trainers: the /tasks protocol', () => {
   it('a cancelled run: its leased task hears "cancelled" on the next heartbeat and its result gets 409', async () => {
     const run = await retrain(2);
     const task = await lease(['train']);
+    const { tensors } = await trainedModel(task);
     await post(`/runs/${run.id}/cancel`).expect(200);
+    // What the task named is no longer the worker's to download.
+    await get(task.model.url, WORKER).expect(403);
     const hb = await post(`/tasks/${task.id}/heartbeat`, WORKER).send({}).expect(200);
     expect(hb.body).toEqual({ leaseExpiresAt: null, cancelled: true });
-    const { tensors } = await trainedModel(task);
     const models = await modelCount();
     await send(task.id, await f32(tensors)).expect(409);
     expect(await modelCount()).toBe(models);
@@ -296,9 +305,10 @@ describe('external trainers: the /tasks protocol', () => {
   it('runs an external SMS run (2 phases, m = 2, batch norm): train tasks, soup, recalibrate, evaluate; every phase result keeps its mask', async () => {
     const run = (await post('/runs').send({ kind: 'sms', trainer: 'external', modelId: denseId, datasetId, m: 2, phases: 2, goalSparsity: 0.75, training: { epochs: 1 } }).expect(202)).body;
     const kinds: string[] = [];
-    for (;;) {
-      const task = await lease(['train', 'evaluate', 'recalibrate'], 20);
-      if (!task) break;
+    // The trainer's loop: long-poll for work until the run has ended.
+    while (!['succeeded', 'failed', 'cancelled'].includes((await get(`/runs/${run.id}`).expect(200)).body.status)) {
+      const task = await lease(['train', 'evaluate', 'recalibrate'], 1);
+      if (!task) continue;
       expect(task.runId).toBe(run.id);
       kinds.push(`${task.phase}:${task.kind}`);
       if (task.kind === 'train') {
@@ -316,7 +326,6 @@ describe('external trainers: the /tasks protocol', () => {
       } else {
         await send(task.id, null, { valAccuracy: 0.7, testAccuracy: 0.65, loss: 0.8, ece: 0.05, perClassAccuracy: [0.6, 0.7, 0.8, 0.5] }).expect(201);
       }
-      if ((await get(`/runs/${run.id}`).expect(200)).body.status === 'succeeded') break;
     }
     const done = await waitForRun(t, run.id);
     expect(done.status).toBe('succeeded');
@@ -334,6 +343,7 @@ describe('external trainers: the /tasks protocol', () => {
       expect(result.find((x) => x.name === 'bn1.running_mean')!.data[0]).toBe(0.125);
       expect(p.metrics).toMatchObject({ testAccuracy: 0.65, valAccuracy: 0.7, ece: 0.05, worstClassAccuracy: 0.5, trainer: 'external' });
     }
+    if (process.env.TASKS_LOG) console.log((await t.dataSource.query('SELECT type, at FROM run_event WHERE run_id = $1 ORDER BY id', [run.id])).map((e: { type: string; at: Date }) => `${new Date(e.at).toISOString().slice(14, 23)} ${e.type}`).join('\n'));
     const report = (await get(`/runs/${run.id}/report`).expect(200)).body;
     expect(report.phases).toHaveLength(2);
     await get(`/runs/${run.id}/report.svg`).expect(200);

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import busboy from 'busboy';
@@ -195,7 +195,7 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
         : task.status === 'cancelled'
           ? 'its run was cancelled'
           : `it has already ${task.status}`;
-    return new ProblemException(409, `task ${task.id} is not leased: ${why}`, { slug: 'task-not-leased', extensions: { status: task.status } });
+    return new ProblemException(409, `task ${task.id} is not leased: ${why}`, { slug: 'task-not-leased', extensions: { taskStatus: task.status } });
   }
 
   // ── Results ───────────────────────────────────────────────────────────────────────────────────
@@ -222,7 +222,8 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
     } catch (err) {
       if (err instanceof CoreInputError && err.status === 413) throw err;
       // A body that cannot be read is a refused result like any other: the attempt ends.
-      if (err instanceof CoreInputError || err instanceof ProblemException) await this.refuse(task, err.message);
+      if (err instanceof CoreInputError) await this.refuse(task, err.message);
+      if (err instanceof ProblemException && err.getStatus() === 422) await this.refuse(task, String(err.problem.detail));
       throw err;
     }
     const stored = received.model?.weights ?? null;
@@ -239,7 +240,7 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
       landed = await this.land(task, input, received.model, metrics);
       if (!landed) throw this.notLeased(await this.entity(id));
     } catch (err) {
-      if (err instanceof ProblemException && err.getStatus() === 422) await this.refuse(task, err.message);
+      if (err instanceof ProblemException && err.getStatus() === 422) await this.refuse(task, String(err.problem.detail));
       throw err;
     } finally {
       if (!landed && stored) await this.artifacts.discard(stored);
@@ -293,8 +294,15 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
           stream.resume();
           return;
         }
-        model = ingestSafetensors(stream, this.artifacts.store, max);
-        model.catch(() => stream.resume());
+        // Through a PassThrough: a refused header ends the ingest, and the rest of the part is drained
+        // (the part stream itself stays whole, so busboy reaches the end of the body and answers).
+        const through = new PassThrough();
+        stream.pipe(through);
+        model = ingestSafetensors(through, this.artifacts.store, max);
+        model.catch(() => {
+          stream.unpipe(through);
+          stream.resume();
+        });
       });
       bb.on('error', (err) => fail(refused(`the multipart body is not valid: ${(err as Error).message}`)));
       bb.on('close', async () => {
