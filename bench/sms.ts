@@ -33,7 +33,8 @@
  *   SMS_WORKERS          the service's worker threads               (2)
  *   SMS_OUT              where results go, relative to the repo     (docs)
  *   SMS_TRAINER          builtin | pytorch: with pytorch the runs are external (trainer "external"), SMS_WORKERS
- *                        trainer processes of bench/sms_pytorch.py (Debian's python3 and torch, one thread each)
+ *                        trainer processes of bench/sms_pytorch.py (Debian's python3 and torch, one thread each,
+ *                        with Debian's pthread OpenBLAS as bench:train's peer: apt-get install libopenblas0-pthread)
  *                        do the training, and the dense models are pretrained there too (builtin)
  *   SMS_METHODS          comma list of imp, imp3, sms-uniform, sms-greedy (all; pytorch: no sms-greedy,
  *                        which external runs do not have yet)
@@ -45,7 +46,7 @@ import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { machineInfo, machineLine } from './machine.js';
+import { machineInfo, machineLine, openblasPeerEnv } from './machine.js';
 import { client, type Client, FINISHED, type Run, type RunReport, sleep } from './sms-client.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -251,7 +252,7 @@ const PY_HELPER = join(ROOT, 'bench', 'sms_pytorch.py');
 function pretrainPytorch(cfg: Config, url: string, seed: number): Promise<Dense> {
   return new Promise((res, rej) => {
     const args = [PY_HELPER, 'pretrain', url, '--arch', cfg.arch, '--seed', String(seed), '--epochs', String(cfg.pretrainEpochs), '--learning-rate', String(cfg.learningRate), '--augment', cfg.augment];
-    const child = spawn(PYTHON, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(PYTHON, args, { cwd: ROOT, env: openblasPeerEnv(1), stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (c: Buffer) => {
@@ -263,8 +264,8 @@ function pretrainPytorch(cfg: Config, url: string, seed: number): Promise<Dense>
     child.once('error', rej);
     child.once('exit', (code) => {
       if (code !== 0) return rej(new Error(`${PYTHON} ${args.join(' ')} exited ${code}:\n${err}`));
-      const r = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as { modelId: string; testAccuracy: number; seconds: number; samplesPerSecond: number };
-      console.log(`dense seed ${seed} (PyTorch): test accuracy ${(r.testAccuracy * 100).toFixed(2)} % (${r.seconds.toFixed(0)} s training, ${r.samplesPerSecond.toFixed(0)} samples/s)`);
+      const r = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as { modelId: string; testAccuracy: number; seconds: number; samplesPerSecond: number; torch: string; blas: string };
+      console.log(`dense seed ${seed} (PyTorch ${r.torch}, BLAS ${r.blas}): test accuracy ${(r.testAccuracy * 100).toFixed(2)} % (${r.seconds.toFixed(0)} s training, ${r.samplesPerSecond.toFixed(0)} samples/s)`);
       res({ modelId: r.modelId, test: r.testAccuracy, seconds: r.seconds, curve: [] });
     });
   });
@@ -275,7 +276,7 @@ function startTrainers(cfg: Config, url: string): ChildProcess[] {
   mkdirSync(join(ROOT, '.bench'), { recursive: true });
   return Array.from({ length: cfg.workers }, (_, i) => {
     const log = createWriteStream(join(ROOT, '.bench', `sms-trainer-${i}.log`));
-    const child = spawn(PYTHON, [PY_HELPER, 'serve', url, '--arch', cfg.arch, '--dataset', DATASET], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(PYTHON, [PY_HELPER, 'serve', url, '--arch', cfg.arch, '--dataset', DATASET], { cwd: ROOT, env: openblasPeerEnv(1), stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
     child.once('exit', (code, signal) => {
@@ -608,7 +609,7 @@ async function writeResults(api: Client, r: Results): Promise<void> {
   say('## Setup');
   say();
   if (cfg.trainer === 'pytorch')
-    say(`- ${machineLine(info)}; training, evaluation and BN recalibration by ${cfg.workers} PyTorch trainer processes (bench/sms_pytorch.py, clients/python/sparsoup_trainer.py; CPU, one torch thread each) over the /tasks protocol, dense pretraining in PyTorch too; pruning and soups in the service (TensorFlow.js backend \`${r.backend}\`, WORKERS=${cfg.workers}).`);
+    say(`- ${machineLine(info)}; training, evaluation and BN recalibration by ${cfg.workers} PyTorch trainer processes (bench/sms_pytorch.py, clients/python/sparsoup_trainer.py; CPU, one torch thread each, OpenBLAS) over the /tasks protocol, dense pretraining in PyTorch too; pruning and soups in the service (TensorFlow.js backend \`${r.backend}\`, WORKERS=${cfg.workers}).`);
   else say(`- ${machineLine(info)}; TensorFlow.js backend \`${r.backend}\`, service WORKERS=${cfg.workers} (one training thread each).`);
   say(`- Model \`${cfg.arch}\`, dataset \`${DATASET}\` (54,000 train / 6,000 val / 10,000 test), data augmentation \`${cfg.augment}\`. Seeds ${cfg.seeds.join(', ')}: each seed pretrains its own dense model (template seed and batch order) for ${cfg.pretrainEpochs} epochs, shared by every row of that seed; dense test accuracy ${fmt(denseList.map((d) => d.test))}.`);
   say(`- Goal sparsities ${cfg.goals.join(', ')}, T = ${cfg.phases} phases, global magnitude pruning of all kernels (phase k prunes to 1 − (1 − S)^(k/T)).`);

@@ -88,6 +88,16 @@ class BenchTrainer(ex.FashionTrainer):
         return ARCHS[self.arch]()
 
 
+def blas() -> str:
+    """The BLAS libraries this process has mapped (Debian's torch: the reference BLAS unless told otherwise)."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = sorted({line.split()[-1].rsplit("/", 1)[-1] for line in f if "blas" in line})
+    except OSError:
+        libs = []
+    return ", ".join(libs) or "none mapped"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("command", choices=["pretrain", "serve"])
@@ -118,7 +128,7 @@ def main() -> int:
     length, chunks = st.safetensors_chunks(model.state_dict())
     _, up = trainer._call("POST", f"/models?name=bench-sms-pytorch-{args.arch}-s{args.seed}", body=chunks, length=length, content_type="application/octet-stream")
     samples = len(data["train"][1]) * args.epochs
-    print(json.dumps({"modelId": up["id"], "testAccuracy": test["accuracy"], "seconds": seconds, "samplesPerSecond": samples / seconds}), flush=True)
+    print(json.dumps({"modelId": up["id"], "testAccuracy": test["accuracy"], "seconds": seconds, "samplesPerSecond": samples / seconds, "torch": torch.__version__, "blas": blas()}), flush=True)
     return 0
 
 
