@@ -657,6 +657,29 @@ class TrainerProtocol(unittest.TestCase):
             self.assertTrue(torch.equal(out[name] != 0, keep), name)
         self.assertTrue(any("non-zero after train()" in m for m in logs))
 
+    def test_ctrl_c_stops_the_loop_and_gives_the_task_up_quietly(self):
+        class Interrupted(ToyTrainer):
+            def train(self, model, task, progress):
+                raise KeyboardInterrupt
+
+        self.fake.add_task()
+        self.fake.add_task()
+        self.assertIsNone(Interrupted(self.fake.url).run())
+        self.assertEqual((self.fake.results, self.fake.fails), ({}, {}), "the lease lapses; nothing is posted")
+        self.assertEqual(len(self.fake.tasks), 1, "the loop stopped after the first task")
+
+    def test_a_torch_dataset_works_as_the_data(self):
+        class WithDataset(ToyTrainer):
+            def data(self, dataset, split):
+                return torch.utils.data.TensorDataset(*self.splits[split])
+
+        task = self.fake.add_task()
+        WithDataset(self.fake.url).run(max_tasks=1)
+        self.assertEqual(self.fake.fails, {})
+        out = st.read_safetensors(self.fake.results[task["id"]]["parts"]["model.safetensors"])
+        for name, keep in self.masks.items():
+            self.assertTrue(torch.equal(out[name] != 0, keep), name)
+
     def test_evaluate_and_recalibrate_tasks(self):
         ev = self.fake.add_task(kind="evaluate", training=None, split="test")
         rc = self.fake.add_task(kind="recalibrate", training=None, mask=None, split="train")
