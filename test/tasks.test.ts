@@ -302,6 +302,48 @@ describe('external trainers: the /tasks protocol', () => {
     await post('/tasks/lease', WORKER).send({ workerId: 'x', kinds: ['train'], waitSeconds: 0 }).expect(204);
   });
 
+  it('ALLR: the service computes η₀ from the prune and sends it as initialLearningRate', async () => {
+    const run = (await post('/runs').send({ kind: 'retrain', trainer: 'external', modelId: prunedId, datasetId, m: 1, pretrainEpochs: 4, training: { epochs: 1, learningRate: 0.2, schedule: 'allr' } }).expect(202)).body;
+    const task = await lease(['train']);
+    expect(task.runId).toBe(run.id);
+    // d = ‖θ − θ_pruned‖ / ‖θ‖ over the prunable tensors, θ the dense parent; p = 0.5 (half the weights pruned); E_r / E_p = 1/4.
+    const dense = parseSafetensors(await download(`/models/${denseId}/safetensors`, WRITE));
+    const pruned = parseSafetensors(await download(`/models/${prunedId}/safetensors`, WRITE));
+    let diff = 0;
+    let norm = 0;
+    for (const name of ['fc1.weight', 'fc2.weight']) {
+      const a = dense.find((x) => x.name === name)!.data as Float32Array;
+      const b = pruned.find((x) => x.name === name)!.data as Float32Array;
+      for (let i = 0; i < a.length; i++) {
+        diff += (a[i] - b[i]) ** 2;
+        norm += a[i] ** 2;
+      }
+    }
+    const d = Math.sqrt(diff) / Math.sqrt(norm);
+    const expected = Math.min(Math.max((d / Math.sqrt(0.5)) * 0.2, 0.25 * 0.2), 0.2);
+    expect(task.training.schedule).toBe('allr');
+    expect(task.training.initialLearningRate).toBeCloseTo(expected, 6);
+    expect(task.training.initialLearningRate).toBeLessThan(0.2);
+    await post(`/runs/${run.id}/cancel`).expect(200);
+  });
+
+  it('runs an external IMP run: one train task and one evaluate task per phase, no soup, no recalibration', async () => {
+    const run = (await post('/runs').send({ kind: 'imp', trainer: 'external', modelId: denseId, datasetId, phases: 2, goalSparsity: 0.75, training: { epochs: 1 } }).expect(202)).body;
+    const kinds: string[] = [];
+    while (!['succeeded', 'failed', 'cancelled'].includes((await get(`/runs/${run.id}`).expect(200)).body.status)) {
+      const task = await lease(['train', 'evaluate', 'recalibrate'], 1);
+      if (!task) continue;
+      kinds.push(`${task.phase}:${task.kind}`);
+      if (task.kind === 'train') await send(task.id, await f32((await trainedModel(task)).tensors)).expect(201);
+      else await send(task.id, null, { valAccuracy: 0.7, testAccuracy: 0.6, loss: 0.9 }).expect(201);
+    }
+    const done = (await get(`/runs/${run.id}`).expect(200)).body;
+    expect(done.status).toBe('succeeded');
+    expect(done.trainer).toBe('external');
+    expect(kinds).toEqual(['1:train', '1:evaluate', '2:train', '2:evaluate']);
+    expect(done.phases.map((p: { resultModelId: string }) => p.resultModelId)).toEqual(done.candidates.map((c: { resultModelId: string }) => c.resultModelId));
+  });
+
   it('runs an external SMS run (2 phases, m = 2, batch norm): train tasks, soup, recalibrate, evaluate; every phase result keeps its mask', async () => {
     const run = (await post('/runs').send({ kind: 'sms', trainer: 'external', modelId: denseId, datasetId, m: 2, phases: 2, goalSparsity: 0.75, training: { epochs: 1 } }).expect(202)).body;
     const kinds: string[] = [];
