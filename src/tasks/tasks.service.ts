@@ -89,8 +89,9 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
         `WITH c AS (
            UPDATE task SET status = 'leased', attempts = attempts + 1, worker_id = $1,
                   lease_expires_at = now() + ($2 || ' milliseconds')::interval
-            WHERE id = (SELECT id FROM task WHERE status = 'queued' AND kind IN (${placeholders})
-                         ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+            WHERE id = (SELECT t.id FROM task t WHERE t.status = 'queued' AND t.kind IN (${placeholders})
+                           AND NOT EXISTS (SELECT 1 FROM run r WHERE r.id = t.run_id AND r.status IN ('failed', 'cancelled'))
+                         ORDER BY t.created_at, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED)
         RETURNING id, run_id, candidate_id, attempts) SELECT * FROM c`,
         [workerId, String(this.config.taskLeaseMs), ...kinds],
       );
@@ -156,7 +157,8 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
     await this.sweep();
     const task = await this.entity(id);
     const run = await this.dataSource.getRepository(RunEntity).findOneByOrFail({ id: task.runId });
-    if (task.status === 'cancelled' || run.status === 'cancelled') return { leaseExpiresAt: null, cancelled: true };
+    // A cancelled run (or one that failed meanwhile: its other work is moot) stops its trainers.
+    if (task.status === 'cancelled' || run.status === 'cancelled' || run.status === 'failed') return { leaseExpiresAt: null, cancelled: true };
     if (task.status !== 'leased') throw this.notLeased(task);
     const rows: { lease_expires_at: Date }[] = await this.dataSource.query(
       `WITH c AS (UPDATE task SET lease_expires_at = now() + ($2 || ' milliseconds')::interval WHERE id = $1 AND status = 'leased' RETURNING lease_expires_at) SELECT * FROM c`,
