@@ -51,7 +51,7 @@ describe('external tasks across a service crash', () => {
     prepareDataDir(dataDir);
     service = await startService(env, port);
     const bytes = await safetensorsBytes([{ name: 'fc.weight', shape: [8, 8], data: seededWeights(64, 3) }, { name: 'fc.bias', shape: [8], data: seededWeights(8, 4) }]);
-    const dense = await (await fetch(`${service.url}/models?name=d`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: bytes })).json();
+    const dense = (await (await fetch(`${service.url}/models?name=d`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: bytes })).json()) as { id: string };
     const pruned = await json<{ model: { id: string } }>(`${service.url}/models/${dense.id}/prune`, { method: 'POST', body: JSON.stringify({ method: 'magnitude-global', sparsity: 0.5 }) });
     const ds = await json<{ id: string }>(`${service.url}/datasets`, { method: 'POST', body: JSON.stringify({ name: 'theirs', source: 'external', classes: 3 }) });
     const run = await json<{ id: string }>(`${service.url}/runs`, { method: 'POST', body: JSON.stringify({ kind: 'retrain', trainer: 'external', modelId: pruned.model.id, datasetId: ds.id, m: 2 }) });

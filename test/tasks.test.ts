@@ -1,5 +1,6 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from './support/app.js';
@@ -300,6 +301,35 @@ describe('external trainers: the /tasks protocol', () => {
     expect(tasks.map((x: { status: string }) => x.status)).toEqual(['cancelled', 'cancelled']);
     expect((await waitForRun(t, run.id)).status).toBe('cancelled');
     await post('/tasks/lease', WORKER).send({ workerId: 'x', kinds: ['train'], waitSeconds: 0 }).expect(204);
+  });
+
+  it('fuzz: mangled result bodies get a 4xx problem (never a 5xx), and a refusal keeps nothing', async () => {
+    const valid = await f32(parseSafetensors(await download(`/models/${prunedId}/safetensors`, WRITE)));
+    const rng = fc.sample(fc.tuple(fc.constantFrom('truncate', 'flip', 'garbage', 'prefix'), fc.nat(), fc.nat(255)), { numRuns: 24, seed: 13 });
+    let task: { id: string } | null = null;
+    let runId = '';
+    for (const [how, at, byte] of rng) {
+      if (!task) {
+        runId = (await retrain()).id;
+        task = await lease(['train']);
+      }
+      const body = Buffer.from(valid);
+      const i = at % body.length;
+      const mangled = how === 'truncate' ? body.subarray(0, i) : how === 'flip' ? (body.writeUInt8(byte, i), body) : how === 'garbage' ? Buffer.from(fc.sample(fc.nat(255), { numRuns: (at % 64) + 1, seed: at }) as number[]) : Buffer.concat([Buffer.from(body.subarray(0, 8)), body]);
+      const [models, files] = [await modelCount(), artifactFiles()];
+      const res = await send(task!.id, mangled);
+      expect([201, 413, 422], `${how} at ${i}: ${res.status} ${res.body?.detail}`).toContain(res.status);
+      if (res.status === 201) {
+        task = null;
+        continue;
+      }
+      expect(res.headers['content-type']).toMatch(/problem\+json/);
+      expect(await modelCount()).toBe(models);
+      expect(artifactFiles()).toBe(files);
+      const after = (await get(`/tasks/${task!.id}`).expect(200)).body;
+      task = after.status === 'queued' ? await lease(['train']) : null;
+    }
+    if (task) await post(`/runs/${runId}/cancel`).expect(200);
   });
 
   it('ALLR: the service computes η₀ from the prune and sends it as initialLearningRate', async () => {

@@ -24,6 +24,7 @@ import { type CandidateProgress, RunCandidateEntity, RunEntity, RunPhaseEntity }
 import { RunsProcessor } from '../runs/runs.processor.js';
 import type { StoredArtifact } from '../storage/artifact-store.js';
 import { BN_STATISTIC } from './bn.js';
+import { parseTaskMetrics } from './task-metrics.js';
 import { SETTLED_TASK, TaskEntity, type TaskKind, taskNotifier } from './task.entity.js';
 import { type HeartbeatResultDto, type LeaseTaskDto, MAX_LEASE_WAIT_SECONDS, type TaskDto, type TaskMetrics, type TaskPageDto, type TaskProgressDto, type TaskQueryDto } from './tasks.dto.js';
 
@@ -231,7 +232,7 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
     const stored = received.model?.weights ?? null;
     let landed = false;
     try {
-      const metrics = this.checkMetrics(task, received.metrics);
+      const metrics = parseTaskMetrics(task.kind, received.metrics);
       const input = await this.models.entity(task.modelId);
       if (task.kind === 'evaluate') {
         if (received.model) throw refused('an evaluate task sends its metrics only, no model part');
@@ -331,41 +332,6 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
       });
       req.pipe(bb);
     });
-  }
-
-  private checkMetrics(task: TaskEntity, raw: unknown): TaskMetrics | null {
-    if (raw === null || raw === undefined) {
-      if (task.kind === 'recalibrate') return null;
-      throw refused('the "metrics" part is missing: send { valAccuracy, testAccuracy, loss, ece?, perClassAccuracy? }');
-    }
-    if (typeof raw !== 'object' || Array.isArray(raw)) throw refused('"metrics" must be a JSON object');
-    const m = raw as Record<string, unknown>;
-    const problems: string[] = [];
-    const known = new Set(['valAccuracy', 'testAccuracy', 'loss', 'ece', 'perClassAccuracy', 'samples', 'durationMs']);
-    for (const k of Object.keys(m)) if (!known.has(k)) problems.push(`metrics.${k}: unknown field`);
-    const num = (k: string, lo: number, hi: number, required: boolean) => {
-      const v = m[k];
-      if (v === undefined || v === null) {
-        if (required) problems.push(`metrics.${k}: required`);
-        return;
-      }
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) problems.push(`metrics.${k}: must be a finite number in [${lo}, ${hi}]`);
-    };
-    const required = task.kind !== 'recalibrate';
-    num('valAccuracy', 0, 1, required);
-    num('testAccuracy', 0, 1, required);
-    num('loss', 0, Number.MAX_VALUE, false);
-    num('ece', 0, 1, false);
-    num('samples', 0, Number.MAX_SAFE_INTEGER, false);
-    num('durationMs', 0, Number.MAX_SAFE_INTEGER, false);
-    if (m.perClassAccuracy !== undefined) {
-      const p = m.perClassAccuracy;
-      if (!Array.isArray(p) || p.length > 10_000 || p.some((x) => x !== null && (typeof x !== 'number' || !Number.isFinite(x) || x < 0 || x > 1))) {
-        problems.push('metrics.perClassAccuracy: must be an array of accuracies in [0, 1] (or null for a class with no examples)');
-      }
-    }
-    if (problems.length) throw refused(problems.join('; '), { errors: problems });
-    return m as unknown as TaskMetrics;
   }
 
   /**
