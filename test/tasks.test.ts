@@ -285,6 +285,15 @@ describe('external trainers: the /tasks protocol', () => {
     expect(done.candidates).toHaveLength(1);
   });
 
+  it('a trainer that hangs up during its long poll is not handed a task', async () => {
+    // The poll is cut after 300 ms; the task comes afterwards, while the server side would still be waiting.
+    await expect(post('/tasks/lease', WORKER).send({ workerId: 'gone', kinds: ['train'], waitSeconds: 30 }).timeout(300)).rejects.toThrow(/timeout/i);
+    const run = await retrain();
+    const task = await lease(['train'], 5);
+    expect(task).toMatchObject({ runId: run.id, attempts: 1, workerId: 'fake-trainer' });
+    await post(`/runs/${run.id}/cancel`).expect(200);
+  });
+
   it('a cancelled run: its leased task hears "cancelled" on the next heartbeat and its result gets 409', async () => {
     const run = await retrain(2);
     const task = await lease(['train']);

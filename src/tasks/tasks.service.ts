@@ -70,9 +70,11 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
   // ── Leasing ───────────────────────────────────────────────────────────────────────────────────
 
   /** POST /tasks/lease: the oldest queued task of the kinds asked, or null when none came in time. */
-  async lease(dto: LeaseTaskDto): Promise<TaskDto | null> {
+  async lease(dto: LeaseTaskDto, gone?: AbortSignal): Promise<TaskDto | null> {
     const deadline = Date.now() + Math.min(dto.waitSeconds ?? 0, MAX_LEASE_WAIT_SECONDS) * 1000;
     for (;;) {
+      // A trainer that hung up while it waited gets nothing: a task leased to it would sit out a whole lease.
+      if (gone?.aborted) return null;
       await this.sweep();
       const id = await this.tryLease(dto.workerId, [...new Set(dto.kinds)]);
       if (id) return this.get(id);
