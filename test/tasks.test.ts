@@ -324,7 +324,8 @@ describe('external trainers: the /tasks protocol', () => {
       }
       const body = Buffer.from(valid);
       const i = at % body.length;
-      const mangled = how === 'truncate' ? body.subarray(0, i) : how === 'flip' ? (body.writeUInt8(byte, i), body) : how === 'garbage' ? Buffer.from(fc.sample(fc.nat(255), { numRuns: (at % 64) + 1, seed: at }) as number[]) : Buffer.concat([Buffer.from(body.subarray(0, 8)), body]);
+      if (how === 'flip') body.writeUInt8(byte, i);
+      const mangled = how === 'truncate' ? body.subarray(0, i) : how === 'garbage' ? Buffer.from(fc.sample(fc.nat(255), { numRuns: (at % 64) + 1, seed: at }) as number[]) : how === 'prefix' ? Buffer.concat([Buffer.from(body.subarray(0, 8)), body]) : body;
       const [models, files] = [await modelCount(), artifactFiles()];
       const res = await send(task!.id, mangled);
       expect([201, 413, 422], `${how} at ${i}: ${res.status} ${res.body?.detail}`).toContain(res.status);

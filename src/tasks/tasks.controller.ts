@@ -16,7 +16,7 @@ export class TasksController {
   @Post('lease')
   @ApiOkResponse({ type: TaskDto, description: 'the leased task: everything needed to do it, and the lease deadline' })
   @ApiNoContentResponse({ description: 'no task of these kinds came within waitSeconds' })
-  async leaseTask(@Body() dto: LeaseTaskDto, @Req() req: Request, @Res({ passthrough: true }) res: Response): Promise<TaskDto | undefined> {
+  async leaseTask(@Body() dto: LeaseTaskDto, @Res({ passthrough: true }) res: Response): Promise<TaskDto | undefined> {
     const gone = new AbortController();
     const onClose = () => {
       if (!res.writableEnded) gone.abort();
