@@ -1,5 +1,6 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from './support/app.js';
@@ -284,6 +285,15 @@ describe('external trainers: the /tasks protocol', () => {
     expect(done.candidates).toHaveLength(1);
   });
 
+  it('a trainer that hangs up during its long poll is not handed a task', async () => {
+    // The poll is cut after 300 ms; the task comes afterwards, while the server side would still be waiting.
+    await expect(post('/tasks/lease', WORKER).send({ workerId: 'gone', kinds: ['train'], waitSeconds: 30 }).timeout(300)).rejects.toThrow(/timeout/i);
+    const run = await retrain();
+    const task = await lease(['train'], 5);
+    expect(task).toMatchObject({ runId: run.id, attempts: 1, workerId: 'fake-trainer' });
+    await post(`/runs/${run.id}/cancel`).expect(200);
+  });
+
   it('a cancelled run: its leased task hears "cancelled" on the next heartbeat and its result gets 409', async () => {
     const run = await retrain(2);
     const task = await lease(['train']);
@@ -300,6 +310,78 @@ describe('external trainers: the /tasks protocol', () => {
     expect(tasks.map((x: { status: string }) => x.status)).toEqual(['cancelled', 'cancelled']);
     expect((await waitForRun(t, run.id)).status).toBe('cancelled');
     await post('/tasks/lease', WORKER).send({ workerId: 'x', kinds: ['train'], waitSeconds: 0 }).expect(204);
+  });
+
+  it('fuzz: mangled result bodies get a 4xx problem (never a 5xx), and a refusal keeps nothing', async () => {
+    const valid = await f32(parseSafetensors(await download(`/models/${prunedId}/safetensors`, WRITE)));
+    const rng = fc.sample(fc.tuple(fc.constantFrom('truncate', 'flip', 'garbage', 'prefix'), fc.nat(), fc.nat(255)), { numRuns: 24, seed: 13 });
+    let task: { id: string } | null = null;
+    let runId = '';
+    for (const [how, at, byte] of rng) {
+      if (!task) {
+        runId = (await retrain()).id;
+        task = await lease(['train']);
+      }
+      const body = Buffer.from(valid);
+      const i = at % body.length;
+      if (how === 'flip') body.writeUInt8(byte, i);
+      const mangled = how === 'truncate' ? body.subarray(0, i) : how === 'garbage' ? Buffer.from(fc.sample(fc.nat(255), { numRuns: (at % 64) + 1, seed: at }) as number[]) : how === 'prefix' ? Buffer.concat([Buffer.from(body.subarray(0, 8)), body]) : body;
+      const [models, files] = [await modelCount(), artifactFiles()];
+      const res = await send(task!.id, mangled);
+      expect([201, 413, 422], `${how} at ${i}: ${res.status} ${res.body?.detail}`).toContain(res.status);
+      if (res.status === 201) {
+        task = null;
+        continue;
+      }
+      expect(res.headers['content-type']).toMatch(/problem\+json/);
+      expect(await modelCount()).toBe(models);
+      expect(artifactFiles()).toBe(files);
+      const after = (await get(`/tasks/${task!.id}`).expect(200)).body;
+      task = after.status === 'queued' ? await lease(['train']) : null;
+    }
+    if (task) await post(`/runs/${runId}/cancel`).expect(200);
+  });
+
+  it('ALLR: the service computes η₀ from the prune and sends it as initialLearningRate', async () => {
+    const run = (await post('/runs').send({ kind: 'retrain', trainer: 'external', modelId: prunedId, datasetId, m: 1, pretrainEpochs: 4, training: { epochs: 1, learningRate: 0.2, schedule: 'allr' } }).expect(202)).body;
+    const task = await lease(['train']);
+    expect(task.runId).toBe(run.id);
+    // d = ‖θ − θ_pruned‖ / ‖θ‖ over the prunable tensors, θ the dense parent; p = 0.5 (half the weights pruned); E_r / E_p = 1/4.
+    const dense = parseSafetensors(await download(`/models/${denseId}/safetensors`, WRITE));
+    const pruned = parseSafetensors(await download(`/models/${prunedId}/safetensors`, WRITE));
+    let diff = 0;
+    let norm = 0;
+    for (const name of ['fc1.weight', 'fc2.weight']) {
+      const a = dense.find((x) => x.name === name)!.data as Float32Array;
+      const b = pruned.find((x) => x.name === name)!.data as Float32Array;
+      for (let i = 0; i < a.length; i++) {
+        diff += (a[i] - b[i]) ** 2;
+        norm += a[i] ** 2;
+      }
+    }
+    const d = Math.sqrt(diff) / Math.sqrt(norm);
+    const expected = Math.min(Math.max((d / Math.sqrt(0.5)) * 0.2, 0.25 * 0.2), 0.2);
+    expect(task.training.schedule).toBe('allr');
+    expect(task.training.initialLearningRate).toBeCloseTo(expected, 6);
+    expect(task.training.initialLearningRate).toBeLessThan(0.2);
+    await post(`/runs/${run.id}/cancel`).expect(200);
+  });
+
+  it('runs an external IMP run: one train task and one evaluate task per phase, no soup, no recalibration', async () => {
+    const run = (await post('/runs').send({ kind: 'imp', trainer: 'external', modelId: denseId, datasetId, phases: 2, goalSparsity: 0.75, training: { epochs: 1 } }).expect(202)).body;
+    const kinds: string[] = [];
+    while (!['succeeded', 'failed', 'cancelled'].includes((await get(`/runs/${run.id}`).expect(200)).body.status)) {
+      const task = await lease(['train', 'evaluate', 'recalibrate'], 1);
+      if (!task) continue;
+      kinds.push(`${task.phase}:${task.kind}`);
+      if (task.kind === 'train') await send(task.id, await f32((await trainedModel(task)).tensors)).expect(201);
+      else await send(task.id, null, { valAccuracy: 0.7, testAccuracy: 0.6, loss: 0.9 }).expect(201);
+    }
+    const done = (await get(`/runs/${run.id}`).expect(200)).body;
+    expect(done.status).toBe('succeeded');
+    expect(done.trainer).toBe('external');
+    expect(kinds).toEqual(['1:train', '1:evaluate', '2:train', '2:evaluate']);
+    expect(done.phases.map((p: { resultModelId: string }) => p.resultModelId)).toEqual(done.candidates.map((c: { resultModelId: string }) => c.resultModelId));
   });
 
   it('runs an external SMS run (2 phases, m = 2, batch norm): train tasks, soup, recalibrate, evaluate; every phase result keeps its mask', async () => {

@@ -205,7 +205,7 @@ export class RunsService {
       }
     }
     const needsAllr = candidates.some((c) => c.config.schedule === 'allr');
-    const distance = needsAllr && allr ? await this.relativeDistance(modelId, allr.referenceModelId) : 0;
+    const distance = needsAllr && allr ? await this.relativeDistance(tx, modelId, allr.referenceModelId) : 0;
     for (const c of candidates) {
       const config = c.config as unknown as FullTrainingConfig;
       const initialLearningRate = config.schedule === 'allr' && allr ? allrInitialRate(config.learningRate, { relativeDistance: distance, pruneRate: allr.pruneRate, retrainToPretrainRatio: allr.retrainToPretrainRatio }) : config.learningRate;
@@ -225,8 +225,10 @@ export class RunsService {
   }
 
   /** ALLR's d = ‖θ − θ_pruned‖₂ / ‖θ‖₂ over the prunable tensors, θ the dense reference; read a tensor at a time. */
-  private async relativeDistance(prunedId: string, referenceId: string): Promise<number> {
-    const [pruned, reference] = await Promise.all([this.models.entity(prunedId), this.models.entity(referenceId)]);
+  private async relativeDistance(tx: EntityManager, prunedId: string, referenceId: string): Promise<number> {
+    // Read in the caller's transaction (the embedded database has one connection).
+    const pruned = await this.models.entity(prunedId, tx);
+    const reference = await this.models.entity(referenceId, tx);
     const names = pruned.tensors.filter((t) => isPrunableByDefault(t) && reference.tensors.some((r) => r.name === t.name)).map((t) => t.name);
     const [a, b] = await Promise.all([this.models.openModel(pruned), this.models.openModel(reference)]);
     try {

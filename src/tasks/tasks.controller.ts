@@ -17,7 +17,12 @@ export class TasksController {
   @ApiOkResponse({ type: TaskDto, description: 'the leased task: everything needed to do it, and the lease deadline' })
   @ApiNoContentResponse({ description: 'no task of these kinds came within waitSeconds' })
   async leaseTask(@Body() dto: LeaseTaskDto, @Res({ passthrough: true }) res: Response): Promise<TaskDto | undefined> {
-    const task = await this.tasks.lease(dto);
+    const gone = new AbortController();
+    const onClose = () => {
+      if (!res.writableEnded) gone.abort();
+    };
+    res.on('close', onClose);
+    const task = await this.tasks.lease(dto, gone.signal).finally(() => res.off('close', onClose));
     if (!task) {
       res.status(204);
       return undefined;

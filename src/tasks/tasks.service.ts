@@ -24,6 +24,7 @@ import { type CandidateProgress, RunCandidateEntity, RunEntity, RunPhaseEntity }
 import { RunsProcessor } from '../runs/runs.processor.js';
 import type { StoredArtifact } from '../storage/artifact-store.js';
 import { BN_STATISTIC } from './bn.js';
+import { parseTaskMetrics } from './task-metrics.js';
 import { SETTLED_TASK, TaskEntity, type TaskKind, taskNotifier } from './task.entity.js';
 import { type HeartbeatResultDto, type LeaseTaskDto, MAX_LEASE_WAIT_SECONDS, type TaskDto, type TaskMetrics, type TaskPageDto, type TaskProgressDto, type TaskQueryDto } from './tasks.dto.js';
 
@@ -69,9 +70,11 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
   // ── Leasing ───────────────────────────────────────────────────────────────────────────────────
 
   /** POST /tasks/lease: the oldest queued task of the kinds asked, or null when none came in time. */
-  async lease(dto: LeaseTaskDto): Promise<TaskDto | null> {
+  async lease(dto: LeaseTaskDto, gone?: AbortSignal): Promise<TaskDto | null> {
     const deadline = Date.now() + Math.min(dto.waitSeconds ?? 0, MAX_LEASE_WAIT_SECONDS) * 1000;
     for (;;) {
+      // A trainer that hung up while it waited gets nothing: a task leased to it would sit out a whole lease.
+      if (gone?.aborted) return null;
       await this.sweep();
       const id = await this.tryLease(dto.workerId, [...new Set(dto.kinds)]);
       if (id) return this.get(id);
@@ -89,8 +92,9 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
         `WITH c AS (
            UPDATE task SET status = 'leased', attempts = attempts + 1, worker_id = $1,
                   lease_expires_at = now() + ($2 || ' milliseconds')::interval
-            WHERE id = (SELECT id FROM task WHERE status = 'queued' AND kind IN (${placeholders})
-                         ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+            WHERE id = (SELECT t.id FROM task t WHERE t.status = 'queued' AND t.kind IN (${placeholders})
+                           AND NOT EXISTS (SELECT 1 FROM run r WHERE r.id = t.run_id AND r.status IN ('failed', 'cancelled'))
+                         ORDER BY t.created_at, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED)
         RETURNING id, run_id, candidate_id, attempts) SELECT * FROM c`,
         [workerId, String(this.config.taskLeaseMs), ...kinds],
       );
@@ -156,7 +160,8 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
     await this.sweep();
     const task = await this.entity(id);
     const run = await this.dataSource.getRepository(RunEntity).findOneByOrFail({ id: task.runId });
-    if (task.status === 'cancelled' || run.status === 'cancelled') return { leaseExpiresAt: null, cancelled: true };
+    // A cancelled run (or one that failed meanwhile: its other work is moot) stops its trainers.
+    if (task.status === 'cancelled' || run.status === 'cancelled' || run.status === 'failed') return { leaseExpiresAt: null, cancelled: true };
     if (task.status !== 'leased') throw this.notLeased(task);
     const rows: { lease_expires_at: Date }[] = await this.dataSource.query(
       `WITH c AS (UPDATE task SET lease_expires_at = now() + ($2 || ' milliseconds')::interval WHERE id = $1 AND status = 'leased' RETURNING lease_expires_at) SELECT * FROM c`,
@@ -229,7 +234,7 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
     const stored = received.model?.weights ?? null;
     let landed = false;
     try {
-      const metrics = this.checkMetrics(task, received.metrics);
+      const metrics = parseTaskMetrics(task.kind, received.metrics);
       const input = await this.models.entity(task.modelId);
       if (task.kind === 'evaluate') {
         if (received.model) throw refused('an evaluate task sends its metrics only, no model part');
@@ -329,41 +334,6 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
       });
       req.pipe(bb);
     });
-  }
-
-  private checkMetrics(task: TaskEntity, raw: unknown): TaskMetrics | null {
-    if (raw === null || raw === undefined) {
-      if (task.kind === 'recalibrate') return null;
-      throw refused('the "metrics" part is missing: send { valAccuracy, testAccuracy, loss, ece?, perClassAccuracy? }');
-    }
-    if (typeof raw !== 'object' || Array.isArray(raw)) throw refused('"metrics" must be a JSON object');
-    const m = raw as Record<string, unknown>;
-    const problems: string[] = [];
-    const known = new Set(['valAccuracy', 'testAccuracy', 'loss', 'ece', 'perClassAccuracy', 'samples', 'durationMs']);
-    for (const k of Object.keys(m)) if (!known.has(k)) problems.push(`metrics.${k}: unknown field`);
-    const num = (k: string, lo: number, hi: number, required: boolean) => {
-      const v = m[k];
-      if (v === undefined || v === null) {
-        if (required) problems.push(`metrics.${k}: required`);
-        return;
-      }
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) problems.push(`metrics.${k}: must be a finite number in [${lo}, ${hi}]`);
-    };
-    const required = task.kind !== 'recalibrate';
-    num('valAccuracy', 0, 1, required);
-    num('testAccuracy', 0, 1, required);
-    num('loss', 0, Number.MAX_VALUE, false);
-    num('ece', 0, 1, false);
-    num('samples', 0, Number.MAX_SAFE_INTEGER, false);
-    num('durationMs', 0, Number.MAX_SAFE_INTEGER, false);
-    if (m.perClassAccuracy !== undefined) {
-      const p = m.perClassAccuracy;
-      if (!Array.isArray(p) || p.length > 10_000 || p.some((x) => x !== null && (typeof x !== 'number' || !Number.isFinite(x) || x < 0 || x > 1))) {
-        problems.push('metrics.perClassAccuracy: must be an array of accuracies in [0, 1] (or null for a class with no examples)');
-      }
-    }
-    if (problems.length) throw refused(problems.join('; '), { errors: problems });
-    return m as unknown as TaskMetrics;
   }
 
   /**
