@@ -32,6 +32,12 @@
  *   SMS_AUGMENT          none | crop-flip, for pretraining and retraining (none)
  *   SMS_WORKERS          the service's worker threads               (2)
  *   SMS_OUT              where results go, relative to the repo     (docs)
+ *   SMS_TRAINER          builtin | pytorch: with pytorch the runs are external (trainer "external"), SMS_WORKERS
+ *                        trainer processes of bench/sms_pytorch.py (Debian's python3 and torch, one thread each,
+ *                        with Debian's pthread OpenBLAS as bench:train's peer: apt-get install libopenblas0-pthread)
+ *                        do the training, and the dense models are pretrained there too (builtin)
+ *   SMS_METHODS          comma list of imp, imp3, sms-uniform, sms-greedy (all; pytorch: no sms-greedy,
+ *                        which external runs do not have yet)
  *   SMS_KEEP_DATA=1      keep the service's data folder (printed)
  *   SMS_RESUME=1         keep the stages a previous bench finished (SMS_OUT/sms-results.json, same
  *                        configuration but for the list of E): only the missing stages run. The dense
@@ -43,7 +49,7 @@ import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { machineInfo, machineLine } from './machine.js';
+import { machineInfo, machineLine, openblasPeerEnv } from './machine.js';
 import { client, type Client, FINISHED, type Run, type RunReport, sleep } from './sms-client.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -66,6 +72,10 @@ interface Config {
   augment: 'none' | 'crop-flip';
   workers: number;
   outDir: string;
+  trainer: 'builtin' | 'pytorch';
+  methods: Method[];
+  /** The dataset the runs name: the built-in one, or (pytorch) the external dataset made at start. */
+  datasetId: string;
 }
 
 function readConfig(): Config {
@@ -89,6 +99,12 @@ function readConfig(): Config {
   if (ensembleBy.some((v) => !VARIANTS.includes(v))) throw new Error(`SMS_ENSEMBLE_BY="${process.env.SMS_ENSEMBLE_BY}": a comma list of ${VARIANTS.join(', ')}`);
   const variantsAt = num('SMS_VARIANTS_AT', epochs[0]);
   if (ensembleBy.length && !epochs.includes(variantsAt)) throw new Error(`SMS_VARIANTS_AT=${variantsAt} is not one of SMS_EPOCHS (${epochs.join(', ')})`);
+  const trainer = (process.env.SMS_TRAINER || 'builtin') as Config['trainer'];
+  if (trainer !== 'builtin' && trainer !== 'pytorch') throw new Error(`SMS_TRAINER="${trainer}": builtin or pytorch`);
+  const methods = (process.env.SMS_METHODS || METHODS.filter((x) => trainer === 'builtin' || x !== 'sms-greedy').join(',')).split(',').map((x) => x.trim()) as Method[];
+  if (!methods.length || methods.some((x) => !METHODS.includes(x))) throw new Error(`SMS_METHODS="${process.env.SMS_METHODS}": a comma list of ${METHODS.join(', ')}`);
+  if (trainer === 'pytorch' && methods.includes('sms-greedy')) throw new Error('SMS_METHODS: sms-greedy with SMS_TRAINER=pytorch: external runs have no greedy soups yet');
+  if (trainer === 'pytorch' && !['lenet-300-100', 'cnn-bn'].includes(process.env.SMS_ARCH ?? 'lenet-300-100')) throw new Error('SMS_TRAINER=pytorch has lenet-300-100 and cnn-bn (bench/sms_pytorch.py)');
   const augment = (process.env.SMS_AUGMENT || 'none') as Config['augment'];
   if (augment !== 'none' && augment !== 'crop-flip') throw new Error(`SMS_AUGMENT="${augment}": none or crop-flip`);
   return {
@@ -105,6 +121,9 @@ function readConfig(): Config {
     augment,
     workers: num('SMS_WORKERS', 2, (v) => Number.isInteger(v) && v >= 1),
     outDir: resolve(ROOT, process.env.SMS_OUT ?? 'docs'),
+    trainer,
+    methods,
+    datasetId: DATASET,
   };
 }
 
@@ -123,6 +142,8 @@ function envLine(cfg: Config): string {
     `SMS_VARIANTS_AT=${cfg.variantsAt}`,
     `SMS_AUGMENT=${cfg.augment}`,
     `SMS_WORKERS=${cfg.workers}`,
+    `SMS_TRAINER=${cfg.trainer}`,
+    `SMS_METHODS=${cfg.methods.join(',')}`,
   ];
   return parts.join(' ');
 }
@@ -223,6 +244,49 @@ class Service {
       child.kill('SIGTERM');
     });
   }
+}
+
+// ---------------------------------------------------------------- SMS_TRAINER=pytorch
+
+const PYTHON = process.env.SMS_PYTHON ?? '/usr/bin/python3';
+const PY_HELPER = join(ROOT, 'bench', 'sms_pytorch.py');
+
+/** bench/sms_pytorch.py pretrain: a dense model trained in PyTorch and uploaded as safetensors. */
+function pretrainPytorch(cfg: Config, url: string, seed: number): Promise<Dense> {
+  return new Promise((res, rej) => {
+    const args = [PY_HELPER, 'pretrain', url, '--arch', cfg.arch, '--seed', String(seed), '--epochs', String(cfg.pretrainEpochs), '--learning-rate', String(cfg.learningRate), '--augment', cfg.augment];
+    const child = spawn(PYTHON, args, { cwd: ROOT, env: openblasPeerEnv(1), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      err = (err + c.toString()).slice(-4000);
+    });
+    child.once('error', rej);
+    child.once('exit', (code) => {
+      if (code !== 0) return rej(new Error(`${PYTHON} ${args.join(' ')} exited ${code}:\n${err}`));
+      const r = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as { modelId: string; testAccuracy: number; seconds: number; samplesPerSecond: number; torch: string; blas: string };
+      console.log(`dense seed ${seed} (PyTorch ${r.torch}, BLAS ${r.blas}): test accuracy ${(r.testAccuracy * 100).toFixed(2)} % (${r.seconds.toFixed(0)} s training, ${r.samplesPerSecond.toFixed(0)} samples/s)`);
+      res({ modelId: r.modelId, test: r.testAccuracy, seconds: r.seconds, curve: [] });
+    });
+  });
+}
+
+/** SMS_WORKERS trainer processes (one torch thread each), the peers of the service's worker threads. */
+function startTrainers(cfg: Config, url: string): ChildProcess[] {
+  mkdirSync(join(ROOT, '.bench'), { recursive: true });
+  return Array.from({ length: cfg.workers }, (_, i) => {
+    const log = createWriteStream(join(ROOT, '.bench', `sms-trainer-${i}.log`));
+    const child = spawn(PYTHON, [PY_HELPER, 'serve', url, '--arch', cfg.arch, '--dataset', DATASET], { cwd: ROOT, env: openblasPeerEnv(1), stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    child.once('exit', (code, signal) => {
+      if (signal !== 'SIGTERM') console.log(`trainer ${i} exited (${code ?? signal}); see .bench/sms-trainer-${i}.log`);
+    });
+    return child;
+  });
 }
 
 // ---------------------------------------------------------------- statistics
@@ -326,7 +390,8 @@ function variantValues(vary: Variant, m: number, epochs: number): number[] {
 function runBody(job: Omit<Job, 'runId'>, cfg: Config, denseId: string) {
   // Candidate seeds are disjoint across experiment seeds; IMP's seed is SMS's first candidate's.
   const training = trainingBase(cfg, 1000 * job.seed + 1, job.epochs);
-  const common = { modelId: denseId, datasetId: DATASET, goalSparsity: job.goal, phases: cfg.phases, pruning: { method: 'magnitude-global' }, training };
+  const external = cfg.trainer === 'pytorch' ? { trainer: 'external' } : {};
+  const common = { ...external, modelId: denseId, datasetId: cfg.datasetId, goalSparsity: job.goal, phases: cfg.phases, pruning: { method: 'magnitude-global' }, training };
   if (job.vary !== 'seed') return { kind: 'sms', ...common, m: cfg.m, vary: job.vary, values: variantValues(job.vary, cfg.m, job.epochs), soup: { method: 'uniform' } };
   switch (job.method) {
     case 'imp':
@@ -351,7 +416,7 @@ function jobEpochs(j: Omit<Job, 'runId'>, cfg: Config): number {
  * ensemble_by rows (a stage's name says its E and its ensemble_by values, and stages match by name).
  */
 function sameExperiment(a: Config, b: Config): (keyof Config)[] {
-  const keys: (keyof Config)[] = ['arch', 'seeds', 'goals', 'phases', 'pretrainEpochs', 'm', 'learningRate', 'augment'];
+  const keys: (keyof Config)[] = ['arch', 'seeds', 'goals', 'phases', 'pretrainEpochs', 'm', 'learningRate', 'augment', 'trainer', 'methods'];
   return keys.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
 }
 
@@ -363,7 +428,8 @@ function resumeStages(cfg: Config, stages: Stage[]): Map<number, Dense> | null {
     return null;
   }
   const prior = JSON.parse(readFileSync(file, 'utf8')) as { config: Config; stages: Stage[]; dense: Record<string, Dense> };
-  const differs = sameExperiment(cfg, prior.config);
+  // Files from before SMS_TRAINER and SMS_METHODS were made by the built-in engine with every method.
+  const differs = sameExperiment(cfg, { trainer: 'builtin', methods: METHODS, ...prior.config });
   if (differs.length) throw new Error(`SMS_RESUME: ${file} was made with a different configuration (${differs.map((k) => `${k} ${JSON.stringify(prior.config[k])} there, ${JSON.stringify(cfg[k])} here`).join('; ')}); move it away or match it`);
   const when = statSync(file).mtime.toISOString().slice(0, 16).replace('T', ' ');
   for (const st of stages) {
@@ -380,7 +446,7 @@ function buildStages(cfg: Config): Stage[] {
   for (const epochs of [...cfg.epochs].sort((a, b) => a - b)) {
     const main: Stage = { name: `E = ${epochs}`, epochs, variant: false, jobs: [], submitted: false, done: false };
     // The longest chains first (IMP m× retrains one candidate for m·E epochs per phase).
-    for (const method of ['imp3', 'sms-uniform', 'sms-greedy', 'imp'] as Method[])
+    for (const method of (['imp3', 'sms-uniform', 'sms-greedy', 'imp'] as Method[]).filter((x) => cfg.methods.includes(x)))
       for (const goal of cfg.goals) for (const seed of cfg.seeds) main.jobs.push({ method, vary: 'seed', goal, seed, epochs, runId: '' });
     stages.push(main);
     if (cfg.ensembleBy.length && epochs === cfg.variantsAt) {
@@ -577,7 +643,9 @@ async function writeResults(api: Client, r: Results): Promise<void> {
   const secPerEpoch = finite(cands.map((c) => (c.metrics?.train?.durationMs ?? Number.NaN) / 1000 / (c.config.epochs || Number.NaN)));
   say('## Setup');
   say();
-  say(`- ${machineLine(info)}; TensorFlow.js backend \`${r.backend}\`, service WORKERS=${cfg.workers} (one training thread each).`);
+  if (cfg.trainer === 'pytorch')
+    say(`- ${machineLine(info)}; training, evaluation and BN recalibration by ${cfg.workers} PyTorch trainer processes (bench/sms_pytorch.py, clients/python/sparsoup_trainer.py; CPU, one torch thread each, OpenBLAS) over the /tasks protocol, dense pretraining in PyTorch too; pruning and soups in the service (TensorFlow.js backend \`${r.backend}\`, WORKERS=${cfg.workers}).`);
+  else say(`- ${machineLine(info)}; TensorFlow.js backend \`${r.backend}\`, service WORKERS=${cfg.workers} (one training thread each).`);
   say(`- Model \`${cfg.arch}\`, dataset \`${DATASET}\` (54,000 train / 6,000 val / 10,000 test), data augmentation \`${cfg.augment}\`. Seeds ${cfg.seeds.join(', ')}: each seed pretrains its own dense model (template seed and batch order) for ${cfg.pretrainEpochs} epochs, shared by every row of that seed; dense test accuracy ${fmt(denseList.map((d) => d.test))}.`);
   say(`- Goal sparsities ${cfg.goals.join(', ')}, T = ${cfg.phases} phases, global magnitude pruning of all kernels (phase k prunes to 1 − (1 − S)^(k/T)).`);
   say(`- Retraining per candidate and phase: E ∈ {${[...cfg.epochs].sort((a, b) => a - b).join(', ')}} epochs (IMP ${M}×: ${M}·E), SGD momentum 0.9, batch 128, weight decay 1e-4, peak lr ${cfg.learningRate} with linear decay (LLR) and 10 % warm-up, the same for pretraining. SMS: m = ${M} candidates per phase differing in seed (batch order), merged uniformly or greedily (greedy on the validation split, \`>=\`), BN recalibration on (no effect on models without BN).`);
@@ -788,7 +856,9 @@ async function main(): Promise<void> {
   console.log(`config: ${cfg.arch} on ${DATASET}; ${envLine(cfg)}`);
   const service = new Service(cfg.workers);
   await service.start();
+  let trainers: ChildProcess[] = [];
   const stopAll = async () => {
+    for (const t of trainers) t.kill('SIGTERM');
     await service.stop();
     if (process.env.SMS_KEEP_DATA) console.log(`service data kept in ${service.dataDir}`);
     else rmSync(service.dataDir, { recursive: true, force: true });
@@ -805,10 +875,24 @@ async function main(): Promise<void> {
 
     const stages = buildStages(cfg);
     const priorDense = process.env.SMS_RESUME ? resumeStages(cfg, stages) : null;
-
+    const allResumed = !!priorDense && stages.every((s) => s.done);
+    const dense = allResumed ? priorDense! : new Map<number, Dense>();
+    if (cfg.trainer === 'pytorch' && !allResumed) {
+      // The dense models are pretrained in PyTorch (SMS_WORKERS at a time), the runs name an external dataset.
+      const dataset = await api.json<{ id: string }>('POST', '/datasets', { name: DATASET, source: 'external', classes: 10 });
+      cfg.datasetId = dataset.id;
+      const queue = [...cfg.seeds];
+      await Promise.all(
+        Array.from({ length: Math.min(cfg.workers, queue.length) }, async () => {
+          for (let seed = queue.shift(); seed !== undefined; seed = queue.shift()) dense.set(seed, await pretrainPytorch(cfg, service.url, seed));
+        }),
+      );
+      trainers = startTrainers(cfg, service.url);
+      console.log(`${trainers.length} PyTorch trainer processes started (logs in .bench/sms-trainer-*.log)`);
+    }
     // 1. One dense model per seed, evaluated after every epoch (unless every stage was resumed).
     const pre: Job[] = [];
-    for (const seed of priorDense && stages.every((s) => s.done) ? [] : cfg.seeds) {
+    for (const seed of cfg.trainer === 'pytorch' || allResumed ? [] : cfg.seeds) {
       const template = await api.json<{ id: string }>('POST', '/models/templates', { architecture: cfg.arch, datasetId: DATASET, seed });
       const run = await api.json<Run>('POST', '/runs', { kind: 'train', modelId: template.id, datasetId: DATASET, training: { ...trainingBase(cfg, seed, cfg.pretrainEpochs), evaluateEachEpoch: true } });
       pre.push({ method: 'imp', vary: 'seed', goal: 0, seed, epochs: cfg.pretrainEpochs, runId: run.id });
@@ -825,7 +909,6 @@ async function main(): Promise<void> {
       }
       await sleep(5000);
     }
-    const dense = pre.length ? new Map<number, Dense>() : priorDense!;
     for (const j of pre) {
       const run = j.run!;
       if (run.status !== 'succeeded') throw new Error(`pretraining seed ${j.seed} ${run.status}: ${run.error}`);

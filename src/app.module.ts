@@ -15,12 +15,13 @@ import { MasksModule } from './masks/masks.module.js';
 import { ModelsModule } from './models/models.module.js';
 import { RunsModule } from './runs/runs.module.js';
 import { SoupsModule } from './soups/soups.module.js';
+import { TasksModule } from './tasks/tasks.module.js';
 import { UiModule } from './ui/ui.module.js';
 import { WebhooksModule } from './webhooks/webhooks.module.js';
 import { WorkersModule } from './workers/workers.module.js';
 
 /** Feature modules, in the order a reader meets them in the API. */
-export const FEATURE_MODULES = [HealthModule, ModelsModule, MasksModule, DatasetsModule, EvaluationsModule, RunsModule, SoupsModule, WebhooksModule, MetricsModule, UiModule];
+export const FEATURE_MODULES = [HealthModule, ModelsModule, MasksModule, DatasetsModule, EvaluationsModule, RunsModule, TasksModule, SoupsModule, WebhooksModule, MetricsModule, UiModule];
 
 @Module({})
 export class AppModule {

@@ -149,6 +149,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/masks/{id}/safetensors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["getMaskSafetensors"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/metrics": {
         parameters: {
             query?: never;
@@ -501,6 +517,102 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/tasks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["getAllTasks"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/tasks/lease": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["leaseTask"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/tasks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["getTask"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/tasks/{id}/fail": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["failTask"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/tasks/{id}/heartbeat": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["heartbeatTask"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/tasks/{id}/result": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["resultTask"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/webhooks/deliveries": {
         parameters: {
             query?: never;
@@ -672,6 +784,17 @@ export interface components {
             /** @enum {string} */
             split: "train" | "val" | "test";
         };
+        CreateExternalDatasetDto: {
+            /** @example 10 */
+            classes: number;
+            /**
+             * @description the name the trainer knows the data by (it reaches the trainer in every task)
+             * @example fashion-mnist-torch
+             */
+            name: string;
+            /** @enum {string} */
+            source: "external";
+        };
         CreateRunDto: {
             /** @description POSTed a signed event when the run finishes */
             callbackUrl?: string;
@@ -719,6 +842,12 @@ export interface components {
             pruning?: components["schemas"]["PhasePruningDto"];
             /** @description sms: how each phase merges its candidates */
             soup?: components["schemas"]["PhaseSoupDto"];
+            /**
+             * @description external: train, evaluate and recalibrate become tasks that external trainers lease (POST /tasks/lease); the model is safetensors and the dataset has source "external". retrain, imp and sms runs (uniform soups); pruning, masks, merging and reports stay here.
+             * @default builtin
+             * @enum {string}
+             */
+            trainer?: "builtin" | "external";
             /** @description train: the configuration; retrain: the base configuration that `vary` changes */
             training?: components["schemas"]["TrainingConfigDto"];
             /** @description the m values of `vary` (default for seed: base seed + i) */
@@ -804,8 +933,11 @@ export interface components {
             name: string;
             /** @enum {string} */
             pixels: "uint8" | "float32";
-            /** @enum {string} */
-            source: "builtin" | "upload";
+            /**
+             * @description external: the data lives with an external trainer; the service knows its name and class count only (inputShape is empty and the split counts are 0)
+             * @enum {string}
+             */
+            source: "builtin" | "upload" | "external";
             splits: components["schemas"]["DatasetSplitsDto"];
         };
         DatasetPageDto: {
@@ -858,6 +990,10 @@ export interface components {
             offset: number;
             total: number;
         };
+        FailTaskDto: {
+            /** @example CUDA out of memory */
+            error: string;
+        };
         GarbageCollectionDto: {
             /** @description files without a row, and stale temporary files */
             filesDeleted: number;
@@ -873,6 +1009,38 @@ export interface components {
             uptimeSeconds: number;
             version: string;
             workers: components["schemas"]["WorkersHealthDto"];
+        };
+        HeartbeatDto: {
+            progress?: components["schemas"]["TaskProgressDto"];
+        };
+        HeartbeatResultDto: {
+            /** @description true: the run was cancelled; stop, and send nothing more for this task */
+            cancelled: boolean;
+            /**
+             * Format: date-time
+             * @description the new lease deadline (null once the task is cancelled)
+             */
+            leaseExpiresAt: string | null;
+        };
+        LeaseTaskDto: {
+            /**
+             * @example [
+             *       "train",
+             *       "evaluate",
+             *       "recalibrate"
+             *     ]
+             */
+            kinds: ("train" | "evaluate" | "recalibrate")[];
+            /**
+             * @description long poll: wait up to this long for a task before answering 204
+             * @default 0
+             */
+            waitSeconds?: number;
+            /**
+             * @description names the trainer (shown on the task while it holds the lease)
+             * @example gpu-box-1:0
+             */
+            workerId: string;
         };
         MaskDiffDto: {
             equal: boolean;
@@ -1123,7 +1291,7 @@ export interface components {
             runs: components["schemas"]["CompareRunDto"][];
         };
         RunDto: {
-            /** @description the TensorFlow.js backend that trained it */
+            /** @description the TensorFlow.js backend that trained it ("external": external trainers did) */
             backend: string | null;
             candidates: components["schemas"]["CandidateDto"][];
             /** Format: date-time */
@@ -1150,6 +1318,11 @@ export interface components {
             startedAt: string | null;
             /** @enum {string} */
             status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+            /**
+             * @description external: trainers lease its train / evaluate / recalibrate steps as tasks (GET /tasks?runId=…)
+             * @enum {string}
+             */
+            trainer: "builtin" | "external";
         };
         RunPageDto: {
             items: components["schemas"]["RunDto"][];
@@ -1252,6 +1425,80 @@ export interface components {
             score: number;
             /** @description val accuracy of the accepted set plus this candidate */
             soupScore: number;
+        };
+        TaskDatasetRefDto: {
+            id: string;
+            /** @description the name the trainer knows the data by */
+            name: string;
+        };
+        TaskDto: {
+            attempts: number;
+            candidateId: string | null;
+            /** Format: date-time */
+            createdAt: string;
+            dataset: components["schemas"]["TaskDatasetRefDto"];
+            error: string | null;
+            /** Format: date-time */
+            finishedAt: string | null;
+            id: string;
+            /** @enum {string} */
+            kind: "train" | "evaluate" | "recalibrate";
+            /** Format: date-time */
+            leaseExpiresAt: string | null;
+            mask: components["schemas"]["TaskMaskRefDto"] | null;
+            maxAttempts: number;
+            model: components["schemas"]["TaskModelRefDto"];
+            /** @description the run phase (0: a retrain run) */
+            phase: number;
+            /** @description the accepted result: metrics, and resultModelId */
+            result: {
+                [key: string]: unknown;
+            } | null;
+            runId: string;
+            soupId: string | null;
+            /**
+             * @description train and recalibrate: the training split; evaluate: test (report valAccuracy and testAccuracy both)
+             * @enum {string}
+             */
+            split: "train" | "val" | "test";
+            /** @enum {string} */
+            status: "queued" | "leased" | "succeeded" | "failed" | "cancelled";
+            /** @description train: the full training configuration (seed, epochs, batchSize, optimizer, momentum, nesterov, learningRate, schedule, warmupFraction, weightDecay, augment) and initialLearningRate: η₀ (ALLR: the rate the service computed; other schedules: learningRate) */
+            training: {
+                [key: string]: unknown;
+            } | null;
+            workerId: string | null;
+        };
+        TaskMaskRefDto: {
+            hash: string;
+            id: string;
+            /**
+             * @description path on this service: one U8 tensor per masked tensor (1 kept, 0 pruned); tensors it does not name are unmasked. Pruned weights stay exactly zero.
+             * @example /masks/5e1d…/safetensors
+             */
+            url: string;
+        };
+        TaskModelRefDto: {
+            id: string;
+            /**
+             * @description path on this service: the model as safetensors
+             * @example /models/0b6c…/safetensors
+             */
+            url: string;
+        };
+        TaskPageDto: {
+            items: components["schemas"]["TaskDto"][];
+            limit: number;
+            offset: number;
+            total: number;
+        };
+        TaskProgressDto: {
+            epoch: number;
+            learningRate?: number;
+            loss?: number;
+            samplesPerSecond?: number;
+            step: number;
+            steps: number;
         };
         TrainingConfigDto: {
             /**
@@ -1425,8 +1672,9 @@ export interface operations {
     };
     createDataset: {
         parameters: {
-            query: {
-                name: string;
+            query?: {
+                /** @description required for uploads (an external dataset names itself in its JSON body) */
+                name?: string;
                 /** @description number of classes (default: the largest label + 1) */
                 classes?: number;
             };
@@ -1434,9 +1682,19 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        /** @description An IDX pair as multipart parts `images` and `labels` (optionally `testImages`, `testLabels`), or one `.npz` or safetensors file holding `x` (N × …) and `y` (N integer labels), optionally `x_test` and `y_test`. Without test arrays a stratified 1/7 becomes test; val is 10 % of train. */
+        /** @description JSON `{ name, source: "external", classes }`: a dataset an external trainer holds (no data). Or an IDX pair as multipart parts `images` and `labels` (optionally `testImages`, `testLabels`), or one `.npz` or safetensors file holding `x` (N × …) and `y` (N integer labels), optionally `x_test` and `y_test`. Without test arrays a stratified 1/7 becomes test; val is 10 % of train. */
         requestBody: {
             content: {
+                "application/json": {
+                    /** Format: binary */
+                    images: string;
+                    /** Format: binary */
+                    labels: string;
+                    /** Format: binary */
+                    testImages?: string;
+                    /** Format: binary */
+                    testLabels?: string;
+                } | string | components["schemas"]["CreateExternalDatasetDto"];
                 "application/octet-stream": {
                     /** Format: binary */
                     images: string;
@@ -1446,7 +1704,7 @@ export interface operations {
                     testImages?: string;
                     /** Format: binary */
                     testLabels?: string;
-                } | string;
+                } | string | components["schemas"]["CreateExternalDatasetDto"];
                 "multipart/form-data": {
                     /** Format: binary */
                     images: string;
@@ -1456,7 +1714,7 @@ export interface operations {
                     testImages?: string;
                     /** Format: binary */
                     testLabels?: string;
-                } | string;
+                } | string | components["schemas"]["CreateExternalDatasetDto"];
             };
         };
         responses: {
@@ -1610,6 +1868,26 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["MaskDiffDto"];
                 };
+            };
+        };
+    };
+    getMaskSafetensors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the mask as safetensors: one U8 tensor per masked tensor (same name and shape), 1 = kept, 0 = pruned; tensors it does not name are unmasked */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };
@@ -2243,6 +2521,167 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SoupDto"];
+                };
+            };
+        };
+    };
+    getAllTasks: {
+        parameters: {
+            query?: {
+                limit?: number;
+                offset?: number;
+                status?: "queued" | "leased" | "succeeded" | "failed" | "cancelled";
+                kind?: "train" | "evaluate" | "recalibrate";
+                runId?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskPageDto"];
+                };
+            };
+        };
+    };
+    leaseTask: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LeaseTaskDto"];
+            };
+        };
+        responses: {
+            /** @description the leased task: everything needed to do it, and the lease deadline */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskDto"];
+                };
+            };
+            /** @description no task of these kinds came within waitSeconds */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    getTask: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskDto"];
+                };
+            };
+        };
+    };
+    failTask: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FailTaskDto"];
+            };
+        };
+        responses: {
+            /** @description the attempt is given up: the task goes back to the queue, or fails after its last attempt */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskDto"];
+                };
+            };
+        };
+    };
+    heartbeatTask: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HeartbeatDto"];
+            };
+        };
+        responses: {
+            /** @description the lease is extended; cancelled: true when the run was cancelled (stop work) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HeartbeatResultDto"];
+                };
+            };
+        };
+    };
+    resultTask: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** @description a `metrics` part (JSON `{ valAccuracy, testAccuracy, loss, ece?, perClassAccuracy? }`) and, for train and recalibrate tasks, a `model.safetensors` part: the same tensor names, shapes and dtypes as the input model, all finite, pruned weights exactly zero (recalibrate: only batch-norm running statistics changed). A result that fails a check is refused with 422 naming what is wrong, and the task goes back to the queue (it counts an attempt). */
+        requestBody: {
+            content: {
+                "multipart/form-data": {
+                    /** @description JSON */
+                    metrics: string;
+                    /** Format: binary */
+                    "model.safetensors"?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description accepted: the task succeeded (409 if it was already settled or its lease lapsed) */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskDto"];
                 };
             };
         };

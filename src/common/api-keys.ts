@@ -4,6 +4,18 @@ import { ProblemException } from './problem.js';
 
 export const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+/** What a `worker` key may do: the task protocol, and download the models and masks tasks name. */
+const WORKER_WRITES = /^\/tasks\/(lease|[0-9a-f-]{36}\/(heartbeat|result|fail))\/?$/i;
+/** The downloads a task names (the guard then checks that a leased task names this very model or mask). */
+export const WORKER_DOWNLOAD = /^\/(models|masks)\/([0-9a-f-]{36})\/safetensors\/?$/i;
+
+/** Whether a `worker` key may use `method` on `path` (by route; the downloads are checked further by the guard). */
+export function workerMay(method: string, path: string): boolean {
+  if (method === 'POST') return WORKER_WRITES.test(path);
+  if (method === 'GET' || method === 'HEAD') return WORKER_DOWNLOAD.test(path);
+  return false;
+}
+
 const digest = (key: string) => createHash('sha256').update(key, 'utf8').digest();
 
 /**
@@ -42,6 +54,9 @@ export class ApiKeys {
     if (!key) throw new ProblemException(401, 'the API key is not valid');
     if (key.scope === 'read' && !READ_METHODS.has(method)) {
       throw new ProblemException(403, `the key "${key.name}" has scope read and cannot ${method} ${path}`);
+    }
+    if (key.scope === 'worker' && !workerMay(method, path)) {
+      throw new ProblemException(403, `the key "${key.name}" has scope worker: it may lease tasks, send their heartbeats, results and failures, and download the models and masks they name; not ${method} ${path}`);
     }
     return key;
   }

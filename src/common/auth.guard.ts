@@ -3,7 +3,10 @@ import { Reflector } from '@nestjs/core';
 import type { NextFunction, Request, Response } from 'express';
 import type { ApiKey, AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
-import { ApiKeys, READ_METHODS } from './api-keys.js';
+import { InjectDataSource } from '@nestjs/typeorm';
+import type { DataSource } from 'typeorm';
+import { ApiKeys, READ_METHODS, WORKER_DOWNLOAD } from './api-keys.js';
+import { ProblemException } from './problem.js';
 
 const PUBLIC = 'sparsoup:public';
 /** Marks a route that needs no key (health, docs). */
@@ -20,15 +23,25 @@ export class AuthGuard implements CanActivate {
   constructor(
     @Inject(APP_CONFIG) config: AppConfig,
     private readonly reflector: Reflector,
+    @InjectDataSource() private readonly dataSource: DataSource,
   ) {
     this.keys = new ApiKeys(config.apiKeys);
   }
 
-  canActivate(context: ExecutionContext): boolean {
+  async canActivate(context: ExecutionContext): Promise<boolean> {
     if (!this.keys.enabled) return true;
     if (this.reflector.getAllAndOverride<boolean>(PUBLIC, [context.getHandler(), context.getClass()])) return true;
     const req = context.switchToHttp().getRequest<Request & { apiKey?: ApiKey }>();
     req.apiKey = this.keys.authorize(req.headers.authorization, req.method, req.path);
+    if (req.apiKey.scope === 'worker') {
+      // A worker key downloads only what a task it could hold names: a model or mask of a leased task.
+      const m = WORKER_DOWNLOAD.exec(req.path);
+      if (m) {
+        const column = m[1].toLowerCase() === 'models' ? 'model_id' : 'mask_id';
+        const rows: unknown[] = await this.dataSource.query(`SELECT 1 FROM task WHERE ${column} = $1 AND status = 'leased' LIMIT 1`, [m[2].toLowerCase()]);
+        if (!rows.length) throw new ProblemException(403, `the key "${req.apiKey.name}" has scope worker: it may download only the models and masks of leased tasks, and no leased task names ${m[1].slice(0, -1)} ${m[2]}`);
+      }
+    }
     return true;
   }
 }

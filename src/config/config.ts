@@ -9,7 +9,8 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendPreference = (typeof BACKEND_NAMES)[number];
 
-export type ApiKeyScope = 'read' | 'write';
+/** read: GET only; write: everything; worker: the task protocol only (lease, heartbeat, result, fail, and the downloads a task names). */
+export type ApiKeyScope = 'read' | 'write' | 'worker';
 export interface ApiKey {
   name: string;
   key: string;
@@ -34,8 +35,8 @@ class Environment {
   DATA_DIR?: string;
 
   @IsOptional()
-  @Matches(/^\s*[^:,\s]+:[^:,\s]+:(read|write)\s*(,\s*[^:,\s]+:[^:,\s]+:(read|write)\s*)*$/, {
-    message: 'API_KEYS must be a comma-separated list of name:key:scope entries with scope read or write',
+  @Matches(/^\s*[^:,\s]+:[^:,\s]+:(read|write|worker)\s*(,\s*[^:,\s]+:[^:,\s]+:(read|write|worker)\s*)*$/, {
+    message: 'API_KEYS must be a comma-separated list of name:key:scope entries with scope read, write or worker',
   })
   API_KEYS?: string;
 
@@ -83,6 +84,12 @@ class Environment {
 
   @IsOptional() @Transform(toInt) @IsInt() @Min(1)
   TASK_TIMEOUT_SECONDS?: number;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(3600)
+  TASK_LEASE_SECONDS?: number;
+
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(100)
+  TASK_MAX_ATTEMPTS?: number;
 }
 
 /** Uploads slower than this are cut by the default request timeout (MAX_UPLOAD_BYTES / this, at least 300 s). */
@@ -106,6 +113,10 @@ export interface AppConfig {
   taskTimeoutMs: number;
   /** Where artifacts live (ARTIFACTS_URL): the folder under DATA_DIR, another folder, or a bucket. */
   artifacts: ArtifactStoreConfig;
+  /** How long an external trainer's lease on a task lasts without a heartbeat, in ms. */
+  taskLeaseMs: number;
+  /** Leases of one external task before it (and its run) fails. */
+  taskMaxAttempts: number;
 }
 
 export class ConfigError extends Error {
@@ -119,7 +130,7 @@ const KNOWN = new Set(Object.keys(new Environment()).concat([
   'PORT', 'HOST', 'DATABASE_URL', 'DATA_DIR', 'API_KEYS', 'WORKERS', 'LOG_LEVEL', 'MAX_UPLOAD_BYTES',
   'TFJS_BACKEND', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
   'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL',
-  'ARTIFACT_CACHE_BYTES', 'ARTIFACT_CACHE_DIR',
+  'ARTIFACT_CACHE_BYTES', 'ARTIFACT_CACHE_DIR', 'TASK_LEASE_SECONDS', 'TASK_MAX_ATTEMPTS',
 ]));
 
 /** The default bound of a process's local cache of object-storage artifacts (ARTIFACT_CACHE_BYTES). */
@@ -189,6 +200,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     maxUploadBytes,
     requestTimeoutMs: (parsed.REQUEST_TIMEOUT_SECONDS ?? Math.max(300, Math.ceil(maxUploadBytes / MIN_UPLOAD_BYTES_PER_SECOND))) * 1000,
     taskTimeoutMs: (parsed.TASK_TIMEOUT_SECONDS ?? 600) * 1000,
+    taskLeaseMs: (parsed.TASK_LEASE_SECONDS ?? 60) * 1000,
+    taskMaxAttempts: parsed.TASK_MAX_ATTEMPTS ?? 3,
     backend: parsed.TFJS_BACKEND ?? 'auto',
     webhookSecret: parsed.WEBHOOK_SECRET ?? null,
     artifacts,

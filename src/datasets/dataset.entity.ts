@@ -11,7 +11,7 @@ export class DatasetEntity {
   name: string;
 
   @Column({ type: 'varchar', length: 10 })
-  source: 'builtin' | 'upload';
+  source: 'builtin' | 'upload' | 'external';
 
   @Column({ type: 'varchar', length: 20, nullable: true })
   format: 'idx' | 'npz' | 'safetensors' | null;

@@ -1,20 +1,21 @@
 import { Controller, Get, Param, Post, Query, Req } from '@nestjs/common';
-import { ApiBody, ApiConsumes, ApiCreatedResponse, ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiConsumes, ApiExtraModels, ApiCreatedResponse, ApiOkResponse, ApiTags } from '@nestjs/swagger';
 import type { Request } from 'express';
 import { PageQueryDto } from '../common/paging.dto.js';
-import { CreateDatasetQueryDto, DatasetDto, DatasetPageDto } from './datasets.dto.js';
+import { CreateDatasetQueryDto, CreateExternalDatasetDto, DatasetDto, DatasetPageDto } from './datasets.dto.js';
 import { DatasetsService } from './datasets.service.js';
 
 @ApiTags('datasets')
+@ApiExtraModels(CreateExternalDatasetDto)
 @Controller('datasets')
 export class DatasetsController {
   constructor(private readonly datasets: DatasetsService) {}
 
   @Post()
-  @ApiConsumes('multipart/form-data', 'application/octet-stream')
+  @ApiConsumes('multipart/form-data', 'application/octet-stream', 'application/json')
   @ApiBody({
     description:
-      'An IDX pair as multipart parts `images` and `labels` (optionally `testImages`, `testLabels`), or one `.npz` or safetensors file ' +
+      'JSON `{ name, source: "external", classes }`: a dataset an external trainer holds (no data). Or an IDX pair as multipart parts `images` and `labels` (optionally `testImages`, `testLabels`), or one `.npz` or safetensors file ' +
       'holding `x` (N × …) and `y` (N integer labels), optionally `x_test` and `y_test`. Without test arrays a stratified 1/7 becomes test; val is 10 % of train.',
     schema: {
       oneOf: [
@@ -29,6 +30,7 @@ export class DatasetsController {
           required: ['images', 'labels'],
         },
         { type: 'string', format: 'binary' },
+        { $ref: '#/components/schemas/CreateExternalDatasetDto' },
       ],
     },
   })

@@ -5,6 +5,9 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import busboy from 'busboy';
 import type { Request } from 'express';
 import type { DataSource } from 'typeorm';
+import { plainToInstance } from 'class-transformer';
+import { validateSync } from 'class-validator';
+import { flattenValidationErrors } from '../common/validation.js';
 import type { StoredArtifact } from '../storage/artifact-store.js';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { notFound, ProblemException } from '../common/problem.js';
@@ -18,7 +21,7 @@ import type { DatasetRef, } from '../workers/tasks.js';
 import { MetricsService } from '../metrics/metrics.service.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { DatasetEntity, DatasetFileEntity } from './dataset.entity.js';
-import { type DatasetDto, type DatasetPageDto, mapDataset } from './datasets.dto.js';
+import { CreateExternalDatasetDto, type DatasetDto, type DatasetPageDto, mapDataset } from './datasets.dto.js';
 
 const IDX_PARTS = ['images', 'labels', 'testImages', 'testLabels'];
 
@@ -63,11 +66,13 @@ export class DatasetsService implements OnModuleInit {
    * POST /datasets: an IDX pair as multipart (images, labels, optional testImages, testLabels), or one
    * .npz or safetensors file as the body. Stored, then parsed and validated in a worker thread.
    */
-  async upload(name: string, classes: number | undefined, req: Request): Promise<DatasetDto> {
+  async upload(name: string | undefined, classes: number | undefined, req: Request): Promise<DatasetDto> {
     const max = this.config.maxUploadBytes;
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > max) throw new ProblemException(413, `the body is ${declared} bytes; the limit (MAX_UPLOAD_BYTES) is ${max}`);
     const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    if (type === 'application/json') return this.createExternal(req.body);
+    if (!name) throw new ProblemException(400, 'name: required (the query parameter ?name= names an uploaded dataset)', { slug: 'validation', extensions: { errors: [{ field: 'name', errors: ['required'] }] } });
     const stored: StoredArtifact[] = [];
     try {
       let files: Record<string, string>;
@@ -112,6 +117,30 @@ export class DatasetsService implements OnModuleInit {
       for (const a of stored) await this.artifacts.discard(a);
       throw err;
     }
+  }
+
+  /** POST /datasets with `{ name, source: "external", classes }`: a name and a class count, no data. */
+  async createExternal(body: unknown): Promise<DatasetDto> {
+    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new ProblemException(400, 'send { name, source: "external", classes } as a JSON object', { slug: 'validation' });
+    const dto = plainToInstance(CreateExternalDatasetDto, body);
+    const errors = flattenValidationErrors(validateSync(dto, { whitelist: true, forbidNonWhitelisted: true }));
+    if (errors.length) {
+      throw new ProblemException(400, errors.map((f) => `${f.field}: ${f.errors.join(', ')}`).join('; '), { slug: 'validation', title: 'Validation Failed', extensions: { errors } });
+    }
+    const saved = await this.dataSource.getRepository(DatasetEntity).save({
+      id: randomUUID(),
+      name: dto.name,
+      source: 'external',
+      format: null,
+      description: 'held by an external trainer: the service never sees its data',
+      inputShape: [] as unknown as [number, number, number],
+      classes: dto.classes,
+      trainCount: 0,
+      valCount: 0,
+      testCount: 0,
+      pixels: 'float32',
+    });
+    return mapDataset(saved);
   }
 
   private async startsWithZipMagic(sha: string): Promise<boolean> {
@@ -220,6 +249,9 @@ export class DatasetsService implements OnModuleInit {
   /** What a worker needs to load the dataset. */
   async ref(id: string): Promise<DatasetRef> {
     const e = await this.entity(id);
+    if (e.source === 'external') {
+      throw new ProblemException(422, `dataset ${id} is external (its data is with an external trainer): use it with trainer "external"`, { slug: 'external-dataset' });
+    }
     if (e.source === 'builtin') return { id, source: 'builtin' };
     const files = await this.dataSource.getRepository(DatasetFileEntity).findBy({ datasetId: id });
     return { id, source: 'upload', format: e.format ?? undefined, files: Object.fromEntries(files.map((f) => [f.role, f.artifactSha256])), classes: e.classes };

@@ -22,6 +22,13 @@ export class MasksController {
     return this.masks.get(id);
   }
 
+  @Get(':id/safetensors')
+  @ApiProduces('application/octet-stream')
+  @ApiOkResponse({ description: 'the mask as safetensors: one U8 tensor per masked tensor (same name and shape), 1 = kept, 0 = pruned; tensors it does not name are unmasked' })
+  getMaskSafetensors(@Param('id', ParseUUIDPipe) id: string, @Res({ passthrough: true }) res: Response): Promise<StreamableFile> {
+    return this.masks.safetensors(id, res);
+  }
+
   @Get(':id/diff/:otherId')
   @ApiOkResponse({ type: MaskDiffDto })
   diffMasks(@Param('id', ParseUUIDPipe) id: string, @Param('otherId', ParseUUIDPipe) otherId: string): Promise<MaskDiffDto> {

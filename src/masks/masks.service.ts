@@ -5,7 +5,8 @@ import type { Response } from 'express';
 import type { DataSource, EntityManager } from 'typeorm';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { notFound } from '../common/problem.js';
-import { diffMasks, impliedMask, type Mask, parseMask, sparseExportSize, writeSparse } from '../core/masks/index.js';
+import { SafetensorsWriter, safetensorsLayout } from '../core/checkpoint/safetensors.js';
+import { diffMasks, impliedMask, type Mask, parseMask, sparseExportSize, type TensorMask, writeSparse } from '../core/masks/index.js';
 import type { ModelEntity } from '../models/model.entity.js';
 import type { ModelDto } from '../models/models.dto.js';
 import { modelRef } from '../models/model-ref.js';
@@ -152,6 +153,36 @@ export class MasksService {
   }
 
   /**
+   * GET /masks/{id}/safetensors: the mask as a safetensors file any framework reads, one U8 tensor
+   * per masked tensor (same name and shape, 1 = kept, 0 = pruned); tensors it does not name are
+   * unmasked. Unpacked one tensor at a time.
+   */
+  async safetensors(id: string, res: Response): Promise<StreamableFile> {
+    const e = await this.entity(id);
+    const mask = await this.load(e);
+    const specs = mask.tensors.map((t) => ({ name: t.name, dtype: 'U8' as const, shape: [...t.shape] }));
+    const metadata = { format: 'sparsoup-mask', maskId: e.id, hash: e.hash };
+    const { entries } = safetensorsLayout(specs, metadata);
+    const last = entries[entries.length - 1];
+    const length = last ? last.byteOffset + last.byteLength : safetensorsLayout(specs, metadata).header.byteLength;
+    res.setHeader('content-type', 'application/octet-stream');
+    res.setHeader('content-disposition', `attachment; filename="mask-${e.id}.safetensors"`);
+    res.setHeader('etag', `"${e.hash}"`);
+    const out = new PassThrough();
+    const sink = (chunk: Uint8Array) =>
+      new Promise<void>((resolve) => {
+        if (out.write(Buffer.from(chunk))) resolve();
+        else out.once('drain', resolve);
+      });
+    (async () => {
+      const w = new SafetensorsWriter(specs, metadata, sink);
+      for (const t of mask.tensors) await w.writeTensor(t.name, unpackBits(t));
+      await w.finish();
+    })().then(() => out.end(), (err) => out.destroy(err));
+    return new StreamableFile(out, { length });
+  }
+
+  /**
    * GET /models/{id}/sparse: mask bits plus the kept values, streamed. The mask is the one the model
    * was pruned with, or the one its zeros imply.
    */
@@ -176,4 +207,11 @@ export class MasksService {
       .finally(() => reader.close());
     return new StreamableFile(out, { length: size.sparseBytes });
   }
+}
+
+/** One byte per weight: 1 kept, 0 pruned. */
+export function unpackBits(t: TensorMask): Uint8Array {
+  const out = new Uint8Array(t.size);
+  for (let i = 0; i < t.size; i++) out[i] = (t.bits[i >> 3] >> (i & 7)) & 1;
+  return out;
 }

@@ -13,6 +13,10 @@ import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
 import { SoupsService } from '../soups/soups.service.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
+import type { AppConfig } from '../config/config.js';
+import { APP_CONFIG } from '../config/config.module.js';
+import { enqueueTask, TaskEntity } from '../tasks/task.entity.js';
+import { BN_STATISTIC } from '../tasks/bn.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 import { RunLifecycle } from './run-lifecycle.js';
 import { type RunPlan, RunsService } from './runs.service.js';
@@ -38,6 +42,7 @@ const mean = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.l
 export class RunPhasesService implements OnApplicationBootstrap {
 
   constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly runs: RunsService,
     private readonly lifecycle: RunLifecycle,
@@ -165,6 +170,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
         return true;
       }
       case 'merging': {
+        if (run.request.trainer === 'external') return this.mergeExternal(run, plan, phase);
         await this.merge(run, plan, phase);
         return true;
       }
@@ -244,6 +250,77 @@ export class RunPhasesService implements OnApplicationBootstrap {
       await tx.update(RunPhaseEntity, { runId: run.id, index: phase.index }, { status: 'succeeded', soupId, resultModelId, metrics: metrics as never, finishedAt: new Date() });
       await this.lifecycle.event(tx, run.id, 'phase-succeeded', { phase: phase.index, sparsity: phase.sparsity, resultModelId, testAccuracy: test.accuracy, valAccuracy: val });
     });
+  }
+
+  /**
+   * An external run's merge: the soup (SMS; IMP: the single candidate) is built here; a trainer
+   * recalibrates its batch norm (when the model has any) and evaluates it, as tasks. False while a
+   * task is out; each task's result enqueues the next advance.
+   */
+  private async mergeExternal(run: RunEntity, plan: NonNullable<RunPlan['phases']>, phase: RunPhaseEntity): Promise<boolean> {
+    const candidates = await this.dataSource.getRepository(RunCandidateEntity).find({ where: { runId: run.id, phase: phase.index }, order: { index: 'ASC' } });
+    const ids = candidates.map((c) => c.resultModelId!);
+    let merged = ids[0];
+    let soupId = phase.soupId;
+    if (plan.soup) {
+      if (!soupId) {
+        const { soup } = await this.soups.create({ modelIds: ids, method: 'uniform', name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-soup` }, { inline: true });
+        soupId = soup.id;
+        await this.dataSource.getRepository(RunPhaseEntity).update({ runId: run.id, index: phase.index }, { soupId });
+      }
+      merged = (await this.soups.entity(soupId)).resultModelId!;
+    }
+    const tasks = this.dataSource.getRepository(TaskEntity);
+    const outstanding = (t: TaskEntity | null) => !t || t.status === 'queued' || t.status === 'leased';
+    const enqueue = (kind: 'evaluate' | 'recalibrate', modelId: string) =>
+      this.dataSource.transaction(async (tx) => {
+        await enqueueTask(tx, { kind, runId: run.id, soupId, phase: phase.index, modelId, maskId: phase.maskId, datasetId: run.datasetId, split: kind === 'evaluate' ? 'test' : 'train', maxAttempts: this.config.taskMaxAttempts });
+        await this.lifecycle.event(tx, run.id, `phase-${kind}`, { phase: phase.index, modelId, trainer: 'external' });
+      });
+    // A soup of models with batch norm needs fresh running statistics (SMS recalibrates every soup).
+    let resultModelId = merged;
+    const model = await this.models.entity(merged);
+    if (plan.soup && model.tensors.some((t) => BN_STATISTIC.test(t.name))) {
+      const recal = await tasks.findOne({ where: { runId: run.id, phase: phase.index, kind: 'recalibrate' }, order: { createdAt: 'DESC' } });
+      if (!recal) await enqueue('recalibrate', merged);
+      if (outstanding(recal)) return false;
+      if (recal!.status !== 'succeeded') return false; // failed: the task's failure ended the run
+      resultModelId = recal!.resultModelId!;
+    }
+    const evaluation = await tasks.findOne({ where: { runId: run.id, phase: phase.index, kind: 'evaluate' }, order: { createdAt: 'DESC' } });
+    if (!evaluation) await enqueue('evaluate', resultModelId);
+    if (outstanding(evaluation)) return false;
+    if (evaluation!.status !== 'succeeded') return false;
+    const m = (evaluation!.result?.metrics ?? {}) as { valAccuracy?: number; testAccuracy?: number; ece?: number; loss?: number; perClassAccuracy?: (number | null)[] };
+    const perClass = (m.perClassAccuracy ?? []).filter((x): x is number => typeof x === 'number');
+    const models = await Promise.all(ids.map((id) => this.models.entity(id)));
+    const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }) : [];
+    const result = await this.models.entity(resultModelId);
+    const tests = candidates.map((c) => c.testAccuracy ?? Number.NaN);
+    const vals = candidates.map((c) => c.valAccuracy ?? Number.NaN);
+    const metrics = {
+      actualSparsity: result.prunableSparsity,
+      valAccuracy: m.valAccuracy ?? null,
+      testAccuracy: m.testAccuracy ?? null,
+      ece: m.ece ?? null,
+      loss: m.loss ?? null,
+      worstClassAccuracy: perClass.length ? Math.min(...perClass) : null,
+      meanCorruptionAccuracy: null,
+      corruptions: [],
+      candidates: { meanValAccuracy: mean(vals), bestValAccuracy: Math.max(...vals), meanTestAccuracy: mean(tests), bestTestAccuracy: Math.max(...tests) },
+      ensembleTestAccuracy: null,
+      meanL2Distance: mean(distances.map((d) => d.l2)),
+      meanAngleDegrees: mean(distances.filter((d) => d.angleDegrees !== null).map((d) => d.angleDegrees!)),
+      distances,
+      trainer: 'external',
+      evaluationTaskId: evaluation!.id,
+    };
+    await this.dataSource.transaction(async (tx) => {
+      const claimed = await tx.update(RunPhaseEntity, { runId: run.id, index: phase.index, status: 'merging' }, { status: 'succeeded', soupId, resultModelId, metrics: metrics as never, finishedAt: new Date() });
+      if (!claimed.affected) return;
+      await this.lifecycle.event(tx, run.id, 'phase-succeeded', { phase: phase.index, sparsity: phase.sparsity, resultModelId, testAccuracy: m.testAccuracy ?? null, valAccuracy: m.valAccuracy ?? null });
+    });
+    return true;
   }
 
   private async failStep(runId: string, err: Error): Promise<void> {

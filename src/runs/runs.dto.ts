@@ -160,6 +160,16 @@ export class CreateRunDto {
   @IsDbText(100)
   datasetId: string;
 
+  @ApiPropertyOptional({
+    enum: ['builtin', 'external'],
+    default: 'builtin',
+    description:
+      'external: train, evaluate and recalibrate become tasks that external trainers lease (POST /tasks/lease); the model is safetensors and the dataset has source "external". ' +
+      'retrain, imp and sms runs (uniform soups); pruning, masks, merging and reports stay here.',
+  })
+  @IsOptional() @IsIn(['builtin', 'external'])
+  trainer?: 'builtin' | 'external';
+
   @ApiPropertyOptional({ format: 'uuid', description: 'retrain: the mask to enforce (default: the model\'s own zero pattern)' })
   @IsOptional() @IsUUID()
   maskId?: string;
@@ -269,7 +279,8 @@ export class RunDto {
   @ApiProperty({ format: 'uuid' }) id: string;
   @ApiProperty({ enum: RUN_KINDS }) kind: string;
   @ApiProperty({ enum: RUN_STATUSES }) status: string;
-  @ApiProperty({ type: String, nullable: true, description: 'the TensorFlow.js backend that trained it' }) backend: string | null;
+  @ApiProperty({ type: String, nullable: true, description: 'the TensorFlow.js backend that trained it ("external": external trainers did)' }) backend: string | null;
+  @ApiProperty({ enum: ['builtin', 'external'], description: 'external: trainers lease its train / evaluate / recalibrate steps as tasks (GET /tasks?runId=…)' }) trainer: 'builtin' | 'external';
   @ApiProperty({ format: 'uuid' }) modelId: string;
   @ApiProperty() datasetId: string;
   @ApiProperty({ type: String, nullable: true, format: 'uuid' }) maskId: string | null;
@@ -311,6 +322,7 @@ export function mapRun(r: RunEntity, candidates: RunCandidateEntity[], phases: R
     kind: r.kind,
     status: r.status,
     backend: r.backend,
+    trainer: r.request.trainer === 'external' ? 'external' : 'builtin',
     modelId: r.modelId,
     datasetId: r.datasetId,
     maskId: r.maskId,

@@ -11,5 +11,5 @@ import { RunsController } from './runs.controller.js';
 import { RunsProcessor } from './runs.processor.js';
 import { RunsService } from './runs.service.js';
 
-@Module({ imports: [ModelsModule, MasksModule, DatasetsModule, SoupsModule, EvaluationsModule], controllers: [RunsController], providers: [RunLifecycle, RunsService, RunsProcessor, RunPhasesService, RunReportService], exports: [RunsService] })
+@Module({ imports: [ModelsModule, MasksModule, DatasetsModule, SoupsModule, EvaluationsModule], controllers: [RunsController], providers: [RunLifecycle, RunsService, RunsProcessor, RunPhasesService, RunReportService], exports: [RunsService, RunsProcessor, RunLifecycle] })
 export class RunsModule {}

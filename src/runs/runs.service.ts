@@ -1,4 +1,12 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import type { AppConfig } from '../config/config.js';
+import { APP_CONFIG } from '../config/config.module.js';
+import { checkMaskFits } from '../core/masks/index.js';
+import { compareWeightsAsync } from '../core/metrics/weights.js';
+import { isPrunableByDefault } from '../core/pruning/prunable.js';
+import { allrInitialRate } from '../core/tf/train.js';
+import { cancelRunTasks } from '../tasks/run-tasks.js';
+import { enqueueTask } from '../tasks/task.entity.js';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { type DataSource, type EntityManager, In, } from 'typeorm';
 import { notFound, ProblemException, unprocessable } from '../common/problem.js';
@@ -42,6 +50,7 @@ export function phaseSparsity(goal: number, phases: number, k: number): number {
 @Injectable()
 export class RunsService {
   constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly models: ModelsService,
     private readonly masks: MasksService,
@@ -59,6 +68,10 @@ export class RunsService {
   async create(dto: CreateRunDto): Promise<RunDto> {
     if (dto.pretrain && dto.kind !== 'imp' && dto.kind !== 'sms') throw new ProblemException(400, 'pretrain belongs to imp and sms runs', { slug: 'validation' });
     if (dto.pretrain && dto.modelId) throw new ProblemException(400, 'send either modelId or pretrain, not both', { slug: 'validation' });
+    if (dto.trainer === 'external') {
+      if (dto.pretrain) throw new ProblemException(400, 'pretrain is built-in training: an external run starts from an uploaded modelId', { slug: 'validation' });
+      return this.createExternal(dto);
+    }
     let pretrainConfig: FullTrainingConfig | undefined;
     if (dto.pretrain) {
       pretrainConfig = { ...TRAINING_DEFAULTS, ...stripUndefined(dto.pretrain.training ?? {}) };
@@ -79,6 +92,155 @@ export class RunsService {
       }
     }
     return this.createFrom(dto, undefined);
+  }
+
+  /**
+   * An external run: the framework-specific steps (train, evaluate, recalibrate) become tasks that
+   * external trainers lease. The model is safetensors and the dataset external (a name and a class
+   * count); everything else is checked here, as for built-in runs.
+   */
+  private async createExternal(dto: CreateRunDto): Promise<RunDto> {
+    if (dto.kind === 'train') throw new ProblemException(400, 'external trainers retrain: use kind retrain, imp or sms (dense training from scratch is built-in only)', { slug: 'validation' });
+    const model = await this.models.entity(dto.modelId);
+    if (model.format !== 'safetensors') {
+      throw unprocessable(`model ${model.id} is a ${model.format === 'tfjs-graph' ? 'TensorFlow.js graph model' : 'TensorFlow.js layers model'}: an external trainer downloads and uploads safetensors (upload the checkpoint as safetensors)`, 'external-needs-safetensors');
+    }
+    const dataset = await this.datasets.entity(dto.datasetId);
+    if (dataset.source !== 'external') {
+      throw unprocessable(`dataset ${dataset.id} is ${dataset.source}: an external run names a dataset the trainer holds (POST /datasets with { name, source: "external", classes })`, 'external-needs-external-dataset');
+    }
+    const phased = dto.kind === 'imp' || dto.kind === 'sms';
+    if (phased && dto.maskId) throw new ProblemException(400, `an ${dto.kind} run prunes its own masks: maskId belongs to retrain runs`, { slug: 'validation' });
+    if (dto.kind === 'sms' && dto.soup?.method === 'greedy') {
+      throw unprocessable('greedy soups with an external trainer are not built yet: use soup.method "uniform"', 'external-greedy-unsupported');
+    }
+    const maskId = phased ? null : (dto.maskId ?? model.maskId);
+    if (!phased && !maskId) {
+      throw new ProblemException(400, `an external retrain needs the mask the trainer keeps: send maskId (model ${model.id} was not pruned here, so it has no mask of its own)`, { slug: 'validation' });
+    }
+    const mask = maskId ? await this.masks.entity(maskId) : null;
+    if (mask) {
+      try {
+        checkMaskFits(await this.masks.load(mask), model.tensors);
+      } catch (err) {
+        if (err instanceof CoreInputError) throw unprocessable(`mask ${mask.id} does not fit model ${model.id}: ${err.message}`, 'mask-mismatch');
+        throw err;
+      }
+    }
+    const configs = expandCandidates(dto);
+    const plan: RunPlan = { mask: mask ? { kind: 'stored', sha256: mask.artifactSha256 } : { kind: 'implied' } };
+    if (phased) {
+      const allr = configs.some((c) => c.schedule === 'allr');
+      if (allr && !(dto.pretrainEpochs! > 0)) {
+        throw new ProblemException(400, 'the allr schedule needs pretrainEpochs (the dense model was not trained by this service, so its epochs are unknown)', { slug: 'validation' });
+      }
+      plan.phases = {
+        configs,
+        goalSparsity: dto.goalSparsity!,
+        count: dto.phases!,
+        pruning: { method: dto.pruning?.method ?? 'magnitude-global', include: dto.pruning?.include, exclude: dto.pruning?.exclude },
+        soup: dto.kind === 'sms' ? { method: 'uniform', comparison: dto.soup?.comparison ?? '>=' } : null,
+        ...(allr ? { retrainToPretrainRatio: Math.max(...configs.map((c) => c.epochs)) / dto.pretrainEpochs! } : {}),
+      };
+    } else if (configs.some((c) => c.schedule === 'allr')) plan.allr = await this.allrPlan(model, dto, configs);
+    const allrCheck = plan.allr ?? (plan.phases?.retrainToPretrainRatio ? { pruneRate: 0.5, retrainToPretrainRatio: plan.phases.retrainToPretrainRatio } : undefined);
+    for (const [i, c] of configs.entries()) {
+      try {
+        validateTrainingConfig(c, allrCheck ? { relativeDistance: 0, pruneRate: allrCheck.pruneRate, retrainToPretrainRatio: allrCheck.retrainToPretrainRatio } : undefined);
+      } catch (err) {
+        if (err instanceof CoreInputError) throw new ProblemException(400, `candidate ${i}: ${err.message}`, { slug: 'validation', extensions: { candidate: i } });
+        throw err;
+      }
+    }
+    const run = await this.dataSource.transaction(async (tx) => {
+      const saved = await tx.save(
+        tx.create(RunEntity, {
+          kind: dto.kind,
+          status: 'queued',
+          backend: 'external',
+          request: { ...dto, trainer: 'external', plan } as unknown as Record<string, unknown>,
+          modelId: model.id,
+          datasetId: dto.datasetId,
+          maskId: mask?.id ?? null,
+          callbackUrl: dto.callbackUrl ?? null,
+          error: null,
+          startedAt: null,
+          finishedAt: null,
+        }),
+      );
+      if (plan.phases) {
+        const { count, goalSparsity } = plan.phases;
+        await tx.save(
+          Array.from({ length: count }, (_, i) =>
+            tx.create(RunPhaseEntity, { runId: saved.id, index: i + 1, sparsity: phaseSparsity(goalSparsity, count, i + 1), status: 'queued' as const }),
+          ),
+        );
+        await this.lifecycle.event(tx, saved.id, 'run-created', { kind: dto.kind, trainer: 'external', phases: count, candidatesPerPhase: configs.length });
+        await this.jobs.send(JobName.AdvanceRun, { runId: saved.id }, { manager: tx });
+        return saved;
+      }
+      await this.enqueueCandidates(tx, saved.id, 0, configs);
+      await this.lifecycle.event(tx, saved.id, 'run-created', { kind: dto.kind, trainer: 'external', candidates: configs.length });
+      return saved;
+    });
+    return this.get(run.id);
+  }
+
+  /**
+   * The train tasks of an external run's candidates: the input model and mask (a retrain run's, or
+   * the phase's pruned model and mask) and each configuration with its η₀ (ALLR: computed here).
+   */
+  private async enqueueTrainTasks(tx: EntityManager, run: RunEntity, phase: number, candidates: RunCandidateEntity[]): Promise<void> {
+    const plan = run.request.plan as RunPlan;
+    let modelId = run.modelId;
+    let maskId = run.maskId;
+    let allr: { referenceModelId: string; pruneRate: number; retrainToPretrainRatio: number } | undefined = plan.allr;
+    if (plan.phases) {
+      const p = await tx.findOneByOrFail(RunPhaseEntity, { runId: run.id, index: phase });
+      modelId = p.prunedModelId!;
+      maskId = p.maskId;
+      if (plan.phases.retrainToPretrainRatio) {
+        const previous = phase === 1 ? 0 : phaseSparsity(plan.phases.goalSparsity, plan.phases.count, phase - 1);
+        allr = { referenceModelId: p.inputModelId!, pruneRate: 1 - (1 - p.sparsity) / (1 - previous), retrainToPretrainRatio: plan.phases.retrainToPretrainRatio };
+      }
+    }
+    const needsAllr = candidates.some((c) => c.config.schedule === 'allr');
+    const distance = needsAllr && allr ? await this.relativeDistance(tx, modelId, allr.referenceModelId) : 0;
+    for (const c of candidates) {
+      const config = c.config as unknown as FullTrainingConfig;
+      const initialLearningRate = config.schedule === 'allr' && allr ? allrInitialRate(config.learningRate, { relativeDistance: distance, pruneRate: allr.pruneRate, retrainToPretrainRatio: allr.retrainToPretrainRatio }) : config.learningRate;
+      await enqueueTask(tx, {
+        kind: 'train',
+        runId: run.id,
+        candidateId: c.id,
+        phase,
+        modelId,
+        maskId,
+        training: { ...config, initialLearningRate },
+        datasetId: run.datasetId,
+        split: 'train',
+        maxAttempts: this.config.taskMaxAttempts,
+      });
+    }
+  }
+
+  /** ALLR's d = ‖θ − θ_pruned‖₂ / ‖θ‖₂ over the prunable tensors, θ the dense reference; read a tensor at a time. */
+  private async relativeDistance(tx: EntityManager, prunedId: string, referenceId: string): Promise<number> {
+    // Read in the caller's transaction (the embedded database has one connection).
+    const pruned = await this.models.entity(prunedId, tx);
+    const reference = await this.models.entity(referenceId, tx);
+    const names = pruned.tensors.filter((t) => isPrunableByDefault(t) && reference.tensors.some((r) => r.name === t.name)).map((t) => t.name);
+    const [a, b] = await Promise.all([this.models.openModel(pruned), this.models.openModel(reference)]);
+    try {
+      async function* read(r: typeof a) {
+        for (const n of names) yield await r.readFloat32(n);
+      }
+      const cmp = await compareWeightsAsync(read(a), read(b));
+      return cmp.normB > 0 ? cmp.l2 / cmp.normB : 0;
+    } finally {
+      await a.close();
+      await b.close();
+    }
   }
 
   private async createFrom(dto: CreateRunDto, pretrainConfig: FullTrainingConfig | undefined): Promise<RunDto> {
@@ -161,6 +323,12 @@ export class RunsService {
     const candidates = await tx.save(
       configs.map((config, index) => tx.create(RunCandidateEntity, { runId, phase, index, config: { ...config }, status: 'queued' as RunStatus, attempts: 0 })),
     );
+    const run = await tx.findOneByOrFail(RunEntity, { id: runId });
+    if (run.request.trainer === 'external') {
+      // External trainers lease these as tasks; no job of this service trains them.
+      await this.enqueueTrainTasks(tx, run, phase, candidates);
+      return candidates;
+    }
     for (const c of candidates) {
       c.jobId = await this.jobs.send(JobName.TrainCandidate, { runId, candidateId: c.id }, { manager: tx });
       await tx.update(RunCandidateEntity, { id: c.id }, { jobId: c.jobId });
@@ -216,7 +384,15 @@ export class RunsService {
   async cancel(id: string): Promise<RunDto> {
     const run = await this.entity(id);
     if (FINISHED.includes(run.status)) throw new ProblemException(409, `run ${id} has already ${run.status === 'cancelled' ? 'been cancelled' : run.status}`);
-    const queued = await this.dataSource.transaction((tx) => this.lifecycle.cancel(tx, id));
+    const queued = await this.dataSource.transaction(async (tx) => {
+      const queued = await this.lifecycle.cancel(tx, id);
+      if (run.request.trainer === 'external') {
+        // Queued and leased tasks are cancelled with their candidates; then nothing of the run runs.
+        await cancelRunTasks(tx, this.lifecycle, id);
+        if (!(await tx.exists(RunCandidateEntity, { where: { runId: id, status: 'running' } }))) await this.lifecycle.finish(tx, id, 'cancelled', null);
+      }
+      return queued;
+    });
     for (const c of queued) if (c.jobId) await this.jobs.cancel(JobName.TrainCandidate, c.jobId);
     return this.get(id);
   }
