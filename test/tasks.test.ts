@@ -125,6 +125,13 @@ describe('external trainers: the /tasks protocol', () => {
     await post('/runs').send({ kind: 'retrain', modelId: prunedId, datasetId, m: 1 }).expect(422);
     const builtin = await post('/runs').send({ kind: 'retrain', trainer: 'external', modelId: prunedId, datasetId: 'mnist', m: 1 }).expect(422);
     expect(builtin.body.detail).toMatch(/external/);
+    // Greedy soups by an external trainer are not built: refused plainly, nothing made.
+    const soups = (await get('/soups').expect(200)).body.total;
+    const soup = await post('/soups').send({ modelIds: [prunedId, denseId], method: 'greedy', datasetId, trainer: 'external' }).expect(422);
+    expect(soup.body.detail).toMatch(/not built yet/);
+    expect((await get('/soups').expect(200)).body.total).toBe(soups);
+    const sms = await post('/runs').send({ kind: 'sms', trainer: 'external', modelId: denseId, datasetId, m: 2, phases: 1, goalSparsity: 0.5, soup: { method: 'greedy' } }).expect(422);
+    expect(sms.body.detail).toMatch(/greedy soups with an external trainer are not built yet/);
   });
 
   it('serves the mask as safetensors: one U8 tensor per masked tensor, same shape, 1 kept and 0 pruned', async () => {

@@ -884,6 +884,12 @@ export interface components {
             modelIds: string[];
             /** @description name of the result model */
             name?: string;
+            /**
+             * @description external (greedy soups scored and recalibrated by external trainers): not built yet, refused with 422; uniform and weighted soups of safetensors models need no trainer
+             * @default builtin
+             * @enum {string}
+             */
+            trainer?: "builtin" | "external";
             /** @description weighted: one non-negative weight per model (normalised) */
             weights?: number[];
         };

@@ -32,6 +32,14 @@ export class CreateSoupDto {
   @IsOptional() @IsBoolean()
   bnRecalibration?: boolean;
 
+  @ApiPropertyOptional({
+    enum: ['builtin', 'external'],
+    default: 'builtin',
+    description: 'external (greedy soups scored and recalibrated by external trainers): not built yet, refused with 422; uniform and weighted soups of safetensors models need no trainer',
+  })
+  @IsOptional() @IsIn(['builtin', 'external'])
+  trainer?: 'builtin' | 'external';
+
   @ApiPropertyOptional({ description: 'name of the result model', maxLength: 200 })
   @IsOptional() @IsString() @Length(1, 200) @Matches(MODEL_NAME, { message: 'name may hold letters, digits, spaces and . _ - @ + /' })
   name?: string;

@@ -48,6 +48,12 @@ export class SoupsService implements OnApplicationBootstrap {
    * built in the request (201); greedy soups evaluate many sets and run as a job (202).
    */
   async create(dto: CreateSoupDto, opts: { inline?: boolean } = {}): Promise<{ soup: SoupDto; accepted: boolean }> {
+    if (dto.trainer === 'external') {
+      throw unprocessable(
+        'soups with an external trainer (greedy scoring and batch-norm recalibration as /tasks) are not built yet: uniform and weighted soups of safetensors models need no trainer (leave trainer out); greedy soups are scored by the built-in engine on TensorFlow.js layers models',
+        'external-soup-unsupported',
+      );
+    }
     if (new Set(dto.modelIds).size !== dto.modelIds.length) throw new ProblemException(400, 'modelIds lists a model twice', { slug: 'validation' });
     const models = await Promise.all(dto.modelIds.map((id) => this.models.entity(id)));
     const formats = [...new Set(models.map((m) => m.format))];
