@@ -429,7 +429,8 @@ function resumeStages(cfg: Config, stages: Stage[]): Map<number, Dense> | null {
   }
   const prior = JSON.parse(readFileSync(file, 'utf8')) as { config: Config; stages: Stage[]; dense: Record<string, Dense> };
   // Files from before SMS_TRAINER and SMS_METHODS were made by the built-in engine with every method.
-  const differs = sameExperiment(cfg, { trainer: 'builtin', methods: METHODS, ...prior.config });
+  const old: Partial<Config> = prior.config;
+  const differs = sameExperiment(cfg, { ...prior.config, trainer: old.trainer ?? 'builtin', methods: old.methods ?? METHODS });
   if (differs.length) throw new Error(`SMS_RESUME: ${file} was made with a different configuration (${differs.map((k) => `${k} ${JSON.stringify(prior.config[k])} there, ${JSON.stringify(cfg[k])} here`).join('; ')}); move it away or match it`);
   const when = statSync(file).mtime.toISOString().slice(0, 16).replace('T', ' ');
   for (const st of stages) {
