@@ -1,11 +1,16 @@
 import { type BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
 import PgBoss from 'pg-boss';
-import type { EntityManager } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import type { DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
 import { type JobName, type JobPayloads, QUEUE_POLICIES } from './jobs.js';
+import { WorkerRegistryService } from './worker-registry.service.js';
+
+/** How often the holds of dead processes are looked for (and once as this process starts working). */
+const SWEEP_MS = 5_000;
 
 export type JobHandler<N extends JobName> = (payload: JobPayloads[N], job: { id: string; retryCount: number }) => Promise<unknown>;
 
@@ -13,16 +18,27 @@ export type JobHandler<N extends JobName> = (payload: JobPayloads[N], job: { id:
  * pg-boss on the service's own database: the Postgres server, or the embedded PGlite through its
  * single-connection lock. Jobs can be sent inside a TypeORM transaction so that a row and the job
  * that will process it are committed together.
+ *
+ * A job a process takes is *held*: a `job_hold` row names the job and the process (its id in
+ * `worker_process`, kept alive by a heartbeat) while the handler runs. pg-boss alone would leave the
+ * job of a killed process `active` until its expiry (hours for training); instead every process
+ * sweeps the holds of processes that are not alive (no fresh heartbeat; with the embedded database,
+ * any earlier life) and fails those jobs into pg-boss's retry, so after a restart the work is taken
+ * up again within seconds. A live process's jobs are never touched: its heartbeat is fresh.
  */
 @Injectable()
 export class JobsService implements BeforeApplicationShutdown {
   private readonly logger = new Logger(JobsService.name);
   private boss: PgBoss | null = null;
   private starting: Promise<PgBoss> | null = null;
+  private sweeper: NodeJS.Timeout | null = null;
+  private sweeping: Promise<void> | null = null;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
+    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly registry: WorkerRegistryService,
   ) {}
 
   start(): Promise<PgBoss> {
@@ -61,18 +77,63 @@ export class JobsService implements BeforeApplicationShutdown {
   /** Runs `handler` for jobs of `name`, up to `concurrency` at a time in this process. A throw retries. */
   async work<N extends JobName>(name: N, concurrency: number, handler: JobHandler<N>): Promise<void> {
     const boss = await this.start();
+    // Holds name this process, so its row must exist before the first one (or a sweep elsewhere
+    // would take the hold for a dead process's).
+    await this.registry.register();
+    await this.startSweeping();
     for (let i = 0; i < concurrency; i++) {
       await boss.work<JobPayloads[N]>(name, { pollingIntervalSeconds: 0.5, batchSize: 1, includeMetadata: true }, async (jobs) => {
         for (const job of jobs) {
+          await this.hold(name, job.id);
           try {
             await handler(job.data, { id: job.id, retryCount: job.retryCount });
           } catch (err) {
             this.logger.warn({ err, job: job.id, queue: name, retry: job.retryCount }, 'job failed');
             throw err;
+          } finally {
+            await this.release(job.id);
           }
         }
       });
     }
+  }
+
+  private async hold(queue: JobName, jobId: string): Promise<void> {
+    await this.dataSource.query(
+      `INSERT INTO job_hold (job_id, queue, worker_id, started_at) VALUES ($1, $2, $3, now())
+       ON CONFLICT (job_id) DO UPDATE SET queue = excluded.queue, worker_id = excluded.worker_id, started_at = excluded.started_at`,
+      [jobId, queue, this.registry.id],
+    );
+  }
+
+  /** Drops this process's hold. If the database is away, the hold stays; a later sweep finds the
+   * job finished (a no-op) or, if this process died meanwhile, retries it. */
+  private async release(jobId: string): Promise<void> {
+    await this.dataSource.query('DELETE FROM job_hold WHERE job_id = $1 AND worker_id = $2', [jobId, this.registry.id]).catch(() => {});
+  }
+
+  private async startSweeping(): Promise<void> {
+    if (this.sweeper) return;
+    this.sweeper = setInterval(() => this.sweep().catch((err) => this.logger.warn({ err }, 'job-hold sweep failed')), SWEEP_MS);
+    this.sweeper.unref();
+    await this.sweep();
+  }
+
+  /** Fails the jobs of dead processes into pg-boss's retry (a job already finished is left as it is). */
+  sweep(): Promise<void> {
+    this.sweeping ??= (async () => {
+      try {
+        const boss = await this.start();
+        for (const h of await this.registry.orphanedHolds()) {
+          await boss.fail(h.queue, h.jobId, { reason: `process ${h.workerId} that held it died` });
+          await this.dataSource.query('DELETE FROM job_hold WHERE job_id = $1 AND worker_id = $2', [h.jobId, h.workerId]);
+          this.logger.warn({ job: h.jobId, queue: h.queue, worker: h.workerId }, 'handed the job of a dead process back to the queue');
+        }
+      } finally {
+        this.sweeping = null;
+      }
+    })();
+    return this.sweeping;
   }
 
   /** Fails an active job (its worker died); pg-boss retries it while retries remain. */
@@ -87,6 +148,8 @@ export class JobsService implements BeforeApplicationShutdown {
   }
 
   async beforeApplicationShutdown(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
     const boss = this.boss ?? (this.starting ? await this.starting.catch(() => null) : null);
     if (boss) await boss.stop({ graceful: false, wait: true, close: !this.database.embedded }).catch(() => {});
     this.boss = null;
