@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createScratchDatabase } from '../src/database/scratch.js';
-import { json, type ServiceProcess, startService, startWorkerProcess, uploadMnistSliceHttp } from './support/process.js';
+import pg from 'pg';
+import { json, nextRunEvent, type ServiceProcess, startService, startWorkerProcess, uploadMnistSliceHttp } from './support/process.js';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js';
 
 /**
@@ -23,6 +24,7 @@ describe.skipIf(!base)('a database outage', () => {
   let proxy: TcpProxy | null = null;
   let drop: (() => Promise<void>) | null = null;
   afterAll(async () => {
+    if (process.env.DB_OUTAGE_LOG) writeFileSync(process.env.DB_OUTAGE_LOG, `${service?.output()}\n----- worker\n${worker?.output()}`);
     await service?.kill('SIGKILL');
     await worker?.kill('SIGKILL');
     await proxy?.close();
@@ -50,7 +52,15 @@ describe.skipIf(!base)('a database outage', () => {
       body: JSON.stringify({ kind: 'retrain', modelId: template.id, datasetId: dataset, m: 2, training: { epochs: 1, batchSize: 32, learningRate: 0.05, schedule: 'constant' } }),
     });
 
-    await proxy.cut();
+    // Cut while a candidate trains. As when the server stops, the sessions are first terminated
+    // (FATAL 57P01 on every open connection), then the port refuses.
+    await nextRunEvent(service.url, run.id, (e) => e.type === 'progress');
+    await proxy.cut(async () => {
+      const admin = new pg.Client({ connectionString: scratch.url });
+      await admin.connect();
+      await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+      await admin.end();
+    });
     const cutAt = Date.now();
     // While it is down: /health names the database, requests that need it are 503 problems, quickly.
     const health = await fetch(`${service.url}/health`);
@@ -95,7 +105,6 @@ describe.skipIf(!base)('a database outage', () => {
     expect(finished.candidates.every((c) => c.status === 'succeeded' && c.resultModelId)).toBe(true);
     expect(service.child.exitCode).toBeNull();
     expect(worker.child.exitCode).toBeNull();
-    if (process.env.DB_OUTAGE_LOG) (await import('node:fs')).writeFileSync(process.env.DB_OUTAGE_LOG, `${service.output()}\n----- worker\n${worker.output()}`);
     expect(`${service.output()}\n${worker.output()}`).not.toMatch(/unhandled ?rejection|uncaught/i);
   }, 240_000);
 });

@@ -6,6 +6,7 @@ import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import type { DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
+import { isDatabaseUnavailable } from '../database/errors.js';
 import { type JobName, type JobPayloads, QUEUE_POLICIES } from './jobs.js';
 import { WorkerRegistryService } from './worker-registry.service.js';
 
@@ -33,6 +34,7 @@ export class JobsService implements BeforeApplicationShutdown {
   private starting: Promise<PgBoss> | null = null;
   private sweeper: NodeJS.Timeout | null = null;
   private sweeping: Promise<void> | null = null;
+  private stopping = false;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -52,7 +54,8 @@ export class JobsService implements BeforeApplicationShutdown {
         maintenanceIntervalSeconds: 120,
         monitorStateIntervalSeconds: 30,
       });
-      boss.on('error', (err) => this.logger.error({ err }, 'job queue error'));
+      boss.on('error', (err) => (isDatabaseUnavailable(err) ? this.logger.warn({ reason: (err as Error).message }, 'job queue: database unavailable') : this.logger.error({ err }, 'job queue error')));
+      ignorePgBossSettlementRejections(this.logger);
       await boss.start();
       for (const [name, policy] of Object.entries(QUEUE_POLICIES)) {
         if (!(await boss.getQueue(name))) await boss.createQueue(name, { name, ...policy });
@@ -84,15 +87,16 @@ export class JobsService implements BeforeApplicationShutdown {
     for (let i = 0; i < concurrency; i++) {
       await boss.work<JobPayloads[N]>(name, { pollingIntervalSeconds: 0.5, batchSize: 1, includeMetadata: true }, async (jobs) => {
         for (const job of jobs) {
-          await this.hold(name, job.id);
+          let failure: Error | null = null;
           try {
+            await this.hold(name, job.id);
             await handler(job.data, { id: job.id, retryCount: job.retryCount });
           } catch (err) {
             this.logger.warn({ err, job: job.id, queue: name, retry: job.retryCount }, 'job failed');
-            throw err;
-          } finally {
-            await this.release(job.id);
+            failure = err instanceof Error ? err : new Error(String(err));
           }
+          // A failure goes to pg-boss's retry (with back-off) as a throw would.
+          await this.settleOwn(job.id, () => (failure ? boss.fail(name, job.id, { message: failure.message }) : boss.complete(name, job.id)));
         }
       });
     }
@@ -104,6 +108,30 @@ export class JobsService implements BeforeApplicationShutdown {
        ON CONFLICT (job_id) DO UPDATE SET queue = excluded.queue, worker_id = excluded.worker_id, started_at = excluded.started_at`,
       [jobId, queue, this.registry.id],
     );
+  }
+
+  /**
+   * Records the end of a job that ran here: pg-boss's own worker completes or fails a job without
+   * awaiting the call, so with the database away its rejection goes unhandled (ending the process)
+   * and the completion is lost (the job stays `active` until its expiry). So the handler settles
+   * the job itself, repeating the call (backing off) while the database is unavailable, and drops
+   * its hold once that is recorded; pg-boss's own call then finds the job no longer active.
+   */
+  private async settleOwn(jobId: string, call: () => Promise<unknown>): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await call();
+        break;
+      } catch (err) {
+        if (!isDatabaseUnavailable(err) || this.stopping) {
+          this.logger.warn({ err, job: jobId }, 'could not record the end of the job');
+          break;
+        }
+        if (attempt === 0) this.logger.warn({ job: jobId }, 'the database is away; the end of the job is recorded when it is back');
+        await new Promise((r) => setTimeout(r, Math.min(30_000, 500 * 2 ** attempt)));
+      }
+    }
+    await this.release(jobId);
   }
 
   /** Drops this process's hold. If the database is away, the hold stays; a later sweep finds the
@@ -148,6 +176,7 @@ export class JobsService implements BeforeApplicationShutdown {
   }
 
   async beforeApplicationShutdown(): Promise<void> {
+    this.stopping = true;
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = null;
     const boss = this.boss ?? (this.starting ? await this.starting.catch(() => null) : null);
@@ -165,4 +194,25 @@ function managerDb(manager: EntityManager) {
       return { rows: result.records as unknown[] };
     },
   };
+}
+
+let settlementGuard = false;
+
+/**
+ * pg-boss's worker follows each handler with a `complete` it does not await. The handler has
+ * already settled the job (JobsService.settleOwn), so that call only matters when it fails because
+ * the database went away in between: such a rejection (from pg-boss's manager, database
+ * unavailable) is logged instead of ending the process. Any other unhandled rejection still does.
+ */
+function ignorePgBossSettlementRejections(logger: Logger): void {
+  if (settlementGuard) return;
+  settlementGuard = true;
+  process.on('unhandledRejection', (reason) => {
+    const stack = reason instanceof Error ? (reason.stack ?? '') : '';
+    if (isDatabaseUnavailable(reason) && /pg-boss[\\/]src[\\/]manager\.js/.test(stack)) {
+      logger.warn({ reason: (reason as Error).message }, 'job queue: a settlement call failed while the database was away');
+      return;
+    }
+    throw reason;
+  });
 }

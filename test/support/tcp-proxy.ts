@@ -7,7 +7,8 @@ import { createServer, type Server, type Socket, connect } from 'node:net';
  */
 export interface TcpProxy {
   port: number;
-  cut: () => Promise<void>;
+  /** `whileRefusing` runs after the port stops listening and before the open connections are closed. */
+  cut: (whileRefusing?: () => Promise<void>) => Promise<void>;
   restore: () => Promise<void>;
   close: () => Promise<void>;
 }
@@ -40,15 +41,15 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
         resolve();
       });
     });
-  const stop = () =>
-    new Promise<void>((resolve) => {
-      const s = server;
-      server = null;
-      for (const sock of sockets) sock.destroy();
-      sockets.clear();
-      if (!s) return resolve();
-      s.close(() => resolve());
-    });
+  const stop = async (whileRefusing?: () => Promise<void>) => {
+    const s = server;
+    server = null;
+    const closed = new Promise<void>((resolve) => (s ? s.close(() => resolve()) : resolve()));
+    await whileRefusing?.();
+    for (const sock of sockets) sock.destroy();
+    sockets.clear();
+    await closed;
+  };
   await listen();
-  return { port, cut: stop, restore: listen, close: stop };
+  return { port, cut: stop, restore: listen, close: () => stop() };
 }
