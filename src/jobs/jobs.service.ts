@@ -164,12 +164,6 @@ export class JobsService implements BeforeApplicationShutdown {
     return this.sweeping;
   }
 
-  /** Fails an active job (its worker died); pg-boss retries it while retries remain. */
-  async fail(name: JobName, id: string, reason: string): Promise<void> {
-    const boss = await this.start();
-    await boss.fail(name, id, { reason });
-  }
-
   async cancel(name: JobName, id: string): Promise<void> {
     const boss = await this.start();
     await boss.cancel(name, id).catch(() => {});
