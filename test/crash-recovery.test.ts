@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createScratchDatabase } from '../src/database/scratch.js';
-import { json, nextRunEvent, prepareDataDir, type RunEvent, type ServiceProcess, startService, uploadMnistSliceHttp } from './support/process.js';
+import { freePort, json, nextRunEvent, prepareDataDir, type RunEvent, type ServiceProcess, startService, uploadMnistSliceHttp } from './support/process.js';
 
 interface Run {
   id: string;
@@ -13,7 +13,7 @@ interface Run {
 
 describe('a service killed with SIGKILL while a run trains', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'sparsoup-crash-'));
-  const port = 41000 + Math.floor(Math.random() * 2000);
+
   let service: ServiceProcess | null = null;
   let drop: (() => Promise<void>) | null = null;
   const extraDirs: string[] = [];
@@ -31,6 +31,7 @@ describe('a service killed with SIGKILL while a run trains', () => {
       drop = scratch.drop;
     }
     prepareDataDir(dataDir);
+    const port = await freePort();
     service = await startService(env, port);
     const template = await json<{ id: string }>(`${service.url}/models/templates`, { method: 'POST', body: JSON.stringify({ architecture: 'lenet-300-100', datasetId: 'mnist', seed: 2 }) });
     const created = await json<Run>(`${service.url}/runs`, {
@@ -46,7 +47,7 @@ describe('a service killed with SIGKILL while a run trains', () => {
     }
     await service.kill('SIGKILL');
 
-    service = await startService(env, port);
+    service = await startService(env, await freePort());
     let run: Run;
     for (let i = 0; ; i++) {
       run = await json<Run>(`${service.url}/runs/${created.id}`);
@@ -87,7 +88,8 @@ describe('a service killed with SIGKILL while a run trains', () => {
       };
     }
     prepareDataDir(dir);
-    service = await startService(env, port + 1);
+    const smsPort = await freePort();
+    service = await startService(env, smsPort);
     const dataset = await uploadMnistSliceHttp(service.url);
     const template = await json<{ id: string }>(`${service.url}/models/templates`, { method: 'POST', body: JSON.stringify({ architecture: 'lenet-300-100', datasetId: dataset, seed: 5 }) });
     const created = await json<Run>(`${service.url}/runs`, {
@@ -102,7 +104,7 @@ describe('a service killed with SIGKILL while a run trains', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     await service.kill('SIGKILL');
-    service = await startService(env, port + 1);
+    service = await startService(env, await freePort());
     let run: Run & { phases: { index: number; status: string; candidateIds: string[]; resultModelId: string }[] };
     for (let i = 0; ; i++) {
       run = await json(`${service.url}/runs/${created.id}`);
@@ -132,7 +134,6 @@ describe('a service killed with SIGKILL while a run trains', () => {
  */
 describe('an SMS run killed with SIGKILL at each step', () => {
   const dir = mkdtempSync(join(tmpdir(), 'sparsoup-crash-steps-'));
-  const port = 44000 + Math.floor(Math.random() * 2000);
   let service: ServiceProcess | null = null;
   let drop: (() => Promise<void>) | null = null;
   afterAll(async () => {
@@ -149,6 +150,7 @@ describe('an SMS run killed with SIGKILL at each step', () => {
       drop = scratch.drop;
     }
     prepareDataDir(dir);
+    const port = await freePort();
     service = await startService(env, port);
     const dataset = await uploadMnistSliceHttp(service.url, 600);
     const template = await json<{ id: string }>(`${service.url}/models/templates`, { method: 'POST', body: JSON.stringify({ architecture: 'lenet-300-100', datasetId: dataset, seed: 7 }) });
@@ -168,7 +170,7 @@ describe('an SMS run killed with SIGKILL at each step', () => {
     for (const [step, match] of steps) {
       const hit = await nextRunEvent(service.url, created.id, match, last);
       await service.kill('SIGKILL');
-      service = await startService(env, port);
+      service = await startService(env, await freePort());
       // The dead process's job (active in pg-boss for hours) is taken up again within a minute.
       const resumed = await nextRunEvent(service.url, created.id, () => true, hit.id, 60_000).catch((err) => {
         throw new Error(`after the kill during ${step}, nothing moved within a minute: ${(err as Error).message}\n${service?.output().slice(-3000)}`);

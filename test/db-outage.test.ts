@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createScratchDatabase } from '../src/database/scratch.js';
 import pg from 'pg';
-import { json, nextRunEvent, type ServiceProcess, startService, startWorkerProcess, uploadMnistSliceHttp } from './support/process.js';
+import { freePort, json, nextRunEvent, type ServiceProcess, startService, startWorkerProcess, uploadMnistSliceHttp } from './support/process.js';
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js';
 
 /**
@@ -41,7 +41,7 @@ describe.skipIf(!base)('a database outage', () => {
     viaProxy.hostname = '127.0.0.1';
     viaProxy.port = String(proxy.port);
     const env = { DATA_DIR: dataDir, WORKERS: '1', DATABASE_URL: viaProxy.toString() };
-    const port = 43000 + Math.floor(Math.random() * 2000);
+    const port = await freePort();
     service = await startService(env, port);
     worker = await startWorkerProcess(env);
 

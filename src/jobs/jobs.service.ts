@@ -4,7 +4,7 @@ import PgBoss from 'pg-boss';
 import type { DataSource, EntityManager } from 'typeorm';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
-import type { DatabaseHandle } from '../database/data-source.js';
+import { DATABASE_CONNECT_TIMEOUT_MS, type DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
 import { isDatabaseUnavailable } from '../database/errors.js';
 import { type JobName, type JobPayloads, QUEUE_POLICIES } from './jobs.js';
@@ -47,7 +47,7 @@ export class JobsService implements BeforeApplicationShutdown {
     this.starting ??= (async () => {
       const embedded = this.database.embedded;
       const boss = new PgBoss({
-        ...(embedded ? { db: { executeSql: (text: string, values: unknown[]) => embedded.executeSql(text, values) } } : { connectionString: this.config.databaseUrl!, max: 4 }),
+        ...(embedded ? { db: { executeSql: (text: string, values: unknown[]) => embedded.executeSql(text, values) } } : { connectionString: this.config.databaseUrl!, max: 4, connectionTimeoutMillis: DATABASE_CONNECT_TIMEOUT_MS }),
         schema: 'pgboss',
         // Our state machines own retries of domain work; pg-boss keeps finished jobs a week for audit.
         deleteAfterDays: 7,

@@ -15,6 +15,16 @@ export function prepareDataDir(dataDir: string): void {
   if (!process.env.DATABASE_URL && template && !existsSync(join(dataDir, 'pglite'))) cpSync(template, join(dataDir, 'pglite'), { recursive: true });
 }
 
+/** A port nothing listens on now (the OS picks it). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
 export async function startService(env: Record<string, string>, port: number): Promise<ServiceProcess> {
   const child = spawn(process.execPath, ['dist/src/main.js'], {
     env: { ...process.env, LOG_LEVEL: 'warn', PORT: String(port), HOST: '127.0.0.1', ...env },
@@ -24,15 +34,24 @@ export async function startService(env: Record<string, string>, port: number): P
   child.stdout?.on('data', (c) => (out += c));
   child.stderr?.on('data', (c) => (out += c));
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the service exited (${child.exitCode}):\n${out}`);
-    try {
-      if ((await fetch(`${url}/health`)).ok) break;
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`the service did not answer /health in 60 s:\n${out}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  // The service says when it listens; only then is /health asked (on a shared machine another
+  // program may hold the port, and its answer must not be taken for ours).
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the service did not listen in 90 s:\n${out}`)), 90_000);
+    const check = () => {
+      if (out.includes(`sparsoup listening on http://127.0.0.1:${port}`)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout?.on('data', check);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the service exited (${code}):\n${out}`));
+    });
+  });
+  const health = await fetch(`${url}/health`);
+  if (!health.ok) throw new Error(`the service started but /health answered ${health.status}: ${await health.text()}`);
   return {
     url,
     child,
