@@ -168,7 +168,10 @@ describe('an SMS run killed with SIGKILL at each step', () => {
     ];
     let last = 0;
     for (const [step, match] of steps) {
-      const hit = await nextRunEvent(service.url, created.id, match, last);
+      const hit = await nextRunEvent(service.url, created.id, match, last, 240_000).catch(async (err) => {
+        const events = await json<{ items?: unknown[] }>(`${service?.url}/runs/${created.id}`).catch(() => ({}));
+        throw new Error(`waiting for ${step}: ${(err as Error).message}\nrun: ${JSON.stringify(events).slice(0, 3000)}\n${service?.output().slice(-4000)}`);
+      });
       await service.kill('SIGKILL');
       service = await startService(env, await freePort());
       // The dead process's job (active in pg-boss for hours) is taken up again within a minute.
