@@ -9,6 +9,8 @@ import { RunPhases1795947425345 as M6 } from './1795947425345-RunPhases.js';
 import { Webhooks1795947549506 as M7 } from './1795947549506-Webhooks.js';
 import { RunAdvanceLease1795951098950 as M8 } from './1795951098950-RunAdvanceLease.js';
 import { ModelShards1796169549649 as M9 } from './1796169549649-ModelShards.js';
-import { ExternalTasks1796177267964 as M10 } from './1796177267964-ExternalTasks.js';
+import { JobHolds1796177175737 as M10 } from './1796177175737-JobHolds.js';
+import { ExternalTasks1796177267964 as M11 } from './1796177267964-ExternalTasks.js';
+import { RunLeaseHolder1796177469890 as M12 } from './1796177469890-RunLeaseHolder.js';
 
-export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6, M7, M8, M9, M10];
+export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6, M7, M8, M9, M10, M11, M12];

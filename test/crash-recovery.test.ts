@@ -3,8 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createScratchDatabase } from '../src/database/scratch.js';
-import { mnistSliceIdx } from './support/datasets.js';
-import { json, prepareDataDir, type ServiceProcess, startService } from './support/process.js';
+import { freePort, json, nextRunEvent, prepareDataDir, type RunEvent, type ServiceProcess, startService, uploadMnistSliceHttp } from './support/process.js';
 
 interface Run {
   id: string;
@@ -14,7 +13,7 @@ interface Run {
 
 describe('a service killed with SIGKILL while a run trains', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'sparsoup-crash-'));
-  const port = 41000 + Math.floor(Math.random() * 2000);
+
   let service: ServiceProcess | null = null;
   let drop: (() => Promise<void>) | null = null;
   const extraDirs: string[] = [];
@@ -32,6 +31,7 @@ describe('a service killed with SIGKILL while a run trains', () => {
       drop = scratch.drop;
     }
     prepareDataDir(dataDir);
+    const port = await freePort();
     service = await startService(env, port);
     const template = await json<{ id: string }>(`${service.url}/models/templates`, { method: 'POST', body: JSON.stringify({ architecture: 'lenet-300-100', datasetId: 'mnist', seed: 2 }) });
     const created = await json<Run>(`${service.url}/runs`, {
@@ -47,7 +47,7 @@ describe('a service killed with SIGKILL while a run trains', () => {
     }
     await service.kill('SIGKILL');
 
-    service = await startService(env, port);
+    service = await startService(env, await freePort());
     let run: Run;
     for (let i = 0; ; i++) {
       run = await json<Run>(`${service.url}/runs/${created.id}`);
@@ -88,8 +88,9 @@ describe('a service killed with SIGKILL while a run trains', () => {
       };
     }
     prepareDataDir(dir);
-    service = await startService(env, port + 1);
-    const dataset = await uploadSlice(service.url);
+    const smsPort = await freePort();
+    service = await startService(env, smsPort);
+    const dataset = await uploadMnistSliceHttp(service.url);
     const template = await json<{ id: string }>(`${service.url}/models/templates`, { method: 'POST', body: JSON.stringify({ architecture: 'lenet-300-100', datasetId: dataset, seed: 5 }) });
     const created = await json<Run>(`${service.url}/runs`, {
       method: 'POST',
@@ -103,7 +104,7 @@ describe('a service killed with SIGKILL while a run trains', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     await service.kill('SIGKILL');
-    service = await startService(env, port + 1);
+    service = await startService(env, await freePort());
     let run: Run & { phases: { index: number; status: string; candidateIds: string[]; resultModelId: string }[] };
     for (let i = 0; ; i++) {
       run = await json(`${service.url}/runs/${created.id}`);
@@ -124,14 +125,93 @@ describe('a service killed with SIGKILL while a run trains', () => {
   }, 300_000);
 });
 
-/** The first 1,400 MNIST training images as an uploaded dataset (real data, seconds to train on). */
-async function uploadSlice(url: string): Promise<string> {
-  const { images, labels } = mnistSliceIdx(1400);
-  const form = new FormData();
-  form.append('images', new Blob([images]), 'images');
-  form.append('labels', new Blob([labels]), 'labels');
-  const res = await fetch(`${url}/datasets?name=slice`, { method: 'POST', body: form });
-  const body = (await res.json()) as { id: string };
-  if (res.status !== 201) throw new Error(`dataset upload: ${res.status} ${JSON.stringify(body)}`);
-  return body.id;
-}
+/**
+ * kill -9 at every step of an SMS run, one after the other in the same run: during phase 1's prune,
+ * a candidate's training, the soup, the evaluation, and between phases (phase 2's prune). Each kill
+ * follows the step's event on the run's event stream (the step is in flight or has just ended when
+ * the signal lands). After each restart the dead process's work must be taken up within a minute,
+ * whatever its job's expiry, and the run must end with exactly the structure of an unbroken run.
+ */
+describe('an SMS run killed with SIGKILL at each step', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sparsoup-crash-steps-'));
+  let service: ServiceProcess | null = null;
+  let drop: (() => Promise<void>) | null = null;
+  afterAll(async () => {
+    await service?.kill('SIGKILL');
+    await drop?.();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('finishes with two phases, four candidates, two soups, two evaluations: each once, no orphans', async () => {
+    const env: Record<string, string> = { DATA_DIR: dir, WORKERS: '1' };
+    if (process.env.DATABASE_URL) {
+      const scratch = await createScratchDatabase(process.env.DATABASE_URL, 'sparsoup_crash_steps');
+      env.DATABASE_URL = scratch.url;
+      drop = scratch.drop;
+    }
+    prepareDataDir(dir);
+    const port = await freePort();
+    service = await startService(env, port);
+    const dataset = await uploadMnistSliceHttp(service.url, 600);
+    const template = await json<{ id: string }>(`${service.url}/models/templates`, { method: 'POST', body: JSON.stringify({ architecture: 'lenet-300-100', datasetId: dataset, seed: 7 }) });
+    const created = await json<{ id: string }>(`${service.url}/runs`, {
+      method: 'POST',
+      body: JSON.stringify({ kind: 'sms', modelId: template.id, datasetId: dataset, goalSparsity: 0.75, phases: 2, m: 2, training: { epochs: 1, batchSize: 32, learningRate: 0.05, schedule: 'constant' } }),
+    });
+    const phaseIs = (type: string, phase: number) => (e: RunEvent) => e.type === type && e.data.phase === phase;
+    const steps: [string, (e: RunEvent) => boolean][] = [
+      ['phase 1 prune', phaseIs('phase-pruning', 1)],
+      ['phase 1 training', phaseIs('progress', 1)],
+      ['phase 1 soup', phaseIs('phase-merging', 1)],
+      ['phase 1 evaluation', phaseIs('phase-evaluating', 1)],
+      ['between phases (phase 2 prune)', phaseIs('phase-pruning', 2)],
+    ];
+    let last = 0;
+    for (const [step, match] of steps) {
+      const hit = await nextRunEvent(service.url, created.id, match, last, 240_000).catch(async (err) => {
+        const events = await json<{ items?: unknown[] }>(`${service?.url}/runs/${created.id}`).catch(() => ({}));
+        throw new Error(`waiting for ${step}: ${(err as Error).message}\nrun: ${JSON.stringify(events).slice(0, 3000)}\n${service?.output().slice(-4000)}`);
+      });
+      await service.kill('SIGKILL');
+      service = await startService(env, await freePort());
+      // The dead process's job (active in pg-boss for hours) is taken up again within a minute.
+      const resumed = await nextRunEvent(service.url, created.id, () => true, hit.id, 60_000).catch((err) => {
+        throw new Error(`after the kill during ${step}, nothing moved within a minute: ${(err as Error).message}\n${service?.output().slice(-3000)}`);
+      });
+      expect(resumed.id).toBeGreaterThan(hit.id);
+      last = hit.id;
+    }
+    const finished = await nextRunEvent(service.url, created.id, (e) => e.type === 'run-finished', last, 180_000);
+    expect(finished.data.status).toBe('succeeded');
+
+    interface Run {
+      status: string;
+      candidates: { id: string; status: string; phase: number; resultModelId: string | null }[];
+      phases: { index: number; status: string; candidateIds: string[]; soupId: string | null; resultModelId: string | null; prunedModelId: string | null; maskId: string | null }[];
+    }
+    const run = await json<Run>(`${service.url}/runs/${created.id}`);
+    expect(run.status).toBe('succeeded');
+    expect(run.phases.map((p) => [p.index, p.status, p.candidateIds.length])).toEqual([[1, 'succeeded', 2], [2, 'succeeded', 2]]);
+    expect(run.candidates.map((c) => [c.phase, c.status])).toEqual([[1, 'succeeded'], [1, 'succeeded'], [2, 'succeeded'], [2, 'succeeded']]);
+    // Every model there is, each made once: the template, 2 pruned, 4 retrained, 2 soups.
+    const models = await json<{ total: number; items: { id: string; origin: { kind: string; candidateId?: string; soupId?: string } }[] }>(`${service.url}/models?limit=100`);
+    expect(models.total).toBe(9);
+    expect(models.items.map((m) => m.origin.candidateId).filter(Boolean).sort()).toEqual(run.candidates.map((c) => c.id).sort());
+    const soups = await json<{ total: number; items: { id: string; status: string; resultModelId: string }[] }>(`${service.url}/soups?limit=100`);
+    expect(soups.total).toBe(2);
+    expect(soups.items.map((s) => s.id).sort()).toEqual(run.phases.map((p) => p.soupId).sort());
+    expect(soups.items.every((s) => s.status === 'succeeded')).toBe(true);
+    expect(models.items.filter((m) => m.origin.kind === 'soup').map((m) => m.origin.soupId).sort()).toEqual(soups.items.map((s) => s.id).sort());
+    const masks = await json<{ total: number }>(`${service.url}/masks?limit=1`);
+    expect(masks.total).toBe(2);
+    for (const p of run.phases) {
+      const evaluations = await json<{ total: number }>(`${service.url}/models/${p.resultModelId}/evaluations`);
+      expect([p.index, evaluations.total]).toEqual([p.index, 1]);
+    }
+    // No orphans: every stored object has a row, and nothing unreferenced is left to collect.
+    const rows = await json<{ total: number }>(`${service.url}/artifacts?limit=1`);
+    const objects = readdirSync(join(dir, 'artifacts', 'sha256'), { recursive: true }).filter((f) => /[0-9a-f]{64}$/.test(String(f)));
+    expect(objects.length).toBe(rows.total);
+    expect((await json<{ rowsDeleted: number }>(`${service.url}/artifacts/gc`, { method: 'POST', body: JSON.stringify({ graceSeconds: 0 }) })).rowsDeleted).toBe(0);
+  }, 600_000);
+});

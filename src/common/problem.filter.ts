@@ -2,6 +2,7 @@ import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger 
 import type { Request, Response } from 'express';
 import { UploadTooLargeError } from '../storage/artifact-store.js';
 import { CoreInputError } from '../core/errors.js';
+import { constraintViolation, describeViolation, isDatabaseUnavailable } from '../database/errors.js';
 import { defaultProblem, PROBLEM_BASE, type Problem, ProblemException } from './problem.js';
 
 /** Every error leaves as application/problem+json. Unknown errors are logged with the request id
@@ -21,9 +22,9 @@ const fallbackLogger = new Logger('ProblemFilter');
 /** Answers `exception` as problem+json; also used by middleware that runs before Nest's filters. */
 export function sendProblem(req: Request, res: Response, exception: unknown, logger: Logger = fallbackLogger): void {
   const problem = toProblem(exception);
-  if (problem.status >= 500) {
-    logger.error({ err: exception, requestId: req.id, path: req.url }, 'unhandled error');
-  }
+  const databaseDown = problem.type === `${PROBLEM_BASE}database-unavailable`;
+  if (databaseDown) logger.warn({ requestId: req.id, path: req.url, reason: (exception as Error)?.message }, 'database unavailable');
+  else if (problem.status >= 500) logger.error({ err: exception, requestId: req.id, path: req.url }, 'unhandled error');
   problem.instance ??= req.originalUrl;
   if (req.id) problem.requestId = String(req.id);
   if (res.headersSent) {
@@ -33,6 +34,7 @@ export function sendProblem(req: Request, res: Response, exception: unknown, log
   }
   if ([401, 403, 408, 413].includes(problem.status)) res.setHeader('connection', 'close');
   if (problem.status === 401) res.setHeader('www-authenticate', 'Bearer');
+  if (databaseDown) res.setHeader('retry-after', '5');
   res.status(problem.status).type('application/problem+json').send(JSON.stringify(problem));
 }
 
@@ -64,6 +66,16 @@ export function toProblem(exception: unknown): Problem {
   const status = e?.status ?? e?.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500 && e.expose !== false) {
     return defaultProblem(status, e.message ?? 'bad request');
+  }
+  // The database went away (down, restarting, cut off): the request can be retried later.
+  if (isDatabaseUnavailable(exception)) {
+    return { ...defaultProblem(503, 'the database is unavailable; retry later (GET /health says when it is back)'), type: `${PROBLEM_BASE}database-unavailable` };
+  }
+  // A write raced another request (a row deleted while this one started to use it, a key taken).
+  const violation = constraintViolation(exception);
+  if (violation) {
+    const { detail, resource } = describeViolation(violation);
+    return { ...defaultProblem(409, detail), type: `${PROBLEM_BASE}${violation.kind === 'foreign-key' ? 'resource-changed' : 'already-exists'}`, ...(resource ? { resource } : {}) };
   }
   return defaultProblem(500, 'internal error; the request id identifies it in the service log');
 }

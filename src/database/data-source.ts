@@ -10,6 +10,8 @@ import { ENTITIES } from './entities.js';
 // (the embedded driver does the same).
 pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 
+export const DATABASE_CONNECT_TIMEOUT_MS = 10_000;
+
 export interface DatabaseHandle {
   options: DataSourceOptions;
   /** Set when the database is the embedded PGlite; pg-boss talks to it through this. */
@@ -37,7 +39,9 @@ export function databaseOptions(
     logging: false,
   };
   if (config.databaseUrl) {
-    return { options: { ...common, url: config.databaseUrl, poolSize: 10 }, embedded: null };
+    // A server that does not answer (a dropped network rather than a refused port) fails a
+    // connection attempt after 10 s, so a request gets its 503 instead of hanging.
+    return { options: { ...common, url: config.databaseUrl, poolSize: 10, connectTimeoutMS: DATABASE_CONNECT_TIMEOUT_MS }, embedded: null };
   }
   const embedded = new EmbeddedPglite(opts.inMemory ? null : join(config.dataDir, 'pglite'));
   // biome-ignore lint/suspicious/noExplicitAny: TypeORM types `driver` as any.

@@ -40,6 +40,14 @@ export class EvaluationsService {
     return mapEvaluation(saved);
   }
 
+  /** A stored evaluation of `modelId` with exactly these settings (evaluation is deterministic), if any. */
+  async findSame(modelId: string, dto: CreateEvaluationDto): Promise<EvaluationDto | null> {
+    const rows = await this.dataSource.getRepository(EvaluationEntity).find({ where: { modelId, datasetId: dto.datasetId, split: dto.split, seed: dto.seed ?? 0 }, order: { createdAt: 'ASC' } });
+    const want = JSON.stringify((dto.corruptions ?? []).map((c) => [c.name, c.severity]));
+    const same = rows.find((r) => JSON.stringify(r.corruptions.map((c) => [c.name, c.severity])) === want);
+    return same ? mapEvaluation(same) : null;
+  }
+
   async list(modelId: string, page: PageQueryDto): Promise<EvaluationPageDto> {
     await this.models.entity(modelId);
     const limit = page.limit ?? 50;

@@ -1,11 +1,17 @@
 import { type BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
 import PgBoss from 'pg-boss';
-import type { EntityManager } from 'typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
-import type { DatabaseHandle } from '../database/data-source.js';
+import { DATABASE_CONNECT_TIMEOUT_MS, type DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
+import { isDatabaseUnavailable } from '../database/errors.js';
 import { COMPUTE_QUEUES, type JobName, type JobPayloads, QUEUE_POLICIES } from './jobs.js';
+import { WorkerRegistryService } from './worker-registry.service.js';
+
+/** How often the holds of dead processes are looked for (and once as this process starts working). */
+const SWEEP_MS = 5_000;
 
 export type JobHandler<N extends JobName> = (payload: JobPayloads[N], job: { id: string; retryCount: number }) => Promise<unknown>;
 
@@ -13,30 +19,43 @@ export type JobHandler<N extends JobName> = (payload: JobPayloads[N], job: { id:
  * pg-boss on the service's own database: the Postgres server, or the embedded PGlite through its
  * single-connection lock. Jobs can be sent inside a TypeORM transaction so that a row and the job
  * that will process it are committed together.
+ *
+ * A job a process takes is *held*: a `job_hold` row names the job and the process (its id in
+ * `worker_process`, kept alive by a heartbeat) while the handler runs. pg-boss alone would leave the
+ * job of a killed process `active` until its expiry (hours for training); instead every process
+ * sweeps the holds of processes that are not alive (no fresh heartbeat; with the embedded database,
+ * any earlier life) and fails those jobs into pg-boss's retry, so after a restart the work is taken
+ * up again within seconds. A live process's jobs are never touched: its heartbeat is fresh.
  */
 @Injectable()
 export class JobsService implements BeforeApplicationShutdown {
   private readonly logger = new Logger(JobsService.name);
   private boss: PgBoss | null = null;
   private starting: Promise<PgBoss> | null = null;
+  private sweeper: NodeJS.Timeout | null = null;
+  private sweeping: Promise<void> | null = null;
+  private stopping = false;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
+    @InjectDataSource() private readonly dataSource: DataSource,
+    private readonly registry: WorkerRegistryService,
   ) {}
 
   start(): Promise<PgBoss> {
     this.starting ??= (async () => {
       const embedded = this.database.embedded;
       const boss = new PgBoss({
-        ...(embedded ? { db: { executeSql: (text: string, values: unknown[]) => embedded.executeSql(text, values) } } : { connectionString: this.config.databaseUrl!, max: 4 }),
+        ...(embedded ? { db: { executeSql: (text: string, values: unknown[]) => embedded.executeSql(text, values) } } : { connectionString: this.config.databaseUrl!, max: 4, connectionTimeoutMillis: DATABASE_CONNECT_TIMEOUT_MS }),
         schema: 'pgboss',
         // Our state machines own retries of domain work; pg-boss keeps finished jobs a week for audit.
         deleteAfterDays: 7,
         maintenanceIntervalSeconds: 120,
         monitorStateIntervalSeconds: 30,
       });
-      boss.on('error', (err) => this.logger.error({ err }, 'job queue error'));
+      boss.on('error', (err) => (isDatabaseUnavailable(err) ? this.logger.warn({ reason: (err as Error).message }, 'job queue: database unavailable') : this.logger.error({ err }, 'job queue error')));
+      ignorePgBossSettlementRejections(this.logger);
       await boss.start();
       for (const [name, policy] of Object.entries(QUEUE_POLICIES)) {
         if (!(await boss.getQueue(name))) await boss.createQueue(name, { name, ...policy });
@@ -65,24 +84,88 @@ export class JobsService implements BeforeApplicationShutdown {
       this.logger.log({ queue: name }, 'WORKERS=0: this process leaves the queue to worker processes');
       return;
     }
+    // Holds name this process, so its row must exist before the first one (or a sweep elsewhere
+    // would take the hold for a dead process's).
+    await this.registry.register();
+    await this.startSweeping();
     for (let i = 0; i < concurrency; i++) {
       await boss.work<JobPayloads[N]>(name, { pollingIntervalSeconds: 0.5, batchSize: 1, includeMetadata: true }, async (jobs) => {
         for (const job of jobs) {
+          let failure: Error | null = null;
           try {
+            await this.hold(name, job.id);
             await handler(job.data, { id: job.id, retryCount: job.retryCount });
           } catch (err) {
             this.logger.warn({ err, job: job.id, queue: name, retry: job.retryCount }, 'job failed');
-            throw err;
+            failure = err instanceof Error ? err : new Error(String(err));
           }
+          // A failure goes to pg-boss's retry (with back-off) as a throw would.
+          await this.settleOwn(job.id, () => (failure ? boss.fail(name, job.id, { message: failure.message }) : boss.complete(name, job.id)));
         }
       });
     }
   }
 
-  /** Fails an active job (its worker died); pg-boss retries it while retries remain. */
-  async fail(name: JobName, id: string, reason: string): Promise<void> {
-    const boss = await this.start();
-    await boss.fail(name, id, { reason });
+  private async hold(queue: JobName, jobId: string): Promise<void> {
+    await this.dataSource.query(
+      `INSERT INTO job_hold (job_id, queue, worker_id, started_at) VALUES ($1, $2, $3, now())
+       ON CONFLICT (job_id) DO UPDATE SET queue = excluded.queue, worker_id = excluded.worker_id, started_at = excluded.started_at`,
+      [jobId, queue, this.registry.id],
+    );
+  }
+
+  /**
+   * Records the end of a job that ran here: pg-boss's own worker completes or fails a job without
+   * awaiting the call, so with the database away its rejection goes unhandled (ending the process)
+   * and the completion is lost (the job stays `active` until its expiry). So the handler settles
+   * the job itself, repeating the call (backing off) while the database is unavailable, and drops
+   * its hold once that is recorded; pg-boss's own call then finds the job no longer active.
+   */
+  private async settleOwn(jobId: string, call: () => Promise<unknown>): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await call();
+        break;
+      } catch (err) {
+        if (!isDatabaseUnavailable(err) || this.stopping) {
+          this.logger.warn({ err, job: jobId }, 'could not record the end of the job');
+          break;
+        }
+        if (attempt === 0) this.logger.warn({ job: jobId }, 'the database is away; the end of the job is recorded when it is back');
+        await new Promise((r) => setTimeout(r, Math.min(30_000, 500 * 2 ** attempt)));
+      }
+    }
+    await this.release(jobId);
+  }
+
+  /** Drops this process's hold. If the database is away, the hold stays; a later sweep finds the
+   * job finished (a no-op) or, if this process died meanwhile, retries it. */
+  private async release(jobId: string): Promise<void> {
+    await this.dataSource.query('DELETE FROM job_hold WHERE job_id = $1 AND worker_id = $2', [jobId, this.registry.id]).catch(() => {});
+  }
+
+  private async startSweeping(): Promise<void> {
+    if (this.sweeper) return;
+    this.sweeper = setInterval(() => this.sweep().catch((err) => this.logger.warn({ err }, 'job-hold sweep failed')), SWEEP_MS);
+    this.sweeper.unref();
+    await this.sweep();
+  }
+
+  /** Fails the jobs of dead processes into pg-boss's retry (a job already finished is left as it is). */
+  sweep(): Promise<void> {
+    this.sweeping ??= (async () => {
+      try {
+        const boss = await this.start();
+        for (const h of await this.registry.orphanedHolds()) {
+          await boss.fail(h.queue, h.jobId, { reason: `process ${h.workerId} that held it died` });
+          await this.dataSource.query('DELETE FROM job_hold WHERE job_id = $1 AND worker_id = $2', [h.jobId, h.workerId]);
+          this.logger.warn({ job: h.jobId, queue: h.queue, worker: h.workerId }, 'handed the job of a dead process back to the queue');
+        }
+      } finally {
+        this.sweeping = null;
+      }
+    })();
+    return this.sweeping;
   }
 
   async cancel(name: JobName, id: string): Promise<void> {
@@ -91,6 +174,9 @@ export class JobsService implements BeforeApplicationShutdown {
   }
 
   async beforeApplicationShutdown(): Promise<void> {
+    this.stopping = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
     const boss = this.boss ?? (this.starting ? await this.starting.catch(() => null) : null);
     if (boss) await boss.stop({ graceful: false, wait: true, close: !this.database.embedded }).catch(() => {});
     this.boss = null;
@@ -106,4 +192,25 @@ function managerDb(manager: EntityManager) {
       return { rows: result.records as unknown[] };
     },
   };
+}
+
+let settlementGuard = false;
+
+/**
+ * pg-boss's worker follows each handler with a `complete` it does not await. The handler has
+ * already settled the job (JobsService.settleOwn), so that call only matters when it fails because
+ * the database went away in between: such a rejection (from pg-boss's manager, database
+ * unavailable) is logged instead of ending the process. Any other unhandled rejection still does.
+ */
+function ignorePgBossSettlementRejections(logger: Logger): void {
+  if (settlementGuard) return;
+  settlementGuard = true;
+  process.on('unhandledRejection', (reason) => {
+    const stack = reason instanceof Error ? (reason.stack ?? '') : '';
+    if (isDatabaseUnavailable(reason) && /pg-boss[\\/]src[\\/]manager\.js/.test(stack)) {
+      logger.warn({ reason: (reason as Error).message }, 'job queue: a settlement call failed while the database was away');
+      return;
+    }
+    throw reason;
+  });
 }

@@ -29,28 +29,82 @@ export class WorkerRegistryService implements BeforeApplicationShutdown {
     @InjectDataSource() private readonly dataSource: DataSource,
   ) {}
 
-  async register(): Promise<void> {
-    if (this.timer) return;
-    const now = new Date();
-    await this.dataSource.getRepository(WorkerProcessEntity).insert({ id: this.id, hostname: hostname(), pid: process.pid, threads: this.config.workers, startedAt: now, heartbeatAt: now });
-    this.timer = setInterval(() => {
-      this.dataSource
-        .getRepository(WorkerProcessEntity)
-        .update({ id: this.id }, { heartbeatAt: new Date() })
-        .catch((err) => this.logger.warn({ err }, 'heartbeat failed'));
-    }, HEARTBEAT_MS);
-    this.timer.unref();
+  private registering: Promise<void> | null = null;
+  /** When this process's heartbeats started succeeding again after a failure; 0 = never failed. */
+  private healthySince = 0;
+
+  /** Inserts this process's row and starts its heartbeat (once, however often it is called). */
+  register(): Promise<void> {
+    this.registering ??= (async () => {
+      await this.beat();
+      this.timer = setInterval(() => {
+        this.beat().catch((err) => {
+          if (this.healthySince !== -1) this.logger.warn({ err }, 'heartbeat failed');
+          this.healthySince = -1;
+        });
+      }, HEARTBEAT_MS);
+      this.timer.unref();
+    })().catch((err) => {
+      this.registering = null;
+      throw err;
+    });
+    return this.registering;
+  }
+
+  /** An upsert: a row another process removed while we could not heartbeat (an outage) comes back. */
+  private async beat(): Promise<void> {
+    await this.dataSource.query(
+      `INSERT INTO worker_process (id, hostname, pid, threads, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, now(), now())
+       ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`,
+      [this.id, hostname().slice(0, 200), process.pid, this.config.workers],
+    );
+    if (this.healthySince === -1) this.healthySince = Date.now();
   }
 
   /**
-   * Workers that are not alive. With the embedded database only this process can exist, so every
-   * other row is dead the moment we start; on Postgres a worker is dead when its heartbeat is stale.
+   * Whether this process may judge others dead now. After its own heartbeats failed (the database
+   * was away), every other process's heartbeat is stale too, though they are alive: it waits until
+   * they have had DEAD_AFTER_MS of database to heartbeat again.
    */
+  private canJudge(): boolean {
+    if (this.database.embedded) return true;
+    return this.healthySince === 0 || (this.healthySince > 0 && Date.now() - this.healthySince >= DEAD_AFTER_MS);
+  }
+
+  /** SQL for "worker `col` is not alive", with $1 = this process, $2 = DEAD_AFTER_MS. */
+  private notAlive(col: string): string {
+    // With the embedded database only this process can exist, so every other id is dead the moment
+    // we start; on Postgres a worker is dead when its heartbeat is stale or its row is gone.
+    return this.database.embedded
+      ? `${col} <> $1`
+      : `${col} <> $1 AND NOT EXISTS (SELECT 1 FROM worker_process w WHERE w.id = ${col} AND w.heartbeat_at >= now() - ($2 || ' milliseconds')::interval)`;
+  }
+
+  /** Workers that are not alive (empty while this process cannot judge). */
   async deadWorkerIds(): Promise<string[]> {
-    const rows: { id: string }[] = this.database.embedded
-      ? await this.dataSource.query('SELECT id FROM worker_process WHERE id <> $1', [this.id])
-      : await this.dataSource.query(`SELECT id FROM worker_process WHERE id <> $1 AND heartbeat_at < now() - ($2 || ' milliseconds')::interval`, [this.id, String(DEAD_AFTER_MS)]);
+    if (!this.canJudge()) return [];
+    const params = this.database.embedded ? [this.id] : [this.id, String(DEAD_AFTER_MS)];
+    const rows: { id: string }[] = await this.dataSource.query(`SELECT id FROM worker_process WHERE ${this.notAlive('id')}`, params);
     return rows.map((r) => r.id);
+  }
+
+  /** Whether the process `workerId` is known to be dead (false while this process cannot judge). */
+  async isDead(workerId: string): Promise<boolean> {
+    if (workerId === this.id || !this.canJudge()) return false;
+    if (this.database.embedded) return true;
+    const rows: unknown[] = await this.dataSource.query(`SELECT 1 FROM worker_process WHERE id = $1 AND heartbeat_at >= now() - ($2 || ' milliseconds')::interval`, [workerId, String(DEAD_AFTER_MS)]);
+    return rows.length === 0;
+  }
+
+  /** pg-boss jobs that a process which is no longer alive had taken (see JobHoldEntity). */
+  async orphanedHolds(): Promise<{ jobId: string; queue: string; workerId: string }[]> {
+    if (!this.canJudge()) return [];
+    const params = this.database.embedded ? [this.id] : [this.id, String(DEAD_AFTER_MS)];
+    const rows: { job_id: string; queue: string; worker_id: string }[] = await this.dataSource.query(
+      `SELECT job_id, queue, worker_id FROM job_hold WHERE ${this.notAlive('worker_id')}`,
+      params,
+    );
+    return rows.map((r) => ({ jobId: r.job_id, queue: r.queue, workerId: r.worker_id }));
   }
 
   async forget(ids: string[]): Promise<void> {
@@ -60,6 +114,7 @@ export class WorkerRegistryService implements BeforeApplicationShutdown {
   async beforeApplicationShutdown(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.registering = null;
     await this.dataSource.getRepository(WorkerProcessEntity).delete({ id: this.id }).catch(() => {});
   }
 }

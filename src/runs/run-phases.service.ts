@@ -8,6 +8,7 @@ import { DatasetsService } from '../datasets/datasets.service.js';
 import { EvaluationsService } from '../evaluations/evaluations.service.js';
 import { JobName, QUEUE_POLICIES } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
+import { WorkerRegistryService } from '../jobs/worker-registry.service.js';
 import { MasksService } from '../masks/masks.service.js';
 import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
@@ -54,6 +55,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     private readonly pool: WorkerPoolService,
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
     private readonly datasets: DatasetsService,
+    private readonly registry: WorkerRegistryService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -84,22 +86,27 @@ export class RunPhasesService implements OnApplicationBootstrap {
       await this.failStep(runId, err as Error);
     } finally {
       clearInterval(renew);
-      await this.dataSource.query('UPDATE run SET advance_lease_until = NULL WHERE id = $1', [runId]);
+      await this.dataSource.query('UPDATE run SET advance_lease_until = NULL, advance_lease_holder = NULL WHERE id = $1 AND advance_lease_holder = $2', [runId, this.registry.id]);
     }
   }
 
-  /** Takes (or renews) the lease; false when another process holds it. */
+  /** Takes the lease; false when another live process holds it (a dead holder's is taken over). */
   private async claim(runId: string): Promise<boolean> {
-    const rows: unknown[] = await this.dataSource.query(
-      `WITH c AS (UPDATE run SET advance_lease_until = now() + ($2 || ' milliseconds')::interval
-                  WHERE id = $1 AND (advance_lease_until IS NULL OR advance_lease_until < now()) RETURNING id) SELECT id FROM c`,
-      [runId, String(LEASE_MS)],
-    );
-    return rows.length > 0;
+    const take = async (condition: string, extra: unknown[] = []) => {
+      const rows: unknown[] = await this.dataSource.query(
+        `WITH c AS (UPDATE run SET advance_lease_until = now() + ($2 || ' milliseconds')::interval, advance_lease_holder = $3
+                    WHERE id = $1 AND (${condition}) RETURNING id) SELECT id FROM c`,
+        [runId, String(LEASE_MS), this.registry.id, ...extra],
+      );
+      return rows.length > 0;
+    };
+    if (await take('advance_lease_until IS NULL OR advance_lease_until < now()')) return true;
+    const [row]: { holder: string | null }[] = await this.dataSource.query('SELECT advance_lease_holder AS holder FROM run WHERE id = $1', [runId]);
+    return !!row?.holder && (await this.registry.isDead(row.holder)) && take('advance_lease_holder = $4', [row.holder]);
   }
 
   private async renew(runId: string): Promise<void> {
-    await this.dataSource.query(`UPDATE run SET advance_lease_until = now() + ($2 || ' milliseconds')::interval WHERE id = $1`, [runId, String(LEASE_MS)]);
+    await this.dataSource.query(`UPDATE run SET advance_lease_until = now() + ($2 || ' milliseconds')::interval WHERE id = $1 AND advance_lease_holder = $3`, [runId, String(LEASE_MS), this.registry.id]);
   }
 
   private async advanceClaimed(runId: string): Promise<void> {
@@ -131,6 +138,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
         // Idempotent per run and phase: the pruned model, its mask and the phase's record land in one
         // transaction, which claims the phase (still queued) first; a second attempt rolls back.
         const lost = new Error('the phase was pruned by another attempt');
+        await this.lifecycle.event(this.dataSource.manager, run.id, 'phase-pruning', { phase: phase.index, sparsity: phase.sparsity, inputModelId: input });
         try {
           await this.masks.prune(
             input,
@@ -166,7 +174,10 @@ export class RunPhasesService implements OnApplicationBootstrap {
           await this.finish(run, 'failed', `phase ${phase.index}: ${failed.length} of ${candidates.length} candidates ${failed[0].status}${failed[0].error ? `: ${failed[0].error}` : ''}`);
           return false;
         }
-        await repo.update(key, { status: 'merging' });
+        await this.dataSource.transaction(async (tx) => {
+          await tx.update(RunPhaseEntity, key, { status: 'merging' });
+          await this.lifecycle.event(tx, run.id, 'phase-merging', { phase: phase.index, candidates: candidates.length });
+        });
         return true;
       }
       case 'merging': {
@@ -212,13 +223,28 @@ export class RunPhasesService implements OnApplicationBootstrap {
     let soupId: string | null = null;
     let soupVal: number | null = null;
     if (plan.soup) {
-      const { soup } = await this.soups.create({ modelIds: ids, method: plan.soup.method, comparison: plan.soup.method === 'greedy' ? plan.soup.comparison : undefined, datasetId: run.datasetId, name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-soup` }, { inline: true });
+      // Once per phase: the soup's row is noted on the phase as it is created, so a repeat of this
+      // step (its process died) finishes that soup instead of starting a second one.
+      const key = { runId: run.id, index: phase.index };
+      let soup = phase.soupId ? await this.soups.get(phase.soupId) : null;
+      if (soup && soup.status !== 'succeeded') {
+        await this.soups.build(soup.id, { rethrow: true });
+        soup = await this.soups.get(soup.id);
+      }
+      soup ??= (
+        await this.soups.create(
+          { modelIds: ids, method: plan.soup.method, comparison: plan.soup.method === 'greedy' ? plan.soup.comparison : undefined, datasetId: run.datasetId, name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-soup` },
+          { inline: true, record: async (tx, id) => void (await tx.update(RunPhaseEntity, key, { soupId: id })) },
+        )
+      ).soup;
       resultModelId = soup.resultModelId!;
       soupId = soup.id;
       soupVal = soup.valAccuracy;
     }
-    // Robustness (OOD) of the phase result, as the SMS code reports accuracy under corruption.
-    const test = await this.evaluations.create(resultModelId, { datasetId: run.datasetId, split: 'test', corruptions: PHASE_CORRUPTIONS });
+    await this.lifecycle.event(this.dataSource.manager, run.id, 'phase-evaluating', { phase: phase.index, resultModelId, soupId });
+    // Robustness (OOD) of the phase result, as the SMS code reports accuracy under corruption; a
+    // repeat of this step reuses the evaluation an earlier attempt stored.
+    const test = (await this.evaluations.findSame(resultModelId, { datasetId: run.datasetId, split: 'test', corruptions: PHASE_CORRUPTIONS })) ?? (await this.evaluations.create(resultModelId, { datasetId: run.datasetId, split: 'test', corruptions: PHASE_CORRUPTIONS }));
     const val = soupVal ?? candidates[0].valAccuracy;
     const models = await Promise.all(ids.map((id) => this.models.entity(id)));
     const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }) : [];

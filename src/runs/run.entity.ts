@@ -67,6 +67,10 @@ export class RunEntity {
   /** IMP / SMS: while set and in the future, one process is advancing the state machine. */
   @Column({ type: 'timestamptz', name: 'advance_lease_until', nullable: true })
   advanceLeaseUntil: Date | null;
+
+  /** The process (`worker_process` id) holding the lease: a dead holder's lease is taken over at once. */
+  @Column({ type: 'uuid', name: 'advance_lease_holder', nullable: true })
+  advanceLeaseHolder: string | null;
 }
 
 export interface CandidateProgress {

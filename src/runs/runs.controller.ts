@@ -65,7 +65,9 @@ export class RunsController {
 
   /**
    * Server-sent events: `run-created`, `candidate-started`, `progress` (epoch, step, steps, loss,
-   * learning rate), `candidate-succeeded` / `-failed` / `-retry` / `-requeued`, `run-finished`.
+   * learning rate), `candidate-succeeded` / `-failed` / `-retry` / `-requeued`; for IMP / SMS the phase
+   * steps `phase-pruning`, `phase-pruned`, `phase-training`, `phase-merging`, `phase-evaluating`,
+   * `phase-succeeded`; `run-finished`.
    * Each event's id is its sequence number: reconnect with Last-Event-ID to resume. The stream ends
    * after `run-finished`.
    */

@@ -71,7 +71,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
         await tx.update(RunCandidateEntity, { id: c.id, status: 'running' }, { status: 'queued', workerId: null, progress: null });
         await this.lifecycle.event(tx, c.runId, 'candidate-requeued', { reason: 'its worker stopped answering', attempts: c.attempts }, c.id);
       });
-      if (c.jobId) await this.jobs.fail(JobName.TrainCandidate, c.jobId, 'worker died').catch(() => {});
+      // Its train-candidate job is handed back to the queue by the job-hold sweep (JobsService).
       this.logger.warn({ candidate: c.id, run: c.runId }, 'requeued the candidate of a dead worker');
     }
     await this.registry.forget(dead);

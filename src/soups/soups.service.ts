@@ -1,6 +1,6 @@
 import { Injectable, type OnApplicationBootstrap } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { type DataSource, In } from 'typeorm';
+import { type DataSource, type EntityManager, In } from 'typeorm';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { notFound, ProblemException, unprocessable } from '../common/problem.js';
 import { hasBatchNorm } from '../core/tf/batch-norm.js';
@@ -47,7 +47,8 @@ export class SoupsService implements OnApplicationBootstrap {
    * mismatch is a 422 listing every difference, before any row exists. Uniform and weighted soups are
    * built in the request (201); greedy soups evaluate many sets and run as a job (202).
    */
-  async create(dto: CreateSoupDto, opts: { inline?: boolean } = {}): Promise<{ soup: SoupDto; accepted: boolean }> {
+  /** `record` runs in the transaction that creates the soup's row (an SMS phase notes the soup it owns there). */
+  async create(dto: CreateSoupDto, opts: { inline?: boolean; record?: (tx: EntityManager, soupId: string) => Promise<void> } = {}): Promise<{ soup: SoupDto; accepted: boolean }> {
     if (dto.trainer === 'external') {
       throw unprocessable(
         'soups with an external trainer (greedy scoring and batch-norm recalibration as /tasks) are not built yet: uniform and weighted soups of safetensors models need no trainer (leave trainer out); greedy soups are scored by the built-in engine on TensorFlow.js layers models',
@@ -104,6 +105,7 @@ export class SoupsService implements OnApplicationBootstrap {
       );
       await tx.insert(SoupIngredientEntity, dto.modelIds.map((modelId, position) => ({ soupId: s.id, modelId, position })));
       if (greedy) await this.jobs.send(JobName.BuildSoup, { soupId: s.id }, { manager: tx });
+      if (opts.record) await opts.record(tx, s.id);
       return s;
     });
     if (!greedy) await this.build(soup.id, { rethrow: true, deleteOnClientError: true });
