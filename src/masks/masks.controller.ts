@@ -41,26 +41,3 @@ export class MasksController {
     return this.masks.apply(id, dto.modelId, dto.name);
   }
 }
-
-/** The pruning routes live under /models, where a client looks for them. */
-@ApiTags('models')
-@Controller('models')
-export class PruneController {
-  constructor(private readonly masks: MasksService) {}
-
-  @Post(':id/prune')
-  @ApiCreatedResponse({ type: PruneResultDto, description: 'the pruned model (parent: the source) and its mask' })
-  pruneModel(@Param('id', ParseUUIDPipe) id: string, @Body() dto: PruneModelDto): Promise<PruneResultDto> {
-    return this.masks.prune(id, dto);
-  }
-
-  @Get(':id/sparse')
-  @ApiProduces('application/vnd.sparsoup.sparse')
-  @ApiOkResponse({
-    description:
-      'compact sparse export: mask bits plus the kept values (format in src/core/masks/sparse.ts); headers x-sparse-bytes, x-dense-bytes and x-sparse-ratio compare it with the dense float32 file',
-  })
-  getSparseModel(@Param('id', ParseUUIDPipe) id: string, @Res({ passthrough: true }) res: Response): Promise<StreamableFile> {
-    return this.masks.sparse(id, res);
-  }
-}

@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { ModelsModule } from '../models/models.module.js';
-import { MasksController, PruneController } from './masks.controller.js';
+import { MasksController } from './masks.controller.js';
+import { PruneController } from './prune.controller.js';
 import { MasksService } from './masks.service.js';
 
 @Module({ imports: [ModelsModule], controllers: [PruneController, MasksController], providers: [MasksService], exports: [MasksService] })
