@@ -3,7 +3,11 @@ import { fillBatch, type ImageDataset, sampleSize } from '../data/dataset.js';
 import { CoreInputError } from '../errors.js';
 import { isPrunable } from '../pruning/prunable.js';
 import { type Augmentation, augmentBatch, augmentSeed } from './augment.js';
+import { fusedOptimizerAvailable, fusedOptimizerStep, unfusedOptimizerStep } from './optimizer-step.js';
 import { deriveSeed, shuffleInto } from './random.js';
+
+/** At most this many steps' losses wait on the device before one read-back. */
+export const LOSS_READBACK_EVERY = 16;
 
 /** One candidate's training configuration (API.md, "Training configuration"). */
 export interface TrainingConfig {
@@ -146,6 +150,11 @@ export interface TrainOptions {
   weightDecayOn?: 'all' | 'kernels';
   /** Train on these sample indices instead of `dataset.splits.train`. */
   indices?: Uint32Array;
+  /**
+   * The optimizer step as one fused kernel per weight where the backend has it (wasm), else the
+   * chain of tf ops. Default true; false forces the chain (tests compare the two).
+   */
+  fusedOptimizer?: boolean;
   /** Called after each complete epoch (1-based), between steps: the model holds that epoch's weights. */
   onEpochEnd?: (epoch: number) => void | Promise<void>;
 }
@@ -244,11 +253,23 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
   const scratch = augment ? new Float32Array(size) : undefined;
   const slots = buildSlots(model, options.mask, options.weightDecayOn ?? 'all', config.optimizer);
   const varList = slots.map((s) => s.variable);
-  const beta1 = 0.9;
-  const beta2 = 0.999;
-  const eps = 1e-8;
 
+  const fused = (options.fusedOptimizer ?? true) && fusedOptimizerAvailable();
   const epochLosses: number[] = [];
+  // Loss scalars of the steps not read back yet; each belongs to the current epoch and window.
+  const pendingLosses: tf.Tensor[] = [];
+  const flushLosses = () => {
+    if (pendingLosses.length === 0) return;
+    const values = pendingLosses.length === 1 ? pendingLosses[0].dataSync() : tf.tidy(() => tf.stack(pendingLosses).dataSync());
+    for (const v of values) {
+      epochLossSum += v;
+      epochSteps++;
+      windowLoss += v;
+      windowSteps++;
+    }
+    tf.dispose(pendingLosses);
+    pendingLosses.length = 0;
+  };
   let epochLossSum = 0;
   let epochSteps = 0;
   let windowLoss = 0;
@@ -281,8 +302,8 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
       fillBatch(dataset, order, pos * config.batchSize, count, xBuf, yBuf);
       if (augment) augmentBatch(xBuf, count, [h, w, c], augmentSeed(config.seed, step), undefined, scratch);
       lr = learningRateAt(step, totalSteps, config, options.allr);
-      const t = step + 1;
-      const lossValue = tf.tidy(() => {
+      const stepAttrs = { optimizer: config.optimizer, learningRate: lr, momentum: config.momentum, nesterov: config.nesterov, t: step + 1 };
+      const loss = tf.tidy(() => {
         const xs = tf.tensor4d(xBuf.subarray(0, count * size), [count, h, w, c]);
         const ys = tf.oneHot(tf.tensor1d(yBuf.subarray(0, count), 'int32'), dataset.classes);
         const { value, grads } = tf.variableGrads(() => {
@@ -290,38 +311,21 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
           return tf.losses.softmaxCrossEntropy(ys, logits) as tf.Scalar;
         }, varList);
         for (const s of slots) {
-          let g = grads[s.variable.name];
-          if (config.weightDecay > 0 && s.decay) g = tf.add(g, tf.mul(s.variable, config.weightDecay));
-          if (s.maskFloat) g = tf.mul(g, s.maskFloat);
-          let next: tf.Tensor;
-          if (config.optimizer === 'sgd') {
-            let direction = g;
-            if (config.momentum > 0) {
-              const buf = s.state[0];
-              buf.assign(tf.add(tf.mul(buf, config.momentum), g));
-              direction = config.nesterov ? tf.add(g, tf.mul(buf, config.momentum)) : buf;
-            }
-            next = tf.sub(s.variable, tf.mul(direction, lr));
-          } else {
-            const [m, v] = s.state;
-            m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)));
-            v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)));
-            const mHat = tf.div(m, 1 - beta1 ** t);
-            const vHat = tf.div(v, 1 - beta2 ** t);
-            next = tf.sub(s.variable, tf.mul(tf.div(mHat, tf.add(tf.sqrt(vHat), eps)), lr));
-          }
-          if (s.maskBool) next = tf.where(s.maskBool, next, s.zeros!);
-          s.variable.assign(next);
+          const attrs = { ...stepAttrs, weightDecay: config.weightDecay > 0 && s.decay ? config.weightDecay : 0 };
+          if (fused) fusedOptimizerStep(s, grads[s.variable.name], attrs);
+          else unfusedOptimizerStep(s, grads[s.variable.name], attrs);
         }
-        return value.dataSync()[0];
+        return value;
       });
+      pendingLosses.push(loss);
+      const windowEnds = (step + 1) % progressEvery === 0 || step + 1 === totalSteps;
+      const epochEnds = (step + 1) % stepsPerEpoch === 0;
+      // The loss is read back only where it is reported (a progress window, an epoch's end, every
+      // LOSS_READBACK_EVERY steps at most), not with a synchronising dataSync every step.
+      if (windowEnds || epochEnds || pendingLosses.length >= LOSS_READBACK_EVERY) flushLosses();
       samples += count;
-      epochLossSum += lossValue;
-      epochSteps++;
-      windowLoss += lossValue;
-      windowSteps++;
       windowSamples += count;
-      if (onProgress && ((step + 1) % progressEvery === 0 || step + 1 === totalSteps)) {
+      if (onProgress && windowEnds) {
         const now = performance.now();
         onProgress({
           epoch: epoch + 1,
@@ -336,10 +340,11 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
         windowSamples = 0;
         windowStart = now;
       }
-      if (options.onEpochEnd && (step + 1) % stepsPerEpoch === 0) await options.onEpochEnd((step + 1) / stepsPerEpoch);
+      if (options.onEpochEnd && epochEnds) await options.onEpochEnd((step + 1) / stepsPerEpoch);
     }
     if (epochSteps > 0) epochLosses.push(epochLossSum / epochSteps);
   } finally {
+    tf.dispose(pendingLosses);
     for (const s of slots) tf.dispose([s.maskFloat, s.maskBool, s.zeros, ...s.state].filter((x): x is tf.Tensor => x != null));
   }
   const durationMs = performance.now() - start;

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { OPTIMIZER_STEP_KERNEL, optimizerStepKernel } from './optimizer-step.js';
 
 /**
  * Kernel fixes for the wasm backend (see STACK.md, "TensorFlow.js here"):
@@ -434,6 +435,8 @@ const FIXES: Record<string, Kernel> = {
   Sum: leadingReduction('Sum'),
   Mean: leadingReduction('Mean'),
   Identity: identity,
+  // Not a fix but an addition: the fused optimizer step (optimizer-step.ts).
+  [OPTIMIZER_STEP_KERNEL]: optimizerStepKernel as unknown as Kernel,
 };
 
 let registered = false;
