@@ -135,7 +135,10 @@ export async function greedyOverLayersModels(
     if (recalibrate && !stats) throw new Error('the greedy soup accepted a set it never scored');
     if (stats) {
       tf.tidy(() => {
-        bnNames.forEach((n, i) => variables.get(n)!.write(tf.tensor(stats[i], variables.get(n)!.shape as number[])));
+        bnNames.forEach((n, i) => {
+          const v = variables.get(n)!;
+          v.write(tf.tensor(stats[i], v.shape as number[]));
+        });
       });
     }
     return { weights: g.weights, trace: g.trace, score: g.score, model: scratch };
