@@ -38,9 +38,10 @@ const handlers: Handlers = {
   soup: runSoup,
   'compare-models': runCompareModels,
   'ensemble-evaluate': runEnsembleEvaluate,
-  // Read fresh (not through this thread's cache, so the thread keeps no copy of its own), then copied
-  // into SharedArrayBuffers: the pool keeps that one copy for the process.
-  'share-dataset': async (task, ctx) => toSharedDataset(await readDataset(task.dataset, ctx)),
+  // Read fresh (not through this thread's cache, so the thread keeps no copy of its own): built-ins
+  // straight into a SharedArrayBuffer, uploads parsed and then copied into one. The pool keeps that
+  // one copy for the process.
+  'share-dataset': async (task, ctx) => toSharedDataset(await readDataset(task.dataset, ctx, { shared: true })),
   'probe-dataset': async (task, ctx) => {
     if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
     const ds = await loadDataset(task.dataset, ctx);

@@ -56,8 +56,8 @@ export function loadDataset(ref: DatasetRef, ctx: Pick<TaskContext, 'init' | 'st
 }
 
 /** Reads and parses a dataset, bypassing the cache (the upload check). */
-export async function readDataset(ref: DatasetRef, { init, store }: Pick<TaskContext, 'init' | 'store'>): Promise<ImageDataset> {
-  if (ref.source === 'builtin') return loadBuiltin(ref.id as BuiltinName, { cacheDir: init.cacheDir });
+export async function readDataset(ref: DatasetRef, { init, store }: Pick<TaskContext, 'init' | 'store'>, options: { shared?: boolean } = {}): Promise<ImageDataset> {
+  if (ref.source === 'builtin') return loadBuiltin(ref.id as BuiltinName, { cacheDir: init.cacheDir, shared: options.shared });
   const files = ref.files ?? {};
   const bytes = async (role: string) => (files[role] ? store.readBytes(files[role]) : undefined);
   switch (ref.format) {
