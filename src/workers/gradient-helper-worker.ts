@@ -25,7 +25,7 @@ async function main() {
   port.on('message', (step: HelperStep) => {
     try {
       tf.tidy(() => {
-        vars.forEach((v, i) => v.write(tf.tensor(step.weights[i], v.shape as number[])));
+        for (const [i, v] of vars.entries()) v.write(tf.tensor(step.weights[i], v.shape as number[]));
       });
       const out = tf.tidy(() => {
         const xs = tf.tensor4d(step.xs, [step.count, h, w, c]);

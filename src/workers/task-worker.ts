@@ -65,7 +65,7 @@ const handlers: Handlers = {
   },
 };
 
-export default async function runTask({ task, port, dataset }: { task: WorkerTask; port?: MessagePort; dataset?: ImageDataset }) {
+export default async function runTask({ task, port, dataset, idleThreads }: { task: WorkerTask; port?: MessagePort; dataset?: ImageDataset; idleThreads?: number }) {
   const backend = await initBackend(init.backend);
   const ctx: TaskContext = {
     init,
@@ -73,6 +73,7 @@ export default async function runTask({ task, port, dataset }: { task: WorkerTas
     backend,
     port: port ?? null,
     sharedDataset: dataset ?? null,
+    idleThreads: idleThreads ?? 0,
     progress: (m) => port?.postMessage({ kind: 'progress', ...m } satisfies ProgressMessage),
   };
   try {

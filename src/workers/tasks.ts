@@ -157,6 +157,8 @@ export interface TrainTask {
   recalibrate: boolean;
   evaluate: SplitName[];
   progressEvery?: number;
+  /** Data-parallel gradients on an idle pool core (default "auto": when one is idle, the backend is wasm and the run is long enough). */
+  dataParallel?: 'auto' | 'off';
 }
 
 /** Accuracy after one epoch of training (before BN recalibration), for `evaluateEachEpoch`. */
@@ -172,6 +174,8 @@ export interface TrainTaskResult {
   metrics: Partial<Record<SplitName, EvaluationMetrics>>;
   /** Pruned weights that are non-zero after training: always 0 (checked, or the task fails). */
   revived: number;
+  /** Threads that computed each batch's gradients (2 when a helper used an idle core, see gradient-helper.ts). */
+  gradientThreads?: number;
   backend: string;
 }
 

@@ -65,8 +65,10 @@ export class WorkerPool {
     this.busy++;
     try {
       const dataset = await this.sharedDataset(task);
+      // Threads no task holds now: a lone training task may use one for data-parallel gradients.
+      const idleThreads = Math.max(0, this.threads - this.busy);
       const result = (await this.piscina.run(
-        { task, port: channel?.port2, dataset },
+        { task, port: channel?.port2, dataset, idleThreads },
         { transferList: channel ? [channel.port2] : [], signal: opts.signal ?? null },
       )) as ResultOf<T['type']>;
       const clientError = (result as unknown as Record<string, unknown> | null)?.[CORE_INPUT_ERROR] as

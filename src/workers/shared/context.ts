@@ -14,4 +14,6 @@ export interface TaskContext {
   port: MessagePort | null;
   /** The process-wide copy (SharedArrayBuffers) of the dataset the task names, when the pool sent one. */
   sharedDataset?: ImageDataset | null;
+  /** Pool threads no task held when this one was dispatched (a lone training may use one). */
+  idleThreads?: number;
 }
