@@ -2,8 +2,7 @@
  * A greedy soup of three `cnn-bn` candidates on Fashion-MNIST through the worker's own soup handler
  * (`runSoup`: validation, every set merged, BN-recalibrated on 20 % of train and scored on val, the
  * soup written and stored), wall time, next to the previous scorer in the same run: each set merged
- * from the files into fresh bytes (copied per tensor), tfjs-layers' own batch norm, val in batches
- * of 512, and the final soup loaded, recalibrated and evaluated once more.
+ * from the files into fresh bytes (copied per tensor), val in batches of 512, and the final soup loaded, recalibrated and evaluated once more.
  *
  * The candidates: one seeded `cnn-bn`, trained briefly, then retrained from it with three seeds
  * (a small budget: the bench times the soup, not the training).
@@ -21,7 +20,6 @@ import { greedySoup } from '../src/core/soups/greedy.js';
 import { mergeCheckpoints } from '../src/core/soups/merge.js';
 import type { CheckpointReader } from '../src/core/tensors.js';
 import { initBackend } from '../src/core/tf/backend.js';
-import { setFusedBatchNorm } from '../src/core/tf/batch-norm-kernel.js';
 import { recalibrateBatchNorm } from '../src/core/tf/bn-recalibration.js';
 import { evaluateModel } from '../src/core/tf/evaluate.js';
 import { loadModel, namedWeights } from '../src/core/tf/model-io.js';
@@ -41,8 +39,6 @@ const load = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
 
 /** The previous scorer (before issue 16), kept here as the bench's peer. */
 async function baselineGreedy(store: FsArtifactStore, refs: StoredLayersModelRef[], ds: ImageDataset): Promise<{ weights: number[]; score: number }> {
-  setFusedBatchNorm(false);
-  try {
     const json = await store.readBytes(refs[0].topologySha256!);
     const scratch = await loadModel(json, await store.readBytes(refs[0].weightsSha256));
     const variables = namedWeights(scratch);
@@ -80,9 +76,6 @@ async function baselineGreedy(store: FsArtifactStore, refs: StoredLayersModelRef
     } finally {
       for (const r of readers) await r.close();
     }
-  } finally {
-    setFusedBatchNorm(true);
-  }
 }
 
 async function main() {
@@ -129,7 +122,7 @@ async function main() {
     if (!args.includes('--no-baseline')) {
       const t1 = performance.now();
       const b = await baselineGreedy(store, refs, ds);
-      rows.push({ what: 'previous scorer (files re-merged per set, stock BN, batch 512, final re-scored)', seconds: (performance.now() - t1) / 1000, score: b.score, accepted: b.weights.filter((w) => w > 0).length, load: load() });
+      rows.push({ what: 'previous scorer (files re-merged per set, batch 512, final re-scored)', seconds: (performance.now() - t1) / 1000, score: b.score, accepted: b.weights.filter((w) => w > 0).length, load: load() });
     }
     console.log('');
     console.log('| what | wall s | val accuracy | accepted | load after (1/5/15 min) |');

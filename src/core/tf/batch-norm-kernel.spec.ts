@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend.js';
-import { BN_TRAIN_KERNEL, setFusedBatchNorm } from './batch-norm-kernel.js';
+import { BN_TRAIN_KERNEL, installFusedBatchNorm, setFusedBatchNorm } from './batch-norm-kernel.js';
 import { mulberry32 } from './random.js';
 
 function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -13,6 +13,7 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 describe('fused training-mode batch norm (wasm)', () => {
   beforeAll(async () => {
     await initBackend('wasm');
+    installFusedBatchNorm(); // opt-in (see the module's note)
   });
 
   it('is registered on wasm', () => {

@@ -1,5 +1,4 @@
 import * as tf from '@tensorflow/tfjs';
-import { installFusedBatchNorm } from './batch-norm-kernel.js';
 import { OPTIMIZER_STEP_KERNEL, optimizerStepKernel } from './optimizer-step.js';
 
 /**
@@ -460,7 +459,6 @@ export function registerWasmKernelFixes(): void {
     }
     tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: fn as unknown as tf.KernelFunc });
   }
-  installFusedBatchNorm();
   registered = true;
 }
 
