@@ -157,7 +157,11 @@ export interface TrainTask {
   recalibrate: boolean;
   evaluate: SplitName[];
   progressEvery?: number;
-  /** Data-parallel gradients on an idle pool core (default "auto": when one is idle, the backend is wasm and the run is long enough). */
+  /**
+   * Data-parallel gradients on an idle pool core. Default "off": measured slower here whenever the
+   * machine was not idle (bench:imp). "auto": when a pool thread is idle, the backend is wasm, the run
+   * is long enough and the load average leaves a core free.
+   */
   dataParallel?: 'auto' | 'off';
 }
 

@@ -35,7 +35,7 @@ const HELPER_MIN_SAMPLES = 20_000;
 
 /** A gradient helper on an idle core, when the pool has one, the backend is wasm and the run is long enough. */
 async function maybeHelper(task: TrainTask, ctx: TaskContext, model: tf.LayersModel, ds: ImageDataset): Promise<GradientHelper | null> {
-  if ((task.dataParallel ?? 'auto') === 'off' || (ctx.idleThreads ?? 0) < 1 || ctx.backend.name !== 'wasm') return null;
+  if ((task.dataParallel ?? 'off') !== 'auto' || (ctx.idleThreads ?? 0) < 1 || ctx.backend.name !== 'wasm') return null;
   // Idle for the pool is not idle for the machine: with the cores busy elsewhere, each step's two
   // hand-offs wait on the scheduler and a helper makes training slower (bench:imp, README).
   if (os.loadavg()[0] > os.availableParallelism() - 1 + 0.25) return null;
