@@ -174,7 +174,7 @@ async function main() {
   }
   console.log('');
   for (const line of peer.note.split('\n')) console.log(`peer: ${line || 'n/a'}`);
-  console.log('sparsoup: one thread, tfjs wasm with the kernel fixes (src/core/tf/wasm-kernels.ts), the fused optimizer step and batch norm, batches filled into reused buffers.');
+  console.log('sparsoup: one thread, tfjs wasm with the kernel fixes (src/core/tf/wasm-kernels.ts), the op-chain optimizer step, losses read back every 16 steps, batches filled into reused buffers.');
   console.log(`load (1/5/15 min) at end: ${loadLine()}`);
   if (args.includes('--accuracy')) {
     // One epoch each, to show the throughput figures are for models that actually learn.
