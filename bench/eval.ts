@@ -3,9 +3,10 @@
  * images, batch 512) through `evaluateModel` (what an evaluation job runs), on the backend in use,
  * next to the same architectures in PyTorch on CPU (bench/peers/eval.py), 1 and 2 threads.
  *
- *   npm run bench:eval [-- --runs 3 --backend wasm --no-peer]
+ *   npm run bench:eval [-- --runs 3 --batch 512 --backend wasm --no-peer]
  */
 import { spawnSync } from 'node:child_process';
+import os from 'node:os';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +19,7 @@ import { openblasPeerEnv, printMachine } from './machine.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, here.endsWith(join('dist', 'bench')) ? '../..' : '..');
-const BATCH = 512;
+let BATCH = 512;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -62,8 +63,9 @@ async function main() {
     return i >= 0 ? args[i + 1] : fallback;
   };
   const runs = Math.max(1, Number(arg('runs', '3')));
+  BATCH = Math.max(1, Number(arg('batch', '512')));
   const backend = arg('backend', 'auto') as BackendPreference;
-  console.log(`# bench:eval — MNIST test-set inference (10,000 images), batch ${BATCH}, median of ${runs} passes after 1 warm-up pass`);
+  console.log(`# bench:eval — MNIST test-set inference (10,000 images), batch ${BATCH}, median of ${runs} passes after 1 warm-up pass, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   printMachine();
   const info = await initBackend(backend);
   let threads = 'n/a';

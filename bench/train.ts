@@ -152,6 +152,8 @@ async function main() {
   console.log(
     `machine: ${cpus[0]?.model ?? 'unknown'} · ${cpus.length} cores · ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB · node ${process.version} · tfjs ${tf.version.tfjs} backend ${info.name}`,
   );
+  const loadLine = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
+  console.log(`load (1/5/15 min) at start: ${loadLine()}`);
   const ours: TrainingMeasurement[] = [];
   for (const arch of ['lenet-300-100', 'cnn-bn']) {
     const n = arch === 'cnn-bn' ? Math.max(10, Math.round(steps / 3)) : steps;
@@ -172,7 +174,8 @@ async function main() {
   }
   console.log('');
   for (const line of peer.note.split('\n')) console.log(`peer: ${line || 'n/a'}`);
-  console.log('sparsoup: one thread, tfjs wasm with the kernel fixes (src/core/tf/wasm-kernels.ts), batches filled into reused buffers.');
+  console.log('sparsoup: one thread, tfjs wasm with the kernel fixes (src/core/tf/wasm-kernels.ts), the op-chain optimizer step, losses read back every 16 steps, batches filled into reused buffers.');
+  console.log(`load (1/5/15 min) at end: ${loadLine()}`);
   if (args.includes('--accuracy')) {
     // One epoch each, to show the throughput figures are for models that actually learn.
     cached ??= loadMnistForBench();

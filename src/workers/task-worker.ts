@@ -17,6 +17,8 @@ import { runSoup } from './handlers/soup.js';
 import { runTemplate } from './handlers/template.js';
 import { runCheckTrain, runTrain } from './handlers/train.js';
 import type { TaskContext } from './shared/context.js';
+import { loadDataset, readDataset, toSharedDataset } from './shared/datasets.js';
+import type { ImageDataset } from '../core/data/dataset.js';
 import { CORE_INPUT_ERROR, type ProgressMessage, type ResultOf, type TaskName, type TaskOf, type WorkerInit, type WorkerTask } from './tasks.js';
 
 const init = workerData as WorkerInit;
@@ -36,6 +38,24 @@ const handlers: Handlers = {
   soup: runSoup,
   'compare-models': runCompareModels,
   'ensemble-evaluate': runEnsembleEvaluate,
+  // Read fresh (not through this thread's cache, so the thread keeps no copy of its own): built-ins
+  // straight into a SharedArrayBuffer, uploads parsed and then copied into one. The pool keeps that
+  // one copy for the process.
+  'share-dataset': async (task, ctx) => toSharedDataset(await readDataset(task.dataset, ctx, { shared: true })),
+  'probe-dataset': async (task, ctx) => {
+    if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
+    const ds = await loadDataset(task.dataset, ctx);
+    if (task.rendezvous) {
+      const counter = new Int32Array(task.rendezvous.counter);
+      Atomics.add(counter, 0, 1);
+      Atomics.notify(counter, 0);
+      const deadline = Date.now() + 20_000;
+      for (let seen = Atomics.load(counter, 0); seen < task.rendezvous.parties && Date.now() < deadline; seen = Atomics.load(counter, 0)) {
+        Atomics.wait(counter, 0, seen, deadline - Date.now());
+      }
+    }
+    return { threadId, shared: ds.x.buffer instanceof SharedArrayBuffer, value: ds.x[task.index], byteLength: ds.x.byteLength };
+  },
   crash: async (task) => {
     if (!init.allowDiagnostics) throw new Error('diagnostic tasks are disabled');
     if (task.how === 'exit') process.exit(70);
@@ -45,13 +65,15 @@ const handlers: Handlers = {
   },
 };
 
-export default async function runTask({ task, port }: { task: WorkerTask; port?: MessagePort }) {
+export default async function runTask({ task, port, dataset, idleThreads }: { task: WorkerTask; port?: MessagePort; dataset?: ImageDataset; idleThreads?: number }) {
   const backend = await initBackend(init.backend);
   const ctx: TaskContext = {
     init,
     store,
     backend,
     port: port ?? null,
+    sharedDataset: dataset ?? null,
+    idleThreads: idleThreads ?? 0,
     progress: (m) => port?.postMessage({ kind: 'progress', ...m } satisfies ProgressMessage),
   };
   try {

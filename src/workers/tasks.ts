@@ -7,7 +7,7 @@
  * outputs are written as artifacts by the worker and returned as their sha256. This file imports
  * types only, and nothing from the handlers.
  */
-import type { SplitName } from '../core/data/dataset.js';
+import type { ImageDataset, SplitName } from '../core/data/dataset.js';
 import type { MaskSummary } from '../core/masks/index.js';
 import type { KernelLayout, PruneMethod, PruneStats } from '../core/pruning/methods.js';
 import type { GreedyComparison, GreedyStep } from '../core/soups/greedy.js';
@@ -157,6 +157,12 @@ export interface TrainTask {
   recalibrate: boolean;
   evaluate: SplitName[];
   progressEvery?: number;
+  /**
+   * Data-parallel gradients on an idle pool core. Default "off": measured slower here whenever the
+   * machine was not idle (bench:imp). "auto": when a pool thread is idle, the backend is wasm, the run
+   * is long enough and the load average leaves a core free.
+   */
+  dataParallel?: 'auto' | 'off';
 }
 
 /** Accuracy after one epoch of training (before BN recalibration), for `evaluateEachEpoch`. */
@@ -172,6 +178,8 @@ export interface TrainTaskResult {
   metrics: Partial<Record<SplitName, EvaluationMetrics>>;
   /** Pruned weights that are non-zero after training: always 0 (checked, or the task fails). */
   revived: number;
+  /** Threads that computed each batch's gradients (2 when a helper used an idle core, see gradient-helper.ts). */
+  gradientThreads?: number;
   backend: string;
 }
 
@@ -200,6 +208,8 @@ export interface SoupTask {
   dataset?: DatasetRef;
   /** Re-estimate batch-norm statistics of every scored set and of the result (layers models with BN). */
   recalibrate: boolean;
+  /** Fraction of the train split the recalibration runs over (default 0.2, as SMS). */
+  recalibrationFraction?: number;
   /** Only check that the candidates can be merged (a 422 now rather than a failed job later). */
   validateOnly?: boolean;
 }
@@ -242,6 +252,37 @@ export interface EnsembleEvaluation {
   accuracy: number;
 }
 
+/**
+ * Loads a dataset once for the whole process: the worker reads it and returns it copied into
+ * SharedArrayBuffers, which the pool keeps and hands to every later task that names the dataset
+ * (threads then share that memory instead of each holding a copy). Sent by the pool itself.
+ */
+export interface ShareDatasetTask {
+  type: 'share-dataset';
+  dataset: DatasetRef;
+}
+
+/** Diagnostics (tests, benches): what a thread sees of a dataset. */
+export interface ProbeDatasetTask {
+  type: 'probe-dataset';
+  dataset: DatasetRef;
+  /** Index into `x` whose value is returned. */
+  index: number;
+  /**
+   * A rendezvous (an Int32Array counter over a SharedArrayBuffer): the thread counts itself in and
+   * waits (at most 20 s) until `parties` threads have, so that many probes run on distinct threads.
+   */
+  rendezvous?: { counter: SharedArrayBuffer; parties: number };
+}
+
+export interface ProbeDatasetResult {
+  threadId: number;
+  /** Whether the thread's `x` lies in a SharedArrayBuffer. */
+  shared: boolean;
+  value: number;
+  byteLength: number;
+}
+
 /** Every task by name: its payload and its result. */
 export interface TaskMap {
   info: { task: InfoTask; result: InfoResult };
@@ -256,6 +297,8 @@ export interface TaskMap {
   soup: { task: SoupTask; result: SoupTaskResult };
   'compare-models': { task: CompareModelsTask; result: ModelDistance[] };
   'ensemble-evaluate': { task: EnsembleEvaluateTask; result: EnsembleEvaluation };
+  'share-dataset': { task: ShareDatasetTask; result: ImageDataset };
+  'probe-dataset': { task: ProbeDatasetTask; result: ProbeDatasetResult };
 }
 
 export type TaskName = keyof TaskMap;

