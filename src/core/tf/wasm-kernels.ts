@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { OPTIMIZER_STEP_KERNEL, optimizerStepKernel } from './optimizer-step.js';
 
 /**
- * Kernel fixes for the wasm backend (see STACK.md, "TensorFlow.js here"):
+ * Kernel fixes for the wasm backend (measured on this project's machines; see the README's benchmarks):
  * - `Conv2DBackpropFilter` is missing on wasm (tfjs issue 8474): without it no CNN trains. It is
  *   rebuilt from the fast XNNPACK Conv2D over transposed operands.
  * - `BatchMatMul` with a transposed operand bypasses XNNPACK (~12× slower): an explicit transpose
