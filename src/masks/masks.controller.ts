@@ -2,7 +2,7 @@ import { Body, Controller, Get, Param, ParseUUIDPipe, Post, Query, Res, Streamab
 import { ApiCreatedResponse, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { ModelDto } from '../models/models.dto.js';
-import { ApplyMaskDto, MaskDiffDto, MaskDto, MaskPageDto, MaskQueryDto, PruneModelDto, PruneResultDto } from './masks.dto.js';
+import { ApplyMaskDto, MaskDiffDto, MaskDto, MaskPageDto, MaskQueryDto } from './masks.dto.js';
 import { MasksService } from './masks.service.js';
 
 @ApiTags('masks')
