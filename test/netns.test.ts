@@ -243,7 +243,9 @@ describe.skipIf(reason !== null)('workers on other machines: two network namespa
       }
       if (type === 'run-finished') break;
     }
-    expect(seen).toContain('candidate-requeued');
+    // The killed candidate started again: requeued by the supervisor (`candidate-requeued`), or its
+    // job handed back by the job-hold sweep first and claimed by the new worker (a third start).
+    expect(seen.includes('candidate-requeued') || seen.filter((t) => t === 'candidate-started').length >= 3).toBe(true);
 
     const finished = await call<{ status: string; candidates: { status: string; attempts: number }[] }>(`/runs/${run.id}`);
     expect(finished.status).toBe('succeeded');

@@ -68,8 +68,10 @@ export class RunsProcessor implements OnApplicationBootstrap {
     const orphans = await this.dataSource.getRepository(RunCandidateEntity).findBy({ status: 'running', workerId: In(dead) });
     for (const c of orphans) {
       await this.dataSource.transaction(async (tx) => {
-        await tx.update(RunCandidateEntity, { id: c.id, status: 'running' }, { status: 'queued', workerId: null, progress: null });
-        await this.lifecycle.event(tx, c.runId, 'candidate-requeued', { reason: 'its worker stopped answering', attempts: c.attempts }, c.id);
+        // Still the dead worker's: the job-hold sweep may have handed its job on, and a live worker
+        // may already have claimed the candidate again (then it is not ours to requeue).
+        const requeued = await tx.update(RunCandidateEntity, { id: c.id, status: 'running', workerId: c.workerId! }, { status: 'queued', workerId: null, progress: null });
+        if (requeued.affected) await this.lifecycle.event(tx, c.runId, 'candidate-requeued', { reason: 'its worker stopped answering', attempts: c.attempts }, c.id);
       });
       // Its train-candidate job is handed back to the queue by the job-hold sweep (JobsService).
       this.logger.warn({ candidate: c.id, run: c.runId }, 'requeued the candidate of a dead worker');
