@@ -841,7 +841,7 @@ async function writeResults(api: Client, r: Results): Promise<void> {
   mkdirSync(cfg.outDir, { recursive: true });
   writeFileSync(join(cfg.outDir, 'sms-results.md'), `${md.join('\n')}\n`);
   const stagesOut = r.stages.map((s) => ({ ...s, jobs: s.jobs.map(({ run: _run, ...j }) => j) }));
-  writeFileSync(join(cfg.outDir, 'sms-results.json'), JSON.stringify({ config: cfg, env: envLine(cfg), machine: info, backend: r.backend, complete: r.complete, dense: Object.fromEntries(r.dense), stages: stagesOut }, null, 1));
+  writeFileSync(join(cfg.outDir, 'sms-results.json'), JSON.stringify({ config: { ...cfg, outDir: relative(ROOT, cfg.outDir) || '.' }, env: envLine(cfg), machine: info, backend: r.backend, complete: r.complete, dense: Object.fromEntries(r.dense), stages: stagesOut }, null, 1));
   console.log(`wrote ${relative(process.cwd(), join(cfg.outDir, 'sms-results.md'))} (${done.length}/${r.stages.length} stages)`);
 }
 
