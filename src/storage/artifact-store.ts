@@ -60,6 +60,18 @@ export interface ArtifactWriter {
   abort(): Promise<void>;
 }
 
+/** Streams a byte source through `writer` and commits it, aborting it on any error: every store's `put`. */
+export async function writeAll(writer: ArtifactWriter, source: AsyncIterable<Uint8Array> | Uint8Array): Promise<StoredArtifact> {
+  try {
+    if (source instanceof Uint8Array) await writer.write(source);
+    else for await (const chunk of source) await writer.write(chunk);
+    return await writer.commit();
+  } catch (err) {
+    await writer.abort();
+    throw err;
+  }
+}
+
 export interface StoredArtifact {
   sha256: string;
   sizeBytes: number;

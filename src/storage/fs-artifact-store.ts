@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type ArtifactStore, type ArtifactWriter, type ByteRange, isSha256, type StoredArtifact, UploadTooLargeError } from './artifact-store.js';
+import { type ArtifactStore, type ArtifactWriter, type ByteRange, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
 
 /**
  * A writer that streams bytes into a temporary file while hashing them. `commit()` renames it to
@@ -100,15 +100,7 @@ export class FsArtifactStore implements ArtifactStore {
 
   /** Streams any byte source into the store. On any error the temporary file is removed. */
   async put(source: AsyncIterable<Uint8Array> | Uint8Array, opts: { maxBytes?: number } = {}): Promise<StoredArtifact> {
-    const writer = await this.createWriter(opts);
-    try {
-      if (source instanceof Uint8Array) await writer.write(source);
-      else for await (const chunk of source) await writer.write(chunk);
-      return await writer.commit();
-    } catch (err) {
-      await writer.abort();
-      throw err;
-    }
+    return writeAll(await this.createWriter(opts), source);
   }
 
   async has(sha256: string): Promise<boolean> {

@@ -23,7 +23,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import type { ByteSource } from '../core/checkpoint/byte-source.js';
 import { ArtifactCache, CacheClient, removeStaleCacheDirs, serveCache } from './artifact-cache.js';
-import { type ArtifactStore, type ArtifactWriter, type ByteRange, isSha256, type StoredArtifact, UploadTooLargeError } from './artifact-store.js';
+import { type ArtifactStore, type ArtifactWriter, type ByteRange, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
 
 /** How to reach a bucket: plain data, handed to worker threads as it is. */
 export interface S3StoreConfig {
@@ -292,15 +292,7 @@ export class S3ArtifactStore implements ArtifactStore {
   }
 
   async put(source: AsyncIterable<Uint8Array> | Uint8Array, opts: { maxBytes?: number } = {}): Promise<StoredArtifact> {
-    const writer = await this.createWriter(opts);
-    try {
-      if (source instanceof Uint8Array) await writer.write(source);
-      else for await (const chunk of source) await writer.write(chunk);
-      return await writer.commit();
-    } catch (err) {
-      await writer.abort();
-      throw err;
-    }
+    return writeAll(await this.createWriter(opts), source);
   }
 
   async has(sha256: string): Promise<boolean> {
