@@ -14,7 +14,7 @@ import { startTestApp, type TestApp } from './support/app.js';
 import { binaryParser, safetensorsBytes, seededWeights } from './support/checkpoints.js';
 import { uploadMnistSlice } from './support/datasets.js';
 import { artifactFiles } from './support/files.js';
-import { waitForRun } from './support/runs.js';
+import { waitForRun, waitForSoup } from './support/runs.js';
 import { type S3Server, startS3Server } from './support/s3rver.js';
 
 const PREFIX = 'api';
@@ -37,15 +37,6 @@ async function listedArtifacts(t: TestApp): Promise<string[]> {
     out.push(...page.items.map((a: { sha256: string }) => a.sha256));
     if (offset + 500 >= page.total) return out.sort();
   }
-}
-
-async function waitForSoup(t: TestApp, id: string) {
-  for (let i = 0; i < 600; i++) {
-    const s = (await request(t.http).get(`/soups/${id}`).expect(200)).body;
-    if (['succeeded', 'failed'].includes(s.status)) return s;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`soup ${id} did not finish`);
 }
 
 describe('the service on an S3 bucket (ARTIFACTS_URL=s3://…)', () => {

@@ -4,18 +4,9 @@ import { startTestApp, type TestApp } from './support/app.js';
 import { binaryParser, safetensorsBytes, seededWeights } from './support/checkpoints.js';
 import { artifactFiles } from './support/files.js';
 import { uploadMnistSlice } from './support/datasets.js';
-import { waitForRun } from './support/runs.js';
+import { waitForRun, waitForSoup } from './support/runs.js';
 
 const PROBLEM = /application\/problem\+json/;
-
-async function waitForSoup(t: TestApp, id: string) {
-  for (let i = 0; i < 600; i++) {
-    const s = (await request(t.http).get(`/soups/${id}`).expect(200)).body;
-    if (['succeeded', 'failed'].includes(s.status)) return s;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`soup ${id} did not finish`);
-}
 
 describe('soups over HTTP', () => {
   let t: TestApp;

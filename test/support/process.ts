@@ -56,12 +56,7 @@ export async function startService(env: Record<string, string>, port: number): P
     url,
     child,
     output: () => out,
-    kill: (signal = 'SIGTERM') =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill(signal);
-      }),
+    kill: killer(child),
   };
 }
 
@@ -108,12 +103,7 @@ export async function startWorkerProcess(env: Record<string, string>): Promise<O
   return {
     child,
     output: () => out,
-    kill: (signal = 'SIGTERM') =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill(signal);
-      }),
+    kill: killer(child),
   };
 }
 
@@ -152,4 +142,14 @@ export async function nextRunEvent(url: string, runId: string, match: (e: RunEve
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Sends `signal` to the child and resolves when it has exited (at once if it already has). */
+function killer(child: ChildProcess): (signal?: NodeJS.Signals) => Promise<void> {
+  return (signal = 'SIGTERM') =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill(signal);
+    });
 }

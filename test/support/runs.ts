@@ -72,3 +72,16 @@ export async function waitForRun(t: TestApp, id: string, timeoutMs = 120_000) {
   }
   return (await request(t.http).get(`/runs/${id}`).expect(200)).body;
 }
+
+/**
+ * Waits for a queued soup (greedy, or one with BN recalibration) to end. Soups have no event stream,
+ * so this one polls `GET /soups/{id}` (600 times, 250 ms apart).
+ */
+export async function waitForSoup(t: TestApp, id: string) {
+  for (let i = 0; i < 600; i++) {
+    const s = (await request(t.http).get(`/soups/${id}`).expect(200)).body;
+    if (['succeeded', 'failed'].includes(s.status)) return s;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`soup ${id} did not finish`);
+}
