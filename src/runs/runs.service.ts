@@ -16,6 +16,7 @@ import { DatasetsService } from '../datasets/datasets.service.js';
 import { JobName } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
 import { MasksService } from '../masks/masks.service.js';
+import type { MaskEntity } from '../masks/mask.entity.js';
 import type { ModelEntity } from '../models/model.entity.js';
 import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
@@ -129,61 +130,10 @@ export class RunsService {
     }
     const configs = expandCandidates(dto);
     const plan: RunPlan = { mask: mask ? { kind: 'stored', sha256: mask.artifactSha256 } : { kind: 'implied' } };
-    if (phased) {
-      const allr = configs.some((c) => c.schedule === 'allr');
-      if (allr && !(dto.pretrainEpochs! > 0)) {
-        throw new ProblemException(400, 'the allr schedule needs pretrainEpochs (the dense model was not trained by this service, so its epochs are unknown)', { slug: 'validation' });
-      }
-      plan.phases = {
-        configs,
-        goalSparsity: dto.goalSparsity!,
-        count: dto.phases!,
-        pruning: { method: dto.pruning?.method ?? 'magnitude-global', include: dto.pruning?.include, exclude: dto.pruning?.exclude },
-        soup: dto.kind === 'sms' ? { method: 'uniform', comparison: dto.soup?.comparison ?? '>=' } : null,
-        ...(allr ? { retrainToPretrainRatio: Math.max(...configs.map((c) => c.epochs)) / dto.pretrainEpochs! } : {}),
-      };
-    } else if (configs.some((c) => c.schedule === 'allr')) plan.allr = await this.allrPlan(model, dto, configs);
-    const allrCheck = plan.allr ?? (plan.phases?.retrainToPretrainRatio ? { pruneRate: 0.5, retrainToPretrainRatio: plan.phases.retrainToPretrainRatio } : undefined);
-    for (const [i, c] of configs.entries()) {
-      try {
-        validateTrainingConfig(c, allrCheck ? { relativeDistance: 0, pruneRate: allrCheck.pruneRate, retrainToPretrainRatio: allrCheck.retrainToPretrainRatio } : undefined);
-      } catch (err) {
-        if (err instanceof CoreInputError) throw new ProblemException(400, `candidate ${i}: ${err.message}`, { slug: 'validation', extensions: { candidate: i } });
-        throw err;
-      }
-    }
-    const run = await this.dataSource.transaction(async (tx) => {
-      const saved = await tx.save(
-        tx.create(RunEntity, {
-          kind: dto.kind,
-          status: 'queued',
-          backend: 'external',
-          request: { ...dto, trainer: 'external', plan } as unknown as Record<string, unknown>,
-          modelId: model.id,
-          datasetId: dto.datasetId,
-          maskId: mask?.id ?? null,
-          callbackUrl: dto.callbackUrl ?? null,
-          error: null,
-          startedAt: null,
-          finishedAt: null,
-        }),
-      );
-      if (plan.phases) {
-        const { count, goalSparsity } = plan.phases;
-        await tx.save(
-          Array.from({ length: count }, (_, i) =>
-            tx.create(RunPhaseEntity, { runId: saved.id, index: i + 1, sparsity: phaseSparsity(goalSparsity, count, i + 1), status: 'queued' as const }),
-          ),
-        );
-        await this.lifecycle.event(tx, saved.id, 'run-created', { kind: dto.kind, trainer: 'external', phases: count, candidatesPerPhase: configs.length });
-        await this.jobs.send(JobName.AdvanceRun, { runId: saved.id }, { manager: tx });
-        return saved;
-      }
-      await this.enqueueCandidates(tx, saved.id, 0, configs);
-      await this.lifecycle.event(tx, saved.id, 'run-created', { kind: dto.kind, trainer: 'external', candidates: configs.length });
-      return saved;
-    });
-    return this.get(run.id);
+    if (phased) plan.phases = this.phasesPlan(dto, configs, dto.pretrainEpochs ?? Number.NaN, undefined);
+    else if (configs.some((c) => c.schedule === 'allr')) plan.allr = await this.allrPlan(model, dto, configs);
+    validateCandidates(configs, plan);
+    return this.persist(dto, model, mask, plan, configs, 'external');
   }
 
   /**
@@ -258,39 +208,41 @@ export class RunsService {
       mask: dto.kind === 'train' ? { kind: 'none' } : mask ? { kind: 'stored', sha256: mask.artifactSha256 } : { kind: 'implied' },
     };
     if (phased) {
-      const allr = configs.some((c) => c.schedule === 'allr');
       const pretrainEpochs = dto.pretrainEpochs ?? pretrainConfig?.epochs ?? (model.origin.kind === 'train' ? Number((model.origin.config as { epochs?: number } | undefined)?.epochs) : Number.NaN);
-      if (allr && !(pretrainEpochs > 0)) {
-        throw new ProblemException(400, 'the allr schedule needs pretrainEpochs (the dense model was not trained by this service, so its epochs are unknown)', { slug: 'validation' });
-      }
-      plan.phases = {
-        configs,
-        goalSparsity: dto.goalSparsity!,
-        count: dto.phases!,
-        pruning: { method: dto.pruning?.method ?? 'magnitude-global', include: dto.pruning?.include, exclude: dto.pruning?.exclude },
-        soup: dto.kind === 'sms' ? { method: dto.soup?.method ?? 'uniform', comparison: dto.soup?.comparison ?? '>=' } : null,
-        ...(pretrainConfig ? { pretrain: pretrainConfig } : {}),
-        ...(allr ? { retrainToPretrainRatio: Math.max(...configs.map((c) => c.epochs)) / pretrainEpochs } : {}),
-      };
+      plan.phases = this.phasesPlan(dto, configs, pretrainEpochs, pretrainConfig);
     } else if (configs.some((c) => c.schedule === 'allr')) plan.allr = await this.allrPlan(model, dto, configs);
-    const allrCheck = plan.allr ?? (plan.phases?.retrainToPretrainRatio ? { pruneRate: 0.5, retrainToPretrainRatio: plan.phases.retrainToPretrainRatio } : undefined);
-    for (const [i, c] of configs.entries()) {
-      try {
-        validateTrainingConfig(c, allrCheck ? { relativeDistance: 0, pruneRate: allrCheck.pruneRate, retrainToPretrainRatio: allrCheck.retrainToPretrainRatio } : undefined);
-      } catch (err) {
-        if (err instanceof CoreInputError) throw new ProblemException(400, `candidate ${i}: ${err.message}`, { slug: 'validation', extensions: { candidate: i } });
-        throw err;
-      }
-    }
+    validateCandidates(configs, plan);
     await this.pool.run({ type: 'check-train', model: modelRef(model), dataset, maskSha256: mask?.artifactSha256 });
+    return this.persist(dto, model, mask, plan, configs, 'builtin');
+  }
 
+  /** An IMP / SMS run's phases: T prunes to the goal, each retraining every configuration, ALLR's ratio when used. */
+  private phasesPlan(dto: CreateRunDto, configs: FullTrainingConfig[], pretrainEpochs: number, pretrainConfig: FullTrainingConfig | undefined): NonNullable<RunPlan['phases']> {
+    const allr = configs.some((c) => c.schedule === 'allr');
+    if (allr && !(pretrainEpochs > 0)) {
+      throw new ProblemException(400, 'the allr schedule needs pretrainEpochs (the dense model was not trained by this service, so its epochs are unknown)', { slug: 'validation' });
+    }
+    return {
+      configs,
+      goalSparsity: dto.goalSparsity!,
+      count: dto.phases!,
+      pruning: { method: dto.pruning?.method ?? 'magnitude-global', include: dto.pruning?.include, exclude: dto.pruning?.exclude },
+      soup: dto.kind === 'sms' ? { method: dto.soup?.method ?? 'uniform', comparison: dto.soup?.comparison ?? '>=' } : null,
+      ...(pretrainConfig ? { pretrain: pretrainConfig } : {}),
+      ...(allr ? { retrainToPretrainRatio: Math.max(...configs.map((c) => c.epochs)) / pretrainEpochs } : {}),
+    };
+  }
+
+  /** The run, its phases (IMP / SMS: the state machine's first job) or candidates, and run-created, in one transaction. */
+  private async persist(dto: CreateRunDto, model: ModelEntity, mask: MaskEntity | null, plan: RunPlan, configs: FullTrainingConfig[], trainer: 'builtin' | 'external'): Promise<RunDto> {
+    const external = trainer === 'external';
     const run = await this.dataSource.transaction(async (tx) => {
       const saved = await tx.save(
         tx.create(RunEntity, {
           kind: dto.kind,
           status: 'queued',
-          backend: null,
-          request: { ...dto, plan } as unknown as Record<string, unknown>,
+          backend: external ? 'external' : null,
+          request: { ...dto, ...(external ? { trainer } : {}), plan } as unknown as Record<string, unknown>,
           modelId: model.id,
           datasetId: dto.datasetId,
           maskId: mask?.id ?? null,
@@ -300,6 +252,7 @@ export class RunsService {
           finishedAt: null,
         }),
       );
+      const announced = external ? { trainer } : {};
       if (plan.phases) {
         const { count, goalSparsity } = plan.phases;
         await tx.save(
@@ -307,12 +260,12 @@ export class RunsService {
             tx.create(RunPhaseEntity, { runId: saved.id, index: i + 1, sparsity: phaseSparsity(goalSparsity, count, i + 1), status: 'queued' as const }),
           ),
         );
-        await this.lifecycle.event(tx, saved.id, 'run-created', { kind: dto.kind, phases: count, candidatesPerPhase: configs.length });
+        await this.lifecycle.event(tx, saved.id, 'run-created', { kind: dto.kind, ...announced, phases: count, candidatesPerPhase: configs.length });
         await this.jobs.send(JobName.AdvanceRun, { runId: saved.id }, { manager: tx });
         return saved;
       }
       await this.enqueueCandidates(tx, saved.id, 0, configs);
-      await this.lifecycle.event(tx, saved.id, 'run-created', { kind: dto.kind, candidates: configs.length });
+      await this.lifecycle.event(tx, saved.id, 'run-created', { kind: dto.kind, ...announced, candidates: configs.length });
       return saved;
     });
     return this.get(run.id);
@@ -430,6 +383,22 @@ export function expandCandidates(dto: CreateRunDto): FullTrainingConfig[] {
     if (!ok) throw new ProblemException(400, `values[${i}] is not a valid ${vary}`, { slug: 'validation', extensions: { errors: [{ field: `values.${i}`, errors: [`must be a ${vary === 'schedule' ? 'schedule name' : 'number'}`] }] } });
     return { ...base, [vary]: v } as FullTrainingConfig;
   });
+}
+
+/**
+ * Every candidate's configuration, with ALLR's bounds where the plan uses it (the distance is not
+ * known before pruning: 0 here): a 400 naming the candidate.
+ */
+function validateCandidates(configs: FullTrainingConfig[], plan: RunPlan): void {
+  const allrCheck = plan.allr ?? (plan.phases?.retrainToPretrainRatio ? { pruneRate: 0.5, retrainToPretrainRatio: plan.phases.retrainToPretrainRatio } : undefined);
+  for (const [i, c] of configs.entries()) {
+    try {
+      validateTrainingConfig(c, allrCheck ? { relativeDistance: 0, pruneRate: allrCheck.pruneRate, retrainToPretrainRatio: allrCheck.retrainToPretrainRatio } : undefined);
+    } catch (err) {
+      if (err instanceof CoreInputError) throw new ProblemException(400, `candidate ${i}: ${err.message}`, { slug: 'validation', extensions: { candidate: i } });
+      throw err;
+    }
+  }
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
