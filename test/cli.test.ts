@@ -39,16 +39,22 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-describe('sparsoup CLI', () => {
-  let t: TestApp;
-  let dir: string;
-  let env: Record<string, string>;
+/** `ok` runs the CLI and insists on exit 0 (naming the command and its output otherwise); `json` adds --json and parses. */
+function runner(env: () => Record<string, string>) {
   const ok = async (args: string[]) => {
-    const r = await cli(args, env);
+    const r = await cli(args, env());
     if (r.code !== 0) throw new Error(`sparsoup ${args.join(' ')} exited ${r.code}:\n${r.stderr}\n${r.stdout}`);
     return r;
   };
   const json = async (args: string[]) => JSON.parse((await ok([...args, '--json'])).stdout);
+  return { ok, json };
+}
+
+describe('sparsoup CLI', () => {
+  let t: TestApp;
+  let dir: string;
+  let env: Record<string, string>;
+  const { ok, json } = runner(() => env);
   let pruned: { model: { id: string }; mask: { id: string; hash: string } };
   let runId: string;
 
@@ -182,12 +188,7 @@ describe("the CLI alone: from a template to an SMS report (the README's tour)", 
   let t: TestApp;
   let dir: string;
   let env: Record<string, string>;
-  const ok = async (args: string[]) => {
-    const r = await cli(args, env);
-    if (r.code !== 0) throw new Error(`sparsoup ${args.join(' ')} exited ${r.code}:\n${r.stderr}\n${r.stdout}`);
-    return r;
-  };
-  const json = async (args: string[]) => JSON.parse((await ok([...args, '--json'])).stdout);
+  const { ok, json } = runner(() => env);
 
   beforeAll(async () => {
     t = await startTestApp({ WORKERS: '2' }, { listen: true });
