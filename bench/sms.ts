@@ -30,6 +30,8 @@
  *   SMS_ENSEMBLE_BY      extra SMS uniform rows: comma list of weightDecay, epochs (none)
  *   SMS_VARIANTS_AT      the E of those rows                        (the first of SMS_EPOCHS)
  *   SMS_AUGMENT          none | crop-flip, for pretraining and retraining (none)
+ *   SMS_TRAIN_LIMIT      pytorch only: train on a stratified subset of this many of the 54,000 train samples,
+ *                        the same subset for every seed; val and test stay whole (0: all)
  *   SMS_WORKERS          the service's worker threads               (2)
  *   SMS_OUT              where results go, relative to the repo     (docs)
  *   SMS_TRAINER          builtin | pytorch: with pytorch the runs are external (trainer "external"), SMS_WORKERS
@@ -50,7 +52,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machineInfo, machineLine, openblasPeerEnv } from './machine.js';
-import { client, type Client, FINISHED, type Run, type RunReport, sleep } from './sms-client.js';
+import { type Client, client, FINISHED, type Run, type RunReport, sleep } from './sms-client.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DATASET = 'fashion-mnist';
@@ -70,6 +72,8 @@ interface Config {
   ensembleBy: Variant[];
   variantsAt: number;
   augment: 'none' | 'crop-flip';
+  /** pytorch only: a stratified subset of the train split of this many samples (0: all 54,000); val and test stay whole. */
+  trainLimit: number;
   workers: number;
   outDir: string;
   trainer: 'builtin' | 'pytorch';
@@ -105,6 +109,7 @@ function readConfig(): Config {
   if (!methods.length || methods.some((x) => !METHODS.includes(x))) throw new Error(`SMS_METHODS="${process.env.SMS_METHODS}": a comma list of ${METHODS.join(', ')}`);
   if (trainer === 'pytorch' && methods.includes('sms-greedy')) throw new Error('SMS_METHODS: sms-greedy with SMS_TRAINER=pytorch: external runs have no greedy soups yet');
   if (trainer === 'pytorch' && !['lenet-300-100', 'cnn-bn'].includes(process.env.SMS_ARCH ?? 'lenet-300-100')) throw new Error('SMS_TRAINER=pytorch has lenet-300-100 and cnn-bn (bench/sms_pytorch.py)');
+  if (Number(process.env.SMS_TRAIN_LIMIT || 0) > 0 && trainer !== 'pytorch') throw new Error('SMS_TRAIN_LIMIT needs SMS_TRAINER=pytorch (the trainers hold the subset; the built-in dataset is whole)');
   const augment = (process.env.SMS_AUGMENT || 'none') as Config['augment'];
   if (augment !== 'none' && augment !== 'crop-flip') throw new Error(`SMS_AUGMENT="${augment}": none or crop-flip`);
   return {
@@ -119,6 +124,7 @@ function readConfig(): Config {
     ensembleBy,
     variantsAt,
     augment,
+    trainLimit: num('SMS_TRAIN_LIMIT', 0, (v) => Number.isInteger(v) && v >= 0),
     workers: num('SMS_WORKERS', 2, (v) => Number.isInteger(v) && v >= 1),
     outDir: resolve(ROOT, process.env.SMS_OUT ?? 'docs'),
     trainer,
@@ -141,6 +147,7 @@ function envLine(cfg: Config): string {
     `SMS_ENSEMBLE_BY=${cfg.ensembleBy.join(',')}`,
     `SMS_VARIANTS_AT=${cfg.variantsAt}`,
     `SMS_AUGMENT=${cfg.augment}`,
+    ...(cfg.trainLimit ? [`SMS_TRAIN_LIMIT=${cfg.trainLimit}`] : []),
     `SMS_WORKERS=${cfg.workers}`,
     `SMS_TRAINER=${cfg.trainer}`,
     `SMS_METHODS=${cfg.methods.join(',')}`,
@@ -254,7 +261,7 @@ const PY_HELPER = join(ROOT, 'bench', 'sms_pytorch.py');
 /** bench/sms_pytorch.py pretrain: a dense model trained in PyTorch and uploaded as safetensors. */
 function pretrainPytorch(cfg: Config, url: string, seed: number): Promise<Dense> {
   return new Promise((res, rej) => {
-    const args = [PY_HELPER, 'pretrain', url, '--arch', cfg.arch, '--seed', String(seed), '--epochs', String(cfg.pretrainEpochs), '--learning-rate', String(cfg.learningRate), '--augment', cfg.augment];
+    const args = [PY_HELPER, 'pretrain', url, '--arch', cfg.arch, '--seed', String(seed), '--epochs', String(cfg.pretrainEpochs), '--learning-rate', String(cfg.learningRate), '--augment', cfg.augment, '--train-limit', String(cfg.trainLimit)];
     const child = spawn(PYTHON, args, { cwd: ROOT, env: openblasPeerEnv(1), stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
@@ -279,7 +286,7 @@ function startTrainers(cfg: Config, url: string): ChildProcess[] {
   mkdirSync(join(ROOT, '.bench'), { recursive: true });
   return Array.from({ length: cfg.workers }, (_, i) => {
     const log = createWriteStream(join(ROOT, '.bench', `sms-trainer-${i}.log`));
-    const child = spawn(PYTHON, [PY_HELPER, 'serve', url, '--arch', cfg.arch, '--dataset', DATASET], { cwd: ROOT, env: openblasPeerEnv(1), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(PYTHON, [PY_HELPER, 'serve', url, '--arch', cfg.arch, '--dataset', DATASET, '--train-limit', String(cfg.trainLimit)], { cwd: ROOT, env: openblasPeerEnv(1), stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
     child.once('exit', (code, signal) => {
@@ -416,7 +423,7 @@ function jobEpochs(j: Omit<Job, 'runId'>, cfg: Config): number {
  * ensemble_by rows (a stage's name says its E and its ensemble_by values, and stages match by name).
  */
 function sameExperiment(a: Config, b: Config): (keyof Config)[] {
-  const keys: (keyof Config)[] = ['arch', 'seeds', 'goals', 'phases', 'pretrainEpochs', 'm', 'learningRate', 'augment', 'trainer', 'methods'];
+  const keys: (keyof Config)[] = ['arch', 'seeds', 'goals', 'phases', 'pretrainEpochs', 'm', 'learningRate', 'augment', 'trainLimit', 'trainer', 'methods'];
   return keys.filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
 }
 
@@ -428,9 +435,9 @@ function resumeStages(cfg: Config, stages: Stage[]): Map<number, Dense> | null {
     return null;
   }
   const prior = JSON.parse(readFileSync(file, 'utf8')) as { config: Config; stages: Stage[]; dense: Record<string, Dense> };
-  // Files from before SMS_TRAINER and SMS_METHODS were made by the built-in engine with every method.
+  // Files from before SMS_TRAINER, SMS_METHODS and SMS_TRAIN_LIMIT were made by the built-in engine with every method on the whole split.
   const old: Partial<Config> = prior.config;
-  const differs = sameExperiment(cfg, { ...prior.config, trainer: old.trainer ?? 'builtin', methods: old.methods ?? METHODS });
+  const differs = sameExperiment(cfg, { ...prior.config, trainer: old.trainer ?? 'builtin', methods: old.methods ?? METHODS, trainLimit: old.trainLimit ?? 0 });
   if (differs.length) throw new Error(`SMS_RESUME: ${file} was made with a different configuration (${differs.map((k) => `${k} ${JSON.stringify(prior.config[k])} there, ${JSON.stringify(cfg[k])} here`).join('; ')}); move it away or match it`);
   const when = statSync(file).mtime.toISOString().slice(0, 16).replace('T', ' ');
   for (const st of stages) {
@@ -647,7 +654,7 @@ async function writeResults(api: Client, r: Results): Promise<void> {
   if (cfg.trainer === 'pytorch')
     say(`- ${machineLine(info)}; training, evaluation and BN recalibration by ${cfg.workers} PyTorch trainer processes (bench/sms_pytorch.py, clients/python/sparsoup_trainer.py; CPU, one torch thread each, OpenBLAS) over the /tasks protocol, dense pretraining in PyTorch too; pruning and soups in the service (TensorFlow.js backend \`${r.backend}\`, WORKERS=${cfg.workers}).`);
   else say(`- ${machineLine(info)}; TensorFlow.js backend \`${r.backend}\`, service WORKERS=${cfg.workers} (one training thread each).`);
-  say(`- Model \`${cfg.arch}\`, dataset \`${DATASET}\` (54,000 train / 6,000 val / 10,000 test), data augmentation \`${cfg.augment}\`. Seeds ${cfg.seeds.join(', ')}: each seed pretrains its own dense model (template seed and batch order) for ${cfg.pretrainEpochs} epochs, shared by every row of that seed; dense test accuracy ${fmt(denseList.map((d) => d.test))}.`);
+  say(`- Model \`${cfg.arch}\`, dataset \`${DATASET}\` (${cfg.trainLimit ? `a stratified ${cfg.trainLimit.toLocaleString('en')}-sample subset of the 54,000 train samples, the same for every seed` : '54,000 train'} / 6,000 val / 10,000 test), data augmentation \`${cfg.augment}\`. Seeds ${cfg.seeds.join(', ')}: each seed pretrains its own dense model (template seed and batch order) for ${cfg.pretrainEpochs} epochs, shared by every row of that seed; dense test accuracy ${fmt(denseList.map((d) => d.test))}.`);
   say(`- Goal sparsities ${cfg.goals.join(', ')}, T = ${cfg.phases} phases, global magnitude pruning of all kernels (phase k prunes to 1 − (1 − S)^(k/T)).`);
   say(`- Retraining per candidate and phase: E ∈ {${[...cfg.epochs].sort((a, b) => a - b).join(', ')}} epochs (IMP ${M}×: ${M}·E), SGD momentum 0.9, batch 128, weight decay 1e-4, peak lr ${cfg.learningRate} with linear decay (LLR) and 10 % warm-up, the same for pretraining. SMS: m = ${M} candidates per phase differing in seed (batch order), merged uniformly or greedily (greedy on the validation split, \`>=\`), BN recalibration on (no effect on models without BN).`);
   if (cfg.ensembleBy.length)

@@ -5,7 +5,7 @@
         trains a dense model on the full Fashion-MNIST train split (the service's split, see
         examples/pytorch/sms_fashion_mnist.py), uploads it as safetensors and prints one JSON line
         {"modelId", "testAccuracy", "seconds", "samplesPerSecond"};
-    python3 bench/sms_pytorch.py serve URL --arch lenet-300-100 --dataset NAME
+    python3 bench/sms_pytorch.py serve URL --arch lenet-300-100 --dataset NAME [--train-limit N]
         is one trainer (one torch thread) for the bench's external runs, until it is stopped.
 
 The training configuration is the bench's (batch 128, SGD 0.9, linear schedule with 10 % warm-up,
@@ -105,6 +105,18 @@ def load_cached():
     return data
 
 
+def train_subset(data, limit: int):
+    """A stratified subset of `limit` train samples (per class in proportion, by largest remainder), the same
+    whatever the seed (drawn with a fixed generator) so that every seed's rows train on the same samples;
+    val and test stay whole."""
+    x, y = data["train"]
+    if limit <= 0 or limit >= len(y):
+        return data
+    _, keep = ex.stratified_holdout(list(range(len(y))), y.tolist(), 10, limit / len(y), 0x5EB5E7)
+    keep = torch.tensor(sorted(keep), dtype=torch.int64)
+    return {**data, "train": (x[keep], y[keep])}
+
+
 def blas() -> str:
     """The BLAS libraries this process has mapped (Debian's torch: the reference BLAS unless told otherwise)."""
     try:
@@ -126,9 +138,10 @@ def main() -> int:
     ap.add_argument("--learning-rate", type=float, default=0.1)
     ap.add_argument("--augment", default="none")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--train-limit", type=int, default=0, help="a stratified subset of this many train samples (0: all)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_cached()
+    data = train_subset(load_cached(), args.train_limit)
     trainer = BenchTrainer(args.url, data, args.dataset, args.arch, device="cpu", wait_seconds=20)
     if args.command == "serve":
         trainer.run()
