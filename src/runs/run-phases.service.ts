@@ -18,6 +18,7 @@ import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import { enqueueTask, TaskEntity } from '../tasks/task.entity.js';
 import { BN_STATISTIC } from '../tasks/bn.js';
+import { ExternalGreedyService, type ExternalPhaseScore } from '../tasks/external-greedy.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 import { RunLifecycle } from './run-lifecycle.js';
 import { type RunPlan, RunsService } from './runs.service.js';
@@ -56,6 +57,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
     private readonly datasets: DatasetsService,
     private readonly registry: WorkerRegistryService,
+    private readonly externalGreedy: ExternalGreedyService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -286,6 +288,47 @@ export class RunPhasesService implements OnApplicationBootstrap {
   private async mergeExternal(run: RunEntity, plan: NonNullable<RunPlan['phases']>, phase: RunPhaseEntity): Promise<boolean> {
     const candidates = await this.dataSource.getRepository(RunCandidateEntity).find({ where: { runId: run.id, phase: phase.index }, order: { index: 'ASC' } });
     const ids = candidates.map((c) => c.resultModelId!);
+    // Greedy: the trainer scores each set the greedy algorithm asks for; the final set's scoring is the phase's evaluation.
+    const scored = plan.soup?.method === 'greedy' ? await this.externalGreedy.phase(run, phase, ids, plan.soup.comparison) : await this.scoreExternal(run, plan, phase, ids);
+    if (!scored) return false;
+    const { resultModelId, soupId, metrics: m, taskId } = scored;
+    const perClass = (m.perClassAccuracy ?? []).filter((x): x is number => typeof x === 'number');
+    const models = await Promise.all(ids.map((id) => this.models.entity(id)));
+    const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }) : [];
+    const result = await this.models.entity(resultModelId);
+    const tests = candidates.map((c) => c.testAccuracy ?? Number.NaN);
+    const vals = candidates.map((c) => c.valAccuracy ?? Number.NaN);
+    const metrics = {
+      actualSparsity: result.prunableSparsity,
+      valAccuracy: m.valAccuracy ?? null,
+      testAccuracy: m.testAccuracy ?? null,
+      ece: m.ece ?? null,
+      loss: m.loss ?? null,
+      worstClassAccuracy: perClass.length ? Math.min(...perClass) : null,
+      meanCorruptionAccuracy: null,
+      corruptions: [],
+      candidates: { meanValAccuracy: mean(vals), bestValAccuracy: Math.max(...vals), meanTestAccuracy: mean(tests), bestTestAccuracy: Math.max(...tests) },
+      ensembleTestAccuracy: null,
+      meanL2Distance: mean(distances.map((d) => d.l2)),
+      meanAngleDegrees: mean(distances.filter((d) => d.angleDegrees !== null).map((d) => d.angleDegrees!)),
+      distances,
+      trainer: 'external',
+      evaluationTaskId: taskId,
+    };
+    await this.dataSource.transaction(async (tx) => {
+      const claimed = await tx.update(RunPhaseEntity, { runId: run.id, index: phase.index, status: 'merging' }, { status: 'succeeded', soupId, resultModelId, metrics: metrics as never, finishedAt: new Date() });
+      if (!claimed.affected) return;
+      await this.lifecycle.event(tx, run.id, 'phase-succeeded', { phase: phase.index, sparsity: phase.sparsity, resultModelId, testAccuracy: m.testAccuracy ?? null, valAccuracy: m.valAccuracy ?? null });
+    });
+    return true;
+  }
+
+  /**
+   * A uniform soup (SMS; IMP: the single candidate) built here, recalibrated by a trainer when the
+   * model has batch norm, and evaluated: by the recalibration's own metrics when the trainer sent
+   * val and test accuracy with it (one pass), else by an evaluate task. Null while a task is out.
+   */
+  private async scoreExternal(run: RunEntity, plan: NonNullable<RunPlan['phases']>, phase: RunPhaseEntity, ids: string[]): Promise<ExternalPhaseScore | null> {
     let merged = ids[0];
     let soupId = phase.soupId;
     if (plan.soup) {
@@ -309,44 +352,17 @@ export class RunPhasesService implements OnApplicationBootstrap {
     if (plan.soup && model.tensors.some((t) => BN_STATISTIC.test(t.name))) {
       const recal = await tasks.findOne({ where: { runId: run.id, phase: phase.index, kind: 'recalibrate' }, order: { createdAt: 'DESC' } });
       if (!recal) await enqueue('recalibrate', merged);
-      if (outstanding(recal)) return false;
-      if (recal!.status !== 'succeeded') return false; // failed: the task's failure ended the run
+      if (outstanding(recal)) return null;
+      if (recal!.status !== 'succeeded') return null; // failed: the task's failure ended the run
       resultModelId = recal!.resultModelId!;
+      const r = (recal!.result?.metrics ?? null) as ExternalPhaseScore['metrics'] | null;
+      if (typeof r?.valAccuracy === 'number' && typeof r.testAccuracy === 'number') return { resultModelId, soupId, metrics: r, taskId: recal!.id };
     }
     const evaluation = await tasks.findOne({ where: { runId: run.id, phase: phase.index, kind: 'evaluate' }, order: { createdAt: 'DESC' } });
     if (!evaluation) await enqueue('evaluate', resultModelId);
-    if (outstanding(evaluation)) return false;
-    if (evaluation!.status !== 'succeeded') return false;
-    const m = (evaluation!.result?.metrics ?? {}) as { valAccuracy?: number; testAccuracy?: number; ece?: number; loss?: number; perClassAccuracy?: (number | null)[] };
-    const perClass = (m.perClassAccuracy ?? []).filter((x): x is number => typeof x === 'number');
-    const models = await Promise.all(ids.map((id) => this.models.entity(id)));
-    const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }) : [];
-    const result = await this.models.entity(resultModelId);
-    const tests = candidates.map((c) => c.testAccuracy ?? Number.NaN);
-    const vals = candidates.map((c) => c.valAccuracy ?? Number.NaN);
-    const metrics = {
-      actualSparsity: result.prunableSparsity,
-      valAccuracy: m.valAccuracy ?? null,
-      testAccuracy: m.testAccuracy ?? null,
-      ece: m.ece ?? null,
-      loss: m.loss ?? null,
-      worstClassAccuracy: perClass.length ? Math.min(...perClass) : null,
-      meanCorruptionAccuracy: null,
-      corruptions: [],
-      candidates: { meanValAccuracy: mean(vals), bestValAccuracy: Math.max(...vals), meanTestAccuracy: mean(tests), bestTestAccuracy: Math.max(...tests) },
-      ensembleTestAccuracy: null,
-      meanL2Distance: mean(distances.map((d) => d.l2)),
-      meanAngleDegrees: mean(distances.filter((d) => d.angleDegrees !== null).map((d) => d.angleDegrees!)),
-      distances,
-      trainer: 'external',
-      evaluationTaskId: evaluation!.id,
-    };
-    await this.dataSource.transaction(async (tx) => {
-      const claimed = await tx.update(RunPhaseEntity, { runId: run.id, index: phase.index, status: 'merging' }, { status: 'succeeded', soupId, resultModelId, metrics: metrics as never, finishedAt: new Date() });
-      if (!claimed.affected) return;
-      await this.lifecycle.event(tx, run.id, 'phase-succeeded', { phase: phase.index, sparsity: phase.sparsity, resultModelId, testAccuracy: m.testAccuracy ?? null, valAccuracy: m.valAccuracy ?? null });
-    });
-    return true;
+    if (outstanding(evaluation)) return null;
+    if (evaluation!.status !== 'succeeded') return null;
+    return { resultModelId, soupId, metrics: (evaluation!.result?.metrics ?? {}) as ExternalPhaseScore['metrics'], taskId: evaluation!.id };
   }
 
   private async failStep(runId: string, err: Error): Promise<void> {
