@@ -478,6 +478,10 @@ class Task:
     lease_expires_at: Optional[str]
     run_id: Optional[str] = None
     phase: Optional[int] = None
+    #: Greedy soups: the soup, and the candidate set being scored (indices into its models); the
+    #: task's model is that set's uniform mean, merged by the service.
+    soup_id: Optional[str] = None
+    members: Optional[List[int]] = None
     #: Filled by the trainer: mask name → bool tensor (True = kept) on the trainer's device.
     masks: Dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -495,6 +499,8 @@ class Task:
             lease_expires_at=j.get("leaseExpiresAt"),
             run_id=j.get("runId"),
             phase=j.get("phase"),
+            soup_id=j.get("soupId"),
+            members=j.get("members"),
         )
 
     @property
@@ -898,6 +904,8 @@ class Trainer:
             state = self._result_state(model, source)
         elif task.kind == "recalibrate":
             self.recalibrate(model, task)
+            # Measured on the model sent back: the service takes them as the evaluation (of an SMS
+            # phase, or the score of a greedy soup's set) and asks for no separate evaluate task.
             metrics = self._split_metrics(model, task)
             state = self._result_state(model, source)
         elif task.kind == "evaluate":
