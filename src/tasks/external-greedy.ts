@@ -1,6 +1,6 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import type { DataSource, EntityManager } from 'typeorm';
+import { type DataSource, type EntityManager, In } from 'typeorm';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
@@ -284,8 +284,9 @@ export class ExternalGreedyService {
 
   /** A scoring task failed for good outside a run: the soup fails with its reason. */
   static async failSoup(tx: EntityManager, soupId: string, error: string): Promise<void> {
-    await tx.update(SoupEntity, { id: soupId, status: 'running' }, { status: 'failed', error, finishedAt: new Date() });
-    await tx.update(SoupEntity, { id: soupId, status: 'queued' }, { status: 'failed', error, finishedAt: new Date() });
+    await tx.update(SoupEntity, { id: soupId, status: In(['queued', 'running']) }, { status: 'failed', error, finishedAt: new Date() });
+    // Its other scorings are moot: a trainer holding one hears "cancelled" on its next heartbeat.
+    await tx.update(TaskEntity, { soupId, status: In(['queued', 'leased']) }, { status: 'cancelled', leaseExpiresAt: null, finishedAt: new Date() });
   }
 }
 
