@@ -589,7 +589,9 @@ describe('external trainers: the /tasks protocol', () => {
         const tensors = parseSafetensors(await download(task.model.url));
         for (const x of tensors) if (x.name === 'bn1.running_mean') (x.data as Float32Array).fill(0.125);
         const score = scoreOf(tensors);
-        await send(task.id, await f32(tensors), { valAccuracy: score, testAccuracy: score / 2, ece: 0.1 }).expect(201);
+        // Only the first candidate's scoring names the phase's candidates for the ensemble.
+        expect(task.ensemble === null).toBe(task.members.join(',') !== '0');
+        await send(task.id, await f32(tensors), { valAccuracy: score, testAccuracy: score / 2, ece: 0.1, ...(task.ensemble ? { ensembleTestAccuracy: 0.5 + task.phase / 10 } : {}) }).expect(201);
       }
     }
     const done = await waitForRun(t, run.id);
@@ -601,7 +603,7 @@ describe('external trainers: the /tasks protocol', () => {
       expect(soup).toMatchObject({ method: 'greedy', status: 'succeeded', resultModelId: p.result_model_id });
       const result = parseSafetensors(await download(`/models/${p.result_model_id}/safetensors`, WRITE));
       expect(scoreOf(result)).toBe(soup.valAccuracy);
-      expect(p.metrics).toMatchObject({ valAccuracy: soup.valAccuracy, testAccuracy: soup.valAccuracy / 2, ece: 0.1, trainer: 'external' });
+      expect(p.metrics).toMatchObject({ valAccuracy: soup.valAccuracy, testAccuracy: soup.valAccuracy / 2, ece: 0.1, ensembleTestAccuracy: 0.5 + p.index / 10, trainer: 'external' });
       const mask = new Map(parseSafetensors(await download(`/masks/${p.mask_id}/safetensors`, WRITE)).map((m) => [m.name, m.data as Uint8Array]));
       for (const x of result) {
         const m = mask.get(x.name);
@@ -619,13 +621,22 @@ describe('external trainers: the /tasks protocol', () => {
       if (!task) continue;
       kinds.push(`${task.phase}:${task.kind}`);
       if (task.kind === 'train') await trainBySeed(task);
-      else if (task.kind === 'recalibrate') await send(task.id, await download(task.model.url), { valAccuracy: 0.81, testAccuracy: 0.79, ece: 0.02 }).expect(201);
+      else if (task.kind === 'recalibrate') {
+        // The phase's candidates ride along: the trainer may measure their prediction ensemble too (a worker key may download them now).
+        const candidates = (await get(`/runs/${run.id}`).expect(200)).body.candidates.map((c: { resultModelId: string }) => c.resultModelId);
+        expect(task.ensemble.map((m: { id: string }) => m.id).sort()).toEqual([...candidates].sort());
+        for (const m of task.ensemble) await download(m.url);
+        await send(task.id, await download(task.model.url), { valAccuracy: 0.81, testAccuracy: 0.79, ece: 0.02, ensembleTestAccuracy: 0.83 }).expect(201);
+        await get(task.ensemble[0].url, WORKER).expect(403);
+      }
       else await send(task.id, null, { valAccuracy: 0.5, testAccuracy: 0.5 }).expect(201);
     }
     const done = await waitForRun(t, run.id);
     expect(done.status, done.error).toBe('succeeded');
     expect(kinds).toEqual(['1:train', '1:train', '1:recalibrate']);
     const [p] = (await t.dataSource.query('SELECT metrics FROM run_phase WHERE run_id = $1', [run.id])) as { metrics: Record<string, unknown> }[];
-    expect(p.metrics).toMatchObject({ valAccuracy: 0.81, testAccuracy: 0.79, ece: 0.02 });
+    expect(p.metrics).toMatchObject({ valAccuracy: 0.81, testAccuracy: 0.79, ece: 0.02, ensembleTestAccuracy: 0.83 });
+    const report = (await get(`/runs/${run.id}/report`).expect(200)).body;
+    expect(report.phases[0].ensembleTestAccuracy).toBe(0.83);
   });
 });

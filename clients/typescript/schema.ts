@@ -1443,6 +1443,8 @@ export interface components {
             /** Format: date-time */
             createdAt: string;
             dataset: components["schemas"]["TaskDatasetRefDto"];
+            /** @description a phase's candidates: besides its own work, the trainer may evaluate their prediction ensemble (the mean of their softmax outputs) on test and send it as metrics.ensembleTestAccuracy */
+            ensemble: components["schemas"]["TaskModelRefDto"][] | null;
             error: string | null;
             /** Format: date-time */
             finishedAt: string | null;

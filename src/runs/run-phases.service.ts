@@ -18,7 +18,7 @@ import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import { enqueueTask, TaskEntity } from '../tasks/task.entity.js';
 import { BN_STATISTIC } from '../tasks/bn.js';
-import { ExternalGreedyService, type ExternalPhaseScore } from '../tasks/external-greedy.js';
+import { ExternalGreedyService, type ExternalPhaseScore, ensembleTestAccuracy } from '../tasks/external-greedy.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 import { RunLifecycle } from './run-lifecycle.js';
 import { type RunPlan, RunsService } from './runs.service.js';
@@ -308,7 +308,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
       meanCorruptionAccuracy: null,
       corruptions: [],
       candidates: { meanValAccuracy: mean(vals), bestValAccuracy: Math.max(...vals), meanTestAccuracy: mean(tests), bestTestAccuracy: Math.max(...tests) },
-      ensembleTestAccuracy: null,
+      ensembleTestAccuracy: await ensembleTestAccuracy(this.dataSource, run.id, phase.index),
       meanL2Distance: mean(distances.map((d) => d.l2)),
       meanAngleDegrees: mean(distances.filter((d) => d.angleDegrees !== null).map((d) => d.angleDegrees!)),
       distances,
@@ -343,7 +343,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     const outstanding = (t: TaskEntity | null) => !t || t.status === 'queued' || t.status === 'leased';
     const enqueue = (kind: 'evaluate' | 'recalibrate', modelId: string) =>
       this.dataSource.transaction(async (tx) => {
-        await enqueueTask(tx, { kind, runId: run.id, soupId, phase: phase.index, modelId, maskId: phase.maskId, datasetId: run.datasetId, split: kind === 'evaluate' ? 'test' : 'train', maxAttempts: this.config.taskMaxAttempts });
+        await enqueueTask(tx, { kind, runId: run.id, soupId, phase: phase.index, modelId, maskId: phase.maskId, ensembleModelIds: ids.length > 1 ? ids : null, datasetId: run.datasetId, split: kind === 'evaluate' ? 'test' : 'train', maxAttempts: this.config.taskMaxAttempts });
         await this.lifecycle.event(tx, run.id, `phase-${kind}`, { phase: phase.index, modelId, trainer: 'external' });
       });
     // A soup of models with batch norm needs fresh running statistics (SMS recalibrates every soup).

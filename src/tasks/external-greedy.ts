@@ -154,6 +154,8 @@ export class ExternalGreedyService {
           runId: owner.runId,
           soupId,
           members: [...members],
+          // An SMS phase's candidates' ensemble rides along with the first candidate's scoring.
+          ensembleModelIds: owner.runId && members.length === 1 && members[0] === 0 && candidates.length > 1 ? candidates.map((c) => c.id) : null,
           phase: owner.phase,
           modelId: input,
           maskId,
@@ -291,3 +293,16 @@ export class ExternalGreedyService {
 }
 
 export { Pending as GreedyPending, ScoringFailed as GreedyScoringFailed };
+
+/**
+ * The prediction ensemble of an external phase's candidates (mean of their softmax outputs, test
+ * accuracy), as a trainer measured it alongside a task that named the candidates; null when none did.
+ */
+export async function ensembleTestAccuracy(dataSource: DataSource, runId: string, phase: number): Promise<number | null> {
+  const tasks = await dataSource.getRepository(TaskEntity).find({ where: { runId, phase, status: 'succeeded' }, order: { finishedAt: 'DESC' } });
+  for (const t of tasks) {
+    const v = (t.result?.metrics as TaskMetrics | null | undefined)?.ensembleTestAccuracy;
+    if (t.ensembleModelIds && typeof v === 'number') return v;
+  }
+  return null;
+}

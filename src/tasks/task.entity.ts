@@ -55,6 +55,10 @@ export class TaskEntity {
   @Column({ type: 'uuid', name: 'soup_id', nullable: true })
   soupId: string | null;
 
+  /** A phase's candidates (SMS, m > 1) whose prediction ensemble the trainer may also evaluate on test. */
+  @Column({ type: 'jsonb', name: 'ensemble_model_ids', nullable: true })
+  ensembleModelIds: string[] | null;
+
   /** Greedy soups: the candidate set being scored (indices into the soup's ingredients, ascending). */
   @Column({ type: 'jsonb', nullable: true })
   members: number[] | null;
@@ -100,9 +104,9 @@ export class TaskEntity {
 /** A new task for the queue, in the caller's transaction; trainers long-polling in this process wake up. */
 export async function enqueueTask(
   tx: EntityManager,
-  t: Pick<TaskEntity, 'kind' | 'runId' | 'modelId' | 'datasetId' | 'split'> & Partial<Pick<TaskEntity, 'candidateId' | 'soupId' | 'members' | 'phase' | 'maskId' | 'training' | 'maxAttempts'>>,
+  t: Pick<TaskEntity, 'kind' | 'runId' | 'modelId' | 'datasetId' | 'split'> & Partial<Pick<TaskEntity, 'candidateId' | 'soupId' | 'members' | 'ensembleModelIds' | 'phase' | 'maskId' | 'training' | 'maxAttempts'>>,
 ): Promise<TaskEntity> {
-  const saved = await tx.save(tx.create(TaskEntity, { candidateId: null, soupId: null, members: null, phase: 0, maskId: null, training: null, ...t, status: 'queued', attempts: 0 }));
+  const saved = await tx.save(tx.create(TaskEntity, { candidateId: null, soupId: null, members: null, ensembleModelIds: null, phase: 0, maskId: null, training: null, ...t, status: 'queued', attempts: 0 }));
   taskNotifier.pending = true;
   // Wakes the waiters after the caller's transaction had a moment to commit; they check the table anyway.
   setImmediate(() => taskNotifier.wake());

@@ -77,6 +77,12 @@ export class TaskDto {
   @ApiProperty({ nullable: true, type: String, description: 'the run the task serves; null for the scoring of a greedy soup made with POST /soups' }) runId: string | null;
   @ApiProperty({ nullable: true, type: String }) soupId: string | null;
   @ApiProperty({ nullable: true, type: [Number], description: "greedy soups: the candidate set being scored (indices into the soup's modelIds); model is that set's uniform mean, as the service merged it (or its recalibration)" }) members: number[] | null;
+  @ApiProperty({
+    type: [TaskModelRefDto],
+    nullable: true,
+    description: "a phase's candidates: besides its own work, the trainer may evaluate their prediction ensemble (the mean of their softmax outputs) on test and send it as metrics.ensembleTestAccuracy",
+  })
+  ensemble: TaskModelRefDto[] | null;
   @ApiProperty({ nullable: true, type: String }) candidateId: string | null;
   @ApiProperty({ description: 'the run phase (0: a retrain run)' }) phase: number;
   @ApiProperty({ type: TaskModelRefDto }) model: TaskModelRefDto;
@@ -113,4 +119,6 @@ export interface TaskMetrics {
   loss: number | null;
   ece?: number;
   perClassAccuracy?: (number | null)[];
+  /** The task's `ensemble`: test accuracy of the mean of the candidates' softmax outputs. */
+  ensembleTestAccuracy?: number;
 }

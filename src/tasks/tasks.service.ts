@@ -514,6 +514,7 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
         runId: t.runId,
         soupId: t.soupId,
         members: t.members,
+        ensemble: t.ensembleModelIds ? t.ensembleModelIds.map((id) => ({ id, url: `/models/${id}/safetensors` })) : null,
         candidateId: t.candidateId,
         phase: t.phase,
         model: { id: t.modelId, url: `/models/${t.modelId}/safetensors` },
