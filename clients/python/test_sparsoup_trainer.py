@@ -716,6 +716,27 @@ class TrainerProtocol(unittest.TestCase):
         self.assertEqual(set(self.fake.results[ev["id"]]["parts"]), {"metrics"})
         self.assertTrue(0 <= e["valAccuracy"] <= 1)
 
+    def test_an_ensemble_is_the_mean_of_the_candidates_softmax_outputs(self):
+        torch.manual_seed(11)
+        others = [Tiny(), Tiny()]
+        for i, m in enumerate(others):
+            self.fake.files[f"/models/e{i}/safetensors"] = self._bytes({k: v.clone() for k, v in m.state_dict().items()})
+        ev = self.fake.add_task(kind="evaluate", training=None, mask=None, split="test", ensemble=[{"id": f"e{i}", "url": f"/models/e{i}/safetensors"} for i in range(2)])
+        trainer = ToyTrainer(self.fake.url)
+        trainer.run(max_tasks=1)
+        self.assertEqual(self.fake.fails, {})
+        m = json.loads(self.fake.results[ev["id"]]["parts"]["metrics"])
+        x, y = trainer.splits["test"]
+        with torch.no_grad():
+            for o in others:
+                o.eval()
+            prob = (others[0](x).double().softmax(1) + others[1](x).double().softmax(1)) / 2
+        self.assertEqual(m["ensembleTestAccuracy"], float((prob.argmax(1) == y).double().mean()))
+        # A task without candidates sends none.
+        ev2 = self.fake.add_task(kind="evaluate", training=None, mask=None, split="test")
+        trainer.run(max_tasks=1)
+        self.assertNotIn("ensembleTestAccuracy", json.loads(self.fake.results[ev2["id"]]["parts"]["metrics"]))
+
     def test_run_until_returns_when_the_run_finished(self):
         self.fake.files["/runs/run-9"] = json.dumps({"id": "run-9", "status": "succeeded"}).encode()
         # files are served as octet-stream; the trainer parses JSON by content type, so serve JSON:
