@@ -38,8 +38,7 @@
  *                        trainer processes of bench/sms_pytorch.py (Debian's python3 and torch, one thread each,
  *                        with Debian's pthread OpenBLAS as bench:train's peer: apt-get install libopenblas0-pthread)
  *                        do the training, and the dense models are pretrained there too (builtin)
- *   SMS_METHODS          comma list of imp, imp3, sms-uniform, sms-greedy (all; pytorch: no sms-greedy,
- *                        which external runs do not have yet)
+ *   SMS_METHODS          comma list of imp, imp3, sms-uniform, sms-greedy (all)
  *   SMS_KEEP_DATA=1      keep the service's data folder (printed)
  *   SMS_RESUME=1         keep the stages a previous bench finished (SMS_OUT/sms-results.json, same
  *                        configuration but for the list of E): only the missing stages run. The dense
@@ -105,9 +104,8 @@ function readConfig(): Config {
   if (ensembleBy.length && !epochs.includes(variantsAt)) throw new Error(`SMS_VARIANTS_AT=${variantsAt} is not one of SMS_EPOCHS (${epochs.join(', ')})`);
   const trainer = (process.env.SMS_TRAINER || 'builtin') as Config['trainer'];
   if (trainer !== 'builtin' && trainer !== 'pytorch') throw new Error(`SMS_TRAINER="${trainer}": builtin or pytorch`);
-  const methods = (process.env.SMS_METHODS || METHODS.filter((x) => trainer === 'builtin' || x !== 'sms-greedy').join(',')).split(',').map((x) => x.trim()) as Method[];
+  const methods = (process.env.SMS_METHODS || METHODS.join(',')).split(',').map((x) => x.trim()) as Method[];
   if (!methods.length || methods.some((x) => !METHODS.includes(x))) throw new Error(`SMS_METHODS="${process.env.SMS_METHODS}": a comma list of ${METHODS.join(', ')}`);
-  if (trainer === 'pytorch' && methods.includes('sms-greedy')) throw new Error('SMS_METHODS: sms-greedy with SMS_TRAINER=pytorch: external runs have no greedy soups yet');
   if (trainer === 'pytorch' && !['lenet-300-100', 'cnn-bn'].includes(process.env.SMS_ARCH ?? 'lenet-300-100')) throw new Error('SMS_TRAINER=pytorch has lenet-300-100 and cnn-bn (bench/sms_pytorch.py)');
   if (Number(process.env.SMS_TRAIN_LIMIT || 0) > 0 && trainer !== 'pytorch') throw new Error('SMS_TRAIN_LIMIT needs SMS_TRAINER=pytorch (the trainers hold the subset; the built-in dataset is whole)');
   const augment = (process.env.SMS_AUGMENT || 'none') as Config['augment'];

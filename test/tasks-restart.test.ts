@@ -9,8 +9,11 @@ import { json, prepareDataDir, type ServiceProcess, startService } from './suppo
 interface Task {
   id: string;
   attempts: number;
-  runId: string;
+  runId: string | null;
   candidateId: string;
+  soupId: string | null;
+  members: number[] | null;
+  kind: string;
   model: { url: string };
 }
 
@@ -26,8 +29,8 @@ describe('external tasks across a service crash', () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  const lease = async (waitSeconds: number): Promise<Task | null> => {
-    const res = await fetch(`${service!.url}/tasks/lease`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ workerId: 'w', kinds: ['train'], waitSeconds }) });
+  const lease = async (waitSeconds: number, kinds = ['train']): Promise<Task | null> => {
+    const res = await fetch(`${service!.url}/tasks/lease`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ workerId: 'w', kinds, waitSeconds }) });
     if (res.status === 204) return null;
     expect(res.status).toBe(200);
     return (await res.json()) as Task;
@@ -73,6 +76,41 @@ describe('external tasks across a service crash', () => {
     const models = await json<{ items: { origin: { kind: string; runId?: string } }[] }>(`${service.url}/models?limit=100`);
     expect(models.items.filter((m) => m.origin.runId === run.id)).toHaveLength(2);
     expect(await lease(0)).toBeNull();
+
+    // A greedy soup of the two candidates, scored by this trainer (no batch norm: evaluate tasks on val).
+    const soup = await json<{ id: string; status: string }>(`${service.url}/soups`, { method: 'POST', body: JSON.stringify({ modelIds: done.candidates.map((c) => c.resultModelId), method: 'greedy', trainer: 'external', datasetId: ds.id }) });
+    expect(soup.status).toBe('queued');
+    const score = (t: Task) => ({ '0': 0.5, '1': 0.6, '0,1': 0.7 })[t.members!.join(',')]!;
+    const evaluate = (t: Task) => {
+      const form = new FormData();
+      form.append('metrics', JSON.stringify({ valAccuracy: score(t), testAccuracy: 0.4 }));
+      return fetch(`${service!.url}/tasks/${t.id}/result`, { method: 'POST', body: form });
+    };
+    const one = (await lease(20, ['evaluate']))!;
+    const other = (await lease(20, ['evaluate']))!;
+    expect([one.members, other.members].sort()).toEqual([[0], [1]]);
+    expect(one).toMatchObject({ soupId: soup.id, runId: null, kind: 'evaluate' });
+    expect((await evaluate(one)).status).toBe(201);
+    // The service dies with a set's scoring out: after the restart the soup goes on from its task rows.
+    await service.kill('SIGKILL');
+    service = await startService(env, port);
+    const retried = (await lease(20, ['evaluate']))!;
+    expect(retried.id).toBe(other.id);
+    expect((await evaluate(retried)).status).toBe(201);
+    const pair = (await lease(30, ['evaluate']))!;
+    expect(pair.members).toEqual([0, 1]);
+    expect((await evaluate(pair)).status).toBe(201);
+    let built: { status: string; valAccuracy: number; weights: number[]; steps: { soupScore: number; accepted: boolean }[]; resultModelId: string };
+    for (;;) {
+      built = await json(`${service.url}/soups/${soup.id}`);
+      if (built.status === 'succeeded' || built.status === 'failed') break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(built).toMatchObject({ status: 'succeeded', valAccuracy: 0.7, weights: [0.5, 0.5] });
+    expect(built.steps.map((x) => [x.soupScore, x.accepted])).toEqual([[0.6, true], [0.7, true]]);
+    // The stored soup is the model the pair was scored on.
+    expect(built.resultModelId).toBe(pair.model.url.split('/')[2]);
+    expect(await lease(0, ['evaluate', 'recalibrate'])).toBeNull();
     // Two service start-ups on a loaded machine: the run itself takes seconds.
   }, 180_000);
 });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -51,6 +52,32 @@ const TINY = () => [
   { name: 'fc2.weight', shape: [4, 16], data: seededWeights(64, 5) },
   { name: 'fc2.bias', shape: [4], data: seededWeights(4, 6) },
 ];
+
+/** The scripted trainer's "accuracy": a function of the exact tensor bytes, so any model scores the same wherever it is evaluated. */
+const scoreOf = (tensors: Tensor[]) => {
+  const h = createHash('sha256');
+  for (const x of [...tensors].sort((a, b) => (a.name < b.name ? -1 : 1))) h.update(x.name).update(Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength));
+  return h.digest().readUInt32BE(0) / 2 ** 32;
+};
+
+/** The greedy soup (SMS, '>='), replayed from the scores the trainer sent: the trace the service must record. */
+const expectedGreedy = (m: number, score: (members: number[]) => number) => {
+  const individual = Array.from({ length: m }, (_, i) => score([i]));
+  const order = Array.from({ length: m }, (_, i) => i).sort((a, b) => individual[b] - individual[a] || a - b);
+  const accepted = [order[0]];
+  let best = individual[order[0]];
+  const trace = [{ index: order[0], soupScore: best, accepted: true }];
+  for (const i of order.slice(1)) {
+    const s = score([...accepted, i].sort((a, b) => a - b));
+    const ok = s >= best;
+    if (ok) {
+      accepted.push(i);
+      best = s;
+    }
+    trace.push({ index: i, soupScore: s, accepted: ok });
+  }
+  return { trace, accepted: accepted.sort((a, b) => a - b), score: best };
+};
 
 describe('external trainers: the /tasks protocol', () => {
   let t: TestApp;
@@ -125,13 +152,24 @@ describe('external trainers: the /tasks protocol', () => {
     await post('/runs').send({ kind: 'retrain', modelId: prunedId, datasetId, m: 1 }).expect(422);
     const builtin = await post('/runs').send({ kind: 'retrain', trainer: 'external', modelId: prunedId, datasetId: 'mnist', m: 1 }).expect(422);
     expect(builtin.body.detail).toMatch(/external/);
-    // Greedy soups by an external trainer are not built: refused plainly, nothing made.
+    // Soups by an external trainer: greedy ones on an external dataset of safetensors models, nothing else; a refusal makes nothing.
     const soups = (await get('/soups').expect(200)).body.total;
-    const soup = await post('/soups').send({ modelIds: [prunedId, denseId], method: 'greedy', datasetId, trainer: 'external' }).expect(422);
-    expect(soup.body.detail).toMatch(/not built yet/);
+    const tfjs = (await post('/models/templates').send({ architecture: 'lenet-300-100', datasetId: 'mnist', seed: 1 }).expect(201)).body.id;
+    const [models, files] = [await modelCount(), artifactFiles()];
+    const uniform = await post('/soups').send({ modelIds: [prunedId, denseId], method: 'uniform', trainer: 'external' }).expect(400);
+    expect(uniform.body.detail).toMatch(/needs no trainer/);
+    const builtinData = await post('/soups').send({ modelIds: [prunedId, denseId], method: 'greedy', datasetId: 'mnist', trainer: 'external' }).expect(422);
+    expect(builtinData.body.detail).toMatch(/dataset mnist is builtin/);
+    const layers = await post('/soups').send({ modelIds: [prunedId, tfjs], method: 'greedy', datasetId, trainer: 'external' }).expect(422);
+    expect(layers.body.detail).toMatch(/not safetensors/);
+    // Two models with different masks cannot be merged: refused before any row or task exists.
+    const mixed = await post('/soups').send({ modelIds: [prunedId, denseId], method: 'greedy', datasetId, trainer: 'external' }).expect(422);
+    expect(mixed.headers['content-type']).toMatch(/problem\+json/);
     expect((await get('/soups').expect(200)).body.total).toBe(soups);
-    const sms = await post('/runs').send({ kind: 'sms', trainer: 'external', modelId: denseId, datasetId, m: 2, phases: 1, goalSparsity: 0.5, soup: { method: 'greedy' } }).expect(422);
-    expect(sms.body.detail).toMatch(/greedy soups with an external trainer are not built yet/);
+    expect(await modelCount()).toBe(models);
+    expect(artifactFiles()).toBe(files);
+    expect((await get('/tasks?kind=evaluate').expect(200)).body.total + (await get('/tasks?kind=recalibrate').expect(200)).body.total).toBe(0);
+    await request(t.http).delete(`/models/${tfjs}`).set('authorization', WRITE).expect(204);
   });
 
   it('serves the mask as safetensors: one U8 tensor per masked tensor, same shape, 1 kept and 0 pruned', async () => {
@@ -436,5 +474,169 @@ describe('external trainers: the /tasks protocol', () => {
     const report = (await get(`/runs/${run.id}/report`).expect(200)).body;
     expect(report.phases).toHaveLength(2);
     await get(`/runs/${run.id}/report.svg`).expect(200);
+  });
+  /** A train task done with a per-seed nudge (candidates differ), the mask kept. */
+  const trainBySeed = async (task: { id: string; model: { url: string }; mask: { url: string } | null; training: { seed: number } }) => {
+    const { tensors } = await trainedModel(task);
+    for (const x of tensors) if (!/running_/.test(x.name)) {
+        const d = x.data as Float32Array;
+        for (let i = 0; i < d.length; i++) d[i] *= 1 + 0.05 * task.training.seed;
+      }
+    await send(task.id, await f32(tensors)).expect(201);
+  };
+
+  it('a greedy soup of an external retrain run (POST /soups, trainer external): 202; each set merged here, recalibrated and scored by the trainer; the trace scores the stored soup', async () => {
+    const run = await retrain(3);
+    for (let i = 0; i < 3; i++) await trainBySeed(await lease(['train']));
+    const trained = await waitForRun(t, run.id);
+    expect(trained.status).toBe('succeeded');
+    const ids = [...trained.candidates].sort((a: { index: number }, b: { index: number }) => a.index - b.index).map((c: { resultModelId: string }) => c.resultModelId);
+    const created = await post('/soups').send({ modelIds: ids, method: 'greedy', trainer: 'external', datasetId }).expect(202);
+    expect(created.body).toMatchObject({ status: 'queued', method: 'greedy', modelIds: ids });
+    const soupId = created.body.id;
+    const scores = new Map<string, number>();
+    const inputs = new Map<string, Tensor[]>();
+    let refusedOnce = false;
+    const status = async () => (await get(`/soups/${soupId}`).expect(200)).body.status;
+    while (!['succeeded', 'failed'].includes(await status())) {
+      let task = await lease(['recalibrate', 'evaluate'], 1);
+      if (!task) continue;
+      expect(task).toMatchObject({ soupId, runId: null, dataset: { id: datasetId }, mask: { id: maskId } });
+      const key = task.members.join(',');
+      const tensors = parseSafetensors(await download(task.model.url));
+      if (task.kind === 'recalibrate') {
+        expect(task.split).toBe('train');
+        inputs.set(key, parseSafetensors(await download(task.model.url)));
+        if (!refusedOnce && task.members.length > 1) {
+          // A recalibration that moves a weight is refused: 422, no model row, no file; the task comes back.
+          // (On a set of two: by then the soup's job has merged every set it needs and waits.)
+          const [models, files] = [await modelCount(), artifactFiles()];
+          const touched = tensors.map((x) => (x.name === 'fc1.bias' ? { ...x, data: (x.data as Float32Array).map((v) => v + 1) } : x));
+          const res = await send(task.id, await f32(touched), { valAccuracy: 0.9, testAccuracy: 0.9 }).expect(422);
+          expect(res.body.detail).toMatch(/these tensors changed: fc1\.bias/);
+          expect(await modelCount()).toBe(models);
+          expect(artifactFiles()).toBe(files);
+          task = await lease(['recalibrate']);
+          expect(task.members.join(',')).toBe(key);
+          refusedOnce = true;
+        }
+        for (const x of tensors) if (x.name === 'bn1.running_mean') (x.data as Float32Array).fill(0.01 * (1 + task.members.length + task.members[0]));
+        // Singletons come back with their score; larger sets without, so the service asks for an evaluate task.
+        const score = scoreOf(tensors);
+        if (task.members.length === 1) scores.set(key, score);
+        await send(task.id, await f32(tensors), task.members.length === 1 ? { valAccuracy: score, testAccuracy: score / 2 } : null).expect(201);
+      } else {
+        expect(task.split).toBe('val');
+        expect(task.members.length).toBeGreaterThan(1);
+        const score = scoreOf(tensors);
+        scores.set(key, score);
+        await send(task.id, null, { valAccuracy: score, testAccuracy: score / 2 }).expect(201);
+      }
+    }
+    const soup = (await get(`/soups/${soupId}`).expect(200)).body;
+    expect(soup.status, soup.error).toBe('succeeded');
+    const want = expectedGreedy(3, (members) => scores.get(members.join(','))!);
+    expect(soup.steps).toEqual(want.trace.map((s) => ({ modelId: ids[s.index], score: scores.get(String(s.index)), soupScore: s.soupScore, accepted: s.accepted })));
+    expect(soup.valAccuracy).toBe(want.score);
+    expect(soup.acceptedIds).toEqual(want.accepted.map((i) => ids[i]));
+    // The score the trace records is the stored soup's: evaluating the stored model gives it again.
+    const stored = parseSafetensors(await download(`/models/${soup.resultModelId}/safetensors`, WRITE));
+    expect(scoreOf(stored)).toBe(soup.valAccuracy);
+    // The stored soup is the core merge of the accepted set (what POST /soups uniform writes) with the trainer's BN statistics.
+    const uniform = (await post('/soups').send({ modelIds: want.accepted.map((i) => ids[i]), method: 'uniform' }).expect(201)).body;
+    const merged = parseSafetensors(await download(`/models/${uniform.resultModelId}/safetensors`, WRITE));
+    expect(inputs.get(want.accepted.join(','))!.map((x) => [x.name, [...x.data]])).toEqual(merged.map((x) => [x.name, [...x.data]]));
+    for (const x of merged) if (x.name !== 'bn1.running_mean') expect([...stored.find((y) => y.name === x.name)!.data]).toEqual([...x.data]);
+    const model = (await get(`/models/${soup.resultModelId}`).expect(200)).body;
+    expect(model.maskId).toBe(maskId);
+    // One scoring per set: 3 alone, then 2 growing sets (a recalibration each; an evaluation for the larger ones).
+    const tasks = (await get(`/tasks?limit=100`).expect(200)).body.items.filter((x: { soupId: string }) => x.soupId === soupId);
+    expect(tasks.filter((x: { kind: string }) => x.kind === 'recalibrate')).toHaveLength(5);
+    expect(tasks.filter((x: { kind: string }) => x.kind === 'evaluate')).toHaveLength(2);
+  });
+
+  it('a greedy soup whose scoring task fails for good fails with the reason; its other tasks are not handed out', async () => {
+    const run = await retrain(2);
+    for (let i = 0; i < 2; i++) await trainBySeed(await lease(['train']));
+    const ids = (await waitForRun(t, run.id)).candidates.map((c: { resultModelId: string }) => c.resultModelId);
+    const soupId = (await post('/soups').send({ modelIds: ids, method: 'greedy', trainer: 'external', datasetId }).expect(202)).body.id;
+    let task = await lease(['recalibrate']);
+    const failing = task.id;
+    for (;;) {
+      await post(`/tasks/${failing}/fail`, WORKER).send({ error: 'CUDA out of memory' }).expect(200);
+      if ((await get(`/tasks/${failing}`).expect(200)).body.status === 'failed') break;
+      task = await lease(['recalibrate']);
+      expect(task.id).toBe(failing);
+    }
+    const soup = (await get(`/soups/${soupId}`).expect(200)).body;
+    expect(soup.status).toBe('failed');
+    expect(soup.error).toMatch(/recalibrate task failed after 12 attempts: the trainer reported: CUDA out of memory/);
+    await post('/tasks/lease', WORKER).send({ workerId: 'x', kinds: ['recalibrate', 'evaluate'], waitSeconds: 0 }).expect(204);
+    const tasks = (await get('/tasks?limit=100').expect(200)).body.items.filter((x: { soupId: string }) => x.soupId === soupId);
+    expect(tasks.map((x: { status: string }) => x.status).sort()).toEqual(['cancelled', 'failed']);
+  });
+
+  it('runs an external SMS run with a greedy soup per phase: every set scored by a recalibration with metrics, no separate evaluation; the phase result is the soup as scored', async () => {
+    const run = (await post('/runs').send({ kind: 'sms', trainer: 'external', modelId: denseId, datasetId, m: 2, phases: 2, goalSparsity: 0.75, training: { epochs: 1 }, soup: { method: 'greedy' } }).expect(202)).body;
+    const kinds: string[] = [];
+    while (!['succeeded', 'failed', 'cancelled'].includes((await get(`/runs/${run.id}`).expect(200)).body.status)) {
+      const task = await lease(['train', 'evaluate', 'recalibrate'], 1);
+      if (!task) continue;
+      expect(task.runId).toBe(run.id);
+      kinds.push(`${task.phase}:${task.kind}${task.members ? `:${task.members.join('+')}` : ''}`);
+      if (task.kind === 'train') await trainBySeed(task);
+      else {
+        const tensors = parseSafetensors(await download(task.model.url));
+        for (const x of tensors) if (x.name === 'bn1.running_mean') (x.data as Float32Array).fill(0.125);
+        const score = scoreOf(tensors);
+        // Only the first candidate's scoring names the phase's candidates for the ensemble.
+        expect(task.ensemble === null).toBe(task.members.join(',') !== '0');
+        await send(task.id, await f32(tensors), { valAccuracy: score, testAccuracy: score / 2, ece: 0.1, ...(task.ensemble ? { ensembleTestAccuracy: 0.5 + task.phase / 10 } : {}) }).expect(201);
+      }
+    }
+    const done = await waitForRun(t, run.id);
+    expect(done.status, done.error).toBe('succeeded');
+    for (const p of [1, 2]) expect(kinds.filter((k) => k.startsWith(`${p}:`)).sort()).toEqual([`${p}:recalibrate:0`, `${p}:recalibrate:0+1`, `${p}:recalibrate:1`, `${p}:train`, `${p}:train`]);
+    const phases = (await t.dataSource.query('SELECT index, mask_id, soup_id, result_model_id, metrics FROM run_phase WHERE run_id = $1 ORDER BY index', [run.id])) as { index: number; mask_id: string; soup_id: string; result_model_id: string; metrics: Record<string, number> }[];
+    for (const p of phases) {
+      const soup = (await get(`/soups/${p.soup_id}`).expect(200)).body;
+      expect(soup).toMatchObject({ method: 'greedy', status: 'succeeded', resultModelId: p.result_model_id });
+      const result = parseSafetensors(await download(`/models/${p.result_model_id}/safetensors`, WRITE));
+      expect(scoreOf(result)).toBe(soup.valAccuracy);
+      expect(p.metrics).toMatchObject({ valAccuracy: soup.valAccuracy, testAccuracy: soup.valAccuracy / 2, ece: 0.1, ensembleTestAccuracy: 0.5 + p.index / 10, trainer: 'external' });
+      const mask = new Map(parseSafetensors(await download(`/masks/${p.mask_id}/safetensors`, WRITE)).map((m) => [m.name, m.data as Uint8Array]));
+      for (const x of result) {
+        const m = mask.get(x.name);
+        if (m) for (let i = 0; i < m.length; i++) expect((x.data as Float32Array)[i] === 0).toBe(m[i] === 0);
+      }
+    }
+    await get(`/runs/${run.id}/report`).expect(200);
+  });
+
+  it('an SMS phase evaluates once: a recalibration that sends val and test accuracy is the phase evaluation (no evaluate task)', async () => {
+    const run = (await post('/runs').send({ kind: 'sms', trainer: 'external', modelId: denseId, datasetId, m: 2, phases: 1, goalSparsity: 0.5, training: { epochs: 1 } }).expect(202)).body;
+    const kinds: string[] = [];
+    while (!['succeeded', 'failed', 'cancelled'].includes((await get(`/runs/${run.id}`).expect(200)).body.status)) {
+      const task = await lease(['train', 'evaluate', 'recalibrate'], 1);
+      if (!task) continue;
+      kinds.push(`${task.phase}:${task.kind}`);
+      if (task.kind === 'train') await trainBySeed(task);
+      else if (task.kind === 'recalibrate') {
+        // The phase's candidates ride along: the trainer may measure their prediction ensemble too (a worker key may download them now).
+        const candidates = (await get(`/runs/${run.id}`).expect(200)).body.candidates.map((c: { resultModelId: string }) => c.resultModelId);
+        expect(task.ensemble.map((m: { id: string }) => m.id).sort()).toEqual([...candidates].sort());
+        for (const m of task.ensemble) await download(m.url);
+        await send(task.id, await download(task.model.url), { valAccuracy: 0.81, testAccuracy: 0.79, ece: 0.02, ensembleTestAccuracy: 0.83 }).expect(201);
+        await get(task.ensemble[0].url, WORKER).expect(403);
+      }
+      else await send(task.id, null, { valAccuracy: 0.5, testAccuracy: 0.5 }).expect(201);
+    }
+    const done = await waitForRun(t, run.id);
+    expect(done.status, done.error).toBe('succeeded');
+    expect(kinds).toEqual(['1:train', '1:train', '1:recalibrate']);
+    const [p] = (await t.dataSource.query('SELECT metrics FROM run_phase WHERE run_id = $1', [run.id])) as { metrics: Record<string, unknown> }[];
+    expect(p.metrics).toMatchObject({ valAccuracy: 0.81, testAccuracy: 0.79, ece: 0.02, ensembleTestAccuracy: 0.83 });
+    const report = (await get(`/runs/${run.id}/report`).expect(200)).body;
+    expect(report.phases[0].ensembleTestAccuracy).toBe(0.83);
   });
 });

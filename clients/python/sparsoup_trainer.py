@@ -478,6 +478,10 @@ class Task:
     lease_expires_at: Optional[str]
     run_id: Optional[str] = None
     phase: Optional[int] = None
+    #: Greedy soups: the soup, and the candidate set being scored (indices into its models); the
+    #: task's model is that set's uniform mean, merged by the service.
+    soup_id: Optional[str] = None
+    members: Optional[List[int]] = None
     #: Filled by the trainer: mask name → bool tensor (True = kept) on the trainer's device.
     masks: Dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -495,6 +499,8 @@ class Task:
             lease_expires_at=j.get("leaseExpiresAt"),
             run_id=j.get("runId"),
             phase=j.get("phase"),
+            soup_id=j.get("soupId"),
+            members=j.get("members"),
         )
 
     @property
@@ -749,6 +755,38 @@ class Trainer:
         return {"accuracy": correct / n, "loss": loss_sum / n, "ece": ece, "perClassAccuracy": per_class, "samples": n}
 
     @torch.no_grad()
+    def evaluate_ensemble(self, models: Sequence[nn.Module], task: Task, split: str = "test") -> float:
+        """Accuracy on ``split`` of the mean of the models' softmax outputs (the prediction
+        ensemble of a phase's candidates, which the service reports beside the soup)."""
+        data = self.data(task.dataset_name, split)
+        for m in models:
+            m.eval()
+        n = correct = 0
+        for x, y in self.batches(data, self.eval_batch_size):
+            prob = sum(m(x).double().softmax(dim=1) for m in models) / len(models)
+            correct += int((prob.argmax(dim=1) == y).sum())
+            n += len(y)
+        if n == 0:
+            raise ValueError(f"the {split} split is empty")
+        return correct / n
+
+    def _ensemble(self, task: Task, progress: Progress, tmp: str) -> Optional[float]:
+        """The task's ``ensemble`` (a phase's candidates), downloaded and evaluated; None without one."""
+        refs = task.raw.get("ensemble") or []
+        if not refs:
+            return None
+        models = []
+        for i, ref in enumerate(refs):
+            path = os.path.join(tmp, f"ensemble-{i}.safetensors")
+            self.download(ref["url"], path)
+            m = self.build_model(task)
+            m.load_state_dict(read_safetensors(path), strict=True)
+            models.append(m.to(self.device))
+            os.remove(path)
+            progress.check()
+        return self.evaluate_ensemble(models, task)
+
+    @torch.no_grad()
     def recalibrate(self, model: nn.Module, task: Task) -> None:
         """Re-estimates every batch-norm layer's running statistics: reset, momentum None (a
         cumulative average over the batches), forward a seeded ``recalibration_fraction`` of the
@@ -898,12 +936,15 @@ class Trainer:
             state = self._result_state(model, source)
         elif task.kind == "recalibrate":
             self.recalibrate(model, task)
+            # Measured on the model sent back: the service takes them as the evaluation (of an SMS
+            # phase, or the score of a greedy soup's set) and asks for no separate evaluate task.
             metrics = self._split_metrics(model, task)
             state = self._result_state(model, source)
         elif task.kind == "evaluate":
             metrics = self._split_metrics(model, task)
         else:
             raise ValueError(f"unknown task kind {task.kind!r}")
+        metrics["ensembleTestAccuracy"] = self._ensemble(task, progress, tmp)
         return {k: v for k, v in metrics.items() if v is not None}, state
 
     def _split_metrics(self, model: nn.Module, task: Task) -> Dict[str, Any]:

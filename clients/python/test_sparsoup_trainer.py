@@ -694,6 +694,49 @@ class TrainerProtocol(unittest.TestCase):
             self.assertTrue(torch.equal(out[name], self.source[name]), f"recalibration leaves {name} alone")
         self.assertFalse(torch.equal(out["bn.running_mean"], self.source["bn.running_mean"]))
 
+    def test_a_greedy_set_is_scored_on_the_model_sent_back(self):
+        # A greedy soup's set (no run): the recalibration's metrics are the set's score, so they must
+        # be the accuracy of exactly the model uploaded.
+        rc = self.fake.add_task(kind="recalibrate", training=None, split="train", runId=None, soupId="s1", members=[0, 2])
+        ev = self.fake.add_task(kind="evaluate", training=None, mask=None, split="val", runId=None, soupId="s1", members=[0, 1])
+        trainer = ToyTrainer(self.fake.url)
+        leased = []
+        orig = trainer.run_task
+        trainer.run_task = lambda task: (leased.append(task), orig(task))
+        trainer.run(max_tasks=2)
+        self.assertEqual(self.fake.fails, {})
+        self.assertEqual([(t.soup_id, t.members) for t in leased], [("s1", [0, 2]), ("s1", [0, 1])])
+        m = json.loads(self.fake.results[rc["id"]]["parts"]["metrics"])
+        model = Tiny()
+        model.load_state_dict(st.read_safetensors(self.fake.results[rc["id"]]["parts"]["model.safetensors"]))
+        task = st.Task.from_json(rc)
+        self.assertEqual(m["valAccuracy"], trainer.evaluate(model, task, "val")["accuracy"])
+        self.assertEqual(m["testAccuracy"], trainer.evaluate(model, task, "test")["accuracy"])
+        e = json.loads(self.fake.results[ev["id"]]["parts"]["metrics"])
+        self.assertEqual(set(self.fake.results[ev["id"]]["parts"]), {"metrics"})
+        self.assertTrue(0 <= e["valAccuracy"] <= 1)
+
+    def test_an_ensemble_is_the_mean_of_the_candidates_softmax_outputs(self):
+        torch.manual_seed(11)
+        others = [Tiny(), Tiny()]
+        for i, m in enumerate(others):
+            self.fake.files[f"/models/e{i}/safetensors"] = self._bytes({k: v.clone() for k, v in m.state_dict().items()})
+        ev = self.fake.add_task(kind="evaluate", training=None, mask=None, split="test", ensemble=[{"id": f"e{i}", "url": f"/models/e{i}/safetensors"} for i in range(2)])
+        trainer = ToyTrainer(self.fake.url)
+        trainer.run(max_tasks=1)
+        self.assertEqual(self.fake.fails, {})
+        m = json.loads(self.fake.results[ev["id"]]["parts"]["metrics"])
+        x, y = trainer.splits["test"]
+        with torch.no_grad():
+            for o in others:
+                o.eval()
+            prob = (others[0](x).double().softmax(1) + others[1](x).double().softmax(1)) / 2
+        self.assertEqual(m["ensembleTestAccuracy"], float((prob.argmax(1) == y).double().mean()))
+        # A task without candidates sends none.
+        ev2 = self.fake.add_task(kind="evaluate", training=None, mask=None, split="test")
+        trainer.run(max_tasks=1)
+        self.assertNotIn("ensembleTestAccuracy", json.loads(self.fake.results[ev2["id"]]["parts"]["metrics"]))
+
     def test_run_until_returns_when_the_run_finished(self):
         self.fake.files["/runs/run-9"] = json.dumps({"id": "run-9", "status": "succeeded"}).encode()
         # files are served as octet-stream; the trainer parses JSON by content type, so serve JSON:

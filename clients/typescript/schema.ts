@@ -885,7 +885,7 @@ export interface components {
             /** @description name of the result model */
             name?: string;
             /**
-             * @description external (greedy soups scored and recalibrated by external trainers): not built yet, refused with 422; uniform and weighted soups of safetensors models need no trainer
+             * @description external: a greedy soup of safetensors models on an external dataset, each scored set merged here and recalibrated (batch norm) and evaluated on val by external trainers as /tasks (202). Uniform and weighted soups need no trainer (400).
              * @default builtin
              * @enum {string}
              */
@@ -1443,6 +1443,8 @@ export interface components {
             /** Format: date-time */
             createdAt: string;
             dataset: components["schemas"]["TaskDatasetRefDto"];
+            /** @description a phase's candidates: besides its own work, the trainer may evaluate their prediction ensemble (the mean of their softmax outputs) on test and send it as metrics.ensembleTestAccuracy */
+            ensemble: components["schemas"]["TaskModelRefDto"][] | null;
             error: string | null;
             /** Format: date-time */
             finishedAt: string | null;
@@ -1453,6 +1455,8 @@ export interface components {
             leaseExpiresAt: string | null;
             mask: components["schemas"]["TaskMaskRefDto"] | null;
             maxAttempts: number;
+            /** @description greedy soups: the candidate set being scored (indices into the soup's modelIds); model is that set's uniform mean, as the service merged it (or its recalibration) */
+            members: number[] | null;
             model: components["schemas"]["TaskModelRefDto"];
             /** @description the run phase (0: a retrain run) */
             phase: number;
@@ -1460,10 +1464,11 @@ export interface components {
             result: {
                 [key: string]: unknown;
             } | null;
-            runId: string;
+            /** @description the run the task serves; null for the scoring of a greedy soup made with POST /soups */
+            runId: string | null;
             soupId: string | null;
             /**
-             * @description train and recalibrate: the training split; evaluate: test (report valAccuracy and testAccuracy both)
+             * @description train and recalibrate: the training split; evaluate: test for a phase result, val for a greedy soup set (report valAccuracy and testAccuracy both)
              * @enum {string}
              */
             split: "train" | "val" | "test";

@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pretrain-epochs", type=float, default=2.0, help="dense pretraining epochs (default 2)")
     ap.add_argument("--limit", type=int, default=None, help="at most N images per split (a seeded stratified sample; for quick runs)")
     ap.add_argument("--api-key", default=None, help="a key with write and worker scope (default: $SPARSOUP_API_KEY)")
-    ap.add_argument("--soup", default="uniform", choices=["uniform", "greedy"], help="the soup of each phase (greedy: not built for external runs yet; the service says so)")
+    ap.add_argument("--soup", default="uniform", choices=["uniform", "greedy"], help="the soup of each phase (greedy: each candidate set scored by this trainer on the val split)")
     ap.add_argument("--learning-rate", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None, help="torch device (default cuda when available, else cpu)")

@@ -37,8 +37,9 @@ export class AuthGuard implements CanActivate {
       // A worker key downloads only what a task it could hold names: a model or mask of a leased task.
       const m = WORKER_DOWNLOAD.exec(req.path);
       if (m) {
-        const column = m[1].toLowerCase() === 'models' ? 'model_id' : 'mask_id';
-        const rows: unknown[] = await this.dataSource.query(`SELECT 1 FROM task WHERE ${column} = $1 AND status = 'leased' LIMIT 1`, [m[2].toLowerCase()]);
+        // A model: the task's input, or one of the candidates whose ensemble it may evaluate.
+        const where = m[1].toLowerCase() === 'models' ? `(model_id = $1 OR ensemble_model_ids @> jsonb_build_array($1::text))` : 'mask_id = $1';
+        const rows: unknown[] = await this.dataSource.query(`SELECT 1 FROM task WHERE ${where} AND status = 'leased' LIMIT 1`, [m[2].toLowerCase()]);
         if (!rows.length) throw new ProblemException(403, `the key "${req.apiKey.name}" has scope worker: it may download only the models and masks of leased tasks, and no leased task names ${m[1].slice(0, -1)} ${m[2]}`);
       }
     }

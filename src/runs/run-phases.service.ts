@@ -18,6 +18,7 @@ import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import { enqueueTask, TaskEntity } from '../tasks/task.entity.js';
 import { BN_STATISTIC } from '../tasks/bn.js';
+import { ExternalGreedyService, type ExternalPhaseScore, ensembleTestAccuracy } from '../tasks/external-greedy.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 import { RunLifecycle } from './run-lifecycle.js';
 import { type RunPlan, RunsService } from './runs.service.js';
@@ -56,6 +57,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
     private readonly datasets: DatasetsService,
     private readonly registry: WorkerRegistryService,
+    private readonly externalGreedy: ExternalGreedyService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -286,38 +288,10 @@ export class RunPhasesService implements OnApplicationBootstrap {
   private async mergeExternal(run: RunEntity, plan: NonNullable<RunPlan['phases']>, phase: RunPhaseEntity): Promise<boolean> {
     const candidates = await this.dataSource.getRepository(RunCandidateEntity).find({ where: { runId: run.id, phase: phase.index }, order: { index: 'ASC' } });
     const ids = candidates.map((c) => c.resultModelId!);
-    let merged = ids[0];
-    let soupId = phase.soupId;
-    if (plan.soup) {
-      if (!soupId) {
-        const { soup } = await this.soups.create({ modelIds: ids, method: 'uniform', name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-soup` }, { inline: true });
-        soupId = soup.id;
-        await this.dataSource.getRepository(RunPhaseEntity).update({ runId: run.id, index: phase.index }, { soupId });
-      }
-      merged = (await this.soups.entity(soupId)).resultModelId!;
-    }
-    const tasks = this.dataSource.getRepository(TaskEntity);
-    const outstanding = (t: TaskEntity | null) => !t || t.status === 'queued' || t.status === 'leased';
-    const enqueue = (kind: 'evaluate' | 'recalibrate', modelId: string) =>
-      this.dataSource.transaction(async (tx) => {
-        await enqueueTask(tx, { kind, runId: run.id, soupId, phase: phase.index, modelId, maskId: phase.maskId, datasetId: run.datasetId, split: kind === 'evaluate' ? 'test' : 'train', maxAttempts: this.config.taskMaxAttempts });
-        await this.lifecycle.event(tx, run.id, `phase-${kind}`, { phase: phase.index, modelId, trainer: 'external' });
-      });
-    // A soup of models with batch norm needs fresh running statistics (SMS recalibrates every soup).
-    let resultModelId = merged;
-    const model = await this.models.entity(merged);
-    if (plan.soup && model.tensors.some((t) => BN_STATISTIC.test(t.name))) {
-      const recal = await tasks.findOne({ where: { runId: run.id, phase: phase.index, kind: 'recalibrate' }, order: { createdAt: 'DESC' } });
-      if (!recal) await enqueue('recalibrate', merged);
-      if (outstanding(recal)) return false;
-      if (recal!.status !== 'succeeded') return false; // failed: the task's failure ended the run
-      resultModelId = recal!.resultModelId!;
-    }
-    const evaluation = await tasks.findOne({ where: { runId: run.id, phase: phase.index, kind: 'evaluate' }, order: { createdAt: 'DESC' } });
-    if (!evaluation) await enqueue('evaluate', resultModelId);
-    if (outstanding(evaluation)) return false;
-    if (evaluation!.status !== 'succeeded') return false;
-    const m = (evaluation!.result?.metrics ?? {}) as { valAccuracy?: number; testAccuracy?: number; ece?: number; loss?: number; perClassAccuracy?: (number | null)[] };
+    // Greedy: the trainer scores each set the greedy algorithm asks for; the final set's scoring is the phase's evaluation.
+    const scored = plan.soup?.method === 'greedy' ? await this.externalGreedy.phase(run, phase, ids, plan.soup.comparison) : await this.scoreExternal(run, plan, phase, ids);
+    if (!scored) return false;
+    const { resultModelId, soupId, metrics: m, taskId } = scored;
     const perClass = (m.perClassAccuracy ?? []).filter((x): x is number => typeof x === 'number');
     const models = await Promise.all(ids.map((id) => this.models.entity(id)));
     const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }) : [];
@@ -334,12 +308,12 @@ export class RunPhasesService implements OnApplicationBootstrap {
       meanCorruptionAccuracy: null,
       corruptions: [],
       candidates: { meanValAccuracy: mean(vals), bestValAccuracy: Math.max(...vals), meanTestAccuracy: mean(tests), bestTestAccuracy: Math.max(...tests) },
-      ensembleTestAccuracy: null,
+      ensembleTestAccuracy: await ensembleTestAccuracy(this.dataSource, run.id, phase.index),
       meanL2Distance: mean(distances.map((d) => d.l2)),
       meanAngleDegrees: mean(distances.filter((d) => d.angleDegrees !== null).map((d) => d.angleDegrees!)),
       distances,
       trainer: 'external',
-      evaluationTaskId: evaluation!.id,
+      evaluationTaskId: taskId,
     };
     await this.dataSource.transaction(async (tx) => {
       const claimed = await tx.update(RunPhaseEntity, { runId: run.id, index: phase.index, status: 'merging' }, { status: 'succeeded', soupId, resultModelId, metrics: metrics as never, finishedAt: new Date() });
@@ -347,6 +321,48 @@ export class RunPhasesService implements OnApplicationBootstrap {
       await this.lifecycle.event(tx, run.id, 'phase-succeeded', { phase: phase.index, sparsity: phase.sparsity, resultModelId, testAccuracy: m.testAccuracy ?? null, valAccuracy: m.valAccuracy ?? null });
     });
     return true;
+  }
+
+  /**
+   * A uniform soup (SMS; IMP: the single candidate) built here, recalibrated by a trainer when the
+   * model has batch norm, and evaluated: by the recalibration's own metrics when the trainer sent
+   * val and test accuracy with it (one pass), else by an evaluate task. Null while a task is out.
+   */
+  private async scoreExternal(run: RunEntity, plan: NonNullable<RunPlan['phases']>, phase: RunPhaseEntity, ids: string[]): Promise<ExternalPhaseScore | null> {
+    let merged = ids[0];
+    let soupId = phase.soupId;
+    if (plan.soup) {
+      if (!soupId) {
+        const { soup } = await this.soups.create({ modelIds: ids, method: 'uniform', name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-soup` }, { inline: true });
+        soupId = soup.id;
+        await this.dataSource.getRepository(RunPhaseEntity).update({ runId: run.id, index: phase.index }, { soupId });
+      }
+      merged = (await this.soups.entity(soupId)).resultModelId!;
+    }
+    const tasks = this.dataSource.getRepository(TaskEntity);
+    const outstanding = (t: TaskEntity | null) => !t || t.status === 'queued' || t.status === 'leased';
+    const enqueue = (kind: 'evaluate' | 'recalibrate', modelId: string) =>
+      this.dataSource.transaction(async (tx) => {
+        await enqueueTask(tx, { kind, runId: run.id, soupId, phase: phase.index, modelId, maskId: phase.maskId, ensembleModelIds: ids.length > 1 ? ids : null, datasetId: run.datasetId, split: kind === 'evaluate' ? 'test' : 'train', maxAttempts: this.config.taskMaxAttempts });
+        await this.lifecycle.event(tx, run.id, `phase-${kind}`, { phase: phase.index, modelId, trainer: 'external' });
+      });
+    // A soup of models with batch norm needs fresh running statistics (SMS recalibrates every soup).
+    let resultModelId = merged;
+    const model = await this.models.entity(merged);
+    if (plan.soup && model.tensors.some((t) => BN_STATISTIC.test(t.name))) {
+      const recal = await tasks.findOne({ where: { runId: run.id, phase: phase.index, kind: 'recalibrate' }, order: { createdAt: 'DESC' } });
+      if (!recal) await enqueue('recalibrate', merged);
+      if (outstanding(recal)) return null;
+      if (recal!.status !== 'succeeded') return null; // failed: the task's failure ended the run
+      resultModelId = recal!.resultModelId!;
+      const r = (recal!.result?.metrics ?? null) as ExternalPhaseScore['metrics'] | null;
+      if (typeof r?.valAccuracy === 'number' && typeof r.testAccuracy === 'number') return { resultModelId, soupId, metrics: r, taskId: recal!.id };
+    }
+    const evaluation = await tasks.findOne({ where: { runId: run.id, phase: phase.index, kind: 'evaluate' }, order: { createdAt: 'DESC' } });
+    if (!evaluation) await enqueue('evaluate', resultModelId);
+    if (outstanding(evaluation)) return null;
+    if (evaluation!.status !== 'succeeded') return null;
+    return { resultModelId, soupId, metrics: (evaluation!.result?.metrics ?? {}) as ExternalPhaseScore['metrics'], taskId: evaluation!.id };
   }
 
   private async failStep(runId: string, err: Error): Promise<void> {

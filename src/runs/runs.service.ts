@@ -112,9 +112,6 @@ export class RunsService {
     }
     const phased = dto.kind === 'imp' || dto.kind === 'sms';
     if (phased && dto.maskId) throw new ProblemException(400, `an ${dto.kind} run prunes its own masks: maskId belongs to retrain runs`, { slug: 'validation' });
-    if (dto.kind === 'sms' && dto.soup?.method === 'greedy') {
-      throw unprocessable('greedy soups with an external trainer are not built yet: use soup.method "uniform"', 'external-greedy-unsupported');
-    }
     const maskId = phased ? null : (dto.maskId ?? model.maskId);
     if (!phased && !maskId) {
       throw new ProblemException(400, `an external retrain needs the mask the trainer keeps: send maskId (model ${model.id} was not pruned here, so it has no mask of its own)`, { slug: 'validation' });

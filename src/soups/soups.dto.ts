@@ -1,8 +1,8 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, ArrayMinSize, IsArray, IsBoolean, IsIn, IsNumber, IsOptional, IsString, IsUrl, IsUUID, MaxLength, Length, Matches, Min } from 'class-validator';
+import { ArrayMaxSize, ArrayMinSize, IsArray, IsBoolean, IsIn, IsNumber, IsOptional, IsString, IsUrl, IsUUID, Length, Matches, MaxLength, Min } from 'class-validator';
+import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
 import { IsDbText } from '../common/validation.js';
 import { MODEL_NAME } from '../models/models.dto.js';
-import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
 import type { SoupEntity, SoupIngredientEntity } from './soup.entity.js';
 
 export const SOUP_METHOD_NAMES = ['uniform', 'weighted', 'greedy'] as const;
@@ -35,7 +35,7 @@ export class CreateSoupDto {
   @ApiPropertyOptional({
     enum: ['builtin', 'external'],
     default: 'builtin',
-    description: 'external (greedy soups scored and recalibrated by external trainers): not built yet, refused with 422; uniform and weighted soups of safetensors models need no trainer',
+    description: 'external: a greedy soup of safetensors models on an external dataset, each scored set merged here and recalibrated (batch norm) and evaluated on val by external trainers as /tasks (202). Uniform and weighted soups need no trainer (400).',
   })
   @IsOptional() @IsIn(['builtin', 'external'])
   trainer?: 'builtin' | 'external';

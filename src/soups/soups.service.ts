@@ -3,17 +3,18 @@ import { InjectDataSource } from '@nestjs/typeorm';
 import { type DataSource, type EntityManager, In } from 'typeorm';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { notFound, ProblemException, unprocessable } from '../common/problem.js';
-import { hasBatchNorm } from '../core/tf/batch-norm.js';
 import { CoreInputError } from '../core/errors.js';
 import { SOUP_METHODS } from '../core/soups/methods.js';
+import { hasBatchNorm } from '../core/tf/batch-norm.js';
 import { DatasetsService } from '../datasets/datasets.service.js';
 import { JobName, QUEUE_POLICIES } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
 import { modelRef } from '../models/model-ref.js';
 import type { ModelDto } from '../models/models.dto.js';
 import { ModelsService } from '../models/models.service.js';
-import type { SoupTask, SoupTaskResult } from '../workers/tasks.js';
+import { ExternalGreedyService, GreedyScoringFailed } from '../tasks/external-greedy.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
+import type { SoupTask, SoupTaskResult } from '../workers/tasks.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { SoupEntity, SoupIngredientEntity } from './soup.entity.js';
 import { type CreateSoupDto, mapSoup, type SoupDto, type SoupMethodDto, type SoupPageDto, type SoupQueryDto } from './soups.dto.js';
@@ -29,6 +30,7 @@ export class SoupsService implements OnApplicationBootstrap {
     private readonly pool: WorkerPoolService,
     private readonly artifacts: ArtifactsService,
     private readonly webhooks: WebhooksService,
+    private readonly external: ExternalGreedyService,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -49,12 +51,7 @@ export class SoupsService implements OnApplicationBootstrap {
    */
   /** `record` runs in the transaction that creates the soup's row (an SMS phase notes the soup it owns there). */
   async create(dto: CreateSoupDto, opts: { inline?: boolean; record?: (tx: EntityManager, soupId: string) => Promise<void> } = {}): Promise<{ soup: SoupDto; accepted: boolean }> {
-    if (dto.trainer === 'external') {
-      throw unprocessable(
-        'soups with an external trainer (greedy scoring and batch-norm recalibration as /tasks) are not built yet: uniform and weighted soups of safetensors models need no trainer (leave trainer out); greedy soups are scored by the built-in engine on TensorFlow.js layers models',
-        'external-soup-unsupported',
-      );
-    }
+    if (dto.trainer === 'external') return this.createExternal(dto);
     if (new Set(dto.modelIds).size !== dto.modelIds.length) throw new ProblemException(400, 'modelIds lists a model twice', { slug: 'validation' });
     const models = await Promise.all(dto.modelIds.map((id) => this.models.entity(id)));
     const formats = [...new Set(models.map((m) => m.format))];
@@ -112,10 +109,38 @@ export class SoupsService implements OnApplicationBootstrap {
     return { soup: await this.get(soup.id), accepted: greedy };
   }
 
+  /**
+   * A greedy soup scored by external trainers (the dataset is theirs): the candidates are checked
+   * here (safetensors, mergeable), then its job merges each set the greedy algorithm asks for and
+   * leaves the scoring to `recalibrate` / `evaluate` tasks (202).
+   */
+  private async createExternal(dto: CreateSoupDto): Promise<{ soup: SoupDto; accepted: boolean }> {
+    if (dto.method !== 'greedy') {
+      throw new ProblemException(400, `a ${dto.method} soup needs no trainer: leave trainer out (trainer "external" is for greedy soups, whose sets a trainer scores)`, { slug: 'validation' });
+    }
+    if (!dto.datasetId) throw new ProblemException(400, 'greedy soups score candidates on a dataset: send datasetId (the external dataset the trainer holds)', { slug: 'validation' });
+    if (new Set(dto.modelIds).size !== dto.modelIds.length) throw new ProblemException(400, 'modelIds lists a model twice', { slug: 'validation' });
+    const models = await Promise.all(dto.modelIds.map((id) => this.models.entity(id)));
+    const other = models.find((m) => m.format !== 'safetensors');
+    if (other) throw unprocessable(`model ${other.id} is not safetensors: an external trainer downloads and scores safetensors models`, 'external-needs-safetensors');
+    const dataset = await this.datasets.entity(dto.datasetId);
+    if (dataset.source !== 'external') {
+      throw unprocessable(`dataset ${dataset.id} is ${dataset.source}: an external trainer scores on a dataset it holds (POST /datasets with { name, source: "external", classes }); built-in greedy soups need TensorFlow.js layers models`, 'external-needs-external-dataset');
+    }
+    await this.pool.run({ type: 'soup', models: models.map(modelRef), maskHashes: models.map((m) => m.impliedMaskHash), method: 'uniform', recalibrate: false, validateOnly: true });
+    const soup = await this.dataSource.transaction(async (tx) => {
+      const s = await this.external.createRow(tx, { modelIds: dto.modelIds, datasetId: dataset.id, comparison: dto.comparison ?? '>=', bnRecalibration: dto.bnRecalibration ?? true, name: dto.name ?? null, callbackUrl: dto.callbackUrl ?? null });
+      await this.jobs.send(JobName.BuildSoup, { soupId: s.id }, { manager: tx });
+      return s;
+    });
+    return { soup: await this.get(soup.id), accepted: true };
+  }
+
   /** Builds a soup in a worker thread and lands its result model (parents: the ingredients, in order). */
   async build(soupId: string, opts: { rethrow: boolean; deleteOnClientError?: boolean }): Promise<void> {
     const soup = await this.entity(soupId);
     if (soup.status === 'succeeded') return;
+    if (soup.params.trainer === 'external') return this.buildExternal(soup, opts);
     const ingredients = await this.ingredients(soupId);
     const models = await Promise.all(ingredients.map((i) => this.models.entity(i.modelId)));
     await this.dataSource.getRepository(SoupEntity).update({ id: soupId }, { status: 'running' });
@@ -186,6 +211,20 @@ export class SoupsService implements OnApplicationBootstrap {
       if (stored.topology) await this.artifacts.discard(stored.topology);
       if ((err as Error).message === 'the soup was finished by another attempt') return;
       throw err;
+    }
+  }
+
+  /** One step of an external greedy soup (each scoring task's result runs it again); a step that cannot go on fails the soup. */
+  private async buildExternal(soup: SoupEntity, opts: { rethrow: boolean }): Promise<void> {
+    if (soup.status === 'failed' || soup.status === 'cancelled') return;
+    try {
+      await this.external.advance(soup.id, { runId: null, phase: 0 });
+    } catch (err) {
+      if (opts.rethrow && !(err instanceof CoreInputError) && !(err instanceof GreedyScoringFailed)) throw err;
+      await this.dataSource.transaction(async (tx) => {
+        await ExternalGreedyService.failSoup(tx, soup.id, (err as Error).message);
+        await this.webhooks.notify({ resource: 'soup', id: soup.id, status: 'failed', callbackUrl: soup.callbackUrl, data: { error: (err as Error).message } }, { manager: tx });
+      });
     }
   }
 

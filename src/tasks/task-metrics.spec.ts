@@ -11,7 +11,7 @@ describe('parseTaskMetrics (the metrics part of an untrusted task result)', () =
     const field = fc.oneof(accuracy, fc.double(), fc.integer(), fc.string(), fc.constant(null), fc.array(fc.oneof(accuracy, fc.double(), fc.constant(null)), { maxLength: 5 }));
     const value = fc.oneof(
       fc.jsonValue(),
-      fc.record({ valAccuracy: field, testAccuracy: field, loss: field, ece: field, perClassAccuracy: field }, { requiredKeys: [] }),
+      fc.record({ valAccuracy: field, testAccuracy: field, loss: field, ece: field, perClassAccuracy: field, ensembleTestAccuracy: field }, { requiredKeys: [] }),
       fc.dictionary(fc.string(), field),
     );
     fc.assert(
@@ -34,9 +34,9 @@ describe('parseTaskMetrics (the metrics part of an untrusted task result)', () =
           expect(inUnit(m.valAccuracy)).toBe(true);
           expect(inUnit(m.testAccuracy)).toBe(true);
         }
-        for (const k of ['valAccuracy', 'testAccuracy', 'ece'] as const) if (m[k] !== undefined && m[k] !== null) expect(inUnit(m[k])).toBe(true);
+        for (const k of ['valAccuracy', 'testAccuracy', 'ece', 'ensembleTestAccuracy'] as const) if (m[k] !== undefined && m[k] !== null) expect(inUnit(m[k])).toBe(true);
         if (m.perClassAccuracy) for (const x of m.perClassAccuracy) expect(x === null || inUnit(x)).toBe(true);
-        for (const k of Object.keys(m)) expect(['valAccuracy', 'testAccuracy', 'loss', 'ece', 'perClassAccuracy', 'samples', 'durationMs']).toContain(k);
+        for (const k of Object.keys(m)) expect(['valAccuracy', 'testAccuracy', 'loss', 'ece', 'perClassAccuracy', 'samples', 'durationMs', 'ensembleTestAccuracy']).toContain(k);
       }),
       { numRuns: 2000 },
     );

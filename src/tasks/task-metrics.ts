@@ -6,7 +6,7 @@ const refused = (detail: string, extensions: Record<string, unknown> = {}) => ne
 
 /**
  * The `metrics` part of a task result, checked: `{ valAccuracy, testAccuracy, loss?, ece?,
- * perClassAccuracy?, samples?, durationMs? }` (accuracies required for train and evaluate tasks;
+ * perClassAccuracy?, samples?, durationMs?, ensembleTestAccuracy? }` (accuracies required for train and evaluate tasks;
  * accuracies and ECE in [0, 1]; no other field). Anything else is a 422 naming each problem.
  */
 export function parseTaskMetrics(kind: TaskKind, raw: unknown): TaskMetrics | null {
@@ -17,7 +17,7 @@ export function parseTaskMetrics(kind: TaskKind, raw: unknown): TaskMetrics | nu
   if (typeof raw !== 'object' || Array.isArray(raw)) throw refused('"metrics" must be a JSON object');
   const m = raw as Record<string, unknown>;
   const problems: string[] = [];
-  const known = new Set(['valAccuracy', 'testAccuracy', 'loss', 'ece', 'perClassAccuracy', 'samples', 'durationMs']);
+  const known = new Set(['valAccuracy', 'testAccuracy', 'loss', 'ece', 'perClassAccuracy', 'samples', 'durationMs', 'ensembleTestAccuracy']);
   for (const k of Object.keys(m)) if (!known.has(k)) problems.push(`metrics.${k}: unknown field`);
   const num = (k: string, lo: number, hi: number, required: boolean) => {
     const v = m[k];
@@ -32,6 +32,7 @@ export function parseTaskMetrics(kind: TaskKind, raw: unknown): TaskMetrics | nu
   num('testAccuracy', 0, 1, required);
   num('loss', 0, Number.MAX_VALUE, false);
   num('ece', 0, 1, false);
+  num('ensembleTestAccuracy', 0, 1, false);
   num('samples', 0, Number.MAX_SAFE_INTEGER, false);
   num('durationMs', 0, Number.MAX_SAFE_INTEGER, false);
   if (m.perClassAccuracy !== undefined && m.perClassAccuracy !== null) {

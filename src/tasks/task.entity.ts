@@ -1,5 +1,5 @@
-import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
 import type { EntityManager } from 'typeorm';
+import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
 import { RunEntity } from '../runs/run.entity.js';
 
 export type TaskKind = 'train' | 'evaluate' | 'recalibrate';
@@ -16,6 +16,7 @@ export const SETTLED_TASK: readonly TaskStatus[] = ['succeeded', 'failed', 'canc
 @Entity('task')
 @Index(['status', 'kind', 'createdAt'])
 @Index(['runId'])
+@Index(['soupId'])
 export class TaskEntity {
   @PrimaryGeneratedColumn('uuid')
   id: string;
@@ -40,18 +41,27 @@ export class TaskEntity {
   @Column({ type: 'varchar', length: 200, name: 'worker_id', nullable: true })
   workerId: string | null;
 
-  @Column({ type: 'uuid', name: 'run_id' })
-  runId: string;
+  /** The run the task serves; null for a greedy soup's scoring outside any run (POST /soups). */
+  @Column({ type: 'uuid', name: 'run_id', nullable: true })
+  runId: string | null;
 
-  @ManyToOne(() => RunEntity, { onDelete: 'CASCADE' })
+  @ManyToOne(() => RunEntity, { onDelete: 'CASCADE', nullable: true })
   @JoinColumn({ name: 'run_id' })
-  run: RunEntity;
+  run: RunEntity | null;
 
   @Column({ type: 'uuid', name: 'candidate_id', nullable: true })
   candidateId: string | null;
 
   @Column({ type: 'uuid', name: 'soup_id', nullable: true })
   soupId: string | null;
+
+  /** A phase's candidates (SMS, m > 1) whose prediction ensemble the trainer may also evaluate on test. */
+  @Column({ type: 'jsonb', name: 'ensemble_model_ids', nullable: true })
+  ensembleModelIds: string[] | null;
+
+  /** Greedy soups: the candidate set being scored (indices into the soup's ingredients, ascending). */
+  @Column({ type: 'jsonb', nullable: true })
+  members: number[] | null;
 
   /** The run's phase (0: a retrain run's candidates). */
   @Column({ type: 'int', default: 0 })
@@ -94,9 +104,9 @@ export class TaskEntity {
 /** A new task for the queue, in the caller's transaction; trainers long-polling in this process wake up. */
 export async function enqueueTask(
   tx: EntityManager,
-  t: Pick<TaskEntity, 'kind' | 'runId' | 'modelId' | 'datasetId' | 'split'> & Partial<Pick<TaskEntity, 'candidateId' | 'soupId' | 'phase' | 'maskId' | 'training' | 'maxAttempts'>>,
+  t: Pick<TaskEntity, 'kind' | 'runId' | 'modelId' | 'datasetId' | 'split'> & Partial<Pick<TaskEntity, 'candidateId' | 'soupId' | 'members' | 'ensembleModelIds' | 'phase' | 'maskId' | 'training' | 'maxAttempts'>>,
 ): Promise<TaskEntity> {
-  const saved = await tx.save(tx.create(TaskEntity, { candidateId: null, soupId: null, phase: 0, maskId: null, training: null, ...t, status: 'queued', attempts: 0 }));
+  const saved = await tx.save(tx.create(TaskEntity, { candidateId: null, soupId: null, members: null, ensembleModelIds: null, phase: 0, maskId: null, training: null, ...t, status: 'queued', attempts: 0 }));
   taskNotifier.pending = true;
   // Wakes the waiters after the caller's transaction had a moment to commit; they check the table anyway.
   setImmediate(() => taskNotifier.wake());

@@ -74,8 +74,15 @@ export class TaskDto {
   @ApiProperty() maxAttempts: number;
   @ApiProperty({ nullable: true, type: Date }) leaseExpiresAt: Date | null;
   @ApiProperty({ nullable: true, type: String }) workerId: string | null;
-  @ApiProperty() runId: string;
+  @ApiProperty({ nullable: true, type: String, description: 'the run the task serves; null for the scoring of a greedy soup made with POST /soups' }) runId: string | null;
   @ApiProperty({ nullable: true, type: String }) soupId: string | null;
+  @ApiProperty({ nullable: true, type: [Number], description: "greedy soups: the candidate set being scored (indices into the soup's modelIds); model is that set's uniform mean, as the service merged it (or its recalibration)" }) members: number[] | null;
+  @ApiProperty({
+    type: [TaskModelRefDto],
+    nullable: true,
+    description: "a phase's candidates: besides its own work, the trainer may evaluate their prediction ensemble (the mean of their softmax outputs) on test and send it as metrics.ensembleTestAccuracy",
+  })
+  ensemble: TaskModelRefDto[] | null;
   @ApiProperty({ nullable: true, type: String }) candidateId: string | null;
   @ApiProperty({ description: 'the run phase (0: a retrain run)' }) phase: number;
   @ApiProperty({ type: TaskModelRefDto }) model: TaskModelRefDto;
@@ -88,7 +95,7 @@ export class TaskDto {
   })
   training: Record<string, unknown> | null;
   @ApiProperty({ type: TaskDatasetRefDto }) dataset: TaskDatasetRefDto;
-  @ApiProperty({ enum: ['train', 'val', 'test'], description: 'train and recalibrate: the training split; evaluate: test (report valAccuracy and testAccuracy both)' }) split: string;
+  @ApiProperty({ enum: ['train', 'val', 'test'], description: 'train and recalibrate: the training split; evaluate: test for a phase result, val for a greedy soup set (report valAccuracy and testAccuracy both)' }) split: string;
   @ApiProperty({ type: 'object', additionalProperties: true, nullable: true, description: 'the accepted result: metrics, and resultModelId' }) result: Record<string, unknown> | null;
   @ApiProperty({ nullable: true, type: String }) error: string | null;
   @ApiProperty() createdAt: Date;
@@ -112,4 +119,6 @@ export interface TaskMetrics {
   loss: number | null;
   ece?: number;
   perClassAccuracy?: (number | null)[];
+  /** The task's `ensemble`: test accuracy of the mean of the candidates' softmax outputs. */
+  ensembleTestAccuracy?: number;
 }

@@ -19,13 +19,15 @@ import { MasksService } from '../masks/masks.service.js';
 import type { ModelEntity } from '../models/model.entity.js';
 import { type IngestedCheckpoint, ingestSafetensors } from '../models/model-upload.js';
 import { ModelsService } from '../models/models.service.js';
-import { RunLifecycle } from '../runs/run-lifecycle.js';
 import { type CandidateProgress, RunCandidateEntity, RunEntity, RunPhaseEntity } from '../runs/run.entity.js';
+import { RunLifecycle } from '../runs/run-lifecycle.js';
 import { RunsProcessor } from '../runs/runs.processor.js';
+import { SoupEntity } from '../soups/soup.entity.js';
 import type { StoredArtifact } from '../storage/artifact-store.js';
 import { BN_STATISTIC } from './bn.js';
-import { parseTaskMetrics } from './task-metrics.js';
+import { ExternalGreedyService } from './external-greedy.js';
 import { SETTLED_TASK, TaskEntity, type TaskKind, taskNotifier } from './task.entity.js';
+import { parseTaskMetrics } from './task-metrics.js';
 import { type HeartbeatResultDto, type LeaseTaskDto, MAX_LEASE_WAIT_SECONDS, type TaskDto, type TaskMetrics, type TaskPageDto, type TaskProgressDto, type TaskQueryDto } from './tasks.dto.js';
 
 
@@ -88,18 +90,21 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
   private async tryLease(workerId: string, kinds: TaskKind[]): Promise<string | null> {
     return this.dataSource.transaction(async (tx) => {
       const placeholders = kinds.map((_, i) => `$${i + 3}`).join(', ');
-      const rows: { id: string; run_id: string; candidate_id: string | null; attempts: number }[] = await tx.query(
+      const rows: { id: string; run_id: string | null; candidate_id: string | null; attempts: number }[] = await tx.query(
         `WITH c AS (
            UPDATE task SET status = 'leased', attempts = attempts + 1, worker_id = $1,
                   lease_expires_at = now() + ($2 || ' milliseconds')::interval
             WHERE id = (SELECT t.id FROM task t WHERE t.status = 'queued' AND t.kind IN (${placeholders})
                            AND NOT EXISTS (SELECT 1 FROM run r WHERE r.id = t.run_id AND r.status IN ('failed', 'cancelled'))
+                           AND NOT EXISTS (SELECT 1 FROM soup s WHERE s.id = t.soup_id AND s.status IN ('failed', 'cancelled'))
                          ORDER BY t.created_at, t.id LIMIT 1 FOR UPDATE OF t SKIP LOCKED)
         RETURNING id, run_id, candidate_id, attempts) SELECT * FROM c`,
         [workerId, String(this.config.taskLeaseMs), ...kinds],
       );
       const row = rows[0];
       if (!row) return null;
+      // A soup's own scoring (POST /soups) has no run to start or to tell.
+      if (!row.run_id) return row.id;
       await this.lifecycle.start(tx, row.run_id);
       if (row.candidate_id) {
         const c = await tx.findOneByOrFail(RunCandidateEntity, { id: row.candidate_id });
@@ -135,14 +140,16 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
       if (!last) {
         await tx.update(TaskEntity, { id }, { status: 'queued', workerId: null, leaseExpiresAt: null, error: reason });
         if (candidate) await tx.update(RunCandidateEntity, { id: candidate.id }, { status: 'queued', error: reason, progress: null });
-        await this.lifecycle.event(tx, task.runId, candidate ? 'candidate-requeued' : 'task-requeued', { taskId: id, kind: task.kind, reason, attempts: task.attempts, ...(candidate ? { phase: candidate.phase, index: candidate.index } : {}) }, candidate?.id ?? null);
+        if (task.runId) await this.lifecycle.event(tx, task.runId, candidate ? 'candidate-requeued' : 'task-requeued', { taskId: id, kind: task.kind, reason, attempts: task.attempts, ...(candidate ? { phase: candidate.phase, index: candidate.index } : {}) }, candidate?.id ?? null);
         requeued = true;
         return;
       }
       const error = `${task.kind} task failed after ${task.attempts} attempt${task.attempts === 1 ? '' : 's'}: ${reason}`;
       await tx.update(TaskEntity, { id }, { status: 'failed', workerId: null, leaseExpiresAt: null, error, finishedAt: new Date() });
       if (candidate) await this.lifecycle.finishCandidate(tx, candidate, 'failed', error);
+      else if (!task.runId) await ExternalGreedyService.failSoup(tx, task.soupId!, `set {${(task.members ?? []).join(', ')}}: ${error}`);
       else {
+        if (task.soupId) await ExternalGreedyService.failSoup(tx, task.soupId, error);
         // An evaluation or recalibration of a phase result: the phase, and with it the run, fails.
         await tx.update(RunPhaseEntity, { runId: task.runId, index: task.phase, status: In(['queued', 'pruned', 'training', 'merging']) }, { status: 'failed', finishedAt: new Date() });
         await this.lifecycle.finish(tx, task.runId, 'failed', `phase ${task.phase}: ${error}`);
@@ -151,7 +158,7 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
     });
     if (requeued) taskNotifier.wake();
     const s = settled as TaskEntity | null;
-    if (s?.candidateId) await this.processor.settleRun(s.runId, s.phase);
+    if (s?.candidateId) await this.processor.settleRun(s.runId!, s.phase);
   }
 
   // ── Heartbeat, fail ───────────────────────────────────────────────────────────────────────────
@@ -159,9 +166,11 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
   async heartbeat(id: string, progress: TaskProgressDto | undefined): Promise<HeartbeatResultDto> {
     await this.sweep();
     const task = await this.entity(id);
-    const run = await this.dataSource.getRepository(RunEntity).findOneByOrFail({ id: task.runId });
+    const run = task.runId ? await this.dataSource.getRepository(RunEntity).findOneByOrFail({ id: task.runId }) : null;
+    const soup = !run && task.soupId ? await this.dataSource.getRepository(SoupEntity).findOneBy({ id: task.soupId }) : null;
+    const owner = run ?? soup;
     // A cancelled run (or one that failed meanwhile: its other work is moot) stops its trainers.
-    if (task.status === 'cancelled' || run.status === 'cancelled' || run.status === 'failed') return { leaseExpiresAt: null, cancelled: true };
+    if (task.status === 'cancelled' || owner?.status === 'cancelled' || owner?.status === 'failed') return { leaseExpiresAt: null, cancelled: true };
     if (task.status !== 'leased') throw this.notLeased(task);
     const rows: { lease_expires_at: Date }[] = await this.dataSource.query(
       `WITH c AS (UPDATE task SET lease_expires_at = now() + ($2 || ' milliseconds')::interval WHERE id = $1 AND status = 'leased' RETURNING lease_expires_at) SELECT * FROM c`,
@@ -175,8 +184,8 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
           const c = await tx.findOneByOrFail(RunCandidateEntity, { id: task.candidateId });
           await tx.update(RunCandidateEntity, { id: c.id, status: 'running' }, { progress: p });
           // The same event built-in training writes: the SSE stream, the CLI and the dashboard show it alike.
-          await this.lifecycle.event(tx, task.runId, 'progress', { phase: c.phase, index: c.index, ...p }, c.id);
-        } else {
+          await this.lifecycle.event(tx, task.runId!, 'progress', { phase: c.phase, index: c.index, ...p }, c.id);
+        } else if (task.runId) {
           await this.lifecycle.event(tx, task.runId, 'task-progress', { taskId: id, kind: task.kind, phase: task.phase, ...p });
         }
       });
@@ -405,11 +414,16 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
     const landed = await this.dataSource.transaction(async (tx) => {
       const claim = await tx.update(TaskEntity, { id: task.id, status: 'leased' }, { status: 'succeeded', leaseExpiresAt: null, finishedAt: new Date(), error: null });
       if (!claim.affected) return false;
-      const run = await tx.findOneByOrFail(RunEntity, { id: task.runId });
+      const run = task.runId ? await tx.findOneByOrFail(RunEntity, { id: task.runId }) : null;
       let resultModelId: string | null = null;
       if (got) {
         const candidate = task.candidateId ? await tx.findOneByOrFail(RunCandidateEntity, { id: task.candidateId }) : null;
-        const name = candidate ? `${run.kind}-${run.id.slice(0, 8)}-c${candidate.phase}.${candidate.index}` : `${run.kind}-${run.id.slice(0, 8)}-p${task.phase}-recalibrated`;
+        const set = task.members ? `-set-${task.members.join('.')}` : '';
+        const name = run
+          ? candidate
+            ? `${run.kind}-${run.id.slice(0, 8)}-c${candidate.phase}.${candidate.index}`
+            : `${run.kind}-${run.id.slice(0, 8)}-p${task.phase}${set}-recalibrated`
+          : `soup-${task.soupId!.slice(0, 8)}${set}-recalibrated`;
         const model = await this.models.create(
           {
             name,
@@ -420,9 +434,10 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
             stats: got.stats,
             metadata: got.metadata,
             impliedMaskHash: got.impliedMaskHash,
-            origin: candidate
-              ? { kind: 'retrain', runId: run.id, candidateId: candidate.id, config: candidate.config, datasetId: run.datasetId, trainer: 'external', taskId: task.id }
-              : { kind: 'train', recalibration: true, runId: run.id, datasetId: run.datasetId, trainer: 'external', taskId: task.id },
+            origin:
+              candidate && run
+                ? { kind: 'retrain', runId: run.id, candidateId: candidate.id, config: candidate.config, datasetId: run.datasetId, trainer: 'external', taskId: task.id }
+                : { kind: 'train', recalibration: true, runId: run?.id ?? null, soupId: task.soupId, datasetId: task.datasetId, trainer: 'external', taskId: task.id },
             parentIds: [input.id],
             maskId: task.maskId,
             shards: null,
@@ -432,7 +447,10 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
         resultModelId = model.id;
       }
       await tx.update(TaskEntity, { id: task.id }, { resultModelId, result: { metrics, resultModelId } as never });
-      if (task.candidateId) {
+      if (!run) {
+        // A soup's own scoring task: its job replays the greedy algorithm with this score.
+        await this.jobs.send(JobName.BuildSoup, { soupId: task.soupId! }, { manager: tx });
+      } else if (task.candidateId) {
         const c = await tx.findOneByOrFail(RunCandidateEntity, { id: task.candidateId });
         await tx.update(
           RunCandidateEntity,
@@ -454,7 +472,7 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
       }
       return true;
     });
-    if (landed && task.candidateId) await this.processor.settleRun(task.runId, task.phase);
+    if (landed && task.candidateId && task.runId) await this.processor.settleRun(task.runId, task.phase);
     return landed;
   }
 
@@ -495,6 +513,8 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
         workerId: t.workerId,
         runId: t.runId,
         soupId: t.soupId,
+        members: t.members,
+        ensemble: t.ensembleModelIds ? t.ensembleModelIds.map((id) => ({ id, url: `/models/${id}/safetensors` })) : null,
         candidateId: t.candidateId,
         phase: t.phase,
         model: { id: t.modelId, url: `/models/${t.modelId}/safetensors` },
