@@ -1,22 +1,23 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ImageDataset } from '../../core/data/dataset.js';
-import { type GreedyStep, greedySoup } from '../../core/soups/greedy.js';
 import type { Mask } from '../../core/masks/index.js';
 import { CachedCheckpoint } from '../../core/soups/cached-reader.js';
+import { type GreedyStep, greedySoup } from '../../core/soups/greedy.js';
 import { mergeCheckpoints } from '../../core/soups/merge.js';
 import { findSoupMethod, linearSoupWeights } from '../../core/soups/methods.js';
 import { validateCandidates } from '../../core/soups/validate.js';
-import type { CheckpointReader, TensorEntry } from '../../core/tensors.js';
+import type { CheckpointReader } from '../../core/tensors.js';
 import { hasBatchNorm } from '../../core/tf/batch-norm.js';
-import { recalibrateBatchNorm } from '../../core/tf/bn-recalibration.js';
+import { assignBatchNormStatistics, type BatchMoments, batchNormMoments, recalibrateBatchNorm, recalibrationIndices } from '../../core/tf/bn-recalibration.js';
 import { evaluateModel } from '../../core/tf/evaluate.js';
-import { namedWeights } from '../../core/tf/model-io.js';
+import { namedWeights, setWeightsFromBytes } from '../../core/tf/model-io.js';
 import type { ArtifactStore, StoredArtifact } from '../../storage/artifact-store.js';
 import { writeCheckpointArtifact } from '../../storage/checkpoint-output.js';
-import type { SoupTask, SoupTaskResult } from '../tasks.js';
+import { type ScoreHelper, startScoreHelper } from '../score-helper.js';
 import type { TaskContext } from '../shared/context.js';
 import { loadDataset } from '../shared/datasets.js';
 import { loadStoredLayersModel, openStoredModel, storeLayersModel } from '../shared/stored-models.js';
+import type { SoupTask, SoupTaskResult } from '../tasks.js';
 
 export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTaskResult> {
   const store = ctx.store;
@@ -34,7 +35,8 @@ export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTas
     let steps: GreedyStep[] | null = null;
     if (method.kind === 'greedy') {
       if (!layers || !ds) throw new Error('greedy soups need layers models and a dataset (checked by the service)');
-      greedy = await greedyOverLayersModels(store, task, readers, validated.mask, ds, (done, total) => ctx.progress({ done, total }));
+      const helper = (ctx.idleThreads ?? 0) >= 1 && ctx.backend.name === 'wasm';
+      greedy = await greedyOverLayersModels(store, task, readers, validated.mask, ds, (done, total) => ctx.progress({ done, total }), { helper });
       weights = greedy.weights;
       steps = greedy.trace;
     } else {
@@ -92,6 +94,8 @@ export interface GreedyLayersResult {
   score: number;
   /** The scratch model holding the final soup (merged weights, its recalibrated statistics); the caller disposes it. */
   model: tf.LayersModel;
+  /** 2 when a score helper ran part of every scoring on a second thread, else 1. */
+  scoringThreads: number;
 }
 
 export async function greedyOverLayersModels(
@@ -101,6 +105,7 @@ export async function greedyOverLayersModels(
   mask: Mask | undefined,
   ds: ImageDataset,
   progress: (done: number, total: number) => void,
+  options: { helper?: boolean } = {},
 ): Promise<GreedyLayersResult> {
   const scratch = await loadStoredLayersModel(store, task.models[0]);
   const recalibrate = task.recalibrate && hasBatchNorm(scratch);
@@ -114,18 +119,54 @@ export async function greedyOverLayersModels(
     await mergeIntoBuffer(cached, weights, mask, buffer);
     setWeightsFromBytes(variables, readers[0].tensors, buffer);
   };
+  const recalIndices = recalibrate ? recalibrationIndices(ds, { fraction: task.recalibrationFraction ?? DEFAULT_RECALIBRATION_FRACTION }) : new Uint32Array(0);
+  const val = ds.splits.val;
+  let helper: ScoreHelper | null = null;
+  if (options.helper && val.length >= 2 * EVAL_BATCH) {
+    helper = await startScoreHelper(scratch, {
+      backend: 'wasm',
+      entries: readers[0].tensors,
+      dataset: ds,
+      recalibration: recalIndices,
+      recalibrationBatch: RECALIBRATION_BATCH,
+      evalBatch: EVAL_BATCH,
+    }).catch(() => null); // score on one thread rather than fail
+  }
+  // Each part a whole number of batches: the parts' batches are the single-thread ones.
+  const cut = (n: number, batch: number) => Math.min(n, Math.round(n / 2 / batch) * batch);
+  const score = async (): Promise<number> => {
+    if (recalibrate) {
+      let batches: BatchMoments[][];
+      if (helper) {
+        const at = cut(recalIndices.length, RECALIBRATION_BATCH);
+        const theirs = helper.moments(at, recalIndices.length);
+        theirs.catch(() => {}); // awaited below; a local failure must not leave it unhandled
+        const mine = batchNormMoments(scratch, ds, recalIndices.subarray(0, at), RECALIBRATION_BATCH);
+        batches = [...mine, ...(await theirs)];
+      } else {
+        batches = batchNormMoments(scratch, ds, recalIndices, RECALIBRATION_BATCH);
+      }
+      assignBatchNormStatistics(scratch, batches);
+      if (helper) await helper.stats(batches);
+    }
+    if (!helper) return evaluateModel(scratch, ds, 'val', { batchSize: EVAL_BATCH }).accuracy;
+    const at = cut(val.length, EVAL_BATCH);
+    const theirs = helper.evaluate(at, val.length);
+    theirs.catch(() => {});
+    const mine = evaluateModel(scratch, ds, val.subarray(0, at), { batchSize: EVAL_BATCH });
+    return (Math.round(mine.accuracy * mine.count) + (await theirs)) / val.length;
+  };
   let scored = 0;
   try {
     const g = await greedySoup(
       readers.length,
       async (weights) => {
         await load(weights);
-        if (recalibrate) {
-          recalibrateBatchNorm(scratch, ds, { fraction: task.recalibrationFraction ?? DEFAULT_RECALIBRATION_FRACTION });
-          bnStats.set(keyOf(weights), bnNames.map((n) => variables.get(n)!.read().dataSync() as Float32Array));
-        }
+        if (helper) await helper.load(buffer);
+        const s = await score();
+        if (recalibrate) bnStats.set(keyOf(weights), bnNames.map((n) => variables.get(n)!.read().dataSync() as Float32Array));
         progress(++scored, 2 * readers.length - 1);
-        return evaluateModel(scratch, ds, 'val', { batchSize: EVAL_BATCH }).accuracy;
+        return s;
       },
       { comparison: task.comparison ?? '>=' },
     );
@@ -141,11 +182,12 @@ export async function greedyOverLayersModels(
         });
       });
     }
-    return { weights: g.weights, trace: g.trace, score: g.score, model: scratch };
+    return { weights: g.weights, trace: g.trace, score: g.score, model: scratch, scoringThreads: helper ? 2 : 1 };
   } catch (err) {
     scratch.dispose();
     throw err;
   } finally {
+    await helper?.close();
     for (const c of cached) await c.close();
   }
 }
@@ -155,6 +197,7 @@ export async function greedyOverLayersModels(
  * (its pass is all matmul), and for cnn-bn a 1,024 batch holds 100 MB activations for no measured gain.
  */
 const EVAL_BATCH = 512;
+const RECALIBRATION_BATCH = 128;
 export const DEFAULT_RECALIBRATION_FRACTION = 0.2;
 
 /** Merges a weighted set into `out` (TensorFlow.js weights layout from offset 0), the soup writer's arithmetic. */
@@ -165,21 +208,4 @@ async function mergeIntoBuffer(readers: readonly CheckpointReader[], weights: re
     off += chunk.byteLength;
   }, { format: 'tfjs-weights', mask });
   if (off !== out.byteLength) throw new Error(`the merge wrote ${off} bytes, the layout has ${out.byteLength}`);
-}
-
-/** Assigns weights bytes laid out as `entries` (TensorFlow.js weights, offsets from 0) to a model's variables. */
-function setWeightsFromBytes(variables: Map<string, tf.LayerVariable>, entries: readonly TensorEntry[], bytes: Uint8Array): void {
-  tf.tidy(() => {
-    for (const e of entries) {
-      const v = variables.get(e.name);
-      if (!v) throw new Error(`the scratch model has no weight ${e.name}`);
-      const at = bytes.byteOffset + e.byteOffset;
-      // Views where aligned (tf.tensor copies them onto its backend), a copy otherwise.
-      const raw = at % 4 === 0 ? bytes.buffer : bytes.slice(e.byteOffset, e.byteOffset + e.byteLength).buffer;
-      const base = at % 4 === 0 ? at : 0;
-      const n = e.byteLength / (e.dtype === 'F32' || e.dtype === 'I32' ? 4 : 1);
-      const values = e.dtype === 'F32' ? new Float32Array(raw, base, n) : e.dtype === 'I32' ? new Int32Array(raw, base, n) : new Uint8Array(raw, base, n);
-      v.write(tf.tensor(values, e.shape, e.dtype === 'F32' ? 'float32' : e.dtype === 'I32' ? 'int32' : 'bool'));
-    }
-  });
 }
