@@ -8,9 +8,10 @@ import { buildTemplate } from '../core/tf/templates.js';
 import { syntheticDataset } from '../core/tf/testing.js';
 import { trainModel } from '../core/tf/train.js';
 import { FsArtifactStore } from '../storage/fs-artifact-store.js';
-import { greedyOverLayersModels } from './handlers/soup.js';
+import { greedyOverLayersModels, runSoup } from './handlers/soup.js';
+import type { TaskContext } from './shared/context.js';
 import { openStoredModel, storeLayersModel } from './shared/stored-models.js';
-import type { StoredLayersModelRef } from './tasks.js';
+import type { SoupTask, StoredLayersModelRef } from './tasks.js';
 
 // val must hold two evaluation batches (2 × 512) for the helper to take a part.
 const ds = syntheticDataset({ n: 9000, side: 8, seed: 11 });
@@ -60,5 +61,24 @@ describe('greedy soup scoring with a score helper thread', () => {
     const mean = alone.variables.find(([n]) => n === 'bn1/moving_mean')![1];
     expect(mean.some((x) => x !== 0)).toBe(true);
     expect(paired.variables).toEqual(alone.variables);
+  }, 240_000);
+
+  it('a uniform soup recalibrated and validated on two threads is the one-thread soup: same score, same stored bytes', async () => {
+    const task: SoupTask = { type: 'soup', models: refs, maskHashes: refs.map(() => null), method: 'uniform', dataset: { id: ds.id, source: 'builtin' }, recalibrate: true };
+    const ctx = (idleThreads: number): TaskContext => ({
+      init: { backend: 'wasm', artifacts: { kind: 'fs', root: dir }, cacheDir: dir },
+      store,
+      backend,
+      progress: () => {},
+      port: null,
+      sharedDataset: ds,
+      idleThreads,
+    });
+    const alone = await runSoup(task, ctx(0));
+    const paired = await runSoup(task, ctx(1));
+    expect([alone.scoringThreads, paired.scoringThreads]).toEqual([1, 2]);
+    expect(alone.valAccuracy).toBeGreaterThan(0);
+    expect(paired.valAccuracy).toBe(alone.valAccuracy);
+    expect(paired.stored!.weights.weights.sha256).toBe(alone.stored!.weights.weights.sha256);
   }, 240_000);
 });

@@ -213,6 +213,8 @@ export interface SoupTaskResult {
   /** Validation accuracy of the result (when a dataset was given and the models are layers models). */
   valAccuracy: number | null;
   stored: { weights: WrittenCheckpoint; topology: StoredArtifact | null } | null;
+  /** Threads that ran the recalibration and validation passes (2 when a score helper took part). */
+  scoringThreads?: number;
 }
 
 export interface CompareModelsTask {
