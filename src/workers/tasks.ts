@@ -11,8 +11,8 @@ import type { ImageDataset, SplitName } from '../core/data/dataset.js';
 import type { MaskSummary } from '../core/masks/index.js';
 import type { KernelLayout, PruneMethod, PruneStats } from '../core/pruning/methods.js';
 import type { GreedyComparison, GreedyStep } from '../core/soups/greedy.js';
-import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
 import type { TensorEntry } from '../core/tensors.js';
+import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
 import type { TrainingConfig, TrainResult } from '../core/tf/train.js';
 import type { StoredArtifact } from '../storage/artifact-store.js';
 import type { WrittenCheckpoint } from '../storage/checkpoint-output.js';
@@ -157,12 +157,6 @@ export interface TrainTask {
   recalibrate: boolean;
   evaluate: SplitName[];
   progressEvery?: number;
-  /**
-   * Data-parallel gradients on an idle pool core. Default "off": measured slower here whenever the
-   * machine was not idle (bench:imp). "auto": when a pool thread is idle, the backend is wasm, the run
-   * is long enough and the load average leaves a core free.
-   */
-  dataParallel?: 'auto' | 'off';
 }
 
 /** Accuracy after one epoch of training (before BN recalibration), for `evaluateEachEpoch`. */
@@ -178,8 +172,6 @@ export interface TrainTaskResult {
   metrics: Partial<Record<SplitName, EvaluationMetrics>>;
   /** Pruned weights that are non-zero after training: always 0 (checked, or the task fails). */
   revived: number;
-  /** Threads that computed each batch's gradients (2 when a helper used an idle core, see gradient-helper.ts). */
-  gradientThreads?: number;
   backend: string;
 }
 
@@ -221,6 +213,8 @@ export interface SoupTaskResult {
   /** Validation accuracy of the result (when a dataset was given and the models are layers models). */
   valAccuracy: number | null;
   stored: { weights: WrittenCheckpoint; topology: StoredArtifact | null } | null;
+  /** Threads that ran the recalibration and validation passes (2 when a score helper took part). */
+  scoringThreads?: number;
 }
 
 export interface CompareModelsTask {

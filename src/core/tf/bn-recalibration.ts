@@ -32,6 +32,104 @@ function merge(total: { n: number; mean: Float64Array; m2: Float64Array }, n: nu
   total.n = nAB;
 }
 
+/** The moments of every BatchNormalization layer's input over one batch (one entry per layer, model order). */
+export interface BatchMoments {
+  /** Positions per channel the batch contributed (samples × spatial positions). */
+  n: number;
+  mean: Float32Array;
+  variance: Float32Array;
+}
+
+/** The train samples a recalibration runs over: a seeded shuffle of the train split, then its first `fraction`. */
+export function recalibrationIndices(dataset: ImageDataset, options: RecalibrationOptions = {}): Uint32Array {
+  if (options.indices) return options.indices;
+  const fraction = options.fraction ?? 0.2;
+  if (!(fraction > 0 && fraction <= 1)) {
+    throw new CoreInputError('bad-recalibration', `fraction must be in (0, 1], got ${fraction}`, { fraction });
+  }
+  const train = dataset.splits.train;
+  const shuffled = shuffleInto(train, deriveSeed(options.seed ?? 0, 0x62e), new Uint32Array(train.length));
+  return shuffled.subarray(0, Math.max(1, Math.round(fraction * train.length)));
+}
+
+function batchNormLayers(model: tf.LayersModel): tf.layers.Layer[] {
+  return model.layers.filter((l) => l.getClassName() === 'BatchNormalization');
+}
+
+/**
+ * Forward passes in training mode over `indices` (in batches of `batchSize` from the first index),
+ * returning each batch's per-channel moments of every BN layer's input. Split `indices` at a multiple
+ * of `batchSize` and the parts give the same batches as the whole, so two threads can each run a part
+ * and `assignBatchNormStatistics` over the concatenation is the single-thread result bit for bit.
+ */
+export function batchNormMoments(model: tf.LayersModel, dataset: ImageDataset, indices: Uint32Array, batchSize = 128): BatchMoments[][] {
+  const bnLayers = batchNormLayers(model);
+  if (bnLayers.length === 0 || indices.length === 0) return [];
+  const axes: number[][] = [];
+  for (const layer of bnLayers) {
+    const axis = (layer.getConfig().axis as number | number[] | undefined) ?? -1;
+    const rank = (layer.input as tf.SymbolicTensor).shape.length;
+    const a = (Array.isArray(axis) ? axis : [axis]).map((x) => (x < 0 ? x + rank : x));
+    if (a.length !== 1 || a[0] !== rank - 1) {
+      throw new CoreInputError('unsupported-batch-norm', `batch norm ${layer.name} normalises axis ${axis}; only the last (channels) axis is supported`, {}, 422);
+    }
+    axes.push(Array.from({ length: rank - 1 }, (_, i) => i));
+  }
+  const probe = tf.model({ inputs: model.inputs, outputs: bnLayers.map((l) => l.input as tf.SymbolicTensor) });
+  const [h, w, c] = dataset.inputShape;
+  const size = sampleSize(dataset);
+  const xBuf = new Float32Array(batchSize * size);
+  const yBuf = new Int32Array(batchSize);
+  const out: BatchMoments[][] = [];
+  for (let start = 0; start < indices.length; start += batchSize) {
+    const count = Math.min(batchSize, indices.length - start);
+    fillBatch(dataset, indices, start, count, xBuf, yBuf);
+    out.push(
+      tf.tidy(() => {
+        const xs = tf.tensor4d(xBuf.subarray(0, count * size), [count, h, w, c]);
+        const outs = probe.apply(xs, { training: true }) as tf.Tensor | tf.Tensor[];
+        const list = Array.isArray(outs) ? outs : [outs];
+        return list.map((t, i) => {
+          const m = tf.moments(t, axes[i]);
+          return { n: t.size / (t.shape.at(-1) as number), mean: m.mean.dataSync() as Float32Array, variance: m.variance.dataSync() as Float32Array };
+        });
+      }),
+    );
+  }
+  return out;
+}
+
+/**
+ * Combines per-batch moments (in order, Chan's update in float64) into the population mean and
+ * variance of every BN layer and writes them as its moving statistics.
+ */
+export function assignBatchNormStatistics(model: tf.LayersModel, batches: readonly BatchMoments[][]): string[] {
+  const bnLayers = batchNormLayers(model);
+  const totals = bnLayers.map((l) => {
+    const channels = (l.input as tf.SymbolicTensor).shape.at(-1) as number;
+    return { n: 0, mean: new Float64Array(channels), m2: new Float64Array(channels) };
+  });
+  for (const moments of batches) {
+    moments.forEach((m, i) => {
+      merge(totals[i], m.n, m.mean, m.variance);
+    });
+  }
+  bnLayers.forEach((layer, i) => {
+    const byName = new Map(layer.weights.map((v) => [v.originalName.split('/').pop(), v]));
+    const mean = byName.get('moving_mean');
+    const variance = byName.get('moving_variance');
+    if (!mean || !variance) throw new Error(`batch norm ${layer.name} has no moving statistics`);
+    const t = totals[i];
+    const pop = Float32Array.from(t.m2, (m2) => m2 / t.n);
+    // In a tidy: the variables keep their own references, the temporaries are freed.
+    tf.tidy(() => {
+      mean.write(tf.tensor(Float32Array.from(t.mean), mean.shape as number[]));
+      variance.write(tf.tensor(pop, variance.shape as number[]));
+    });
+  });
+  return bnLayers.map((l) => l.name);
+}
+
 /**
  * Batch-norm recalibration (SMS, after averaging): forward passes in training mode over a fraction
  * of the train split re-estimate every BatchNormalization layer's moving mean and variance, which
@@ -46,72 +144,9 @@ function merge(total: { n: number; mean: Float64Array; m2: Float64Array }, n: nu
  * updates the layers make along the way are overwritten.
  */
 export function recalibrateBatchNorm(model: tf.LayersModel, dataset: ImageDataset, options: RecalibrationOptions = {}): RecalibrationResult {
-  const bnLayers = model.layers.filter((l) => l.getClassName() === 'BatchNormalization');
-  if (bnLayers.length === 0) return { layers: [], samples: 0, batches: 0 };
-  const fraction = options.fraction ?? 0.2;
-  if (!options.indices && !(fraction > 0 && fraction <= 1)) {
-    throw new CoreInputError('bad-recalibration', `fraction must be in (0, 1], got ${fraction}`, { fraction });
-  }
-  const batchSize = options.batchSize ?? 128;
-  let indices = options.indices;
-  if (!indices) {
-    const train = dataset.splits.train;
-    const shuffled = shuffleInto(train, deriveSeed(options.seed ?? 0, 0x62e), new Uint32Array(train.length));
-    indices = shuffled.subarray(0, Math.max(1, Math.round(fraction * train.length)));
-  }
+  if (batchNormLayers(model).length === 0) return { layers: [], samples: 0, batches: 0 };
+  const indices = recalibrationIndices(dataset, options);
   if (indices.length === 0) throw new CoreInputError('empty-split', 'no samples to recalibrate batch norm with', {}, 422);
-
-  const axes: number[][] = [];
-  for (const layer of bnLayers) {
-    const axis = (layer.getConfig().axis as number | number[] | undefined) ?? -1;
-    const rank = (layer.input as tf.SymbolicTensor).shape.length;
-    const a = (Array.isArray(axis) ? axis : [axis]).map((x) => (x < 0 ? x + rank : x));
-    if (a.length !== 1 || a[0] !== rank - 1) {
-      throw new CoreInputError('unsupported-batch-norm', `batch norm ${layer.name} normalises axis ${axis}; only the last (channels) axis is supported`, {}, 422);
-    }
-    axes.push(Array.from({ length: rank - 1 }, (_, i) => i));
-  }
-  const probe = tf.model({ inputs: model.inputs, outputs: bnLayers.map((l) => l.input as tf.SymbolicTensor) });
-  const totals = bnLayers.map((l) => {
-    const channels = (l.input as tf.SymbolicTensor).shape.at(-1) as number;
-    return { n: 0, mean: new Float64Array(channels), m2: new Float64Array(channels) };
-  });
-
-  const [h, w, c] = dataset.inputShape;
-  const size = sampleSize(dataset);
-  const xBuf = new Float32Array(batchSize * size);
-  const yBuf = new Int32Array(batchSize);
-  let batches = 0;
-  for (let start = 0; start < indices.length; start += batchSize) {
-    const count = Math.min(batchSize, indices.length - start);
-    fillBatch(dataset, indices, start, count, xBuf, yBuf);
-    const moments = tf.tidy(() => {
-      const xs = tf.tensor4d(xBuf.subarray(0, count * size), [count, h, w, c]);
-      const outs = probe.apply(xs, { training: true }) as tf.Tensor | tf.Tensor[];
-      const list = Array.isArray(outs) ? outs : [outs];
-      return list.map((t, i) => {
-        const m = tf.moments(t, axes[i]);
-        return { n: t.size / (t.shape.at(-1) as number), mean: m.mean.dataSync() as Float32Array, variance: m.variance.dataSync() as Float32Array };
-      });
-    });
-    moments.forEach((m, i) => {
-      merge(totals[i], m.n, m.mean, m.variance);
-    });
-    batches++;
-  }
-
-  bnLayers.forEach((layer, i) => {
-    const byName = new Map(layer.weights.map((v) => [v.originalName.split('/').pop(), v]));
-    const mean = byName.get('moving_mean');
-    const variance = byName.get('moving_variance');
-    if (!mean || !variance) throw new Error(`batch norm ${layer.name} has no moving statistics`);
-    const t = totals[i];
-    const pop = Float32Array.from(t.m2, (m2) => m2 / t.n);
-    // In a tidy: the variables keep their own references, the temporaries are freed.
-    tf.tidy(() => {
-      mean.write(tf.tensor(Float32Array.from(t.mean), mean.shape as number[]));
-      variance.write(tf.tensor(pop, variance.shape as number[]));
-    });
-  });
-  return { layers: bnLayers.map((l) => l.name), samples: indices.length, batches };
+  const batches = batchNormMoments(model, dataset, indices, options.batchSize ?? 128);
+  return { layers: assignBatchNormStatistics(model, batches), samples: indices.length, batches: batches.length };
 }

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { CoreInputError } from '../errors.js';
+import type { TensorEntry } from '../tensors.js';
 
 /** The two parts of a TensorFlow.js layers checkpoint, as `model.save(tf.io.http(…))` sends them. */
 export interface SavedLayersModel {
@@ -102,4 +103,21 @@ export function namedWeights(model: tf.LayersModel): Map<string, tf.LayerVariabl
   const out = new Map<string, tf.LayerVariable>();
   for (const w of model.weights) out.set(w.originalName, w);
   return out;
+}
+
+/** Assigns weights bytes laid out as `entries` (TensorFlow.js weights, offsets from 0) to a model's variables. */
+export function setWeightsFromBytes(variables: Map<string, tf.LayerVariable>, entries: readonly TensorEntry[], bytes: Uint8Array): void {
+  tf.tidy(() => {
+    for (const e of entries) {
+      const v = variables.get(e.name);
+      if (!v) throw new Error(`the scratch model has no weight ${e.name}`);
+      const at = bytes.byteOffset + e.byteOffset;
+      // Views where aligned (tf.tensor copies them onto its backend), a copy otherwise.
+      const raw = at % 4 === 0 ? bytes.buffer : bytes.slice(e.byteOffset, e.byteOffset + e.byteLength).buffer;
+      const base = at % 4 === 0 ? at : 0;
+      const n = e.byteLength / (e.dtype === 'F32' || e.dtype === 'I32' ? 4 : 1);
+      const values = e.dtype === 'F32' ? new Float32Array(raw, base, n) : e.dtype === 'I32' ? new Int32Array(raw, base, n) : new Uint8Array(raw, base, n);
+      v.write(tf.tensor(values, e.shape, e.dtype === 'F32' ? 'float32' : e.dtype === 'I32' ? 'int32' : 'bool'));
+    }
+  });
 }

@@ -3,7 +3,7 @@ import { fillBatch, type ImageDataset, sampleSize } from '../data/dataset.js';
 import { CoreInputError } from '../errors.js';
 import { isPrunable } from '../pruning/prunable.js';
 import { type Augmentation, augmentBatch, augmentSeed } from './augment.js';
-import { fusedOptimizerAvailable, fusedOptimizerStep, unfusedOptimizerStep } from './optimizer-step.js';
+import { optimizerStep } from './optimizer-step.js';
 import { deriveSeed, shuffleInto } from './random.js';
 
 /** At most this many steps' losses wait on the device before one read-back. */
@@ -150,29 +150,8 @@ export interface TrainOptions {
   weightDecayOn?: 'all' | 'kernels';
   /** Train on these sample indices instead of `dataset.splits.train`. */
   indices?: Uint32Array;
-  /**
-   * The optimizer step as one fused JavaScript pass per weight where the backend has it (wasm), else
-   * the chain of tf ops. Default false: measured here (interleaved A/B, masked SGD with momentum and
-   * decay on a 784×300 and a 3136×128 weight) the fused pass ran 1.4–1.75× slower than the chain of
-   * native SIMD wasm kernels, because V8 does not vectorise it. See optimizer-step.ts.
-   */
-  fusedOptimizer?: boolean;
-  /**
-   * A second thread that computes the gradients of part of every batch (data-parallel training on an
-   * idle core, src/workers/gradient-helper.ts). The parts' gradients are averaged by sample count.
-   */
-  helper?: GradientHelper;
   /** Called after each complete epoch (1-based), between steps: the model holds that epoch's weights. */
   onEpochEnd?: (epoch: number) => void | Promise<void>;
-}
-
-/** What `trainModel` needs of a data-parallel helper (src/workers/gradient-helper.ts implements it). */
-export interface GradientHelper {
-  /** The model's trainable weight names, in the order `compute` takes weights and returns gradients. */
-  readonly names: readonly string[];
-  /** Gradients of the mean loss over `count` samples at `weights` (the arrays may be transferred). */
-  compute(weights: Float32Array[], xs: Float32Array, ys: Int32Array, count: number): Promise<{ loss: number; grads: Float32Array[] }>;
-  close(): Promise<void>;
 }
 
 export interface TrainResult {
@@ -270,13 +249,6 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
   const slots = buildSlots(model, options.mask, options.weightDecayOn ?? 'all', config.optimizer);
   const varList = slots.map((s) => s.variable);
 
-  const fused = (options.fusedOptimizer ?? false) && fusedOptimizerAvailable();
-  const helper = options.helper;
-  if (helper && (helper.names.length !== slots.length || helper.names.some((n, i) => n !== slots[i].name))) {
-    throw new Error('the gradient helper holds another model (its trainable weights differ)');
-  }
-  // The cpu backend hands out its own storage from dataSync; the wasm backend returns a copy.
-  const copyOnRead = tf.getBackend() !== 'wasm';
   const epochLosses: number[] = [];
   // Loss scalars of the steps not read back yet; each belongs to the current epoch and window.
   const pendingLosses: tf.Tensor[] = [];
@@ -325,51 +297,19 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
       if (augment) augmentBatch(xBuf, count, [h, w, c], augmentSeed(config.seed, step), undefined, scratch);
       lr = learningRateAt(step, totalSteps, config, options.allr);
       const stepAttrs = { optimizer: config.optimizer, learningRate: lr, momentum: config.momentum, nesterov: config.nesterov, t: step + 1 };
-      // With a helper, the batch's second part goes to it (posted before the local part is
-      // computed, so both threads work at once); the parts' gradients are averaged by sample count.
-      const remoteCount = helper && count >= 2 ? Math.floor(count / 2) : 0;
-      const localCount = count - remoteCount;
-      const remote = remoteCount > 0 ? helper!.compute(
-        varList.map((v) => (copyOnRead ? (v.dataSync() as Float32Array).slice() : (v.dataSync() as Float32Array))),
-        xBuf.slice(localCount * size, count * size),
-        yBuf.slice(localCount, count),
-        remoteCount,
-      ) : null;
-      remote?.catch(() => {}); // awaited below; if the local part throws first, not unhandled
-      const local = tf.tidy(() => {
-        const xs = tf.tensor4d(xBuf.subarray(0, localCount * size), [localCount, h, w, c]);
-        const ys = tf.oneHot(tf.tensor1d(yBuf.subarray(0, localCount), 'int32'), dataset.classes);
+      const { grads, loss } = tf.tidy(() => {
+        const xs = tf.tensor4d(xBuf.subarray(0, count * size), [count, h, w, c]);
+        const ys = tf.oneHot(tf.tensor1d(yBuf.subarray(0, count), 'int32'), dataset.classes);
         const { value, grads } = tf.variableGrads(() => {
           const logits = model.apply(xs, { training: true }) as tf.Tensor;
           return tf.losses.softmaxCrossEntropy(ys, logits) as tf.Scalar;
         }, varList);
-        return { value, grads: slots.map((s) => grads[s.variable.name]) };
+        return { loss: value, grads: slots.map((s) => grads[s.variable.name]) };
       });
-      let grads = local.grads;
-      let loss: tf.Tensor = local.value;
-      if (remote) {
-        let r: Awaited<typeof remote>;
-        try {
-          r = await remote;
-        } catch (err) {
-          tf.dispose([local.value, ...local.grads]);
-          throw err;
-        }
-        const a = localCount / count;
-        const b = remoteCount / count;
-        const combined = tf.tidy(() => ({
-          loss: tf.add(tf.mul(local.value, a), r.loss * b),
-          grads: slots.map((s, i) => tf.add(tf.mul(local.grads[i], a), tf.mul(tf.tensor(r.grads[i], s.variable.shape), b))),
-        }));
-        tf.dispose([local.value, ...local.grads]);
-        grads = combined.grads;
-        loss = combined.loss;
-      }
       tf.tidy(() => {
         slots.forEach((s, i) => {
           const attrs = { ...stepAttrs, weightDecay: config.weightDecay > 0 && s.decay ? config.weightDecay : 0 };
-          if (fused) fusedOptimizerStep(s, grads[i], attrs);
-          else unfusedOptimizerStep(s, grads[i], attrs);
+          optimizerStep(s, grads[i], attrs);
         });
       });
       tf.dispose(grads);

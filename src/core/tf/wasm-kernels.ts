@@ -1,5 +1,4 @@
 import * as tf from '@tensorflow/tfjs';
-import { OPTIMIZER_STEP_KERNEL, optimizerStepKernel } from './optimizer-step.js';
 
 /**
  * Kernel fixes for the wasm backend (measured on this project's machines; see the README's benchmarks):
@@ -442,8 +441,6 @@ const FIXES: Record<string, Kernel> = {
   Sum: leadingReduction('Sum'),
   Mean: leadingReduction('Mean'),
   Identity: identity,
-  // Not a fix but an addition: the fused optimizer step (optimizer-step.ts).
-  [OPTIMIZER_STEP_KERNEL]: optimizerStepKernel as unknown as Kernel,
 };
 
 let registered = false;

@@ -1,22 +1,23 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ImageDataset } from '../../core/data/dataset.js';
-import { type GreedyStep, greedySoup } from '../../core/soups/greedy.js';
 import type { Mask } from '../../core/masks/index.js';
 import { CachedCheckpoint } from '../../core/soups/cached-reader.js';
+import { type GreedyStep, greedySoup } from '../../core/soups/greedy.js';
 import { mergeCheckpoints } from '../../core/soups/merge.js';
 import { findSoupMethod, linearSoupWeights } from '../../core/soups/methods.js';
 import { validateCandidates } from '../../core/soups/validate.js';
 import type { CheckpointReader, TensorEntry } from '../../core/tensors.js';
 import { hasBatchNorm } from '../../core/tf/batch-norm.js';
-import { recalibrateBatchNorm } from '../../core/tf/bn-recalibration.js';
+import { assignBatchNormStatistics, type BatchMoments, batchNormMoments, recalibrationIndices } from '../../core/tf/bn-recalibration.js';
 import { evaluateModel } from '../../core/tf/evaluate.js';
-import { namedWeights } from '../../core/tf/model-io.js';
+import { namedWeights, setWeightsFromBytes } from '../../core/tf/model-io.js';
 import type { ArtifactStore, StoredArtifact } from '../../storage/artifact-store.js';
 import { writeCheckpointArtifact } from '../../storage/checkpoint-output.js';
-import type { SoupTask, SoupTaskResult } from '../tasks.js';
+import { type ScoreHelper, startScoreHelper } from '../score-helper.js';
 import type { TaskContext } from '../shared/context.js';
 import { loadDataset } from '../shared/datasets.js';
 import { loadStoredLayersModel, openStoredModel, storeLayersModel } from '../shared/stored-models.js';
+import type { SoupTask, SoupTaskResult } from '../tasks.js';
 
 export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTaskResult> {
   const store = ctx.store;
@@ -34,7 +35,7 @@ export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTas
     let steps: GreedyStep[] | null = null;
     if (method.kind === 'greedy') {
       if (!layers || !ds) throw new Error('greedy soups need layers models and a dataset (checked by the service)');
-      greedy = await greedyOverLayersModels(store, task, readers, validated.mask, ds, (done, total) => ctx.progress({ done, total }));
+      greedy = await greedyOverLayersModels(store, task, readers, validated.mask, ds, (done, total) => ctx.progress({ done, total }), { helper: helperAllowed(ctx) });
       weights = greedy.weights;
       steps = greedy.trace;
     } else {
@@ -48,13 +49,28 @@ export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTas
     );
     let topology: StoredArtifact | null = tfjs ? { sha256: task.models[0].topologySha256!, sizeBytes: 0, created: false } : null;
     let valAccuracy: number | null = null;
+    let scoringThreads = greedy?.scoringThreads ?? 1;
     if (layers && ds) {
       // BN statistics of an average are not the average's statistics: recompute them, then score.
       // A greedy soup's final set was recalibrated and scored already: its scratch model is the soup.
       const soup = greedy?.model ?? (await loadStoredLayersModel(store, { ...task.models[0], weightsSha256: written.weights.sha256, entries: written.entries }));
       try {
-        if (task.recalibrate && hasBatchNorm(soup)) {
-          if (!greedy) recalibrateBatchNorm(soup, ds, { fraction: task.recalibrationFraction ?? DEFAULT_RECALIBRATION_FRACTION });
+        const recalibrate = task.recalibrate && hasBatchNorm(soup);
+        if (!greedy && (recalibrate || ds.splits.val.length)) {
+          const scorer = await startSetScorer(soup, written.entries, ds, {
+            recalibrate,
+            fraction: task.recalibrationFraction ?? DEFAULT_RECALIBRATION_FRACTION,
+            helper: helperAllowed(ctx),
+          });
+          try {
+            scoringThreads = scorer.threads;
+            const accuracy = await scorer.score(scorer.threads > 1 ? await store.readBytes(written.weights.sha256) : null);
+            if (ds.splits.val.length) valAccuracy = accuracy;
+          } finally {
+            await scorer.close();
+          }
+        }
+        if (recalibrate) {
           const merged = written.weights;
           const saved = await storeLayersModel(store, soup);
           if (merged.created && merged.sha256 !== saved.model.weights.sha256) await store.delete(merged.sha256);
@@ -62,12 +78,11 @@ export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTas
           topology = saved.topology;
         }
         if (greedy) valAccuracy = greedy.score;
-        else if (ds.splits.val.length) valAccuracy = evaluateModel(soup, ds, 'val', { batchSize: EVAL_BATCH }).accuracy;
       } finally {
         if (!greedy) soup.dispose();
       }
     }
-    return { maskHash: validated.maskHash, weights, steps, valAccuracy, stored: { weights: written, topology } };
+    return { maskHash: validated.maskHash, weights, steps, valAccuracy, stored: { weights: written, topology }, scoringThreads };
   } finally {
     greedy?.model.dispose();
     for (const r of readers) await r.close();
@@ -92,6 +107,8 @@ export interface GreedyLayersResult {
   score: number;
   /** The scratch model holding the final soup (merged weights, its recalibrated statistics); the caller disposes it. */
   model: tf.LayersModel;
+  /** 2 when a score helper ran part of every scoring on a second thread, else 1. */
+  scoringThreads: number;
 }
 
 export async function greedyOverLayersModels(
@@ -101,6 +118,7 @@ export async function greedyOverLayersModels(
   mask: Mask | undefined,
   ds: ImageDataset,
   progress: (done: number, total: number) => void,
+  options: { helper?: boolean } = {},
 ): Promise<GreedyLayersResult> {
   const scratch = await loadStoredLayersModel(store, task.models[0]);
   const recalibrate = task.recalibrate && hasBatchNorm(scratch);
@@ -114,18 +132,23 @@ export async function greedyOverLayersModels(
     await mergeIntoBuffer(cached, weights, mask, buffer);
     setWeightsFromBytes(variables, readers[0].tensors, buffer);
   };
+  let scorer: SetScorer | null = null;
   let scored = 0;
   try {
+    scorer = await startSetScorer(scratch, readers[0].tensors, ds, {
+      recalibrate,
+      fraction: task.recalibrationFraction ?? DEFAULT_RECALIBRATION_FRACTION,
+      helper: options.helper ?? false,
+    });
+    const sc = scorer;
     const g = await greedySoup(
       readers.length,
       async (weights) => {
         await load(weights);
-        if (recalibrate) {
-          recalibrateBatchNorm(scratch, ds, { fraction: task.recalibrationFraction ?? DEFAULT_RECALIBRATION_FRACTION });
-          bnStats.set(keyOf(weights), bnNames.map((n) => variables.get(n)!.read().dataSync() as Float32Array));
-        }
+        const s = await sc.score(buffer);
+        if (recalibrate) bnStats.set(keyOf(weights), bnNames.map((n) => variables.get(n)!.read().dataSync() as Float32Array));
         progress(++scored, 2 * readers.length - 1);
-        return evaluateModel(scratch, ds, 'val', { batchSize: EVAL_BATCH }).accuracy;
+        return s;
       },
       { comparison: task.comparison ?? '>=' },
     );
@@ -141,11 +164,12 @@ export async function greedyOverLayersModels(
         });
       });
     }
-    return { weights: g.weights, trace: g.trace, score: g.score, model: scratch };
+    return { weights: g.weights, trace: g.trace, score: g.score, model: scratch, scoringThreads: sc.threads };
   } catch (err) {
     scratch.dispose();
     throw err;
   } finally {
+    await scorer?.close();
     for (const c of cached) await c.close();
   }
 }
@@ -155,6 +179,7 @@ export async function greedyOverLayersModels(
  * (its pass is all matmul), and for cnn-bn a 1,024 batch holds 100 MB activations for no measured gain.
  */
 const EVAL_BATCH = 512;
+const RECALIBRATION_BATCH = 128;
 export const DEFAULT_RECALIBRATION_FRACTION = 0.2;
 
 /** Merges a weighted set into `out` (TensorFlow.js weights layout from offset 0), the soup writer's arithmetic. */
@@ -167,19 +192,76 @@ async function mergeIntoBuffer(readers: readonly CheckpointReader[], weights: re
   if (off !== out.byteLength) throw new Error(`the merge wrote ${off} bytes, the layout has ${out.byteLength}`);
 }
 
-/** Assigns weights bytes laid out as `entries` (TensorFlow.js weights, offsets from 0) to a model's variables. */
-function setWeightsFromBytes(variables: Map<string, tf.LayerVariable>, entries: readonly TensorEntry[], bytes: Uint8Array): void {
-  tf.tidy(() => {
-    for (const e of entries) {
-      const v = variables.get(e.name);
-      if (!v) throw new Error(`the scratch model has no weight ${e.name}`);
-      const at = bytes.byteOffset + e.byteOffset;
-      // Views where aligned (tf.tensor copies them onto its backend), a copy otherwise.
-      const raw = at % 4 === 0 ? bytes.buffer : bytes.slice(e.byteOffset, e.byteOffset + e.byteLength).buffer;
-      const base = at % 4 === 0 ? at : 0;
-      const n = e.byteLength / (e.dtype === 'F32' || e.dtype === 'I32' ? 4 : 1);
-      const values = e.dtype === 'F32' ? new Float32Array(raw, base, n) : e.dtype === 'I32' ? new Int32Array(raw, base, n) : new Uint8Array(raw, base, n);
-      v.write(tf.tensor(values, e.shape, e.dtype === 'F32' ? 'float32' : e.dtype === 'I32' ? 'int32' : 'bool'));
-    }
-  });
+/** A score helper may take part: the pool has an idle thread and the backend is wasm (tfjs-node threads itself). */
+function helperAllowed(ctx: TaskContext): boolean {
+  return (ctx.idleThreads ?? 0) >= 1 && ctx.backend.name === 'wasm';
+}
+
+/**
+ * Scores the weights the caller loaded into `model`: BN recalibration (when asked) and validation
+ * accuracy (NaN without a val split). With `helper`, and val large enough to split, a score helper
+ * thread runs the second half of the recalibration batches and of val; the parts are whole batches
+ * combined in order, so the statistics and the score are the one-thread ones bit for bit.
+ */
+interface SetScorer {
+  readonly threads: number;
+  /** `bytes`: the loaded weights in `entries`' layout (read only when `threads` > 1). */
+  score(bytes: Uint8Array | null): Promise<number>;
+  close(): Promise<void>;
+}
+
+async function startSetScorer(
+  model: tf.LayersModel,
+  entries: readonly TensorEntry[],
+  ds: ImageDataset,
+  opts: { recalibrate: boolean; fraction: number; helper: boolean },
+): Promise<SetScorer> {
+  const recalIndices = opts.recalibrate ? recalibrationIndices(ds, { fraction: opts.fraction }) : new Uint32Array(0);
+  const val = ds.splits.val;
+  let helper: ScoreHelper | null = null;
+  if (opts.helper && val.length >= 2 * EVAL_BATCH) {
+    helper = await startScoreHelper(model, {
+      backend: 'wasm',
+      entries,
+      dataset: ds,
+      recalibration: recalIndices,
+      recalibrationBatch: RECALIBRATION_BATCH,
+      evalBatch: EVAL_BATCH,
+    }).catch(() => null); // score on one thread rather than fail
+  }
+  // Each part a whole number of batches: the parts' batches are the single-thread ones.
+  const cut = (n: number, batch: number) => Math.min(n, Math.round(n / 2 / batch) * batch);
+  return {
+    threads: helper ? 2 : 1,
+    async score(bytes) {
+      if (helper) {
+        if (!bytes) throw new Error('a two-thread scoring needs the weights bytes');
+        await helper.load(bytes);
+      }
+      if (opts.recalibrate) {
+        let batches: BatchMoments[][];
+        if (helper) {
+          const at = cut(recalIndices.length, RECALIBRATION_BATCH);
+          const theirs = helper.moments(at, recalIndices.length);
+          theirs.catch(() => {}); // awaited below; a local failure must not leave it unhandled
+          const mine = batchNormMoments(model, ds, recalIndices.subarray(0, at), RECALIBRATION_BATCH);
+          batches = [...mine, ...(await theirs)];
+        } else {
+          batches = batchNormMoments(model, ds, recalIndices, RECALIBRATION_BATCH);
+        }
+        assignBatchNormStatistics(model, batches);
+        if (helper) await helper.stats(batches);
+      }
+      if (!val.length) return Number.NaN;
+      if (!helper) return evaluateModel(model, ds, 'val', { batchSize: EVAL_BATCH }).accuracy;
+      const at = cut(val.length, EVAL_BATCH);
+      const theirs = helper.evaluate(at, val.length);
+      theirs.catch(() => {});
+      const mine = evaluateModel(model, ds, val.subarray(0, at), { batchSize: EVAL_BATCH });
+      return (Math.round(mine.accuracy * mine.count) + (await theirs)) / val.length;
+    },
+    close: async () => {
+      await helper?.close();
+    },
+  };
 }

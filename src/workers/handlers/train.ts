@@ -1,5 +1,5 @@
-import os from 'node:os';
 import type * as tf from '@tensorflow/tfjs';
+import type { SplitName } from '../../core/data/dataset.js';
 import { CoreInputError } from '../../core/errors.js';
 import { checkMaskFits, isKept, type Mask } from '../../core/masks/index.js';
 import { compareWeights } from '../../core/metrics/weights.js';
@@ -8,15 +8,13 @@ import { hasBatchNorm } from '../../core/tf/batch-norm.js';
 import { recalibrateBatchNorm } from '../../core/tf/bn-recalibration.js';
 import { evaluateModel } from '../../core/tf/evaluate.js';
 import { namedWeights } from '../../core/tf/model-io.js';
-import { type AllrInputs, type GradientHelper, stepsFor, trainModel, type WeightMask } from '../../core/tf/train.js';
-import { startGradientHelper } from '../gradient-helper.js';
+import { type AllrInputs, trainModel, type WeightMask } from '../../core/tf/train.js';
 import type { ArtifactStore } from '../../storage/artifact-store.js';
-import type { ImageDataset, SplitName } from '../../core/data/dataset.js';
-import type { CheckTrainResult, CheckTrainTask, EpochPoint, StoredLayersModelRef, TrainTask, TrainTaskResult } from '../tasks.js';
 import type { TaskContext } from '../shared/context.js';
 import { loadDataset } from '../shared/datasets.js';
 import { evaluateWithCorruptions } from '../shared/evaluation.js';
 import { checkModelFitsDataset, loadStoredLayersModel, readStoredMask, storeLayersModel } from '../shared/stored-models.js';
+import type { CheckTrainResult, CheckTrainTask, EpochPoint, StoredLayersModelRef, TrainTask, TrainTaskResult } from '../tasks.js';
 
 export async function runCheckTrain(task: CheckTrainTask, ctx: TaskContext): Promise<CheckTrainResult> {
   const [model, ds] = await Promise.all([loadStoredLayersModel(ctx.store, task.model), loadDataset(task.dataset, ctx)]);
@@ -30,24 +28,6 @@ export async function runCheckTrain(task: CheckTrainTask, ctx: TaskContext): Pro
   }
 }
 
-/** Below this many samples a helper's start-up (a second wasm backend, ~1 s) is not worth it. */
-const HELPER_MIN_SAMPLES = 20_000;
-
-/** A gradient helper on an idle core, when the pool has one, the backend is wasm and the run is long enough. */
-async function maybeHelper(task: TrainTask, ctx: TaskContext, model: tf.LayersModel, ds: ImageDataset): Promise<GradientHelper | null> {
-  if ((task.dataParallel ?? 'off') !== 'auto' || (ctx.idleThreads ?? 0) < 1 || ctx.backend.name !== 'wasm') return null;
-  // Idle for the pool is not idle for the machine: with the cores busy elsewhere, each step's two
-  // hand-offs wait on the scheduler and a helper makes training slower (bench:imp, README).
-  if (os.loadavg()[0] > os.availableParallelism() - 1 + 0.25) return null;
-  const { totalSteps } = stepsFor(ds.splits.train.length, task.config);
-  if (totalSteps * task.config.batchSize < HELPER_MIN_SAMPLES || task.config.batchSize < 2) return null;
-  try {
-    return await startGradientHelper(model, { backend: 'wasm', inputShape: ds.inputShape, classes: ds.classes });
-  } catch {
-    return null; // train on one thread rather than fail
-  }
-}
-
 export async function runTrain(task: TrainTask, ctx: TaskContext): Promise<TrainTaskResult> {
   const store = ctx.store;
   const [model, ds] = await Promise.all([loadStoredLayersModel(store, task.model), loadDataset(task.dataset, ctx)]);
@@ -56,7 +36,6 @@ export async function runTrain(task: TrainTask, ctx: TaskContext): Promise<Train
     const mask = await weightMask(store, model, task);
     const allr = task.allr ? await allrInputs(store, model, task.allr) : undefined;
     const curve: EpochPoint[] = [];
-    const helper = await maybeHelper(task, ctx, model, ds);
     const accuracyOn = (split: SplitName) => (ds.splits[split].length ? evaluateModel(model, ds, split).accuracy : null);
     const train = await trainModel(model, ds, task.config, {
       mask,
@@ -64,8 +43,7 @@ export async function runTrain(task: TrainTask, ctx: TaskContext): Promise<Train
       progressEvery: task.progressEvery ?? 20,
       onProgress: (p) => ctx.progress({ ...p }),
       onEpochEnd: task.config.evaluateEachEpoch ? (epoch) => void curve.push({ epoch, valAccuracy: accuracyOn('val'), testAccuracy: accuracyOn('test') }) : undefined,
-      helper: helper ?? undefined,
-    }).finally(() => helper?.close());
+    });
     const revived = countRevived(model, mask);
     if (revived > 0) throw new Error(`retraining revived ${revived} pruned weights: the mask was not enforced`);
     if (task.recalibrate) recalibrateBatchNorm(model, ds, { seed: task.config.seed });
@@ -74,7 +52,7 @@ export async function runTrain(task: TrainTask, ctx: TaskContext): Promise<Train
       if (ds.splits[split].length > 0) metrics[split] = evaluateWithCorruptions(model, ds, split, [], 0);
     }
     const stored = await storeLayersModel(store, model);
-    return { stored, train: task.config.evaluateEachEpoch ? { ...train, epochCurve: curve } : train, metrics, revived, backend: ctx.backend.name, gradientThreads: helper ? 2 : 1 };
+    return { stored, train: task.config.evaluateEachEpoch ? { ...train, epochCurve: curve } : train, metrics, revived, backend: ctx.backend.name };
   } finally {
     model.dispose();
   }
