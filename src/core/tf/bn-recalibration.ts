@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { fillBatch, type ImageDataset, sampleSize } from '../data/dataset.js';
 import { CoreInputError } from '../errors.js';
-import { deriveSeed, shuffleInto } from './random.js';
+import { shuffleInto, streamSeed } from '../random.js';
 
 export interface RecalibrationOptions {
   /** Fraction of the train split to run through the model (SMS default 0.2). */
@@ -56,7 +56,7 @@ export function recalibrateBatchNorm(model: tf.LayersModel, dataset: ImageDatase
   let indices = options.indices;
   if (!indices) {
     const train = dataset.splits.train;
-    const shuffled = shuffleInto(train, deriveSeed(options.seed ?? 0, 0x62e), new Uint32Array(train.length));
+    const shuffled = shuffleInto(train, streamSeed(options.seed ?? 0, 0x62e), new Uint32Array(train.length));
     indices = shuffled.subarray(0, Math.max(1, Math.round(fraction * train.length)));
   }
   if (indices.length === 0) throw new CoreInputError('empty-split', 'no samples to recalibrate batch norm with', {}, 422);

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { Mulberry32 } from '../random.js';
 import { initBackend } from './backend.js';
 import {
   fusedOptimizerAvailable,
@@ -8,7 +9,6 @@ import {
   type OptimizerStepAttrs,
   unfusedOptimizerStep,
 } from './optimizer-step.js';
-import { mulberry32 } from './random.js';
 import { buildTemplate } from './templates.js';
 import { syntheticDataset } from './testing.js';
 import { type TrainingConfig, trainModel, type WeightMask } from './train.js';
@@ -56,7 +56,8 @@ describe('fused optimizer step (wasm)', () => {
   for (const [name, attrs] of cases) {
     for (const masked of [false, true]) {
       it(`matches the chain of ops to 1e-6 over 5 steps: ${name}${masked ? ', masked' : ''}`, () => {
-        const rand = mulberry32(7);
+        const rng = new Mulberry32(7);
+  const rand = () => rng.uniform();
         const shape = [3, 5, 7];
         const n = 105;
         const w0 = Float32Array.from({ length: n }, () => rand() * 2 - 1);
@@ -121,7 +122,8 @@ describe('fused optimizer step (wasm)', () => {
     const build = () => buildTemplate('cnn-bn', { inputShape: [8, 8, 1], classes: 4, seed: 4 });
     const a = build();
     const b = build();
-    const rand = mulberry32(9);
+    const rng = new Mulberry32(9);
+  const rand = () => rng.uniform();
     const mask: WeightMask = new Map();
     for (const w of a.trainableWeights) {
       if (w.originalName.endsWith('/kernel')) mask.set(w.originalName, Uint8Array.from({ length: w.shape.reduce((x: number, y) => x * (y ?? 1), 1) }, () => (rand() < 0.5 ? 1 : 0)));

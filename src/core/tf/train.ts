@@ -2,9 +2,9 @@ import * as tf from '@tensorflow/tfjs';
 import { fillBatch, type ImageDataset, sampleSize } from '../data/dataset.js';
 import { CoreInputError } from '../errors.js';
 import { isPrunable } from '../pruning/prunable.js';
+import { isSeed, shuffleInto, streamSeed } from '../random.js';
 import { type Augmentation, augmentBatch, augmentSeed } from './augment.js';
 import { fusedOptimizerAvailable, fusedOptimizerStep, unfusedOptimizerStep } from './optimizer-step.js';
-import { deriveSeed, shuffleInto } from './random.js';
 
 /** At most this many steps' losses wait on the device before one read-back. */
 export const LOSS_READBACK_EVERY = 16;
@@ -93,7 +93,7 @@ export function validateTrainingConfig(config: TrainingConfig, allr?: AllrInputs
   const bad = (field: string, why: string) => {
     throw new CoreInputError('bad-training-config', `training.${field} ${why}`, { field });
   };
-  if (!Number.isSafeInteger(config.seed)) bad('seed', 'must be an integer');
+  if (!isSeed(config.seed)) bad('seed', 'must be a safe integer ≥ 0');
   if (!(config.epochs > 0) || !Number.isFinite(config.epochs)) bad('epochs', 'must be a positive number');
   if (!Number.isInteger(config.batchSize) || config.batchSize < 1) bad('batchSize', 'must be a positive integer');
   if (config.optimizer !== 'sgd' && config.optimizer !== 'adam') bad('optimizer', 'must be "sgd" or "adam"');
@@ -318,7 +318,7 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
           epochLossSum = 0;
           epochSteps = 0;
         }
-        shuffleInto(source, deriveSeed(config.seed, epoch), order);
+        shuffleInto(source, streamSeed(config.seed, epoch), order);
       }
       const count = Math.min(config.batchSize, source.length - pos * config.batchSize);
       fillBatch(dataset, order, pos * config.batchSize, count, xBuf, yBuf);
