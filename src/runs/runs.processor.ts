@@ -228,7 +228,9 @@ export class RunsProcessor implements OnApplicationBootstrap {
       // Train / retrain runs, and the dense pretraining of an IMP / SMS run (phase 0).
       if (plan.phases) return { model: await this.models.entity(run.modelId), mask: { kind: 'none' as const }, allr: undefined, maskId: null };
       const model = await this.models.entity(run.modelId);
-      const allr = plan.allr ? { reference: modelRef(await this.models.entity(plan.allr.referenceModelId)), pruneRate: plan.allr.pruneRate, retrainToPretrainRatio: plan.allr.retrainToPretrainRatio } : undefined;
+      const a = plan.allr;
+      const measured = a?.relativeDistance !== undefined ? { relativeDistance: a.relativeDistance } : undefined;
+      const allr = a ? { pruneRate: a.pruneRate, retrainToPretrainRatio: a.retrainToPretrainRatio, ...(measured ?? { reference: modelRef(await this.models.entity(a.referenceModelId)) }) } : undefined;
       return { model, mask: plan.mask, allr, maskId: run.maskId };
     }
     const phase = await this.dataSource.getRepository(RunPhaseEntity).findOneByOrFail({ runId: run.id, index: candidate.phase });

@@ -28,7 +28,10 @@ import { type CreateRunDto, type FullTrainingConfig, mapRun, type RunDto, type R
 /** What a candidate job needs besides its configuration, fixed at POST time. */
 export interface RunPlan {
   mask: { kind: 'none' } | { kind: 'implied' } | { kind: 'stored'; sha256: string };
-  allr?: { referenceModelId: string; pruneRate: number; retrainToPretrainRatio: number };
+  /** Retrain runs: d is measured once, by the pre-flight check (absent in runs stored before it was). */
+  allr?: { referenceModelId: string; pruneRate: number; retrainToPretrainRatio: number; relativeDistance?: number };
+  /** What the pre-flight check found in the model (built-in trainer). */
+  check?: { prunableWeights: number; hasBatchNorm: boolean };
   /** imp / sms: the candidate configurations every phase retrains, and how phases prune and merge. */
   phases?: {
     configs: FullTrainingConfig[];
@@ -212,7 +215,10 @@ export class RunsService {
       plan.phases = this.phasesPlan(dto, configs, pretrainEpochs, pretrainConfig);
     } else if (configs.some((c) => c.schedule === 'allr')) plan.allr = await this.allrPlan(model, dto, configs);
     validateCandidates(configs, plan);
-    await this.pool.run({ type: 'check-train', model: modelRef(model), dataset, maskSha256: mask?.artifactSha256 });
+    const allrReference = plan.allr ? modelRef(await this.models.entity(plan.allr.referenceModelId)) : undefined;
+    const found = await this.pool.run({ type: 'check-train', model: modelRef(model), dataset, maskSha256: mask?.artifactSha256, allrReference });
+    plan.check = { prunableWeights: found.prunableWeights, hasBatchNorm: found.hasBatchNorm };
+    if (plan.allr && found.relativeDistance !== undefined) plan.allr.relativeDistance = found.relativeDistance;
     return this.persist(dto, model, mask, plan, configs, 'builtin');
   }
 
