@@ -23,7 +23,9 @@ import { ModelsService } from '../models/models.service.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { RunLifecycle } from './run-lifecycle.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
-import { type CreateRunDto, type FullTrainingConfig, mapRun, type RunDto, type RunPageDto, type RunQueryDto, TRAINING_DEFAULTS, type TrainingConfigDto } from './runs.dto.js';
+import { type FullTrainingConfig, TRAINING_DEFAULTS } from '../core/tf/training-config.js';
+import type { CreateRunDto, TrainingConfigDto } from './run-requests.dto.js';
+import { mapRun, type RunDto, type RunPageDto, type RunQueryDto } from './runs.dto.js';
 
 /** What a candidate job needs besides its configuration, fixed at POST time. */
 export interface RunPlan {

@@ -1,8 +1,5 @@
 import { Mulberry32, streamSeed } from '../random.js';
 
-/** Training-time data augmentation, as the SMS code's CNN runs use it (torchvision RandomCrop + RandomHorizontalFlip). */
-export type Augmentation = 'none' | 'crop-flip';
-
 /** Zero padding of the random crop, in pixels (the SMS code's `RandomCrop(size, padding=4)`). */
 export const CROP_PADDING = 4;
 
