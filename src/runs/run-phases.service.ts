@@ -20,7 +20,8 @@ import { enqueueTask, TaskEntity } from '../tasks/task.entity.js';
 import { BN_STATISTIC } from '../tasks/bn.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 import { RunLifecycle } from './run-lifecycle.js';
-import { type RunPlan, RunsService } from './runs.service.js';
+import type { RunPlan } from './run-plan.js';
+import { RunsService } from './runs.service.js';
 
 /** A holder renews its lease every quarter of this; a dead holder's lease lapses within it. */
 const LEASE_MS = 60_000;

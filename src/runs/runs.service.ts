@@ -26,32 +26,7 @@ import { FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity
 import { type FullTrainingConfig, TRAINING_DEFAULTS } from '../core/tf/training-config.js';
 import type { CreateRunDto, TrainingConfigDto } from './run-requests.dto.js';
 import { mapRun, type RunDto, type RunPageDto, type RunQueryDto } from './runs.dto.js';
-
-/** What a candidate job needs besides its configuration, fixed at POST time. */
-export interface RunPlan {
-  mask: { kind: 'none' } | { kind: 'implied' } | { kind: 'stored'; sha256: string };
-  /** Retrain runs: d is measured once, by the pre-flight check (absent in runs stored before it was). */
-  allr?: { referenceModelId: string; pruneRate: number; retrainToPretrainRatio: number; relativeDistance?: number };
-  /** What the pre-flight check found in the model (built-in trainer). */
-  check?: { prunableWeights: number; hasBatchNorm: boolean };
-  /** imp / sms: the candidate configurations every phase retrains, and how phases prune and merge. */
-  phases?: {
-    configs: FullTrainingConfig[];
-    goalSparsity: number;
-    count: number;
-    pruning: { method: 'magnitude-global' | 'magnitude-layerwise' | 'random'; include?: string[]; exclude?: string[] };
-    soup: { method: 'uniform' | 'greedy'; comparison: '>=' | '>' } | null;
-    /** ALLR: E_retrain / E_pretrain (p and the reference are per phase). */
-    retrainToPretrainRatio?: number;
-    /** Dense training of the starting model before phase 1 (phase 0's single candidate). */
-    pretrain?: FullTrainingConfig;
-  };
-}
-
-/** Phase k of T prunes to s_k = 1 − (1 − S)^(k/T) (per-phase rate p = 1 − (1 − S)^(1/T)). */
-export function phaseSparsity(goal: number, phases: number, k: number): number {
-  return 1 - (1 - goal) ** (k / phases);
-}
+import { allrPruneRate, phasePruneRate, phaseSparsity, type RunPlan } from './run-plan.js';
 
 @Injectable()
 export class RunsService {
@@ -155,8 +130,7 @@ export class RunsService {
       modelId = p.prunedModelId!;
       maskId = p.maskId;
       if (plan.phases.retrainToPretrainRatio) {
-        const previous = phase === 1 ? 0 : phaseSparsity(plan.phases.goalSparsity, plan.phases.count, phase - 1);
-        allr = { referenceModelId: p.inputModelId!, pruneRate: 1 - (1 - p.sparsity) / (1 - previous), retrainToPretrainRatio: plan.phases.retrainToPretrainRatio };
+        allr = { referenceModelId: p.inputModelId!, pruneRate: phasePruneRate(plan.phases, phase, p.sparsity), retrainToPretrainRatio: plan.phases.retrainToPretrainRatio };
       }
     }
     const needsAllr = candidates.some((c) => c.config.schedule === 'allr');
@@ -305,7 +279,7 @@ export class RunsService {
     }
     const parent = await this.models.entity(parentId);
     const kept = (m: ModelEntity) => m.tensors.filter((t) => t.prunable).reduce((n, t) => n + t.size - t.zeros, 0);
-    const pruneRate = 1 - kept(model) / Math.max(1, kept(parent));
+    const pruneRate = allrPruneRate(Math.max(1, kept(parent)), kept(model));
     const pretrainEpochs = dto.pretrainEpochs ?? (parent.origin.kind === 'train' ? Number((parent.origin.config as { epochs?: number } | undefined)?.epochs) : Number.NaN);
     if (!(pretrainEpochs > 0)) {
       throw new ProblemException(400, 'the allr schedule needs pretrainEpochs (the dense model was not trained by this service, so its epochs are unknown)', { slug: 'validation' });
