@@ -12,5 +12,6 @@ import { ModelShards1796169549649 as M9 } from './1796169549649-ModelShards.js';
 import { JobHolds1796177175737 as M10 } from './1796177175737-JobHolds.js';
 import { ExternalTasks1796177267964 as M11 } from './1796177267964-ExternalTasks.js';
 import { RunLeaseHolder1796177469890 as M12 } from './1796177469890-RunLeaseHolder.js';
+import { RunPlanColumn1796191096244 as M13 } from './1796191096244-RunPlanColumn.js';
 
-export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6, M7, M8, M9, M10, M11, M12];
+export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6, M7, M8, M9, M10, M11, M12, M13];

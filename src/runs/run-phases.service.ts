@@ -114,7 +114,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     for (;;) {
       const run = await this.runs.entity(runId);
       if (FINISHED.includes(run.status) && run.status !== 'cancelled') return;
-      const plan = (run.request.plan as RunPlan).phases!;
+      const plan = run.plan.phases!;
       const phases = await this.dataSource.getRepository(RunPhaseEntity).find({ where: { runId }, order: { index: 'ASC' } });
       const phase = phases.find((p) => p.status !== 'succeeded');
       if (run.status === 'cancelled') {

@@ -106,7 +106,8 @@ export function mapRun(r: RunEntity, candidates: RunCandidateEntity[], phases: R
     modelId: r.modelId,
     datasetId: r.datasetId,
     maskId: r.maskId,
-    request: r.request,
+    // The plan has its own column; answers keep it where clients have always found it.
+    request: { ...r.request, plan: r.plan },
     phases: phases
       .sort((a, b) => a.index - b.index)
       .map((p) => ({

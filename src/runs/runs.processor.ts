@@ -19,7 +19,7 @@ import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { MaskEntity } from '../masks/mask.entity.js';
 import { type CandidateProgress, FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
 import { RunLifecycle } from './run-lifecycle.js';
-import { phasePruneRate, type RunPlan } from './run-plan.js';
+import { phasePruneRate } from './run-plan.js';
 import { RunsService } from './runs.service.js';
 
 const PROGRESS_WRITE_MS = 1000;
@@ -224,7 +224,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
    * mask (ALLR's reference is the model the phase pruned).
    */
   private async candidateInputs(run: RunEntity, candidate: RunCandidateEntity) {
-    const plan = (run.request.plan ?? { mask: { kind: 'none' } }) as RunPlan;
+    const plan = run.plan;
     if (!plan.phases || candidate.phase === 0) {
       // Train / retrain runs, and the dense pretraining of an IMP / SMS run (phase 0).
       if (plan.phases) return { model: await this.models.entity(run.modelId), mask: { kind: 'none' as const }, allr: undefined, maskId: null };

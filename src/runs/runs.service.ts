@@ -121,7 +121,7 @@ export class RunsService {
    * the phase's pruned model and mask) and each configuration with its η₀ (ALLR: computed here).
    */
   private async enqueueTrainTasks(tx: EntityManager, run: RunEntity, phase: number, candidates: RunCandidateEntity[]): Promise<void> {
-    const plan = run.request.plan as RunPlan;
+    const plan = run.plan;
     let modelId = run.modelId;
     let maskId = run.maskId;
     let allr: { referenceModelId: string; pruneRate: number; retrainToPretrainRatio: number } | undefined = plan.allr;
@@ -224,7 +224,8 @@ export class RunsService {
           kind: dto.kind,
           status: 'queued',
           backend: external ? 'external' : null,
-          request: { ...dto, ...(external ? { trainer } : {}), plan } as unknown as Record<string, unknown>,
+          request: { ...dto, ...(external ? { trainer } : {}) } as unknown as Record<string, unknown>,
+          plan,
           modelId: model.id,
           datasetId: dto.datasetId,
           maskId: mask?.id ?? null,
