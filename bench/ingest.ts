@@ -23,9 +23,9 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openSafetensors, SafetensorsIngest, SafetensorsWriter } from '../src/core/checkpoint/safetensors.js';
-import { impliedMask } from '../src/core/masks/implied.js';
 import type { TensorSpec } from '../src/core/checkpoint/tensor-writer.js';
-import { Xoshiro128 } from '../src/core/pruning/prng.js';
+import { impliedMask } from '../src/core/masks/implied.js';
+import { Xoshiro128 } from '../src/core/random.js';
 import { printMachine } from './machine.js';
 import { startS3Server } from './s3-server.js';
 
@@ -97,8 +97,8 @@ async function ensureFile(): Promise<{ bytes: number; tensors: number; largest: 
       else if (name.endsWith('.bias')) data.fill(0);
       else {
         for (let j = 0; j < data.length; j += 2) {
-          const r = Math.sqrt(-2 * Math.log(1 - rng.next())) * 0.02;
-          const a = 2 * Math.PI * rng.next();
+          const r = Math.sqrt(-2 * Math.log(1 - rng.uniform())) * 0.02;
+          const a = 2 * Math.PI * rng.uniform();
           data[j] = r * Math.cos(a);
           if (j + 1 < data.length) data[j + 1] = r * Math.sin(a);
         }

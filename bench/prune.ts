@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { MemoryCheckpoint } from '../src/core/checkpoint/memory.js';
 import { applyMask } from '../src/core/masks/mask.js';
 import { magnitudeGlobal, PruneBuffers } from '../src/core/pruning/methods.js';
-import { Xoshiro128 } from '../src/core/pruning/prng.js';
 import { selectPrunable } from '../src/core/pruning/prunable.js';
+import { Xoshiro128 } from '../src/core/random.js';
 import { printMachine } from './machine.js';
 
 const RUNS = Math.max(5, Number(process.env.RUNS ?? 7));
@@ -94,8 +94,8 @@ async function main() {
     const data = all.subarray(off, off + sizes[i]);
     const std = Math.sqrt(2 / (sizes[i] / shape[0]));
     for (let j = 0; j < data.length; j += 2) {
-      const r = Math.sqrt(-2 * Math.log(1 - rng.next()));
-      const a = 2 * Math.PI * rng.next();
+      const r = Math.sqrt(-2 * Math.log(1 - rng.uniform()));
+      const a = 2 * Math.PI * rng.uniform();
       data[j] = r * Math.cos(a) * std;
       if (j + 1 < data.length) data[j + 1] = r * Math.sin(a) * std;
     }

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { openSafetensors, SafetensorsWriter } from '../src/core/checkpoint/safetensors.js';
-import { Xoshiro128 } from '../src/core/pruning/prng.js';
+import { Xoshiro128 } from '../src/core/random.js';
 import { createMemory, TABLE_BYTES, TABLE_ENTRY_BYTES, wasmKernels, writeLaneTable } from '../src/core/soups/kernels.js';
 import { mergeCheckpoints } from '../src/core/soups/merge.js';
 import { validateCandidates } from '../src/core/soups/validate.js';
@@ -97,9 +97,9 @@ async function writeCandidate(path: string, specs: Spec[], c: number): Promise<v
     const data = buf.subarray(0, n);
     const std = prunable ? Math.sqrt(2 / (n / s.shape[0])) : 0.1;
     for (let i = 0; i < n; i++) {
-      const u = base.next();
-      const keep = !prunable || base.next() >= SPARSITY;
-      data[i] = keep ? ((u - 0.5) * 3.4 + (noise.next() - 0.5) * 0.2) * std + (prunable ? 0 : 1) : 0;
+      const u = base.uniform();
+      const keep = !prunable || base.uniform() >= SPARSITY;
+      data[i] = keep ? ((u - 0.5) * 3.4 + (noise.uniform() - 0.5) * 0.2) * std + (prunable ? 0 : 1) : 0;
     }
     await writer.writeTensor(s.name, data);
   }

@@ -13,6 +13,7 @@ import { JobHolds1796177175737 as M10 } from './1796177175737-JobHolds.js';
 import { ExternalTasks1796177267964 as M11 } from './1796177267964-ExternalTasks.js';
 import { RunLeaseHolder1796177469890 as M12 } from './1796177469890-RunLeaseHolder.js';
 import { ExternalSoupTasks1796188629349 as M13 } from './1796188629349-ExternalSoupTasks.js';
-import { TaskEnsemble1796191134057 as M14 } from './1796191134057-TaskEnsemble.js';
+import { RunPlanColumn1796191096244 as M14 } from './1796191096244-RunPlanColumn.js';
+import { TaskEnsemble1796191134057 as M15 } from './1796191134057-TaskEnsemble.js';
 
-export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6, M7, M8, M9, M10, M11, M12, M13, M14];
+export const MIGRATIONS = [M0, M1, M2, M3, M4, M5, M6, M7, M8, M9, M10, M11, M12, M13, M14, M15];

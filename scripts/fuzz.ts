@@ -13,20 +13,15 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Mulberry32 } from '../src/core/random.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 
 // ---------- seeded generator ----------
 
-/** mulberry32: small, fast, good enough to pick mutations; the seed makes a failing run repeatable. */
+/** The seed makes a failing run repeatable. */
 export function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const source = new Mulberry32(seed);
+  const next = () => source.uniform();
   const int = (n: number) => Math.floor(next() * n);
   const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
   return { next, int, pick, chance: (p: number) => next() < p };

@@ -23,6 +23,25 @@ describe('openapi/openapi.json', () => {
     expect(spec.security).toEqual([{ bearer: [] }]);
   });
 
+  it('describes POST /runs as one schema per kind, told apart by kind, each with the fields of its kind', async () => {
+    const spec = JSON.parse(await generateSpec());
+    const body = spec.paths['/runs'].post.requestBody.content['application/json'].schema;
+    const ref = (name: string) => `#/components/schemas/${name}`;
+    expect(body.discriminator).toEqual({ propertyName: 'kind', mapping: { train: ref('TrainRunDto'), retrain: ref('RetrainRunDto'), imp: ref('ImpRunDto'), sms: ref('SmsRunDto') } });
+    expect(body.oneOf.map((o: { $ref: string }) => o.$ref).sort()).toEqual(Object.values(body.discriminator.mapping).sort());
+    const schema = (name: string) => spec.components.schemas[name];
+    for (const [kind, name] of Object.entries({ train: 'TrainRunDto', retrain: 'RetrainRunDto', imp: 'ImpRunDto', sms: 'SmsRunDto' })) {
+      expect(schema(name).properties.kind.enum).toEqual([kind]);
+      expect(schema(name).required).toContain('kind');
+    }
+    const has = (name: string, field: string) => field in schema(name).properties;
+    expect(['TrainRunDto', 'RetrainRunDto', 'ImpRunDto', 'SmsRunDto'].filter((n) => has(n, 'maskId'))).toEqual(['RetrainRunDto']);
+    expect(['TrainRunDto', 'RetrainRunDto', 'ImpRunDto', 'SmsRunDto'].filter((n) => has(n, 'soup'))).toEqual(['SmsRunDto']);
+    expect(['TrainRunDto', 'RetrainRunDto', 'ImpRunDto', 'SmsRunDto'].filter((n) => has(n, 'goalSparsity'))).toEqual(['ImpRunDto', 'SmsRunDto']);
+    expect(schema('ImpRunDto').required).toEqual(expect.arrayContaining(['goalSparsity', 'phases']));
+    expect(has('TrainRunDto', 'm')).toBe(false);
+  });
+
   it('sorts keys so that the file never reorders', () => {
     expect(JSON.stringify(sortKeys({ b: 1, a: { d: 2, c: [{ f: 1, e: 2 }] } }))).toBe('{"a":{"c":[{"e":2,"f":1}],"d":2},"b":1}');
   });

@@ -2,8 +2,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseSafetensorsHeader } from '../src/core/checkpoint/safetensors.js';
 import { startTestApp, type TestApp } from './support/app.js';
-import { safetensorsBytes } from './support/checkpoints.js';
+import { binaryParser, safetensorsBytes } from './support/checkpoints.js';
 import { artifactFiles } from './support/files.js';
 import { waitForRun, waitForRunEvent } from './support/runs.js';
 
@@ -76,6 +77,34 @@ describe('training and retraining runs', () => {
       expect(m.parentIds).toEqual([pruned.model.id]);
     }
     expect(new Set(results.map((m) => m.sha256)).size).toBe(3);
+  });
+
+  it('ALLR retrain: the pre-flight check measures d once, the run keeps it with what the check found, and the candidate trains', async () => {
+    const pruned = (await request(t.http).post(`/models/${trained.id}/prune`).send({ method: 'magnitude-global', sparsity: 0.5 }).expect(201)).body;
+    const res = await request(t.http).post('/runs').send({ kind: 'retrain', modelId: pruned.model.id, maskId: pruned.mask.id, datasetId: 'mnist', training: { ...FAST, schedule: 'allr' }, m: 1 }).expect(202);
+    // d = ‖θ − θ_pruned‖ / ‖θ‖ over the kernels, θ the dense parent, from the two models' bytes.
+    const kernels = async (id: string) => {
+      const bytes = (await request(t.http).get(`/models/${id}/safetensors`).buffer(true).parse(binaryParser).expect(200)).body as Buffer;
+      const header = parseSafetensorsHeader(bytes);
+      return new Map(header.entries.filter((e) => e.name.endsWith('/kernel')).map((e) => [e.name, new Float32Array(new Uint8Array(bytes.subarray(e.byteOffset, e.byteOffset + e.byteLength)).buffer)]));
+    };
+    const [dense, sparse] = await Promise.all([kernels(trained.id), kernels(pruned.model.id)]);
+    let diff = 0;
+    let norm = 0;
+    for (const [name, a] of dense) {
+      const b = sparse.get(name)!;
+      for (let i = 0; i < a.length; i++) {
+        diff += (a[i] - b[i]) ** 2;
+        norm += a[i] ** 2;
+      }
+    }
+    const { plan } = res.body.request;
+    expect(plan.allr.relativeDistance).toBeCloseTo(Math.sqrt(diff / norm), 6);
+    expect(plan.allr.referenceModelId).toBe(trained.id);
+    expect(plan.check).toEqual({ prunableWeights: 784 * 300 + 300 * 100 + 100 * 10, hasBatchNorm: false });
+    const run = await waitForRun(t, res.body.id);
+    expect(run.status).toBe('succeeded');
+    expect(run.request.plan.allr.relativeDistance).toBe(plan.allr.relativeDistance);
   });
 
   it('gives identical weights for the same configuration and seed', async () => {

@@ -15,7 +15,8 @@ export type Mask = Schemas['MaskDto'];
 export type Dataset = Schemas['DatasetDto'];
 export type Run = Schemas['RunDto'];
 export type Candidate = Schemas['CandidateDto'];
-export type CreateRun = Schemas['CreateRunDto'];
+/** POST /runs's body: one of the four kinds, told apart by `kind`. */
+export type CreateRun = Schemas['TrainRunDto'] | Schemas['RetrainRunDto'] | Schemas['ImpRunDto'] | Schemas['SmsRunDto'];
 export type TrainingConfig = Schemas['TrainingConfigDto'];
 export type Soup = Schemas['SoupDto'];
 export type CreateSoup = Schemas['CreateSoupDto'];

@@ -795,70 +795,6 @@ export interface components {
             /** @enum {string} */
             source: "external";
         };
-        CreateRunDto: {
-            /** @description POSTed a signed event when the run finishes */
-            callbackUrl?: string;
-            /** @description retrain: explicit candidate configurations (instead of m + vary) */
-            candidates?: components["schemas"]["TrainingConfigDto"][];
-            /** @example mnist */
-            datasetId: string;
-            /**
-             * @description imp: multiplies the retraining epochs (IMP m× is the same compute as SMS with m candidates)
-             * @default 1
-             */
-            epochsMultiplier?: number;
-            /**
-             * @description imp / sms: the goal sparsity S reached after the last phase
-             * @example 0.9
-             */
-            goalSparsity?: number;
-            /**
-             * @description train: dense training; retrain: m candidates under one mask, in parallel; imp: T prune–retrain phases (m = 1); sms: T phases, each pruning once, retraining m candidates and merging them into a soup
-             * @enum {string}
-             */
-            kind: "train" | "retrain" | "imp" | "sms";
-            /** @description retrain / sms: number of candidates (imp: 1) */
-            m?: number;
-            /**
-             * Format: uuid
-             * @description retrain: the mask to enforce (default: the model's own zero pattern)
-             */
-            maskId?: string;
-            /**
-             * Format: uuid
-             * @description a TensorFlow.js layers model (it carries the architecture); imp / sms may send pretrain instead
-             */
-            modelId?: string;
-            /**
-             * @description imp / sms: the number of phases T; phase k prunes to 1 − (1 − S)^(k/T)
-             * @example 3
-             */
-            phases?: number;
-            /** @description imp / sms: start from a template and train it densely first (instead of modelId) */
-            pretrain?: components["schemas"]["PretrainDto"];
-            /** @description ALLR: the epochs of the dense (pre)training, for E_retrain / E_pretrain (default: read from the lineage) */
-            pretrainEpochs?: number;
-            /** @description imp / sms: how each phase prunes */
-            pruning?: components["schemas"]["PhasePruningDto"];
-            /** @description sms: how each phase merges its candidates */
-            soup?: components["schemas"]["PhaseSoupDto"];
-            /**
-             * @description external: train, evaluate and recalibrate become tasks that external trainers lease (POST /tasks/lease); the model is safetensors and the dataset has source "external". retrain, imp and sms runs (uniform soups); pruning, masks, merging and reports stay here.
-             * @default builtin
-             * @enum {string}
-             */
-            trainer?: "builtin" | "external";
-            /** @description train: the configuration; retrain: the base configuration that `vary` changes */
-            training?: components["schemas"]["TrainingConfigDto"];
-            /** @description the m values of `vary` (default for seed: base seed + i) */
-            values?: (number | string)[];
-            /**
-             * @description what differs between the m candidates
-             * @default seed
-             * @enum {string}
-             */
-            vary?: "seed" | "weightDecay" | "epochs" | "learningRate" | "schedule";
-        };
         CreateSoupDto: {
             /**
              * @description recompute batch-norm statistics after averaging (layers models with batch norm; needs datasetId)
@@ -1027,6 +963,53 @@ export interface components {
              * @description the new lease deadline (null once the task is cancelled)
              */
             leaseExpiresAt: string | null;
+        };
+        ImpRunDto: {
+            /** @description POSTed a signed event when the run finishes */
+            callbackUrl?: string;
+            /** @example mnist */
+            datasetId: string;
+            /**
+             * @description imp: multiplies the retraining epochs (IMP m× is the same compute as SMS with m candidates)
+             * @default 1
+             */
+            epochsMultiplier?: number;
+            /**
+             * @description the goal sparsity S reached after the last phase
+             * @example 0.9
+             */
+            goalSparsity: number;
+            /**
+             * @description T prune–retrain phases, one candidate each (m = 1) (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "imp";
+            /** @description retrain / sms: number of candidates (imp: 1) */
+            m?: number;
+            /**
+             * Format: uuid
+             * @description a TensorFlow.js layers model (it carries the architecture); imp / sms may send pretrain instead
+             */
+            modelId?: string;
+            /**
+             * @description the number of phases T; phase k prunes to 1 − (1 − S)^(k/T)
+             * @example 3
+             */
+            phases: number;
+            /** @description imp / sms: start from a template and train it densely first (instead of modelId) */
+            pretrain?: components["schemas"]["PretrainDto"];
+            /** @description ALLR: the epochs of the dense (pre)training, for E_retrain / E_pretrain (default: read from the lineage) */
+            pretrainEpochs?: number;
+            /** @description imp / sms: how each phase prunes */
+            pruning?: components["schemas"]["PhasePruningDto"];
+            /**
+             * @description external: train, evaluate and recalibrate become tasks that external trainers lease (POST /tasks/lease); the model is safetensors and the dataset has source "external". retrain, imp and sms runs (uniform soups); pruning, masks, merging and reports stay here.
+             * @default builtin
+             * @enum {string}
+             */
+            trainer?: "builtin" | "external";
+            /** @description train: the configuration; retrain: the base configuration that `vary` changes */
+            training?: components["schemas"]["TrainingConfigDto"];
         };
         LeaseTaskDto: {
             /**
@@ -1291,6 +1274,49 @@ export interface components {
             valAccuracy: number | null;
             weights: number[];
         };
+        RetrainRunDto: {
+            /** @description POSTed a signed event when the run finishes */
+            callbackUrl?: string;
+            /** @description retrain: explicit candidate configurations (instead of m + vary) */
+            candidates?: components["schemas"]["TrainingConfigDto"][];
+            /** @example mnist */
+            datasetId: string;
+            /**
+             * @description m candidates under one mask, in parallel (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "retrain";
+            /** @description retrain / sms: number of candidates (imp: 1) */
+            m?: number;
+            /**
+             * Format: uuid
+             * @description retrain: the mask to enforce (default: the model's own zero pattern)
+             */
+            maskId?: string;
+            /**
+             * Format: uuid
+             * @description the pruned model to retrain
+             */
+            modelId: string;
+            /** @description ALLR: the epochs of the dense (pre)training, for E_retrain / E_pretrain (default: read from the lineage) */
+            pretrainEpochs?: number;
+            /**
+             * @description external: train, evaluate and recalibrate become tasks that external trainers lease (POST /tasks/lease); the model is safetensors and the dataset has source "external". retrain, imp and sms runs (uniform soups); pruning, masks, merging and reports stay here.
+             * @default builtin
+             * @enum {string}
+             */
+            trainer?: "builtin" | "external";
+            /** @description train: the configuration; retrain: the base configuration that `vary` changes */
+            training?: components["schemas"]["TrainingConfigDto"];
+            /** @description the m values of `vary` (default for seed: base seed + i) */
+            values?: (number | string)[];
+            /**
+             * @description what differs between the m candidates
+             * @default seed
+             * @enum {string}
+             */
+            vary?: "seed" | "weightDecay" | "epochs" | "learningRate" | "schedule";
+        };
         RunCompareDto: {
             /** @description one row per phase, one cell per run */
             rows: components["schemas"]["CompareRowDto"][];
@@ -1368,6 +1394,60 @@ export interface components {
             a: number[];
             b: number[];
             name: string;
+        };
+        SmsRunDto: {
+            /** @description POSTed a signed event when the run finishes */
+            callbackUrl?: string;
+            /** @description retrain: explicit candidate configurations (instead of m + vary) */
+            candidates?: components["schemas"]["TrainingConfigDto"][];
+            /** @example mnist */
+            datasetId: string;
+            /**
+             * @description the goal sparsity S reached after the last phase
+             * @example 0.9
+             */
+            goalSparsity: number;
+            /**
+             * @description T phases, each pruning once, retraining m candidates and merging them into a soup (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "sms";
+            /** @description retrain / sms: number of candidates (imp: 1) */
+            m?: number;
+            /**
+             * Format: uuid
+             * @description a TensorFlow.js layers model (it carries the architecture); imp / sms may send pretrain instead
+             */
+            modelId?: string;
+            /**
+             * @description the number of phases T; phase k prunes to 1 − (1 − S)^(k/T)
+             * @example 3
+             */
+            phases: number;
+            /** @description imp / sms: start from a template and train it densely first (instead of modelId) */
+            pretrain?: components["schemas"]["PretrainDto"];
+            /** @description ALLR: the epochs of the dense (pre)training, for E_retrain / E_pretrain (default: read from the lineage) */
+            pretrainEpochs?: number;
+            /** @description imp / sms: how each phase prunes */
+            pruning?: components["schemas"]["PhasePruningDto"];
+            /** @description sms: how each phase merges its candidates */
+            soup?: components["schemas"]["PhaseSoupDto"];
+            /**
+             * @description external: train, evaluate and recalibrate become tasks that external trainers lease (POST /tasks/lease); the model is safetensors and the dataset has source "external". retrain, imp and sms runs (uniform soups); pruning, masks, merging and reports stay here.
+             * @default builtin
+             * @enum {string}
+             */
+            trainer?: "builtin" | "external";
+            /** @description train: the configuration; retrain: the base configuration that `vary` changes */
+            training?: components["schemas"]["TrainingConfigDto"];
+            /** @description the m values of `vary` (default for seed: base seed + i) */
+            values?: (number | string)[];
+            /**
+             * @description what differs between the m candidates
+             * @default seed
+             * @enum {string}
+             */
+            vary?: "seed" | "weightDecay" | "epochs" | "learningRate" | "schedule";
         };
         SoupDto: {
             /** @description the ingredients in the soup (all of them for uniform and weighted) */
@@ -1510,6 +1590,30 @@ export interface components {
             samplesPerSecond?: number;
             step: number;
             steps: number;
+        };
+        TrainRunDto: {
+            /** @description POSTed a signed event when the run finishes */
+            callbackUrl?: string;
+            /** @example mnist */
+            datasetId: string;
+            /**
+             * @description dense training of one configuration (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "train";
+            /**
+             * Format: uuid
+             * @description a TensorFlow.js layers model (it carries the architecture)
+             */
+            modelId: string;
+            /**
+             * @description external: train, evaluate and recalibrate become tasks that external trainers lease (POST /tasks/lease); the model is safetensors and the dataset has source "external". retrain, imp and sms runs (uniform soups); pruning, masks, merging and reports stay here.
+             * @default builtin
+             * @enum {string}
+             */
+            trainer?: "builtin" | "external";
+            /** @description train: the configuration; retrain: the base configuration that `vary` changes */
+            training?: components["schemas"]["TrainingConfigDto"];
         };
         TrainingConfigDto: {
             /**
@@ -2281,9 +2385,10 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
+        /** @description one of the four kinds of run, told apart by `kind` */
         requestBody: {
             content: {
-                "application/json": components["schemas"]["CreateRunDto"];
+                "application/json": components["schemas"]["TrainRunDto"] | components["schemas"]["RetrainRunDto"] | components["schemas"]["ImpRunDto"] | components["schemas"]["SmsRunDto"];
             };
         };
         responses: {

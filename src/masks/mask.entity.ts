@@ -1,6 +1,7 @@
 import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, PrimaryGeneratedColumn } from 'typeorm';
 import { ArtifactEntity } from '../artifacts/artifact.entity.js';
 import { ModelEntity } from '../models/model.entity.js';
+import type { MaskRow } from './mask-row.js';
 
 export interface MaskTensorSummary {
   name: string;
@@ -12,7 +13,7 @@ export interface MaskTensorSummary {
 
 /** A pruning mask: one bit per prunable weight, stored as an artifact, identified by its canonical hash. */
 @Entity('mask')
-export class MaskEntity {
+export class MaskEntity implements MaskRow {
   @PrimaryGeneratedColumn('uuid')
   id: string;
 

@@ -2,7 +2,7 @@ import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, Primary
 import { ArtifactEntity } from '../artifacts/artifact.entity.js';
 import type { ModelShard } from '../core/checkpoint/sharded.js';
 import type { DType } from '../core/tensors.js';
-import type { MaskEntity } from '../masks/mask.entity.js';
+import type { MaskRow } from '../masks/mask-row.js';
 
 export type ModelFormat = 'tfjs-layers' | 'tfjs-graph' | 'safetensors';
 
@@ -85,10 +85,10 @@ export class ModelEntity {
   @Column({ type: 'char', length: 64, name: 'implied_mask_hash', nullable: true })
   impliedMaskHash: string | null;
 
-  /** The mask this model was pruned with (by name: the mask entity imports this one). */
+  /** The mask this model was pruned with (by name, typed by `MaskRow`: the mask entity imports this one). */
   @ManyToOne('MaskEntity', { onDelete: 'RESTRICT', nullable: true })
   @JoinColumn({ name: 'mask_id' })
-  mask: Relation<MaskEntity> | null;
+  mask: Relation<MaskRow> | null;
 
   @Column({ type: 'uuid', name: 'mask_id', nullable: true })
   maskId: string | null;

@@ -21,7 +21,8 @@ import { BN_STATISTIC } from '../tasks/bn.js';
 import { ExternalGreedyService, type ExternalPhaseScore, ensembleTestAccuracy } from '../tasks/external-greedy.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity } from './run.entity.js';
 import { RunLifecycle } from './run-lifecycle.js';
-import { type RunPlan, RunsService } from './runs.service.js';
+import type { RunPlan } from './run-plan.js';
+import { RunsService } from './runs.service.js';
 
 /** A holder renews its lease every quarter of this; a dead holder's lease lapses within it. */
 const LEASE_MS = 60_000;
@@ -115,7 +116,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     for (;;) {
       const run = await this.runs.entity(runId);
       if (FINISHED.includes(run.status) && run.status !== 'cancelled') return;
-      const plan = (run.request.plan as RunPlan).phases!;
+      const plan = run.plan.phases!;
       const phases = await this.dataSource.getRepository(RunPhaseEntity).find({ where: { runId }, order: { index: 'ASC' } });
       const phase = phases.find((p) => p.status !== 'succeeded');
       if (run.status === 'cancelled') {

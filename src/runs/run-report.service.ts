@@ -6,7 +6,7 @@ import { ModelEntity } from '../models/model.entity.js';
 import { SoupEntity, SoupIngredientEntity } from '../soups/soup.entity.js';
 import { accuracySparsitySvg, type PlotSeries } from './report-svg.js';
 import { RunCandidateEntity, type RunEntity, RunPhaseEntity } from './run.entity.js';
-import type { RunCompareDto, RunReportDto, RunReportPhaseDto } from './runs.dto.js';
+import type { RunCompareDto, RunReportDto, RunReportPhaseDto } from './run-reports.dto.js';
 import { RunsService } from './runs.service.js';
 
 const mean = (xs: (number | null)[]) => {

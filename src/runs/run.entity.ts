@@ -2,6 +2,7 @@ import { Column, CreateDateColumn, Entity, Index, JoinColumn, ManyToOne, Primary
 import { DatasetEntity } from '../datasets/dataset.entity.js';
 import { MaskEntity } from '../masks/mask.entity.js';
 import { ModelEntity } from '../models/model.entity.js';
+import type { RunPlan } from './run-plan.js';
 
 export type RunKind = 'train' | 'retrain' | 'imp' | 'sms';
 export type RunStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
@@ -27,6 +28,10 @@ export class RunEntity {
   /** The validated request, as the client sent it (provenance). */
   @Column({ type: 'jsonb' })
   request: Record<string, unknown>;
+
+  /** What its candidates need besides their configurations, fixed at POST time (run-plan.ts). */
+  @Column({ type: 'jsonb', default: () => `'{"mask": {"kind": "none"}}'` })
+  plan: RunPlan;
 
   @Column({ type: 'uuid', name: 'model_id' })
   modelId: string;

@@ -1,8 +1,10 @@
 import { Body, Controller, Get, Header, Headers, HttpCode, type MessageEvent, Param, ParseUUIDPipe, Post, Query, Sse } from '@nestjs/common';
-import { ApiAcceptedResponse, ApiHeader, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
+import { ApiAcceptedResponse, ApiBody, ApiExtraModels, ApiHeader, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { Observable } from 'rxjs';
 import { FINISHED } from './run.entity.js';
-import { CompareQueryDto, CreateRunDto, ReportSvgQueryDto, RunCompareDto, RunDto, RunPageDto, RunQueryDto, RunReportDto } from './runs.dto.js';
+import { CompareQueryDto, ReportSvgQueryDto, RunCompareDto, RunReportDto } from './run-reports.dto.js';
+import { CREATE_RUN_SCHEMA, CreateRunDto, RUN_REQUEST_MODELS } from './run-requests.dto.js';
+import { RunDto, RunPageDto, RunQueryDto } from './runs.dto.js';
 import { RunReportService } from './run-report.service.js';
 import { badRequest } from '../common/problem.js';
 import { RunsService } from './runs.service.js';
@@ -19,6 +21,8 @@ export class RunsController {
 
   @Post()
   @HttpCode(202)
+  @ApiExtraModels(...RUN_REQUEST_MODELS)
+  @ApiBody({ schema: CREATE_RUN_SCHEMA, description: 'one of the four kinds of run, told apart by `kind`' })
   @ApiAcceptedResponse({ type: RunDto, description: 'queued: candidates train in parallel in the worker pool; follow GET /runs/{id}/events' })
   createRun(@Body() dto: CreateRunDto): Promise<RunDto> {
     return this.runs.create(dto);

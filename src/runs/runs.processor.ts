@@ -19,7 +19,8 @@ import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { MaskEntity } from '../masks/mask.entity.js';
 import { type CandidateProgress, FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
 import { RunLifecycle } from './run-lifecycle.js';
-import { phaseSparsity, type RunPlan, RunsService } from './runs.service.js';
+import { phasePruneRate } from './run-plan.js';
+import { RunsService } from './runs.service.js';
 
 const PROGRESS_WRITE_MS = 1000;
 const CANCEL_POLL_MS = 1000;
@@ -223,20 +224,21 @@ export class RunsProcessor implements OnApplicationBootstrap {
    * mask (ALLR's reference is the model the phase pruned).
    */
   private async candidateInputs(run: RunEntity, candidate: RunCandidateEntity) {
-    const plan = (run.request.plan ?? { mask: { kind: 'none' } }) as RunPlan;
+    const plan = run.plan;
     if (!plan.phases || candidate.phase === 0) {
       // Train / retrain runs, and the dense pretraining of an IMP / SMS run (phase 0).
       if (plan.phases) return { model: await this.models.entity(run.modelId), mask: { kind: 'none' as const }, allr: undefined, maskId: null };
       const model = await this.models.entity(run.modelId);
-      const allr = plan.allr ? { reference: modelRef(await this.models.entity(plan.allr.referenceModelId)), pruneRate: plan.allr.pruneRate, retrainToPretrainRatio: plan.allr.retrainToPretrainRatio } : undefined;
+      const a = plan.allr;
+      const measured = a?.relativeDistance !== undefined ? { relativeDistance: a.relativeDistance } : undefined;
+      const allr = a ? { pruneRate: a.pruneRate, retrainToPretrainRatio: a.retrainToPretrainRatio, ...(measured ?? { reference: modelRef(await this.models.entity(a.referenceModelId)) }) } : undefined;
       return { model, mask: plan.mask, allr, maskId: run.maskId };
     }
     const phase = await this.dataSource.getRepository(RunPhaseEntity).findOneByOrFail({ runId: run.id, index: candidate.phase });
     const model = await this.models.entity(phase.prunedModelId!);
     const mask = await this.dataSource.getRepository(MaskEntity).findOneByOrFail({ id: phase.maskId! });
-    const previous = candidate.phase === 1 ? 0 : phaseSparsity(plan.phases.goalSparsity, plan.phases.count, candidate.phase - 1);
     const allr = plan.phases.retrainToPretrainRatio
-      ? { reference: modelRef(await this.models.entity(phase.inputModelId!)), pruneRate: 1 - (1 - phase.sparsity) / (1 - previous), retrainToPretrainRatio: plan.phases.retrainToPretrainRatio }
+      ? { reference: modelRef(await this.models.entity(phase.inputModelId!)), pruneRate: phasePruneRate(plan.phases, candidate.phase, phase.sparsity), retrainToPretrainRatio: plan.phases.retrainToPretrainRatio }
       : undefined;
     return { model, mask: { kind: 'stored' as const, sha256: mask.artifactSha256 }, allr, maskId: mask.id };
   }

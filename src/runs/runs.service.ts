@@ -23,30 +23,10 @@ import { ModelsService } from '../models/models.service.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { RunLifecycle } from './run-lifecycle.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
-import { type CreateRunDto, type FullTrainingConfig, mapRun, type RunDto, type RunPageDto, type RunQueryDto, TRAINING_DEFAULTS, type TrainingConfigDto } from './runs.dto.js';
-
-/** What a candidate job needs besides its configuration, fixed at POST time. */
-export interface RunPlan {
-  mask: { kind: 'none' } | { kind: 'implied' } | { kind: 'stored'; sha256: string };
-  allr?: { referenceModelId: string; pruneRate: number; retrainToPretrainRatio: number };
-  /** imp / sms: the candidate configurations every phase retrains, and how phases prune and merge. */
-  phases?: {
-    configs: FullTrainingConfig[];
-    goalSparsity: number;
-    count: number;
-    pruning: { method: 'magnitude-global' | 'magnitude-layerwise' | 'random'; include?: string[]; exclude?: string[] };
-    soup: { method: 'uniform' | 'greedy'; comparison: '>=' | '>' } | null;
-    /** ALLR: E_retrain / E_pretrain (p and the reference are per phase). */
-    retrainToPretrainRatio?: number;
-    /** Dense training of the starting model before phase 1 (phase 0's single candidate). */
-    pretrain?: FullTrainingConfig;
-  };
-}
-
-/** Phase k of T prunes to s_k = 1 − (1 − S)^(k/T) (per-phase rate p = 1 − (1 − S)^(1/T)). */
-export function phaseSparsity(goal: number, phases: number, k: number): number {
-  return 1 - (1 - goal) ** (k / phases);
-}
+import { type FullTrainingConfig, TRAINING_DEFAULTS } from '../core/tf/training-config.js';
+import type { CreateRunDto, TrainingConfigDto } from './run-requests.dto.js';
+import { mapRun, type RunDto, type RunPageDto, type RunQueryDto } from './runs.dto.js';
+import { allrPruneRate, phasePruneRate, phaseSparsity, type RunPlan } from './run-plan.js';
 
 @Injectable()
 export class RunsService {
@@ -138,7 +118,7 @@ export class RunsService {
    * the phase's pruned model and mask) and each configuration with its η₀ (ALLR: computed here).
    */
   private async enqueueTrainTasks(tx: EntityManager, run: RunEntity, phase: number, candidates: RunCandidateEntity[]): Promise<void> {
-    const plan = run.request.plan as RunPlan;
+    const plan = run.plan;
     let modelId = run.modelId;
     let maskId = run.maskId;
     let allr: { referenceModelId: string; pruneRate: number; retrainToPretrainRatio: number } | undefined = plan.allr;
@@ -147,8 +127,7 @@ export class RunsService {
       modelId = p.prunedModelId!;
       maskId = p.maskId;
       if (plan.phases.retrainToPretrainRatio) {
-        const previous = phase === 1 ? 0 : phaseSparsity(plan.phases.goalSparsity, plan.phases.count, phase - 1);
-        allr = { referenceModelId: p.inputModelId!, pruneRate: 1 - (1 - p.sparsity) / (1 - previous), retrainToPretrainRatio: plan.phases.retrainToPretrainRatio };
+        allr = { referenceModelId: p.inputModelId!, pruneRate: phasePruneRate(plan.phases, phase, p.sparsity), retrainToPretrainRatio: plan.phases.retrainToPretrainRatio };
       }
     }
     const needsAllr = candidates.some((c) => c.config.schedule === 'allr');
@@ -209,7 +188,10 @@ export class RunsService {
       plan.phases = this.phasesPlan(dto, configs, pretrainEpochs, pretrainConfig);
     } else if (configs.some((c) => c.schedule === 'allr')) plan.allr = await this.allrPlan(model, dto, configs);
     validateCandidates(configs, plan);
-    await this.pool.run({ type: 'check-train', model: modelRef(model), dataset, maskSha256: mask?.artifactSha256 });
+    const allrReference = plan.allr ? modelRef(await this.models.entity(plan.allr.referenceModelId)) : undefined;
+    const found = await this.pool.run({ type: 'check-train', model: modelRef(model), dataset, maskSha256: mask?.artifactSha256, allrReference });
+    plan.check = { prunableWeights: found.prunableWeights, hasBatchNorm: found.hasBatchNorm };
+    if (plan.allr && found.relativeDistance !== undefined) plan.allr.relativeDistance = found.relativeDistance;
     return this.persist(dto, model, mask, plan, configs, 'builtin');
   }
 
@@ -239,7 +221,8 @@ export class RunsService {
           kind: dto.kind,
           status: 'queued',
           backend: external ? 'external' : null,
-          request: { ...dto, ...(external ? { trainer } : {}), plan } as unknown as Record<string, unknown>,
+          request: { ...dto, ...(external ? { trainer } : {}) } as unknown as Record<string, unknown>,
+          plan,
           modelId: model.id,
           datasetId: dto.datasetId,
           maskId: mask?.id ?? null,
@@ -294,7 +277,7 @@ export class RunsService {
     }
     const parent = await this.models.entity(parentId);
     const kept = (m: ModelEntity) => m.tensors.filter((t) => t.prunable).reduce((n, t) => n + t.size - t.zeros, 0);
-    const pruneRate = 1 - kept(model) / Math.max(1, kept(parent));
+    const pruneRate = allrPruneRate(Math.max(1, kept(parent)), kept(model));
     const pretrainEpochs = dto.pretrainEpochs ?? (parent.origin.kind === 'train' ? Number((parent.origin.config as { epochs?: number } | undefined)?.epochs) : Number.NaN);
     if (!(pretrainEpochs > 0)) {
       throw new ProblemException(400, 'the allr schedule needs pretrainEpochs (the dense model was not trained by this service, so its epochs are unknown)', { slug: 'validation' });

@@ -151,8 +151,11 @@ export interface TrainTask {
   config: TrainingConfig;
   /** `none`: dense training; `implied`: the model's own zero pattern; otherwise a stored mask. */
   mask: { kind: 'none' } | { kind: 'implied' } | { kind: 'stored'; sha256: string };
-  /** ALLR: the dense model the pruned one came from, and the other inputs of the formula. */
-  allr?: { reference: StoredLayersModelRef; pruneRate: number; retrainToPretrainRatio: number };
+  /**
+   * ALLR: p and E_retrain / E_pretrain, with d as the run's check measured it or, when not measured
+   * (a phase's prune, runs stored before), the dense model the pruned one came from to measure it against.
+   */
+  allr?: { pruneRate: number; retrainToPretrainRatio: number } & ({ relativeDistance: number } | { reference: StoredLayersModelRef });
   /** Re-estimate batch-norm statistics after training (SMS does, for every candidate). */
   recalibrate: boolean;
   evaluate: SplitName[];
@@ -181,12 +184,16 @@ export interface CheckTrainTask {
   model: StoredLayersModelRef;
   dataset: DatasetRef;
   maskSha256?: string;
+  /** ALLR of a retrain run: the dense model to measure d against, here where the model is loaded anyway. */
+  allrReference?: StoredLayersModelRef;
 }
 
 export interface CheckTrainResult {
   /** Elements of the model's prunable trainable weights. */
   prunableWeights: number;
   hasBatchNorm: boolean;
+  /** ALLR's d = ‖θ − θ_pruned‖₂ / ‖θ‖₂ against `allrReference`, when one was given. */
+  relativeDistance?: number;
 }
 
 export interface SoupTask {

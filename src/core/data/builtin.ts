@@ -3,9 +3,9 @@ import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { CoreInputError } from '../errors.js';
+import { checkSeed, deriveSeed, Sfc32, shuffleInPlace } from '../random.js';
 import type { ImageDataset } from './dataset.js';
 import { parseIdxImages, parseIdxLabels } from './idx.js';
-import { checkSeed, deriveSeed, Rng, shuffleInPlace } from './rng.js';
 import { range, SEED_TAG, stratifiedHoldout } from './splits.js';
 
 /**
@@ -16,7 +16,7 @@ import { range, SEED_TAG, stratifiedHoldout } from './splits.js';
  * - fashion-mnist: the package has ten JSON files (one per class) and no split. Rows that are empty
  *   (class 0 has two `[]` rows; the other 70,000 rows are 784 integers in 0–255) are skipped; any other
  *   malformed row is an error. Per class, the rows in file order are shuffled by
- *   `Rng(deriveSeed(FASHION_SPLIT_SEED, class))` and the first 1,000 are test, the rest train (6,000 each
+ *   `Sfc32(deriveSeed(FASHION_SPLIT_SEED, class))` and the first 1,000 are test, the rest train (6,000 each
  *   with the current package: the original's 60k/10k proportion). A class with more rows puts the extra
  *   ones in train, so test is always 1,000 per class. Duplicated images inside a class (about 50 in the
  *   package, as in the original dataset) are kept.
@@ -153,7 +153,7 @@ export function parseFashionClass(text: string, file: string): { pixels: Uint8Ar
 
 /**
  * The Fashion-MNIST split over class-major rows (class 0's rows first, in file order): per class, a
- * shuffle by `Rng(deriveSeed(seed, class))`; the first `testPerClass` are test, the rest train.
+ * shuffle by `Sfc32(deriveSeed(seed, class))`; the first `testPerClass` are test, the rest train.
  */
 export function fashionSplit(counts: readonly number[], seed = FASHION_SPLIT_SEED, testPerClass = FASHION_TEST_PER_CLASS): { train: Uint32Array; test: Uint32Array } {
   const train: number[] = [];
@@ -161,7 +161,7 @@ export function fashionSplit(counts: readonly number[], seed = FASHION_SPLIT_SEE
   let base = 0;
   for (let c = 0; c < counts.length; c++) {
     if (counts[c] <= testPerClass) throw new Error(`class ${c} has only ${counts[c]} images, not more than ${testPerClass}`);
-    const order = shuffleInPlace(range(counts[c], base), new Rng(deriveSeed(seed, c)));
+    const order = shuffleInPlace(range(counts[c], base), new Sfc32(deriveSeed(seed, c)));
     for (let i = 0; i < order.length; i++) (i < testPerClass ? test : train).push(order[i]);
     base += counts[c];
   }
@@ -190,7 +190,7 @@ async function buildFashion(): Promise<{ data: Sections; source: CacheHeader['so
     data: { x, y, train, test },
     source: { package: 'fashion-mnist', version },
     split: {
-      rule: 'class-major rows; per class, rows in file order shuffled by Rng(deriveSeed(seed, class)); first 1000 test, rest train; empty rows skipped',
+      rule: 'class-major rows; per class, rows in file order shuffled by Sfc32(deriveSeed(seed, class)); first 1000 test, rest train; empty rows skipped',
       seed: FASHION_SPLIT_SEED,
       perClass: counts,
       skippedEmptyRows: perClass.map((p) => p.skipped),

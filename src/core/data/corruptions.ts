@@ -1,6 +1,6 @@
 import { CoreInputError } from '../errors.js';
+import { checkSeed, deriveSeed, Sfc32 } from '../random.js';
 import { type ImageDataset, type SplitName, sampleSize } from './dataset.js';
-import { checkSeed, deriveSeed, Rng } from './rng.js';
 import { SEED_TAG } from './splits.js';
 
 /**
@@ -9,7 +9,7 @@ import { SEED_TAG } from './splits.js';
  * uint8 in and uint8 out (rounded, clipped to 0–255), as MNIST-C stores them; the arithmetic is done on
  * [0, 1] floats. Geometric corruptions fill uncovered pixels with 0 (MNIST's background).
  *
- * Determinism: image i is corrupted with `Rng(deriveSeed(seed, SEED_TAG.corruption, i))`, where i is its
+ * Determinism: image i is corrupted with `Sfc32(deriveSeed(seed, SEED_TAG.corruption, i))`, where i is its
  * index in the dataset (`indices`), so the result does not depend on batch boundaries. The severity is
  * not part of the seed: one image gets the same noise pattern and the same rotation sign at every
  * severity, only scaled, which makes the severity levels comparable.
@@ -213,7 +213,7 @@ export function corruptImages(
 
   for (let img = 0; img < n; img++) {
     const index = opts.indices ? opts.indices[img] : img;
-    const rng = new Rng(deriveSeed(seed, SEED_TAG.corruption, index));
+    const rng = new Sfc32(deriveSeed(seed, SEED_TAG.corruption, index));
     const base = img * size;
     for (let i = 0; i < size; i++) a[i] = x[base + i] / 255;
     let res = a;

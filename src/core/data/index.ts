@@ -4,6 +4,5 @@ export * from './corruptions.js';
 export * from './dataset.js';
 export * from './idx.js';
 export * from './npz.js';
-export * from './rng.js';
 export * from './splits.js';
 export * from './upload.js';

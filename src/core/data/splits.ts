@@ -1,5 +1,5 @@
 import { CoreInputError } from '../errors.js';
-import { checkSeed, deriveSeed, Rng, shuffleInPlace } from './rng.js';
+import { checkSeed, deriveSeed, Sfc32, shuffleInPlace } from '../random.js';
 
 /** Purpose tags mixed into seeds so that the test holdout, the val holdout and batch order never share a stream. */
 export const SEED_TAG = { test: 0x7e57, val: 0x7a1, batches: 0xba7c, corruption: 0xc022 } as const;
@@ -13,7 +13,7 @@ export function shuffledIndices(split: ArrayLike<number>, seed: number, into?: U
   checkSeed(seed);
   const out = into && into.length >= split.length ? into.subarray(0, split.length) : new Uint32Array(split.length);
   for (let i = 0; i < split.length; i++) out[i] = split[i];
-  return shuffleInPlace(out, new Rng(deriveSeed(seed, SEED_TAG.batches)));
+  return shuffleInPlace(out, new Sfc32(deriveSeed(seed, SEED_TAG.batches)));
 }
 
 /** How many of `n` to hold out for `fraction`: rounded, but at least 1 and at most n − 1 when n ≥ 2 and fraction > 0. */
@@ -73,7 +73,7 @@ export function stratifiedHoldout(
   let k = 0;
   for (let c = 0; c < classes; c++) {
     const group = grouped.subarray(offsets[c], offsets[c + 1]);
-    shuffleInPlace(group, new Rng(deriveSeed(seed, c)));
+    shuffleInPlace(group, new Sfc32(deriveSeed(seed, c)));
     for (let i = 0; i < group.length; i++) {
       if (i < take[c]) heldOut[h++] = group[i];
       else kept[k++] = group[i];

@@ -1,8 +1,8 @@
 import { CoreInputError } from '../errors.js';
+import { checkSeed, deriveSeed } from '../random.js';
 import type { ImageDataset } from './dataset.js';
 import { parseIdxImages, parseIdxLabels } from './idx.js';
 import { type NpyArray, parseNpz } from './npz.js';
-import { checkSeed, deriveSeed } from './rng.js';
 import { range, SEED_TAG, stratifiedHoldout } from './splits.js';
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CoreInputError } from '../errors.js';
-import { Rng } from '../data/rng.js';
+import { Sfc32 } from '../random.js';
 import { ClassificationAccumulator, classificationMetrics } from './classification.js';
 
 describe('classification metrics', () => {
@@ -60,7 +60,7 @@ describe('classification metrics', () => {
     const k = 7;
     const scores = new Float32Array(n * k);
     const y = new Int32Array(n);
-    const rng = new Rng(12345);
+    const rng = new Sfc32(12345);
     const rnd = () => rng.float() * 8 - 4;
     for (let i = 0; i < scores.length; i++) scores[i] = rnd();
     for (let i = 0; i < n; i++) y[i] = Math.floor(((rnd() + 4) / 8) * k);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { mulberry32 } from '../tf/random.js';
+import { Mulberry32 } from '../random.js';
 import { classificationMetrics } from './classification.js';
 import { ensembleAccuracy } from './ensemble.js';
 
@@ -8,7 +8,8 @@ describe('ensembleAccuracy', () => {
   it('an ensemble of identical members has their accuracy', () => {
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 2, max: 6 }), fc.integer({ min: 1, max: 5 }), fc.integer(), (n, k, members, seed) => {
-        const rand = mulberry32(seed);
+        const rng = new Mulberry32(seed);
+  const rand = () => rng.uniform();
         const logits = Float32Array.from({ length: n * k }, () => (rand() - 0.5) * 10);
         const labels = Int32Array.from({ length: n }, () => Math.floor(rand() * k));
         const single = classificationMetrics(logits, labels, k, 'logits').accuracy;

@@ -1,4 +1,3 @@
 export * from './methods.js';
-export * from './prng.js';
 export * from './prunable.js';
 export { keyToFloat } from './select.js';

@@ -1,7 +1,7 @@
 import { CoreInputError } from '../errors.js';
 import { allocateMask, fillKept, type Mask, sameShape, type TensorMask, wordsOf } from '../masks/mask.js';
+import { checkSeed, Xoshiro128 } from '../random.js';
 import type { CheckpointReader, TensorEntry } from '../tensors.js';
-import { Xoshiro128 } from './prng.js';
 import { type PrunableRule, selectPrunable } from './prunable.js';
 import {
   buildWords,
@@ -133,13 +133,6 @@ export async function prune(reader: CheckpointReader, options: PruneOptions): Pr
     default:
       throw new CoreInputError('unknown-method', `unknown pruning method ${JSON.stringify(options.method)}`, { method: options.method }, 422);
   }
-}
-
-function checkSeed(seed: unknown): number {
-  if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0) {
-    throw new CoreInputError('invalid-seed', `seed must be a non-negative integer, got ${String(seed)}`, { seed }, 422);
-  }
-  return seed;
 }
 
 function total(entries: readonly TensorEntry[]): number {
@@ -422,7 +415,7 @@ export async function magnitudeLayerwise(
  * Seeded random pruning of exactly round(s · N) weights over all prunable tensors. Zeros are pruned
  * first (earliest first if there are more zeros than the target); the rest are drawn uniformly from
  * the non-zero weights by sequential selection sampling (Knuth's Algorithm S) in tensor then index
- * order, one xoshiro128** draw per non-zero weight. Same seed and model → same mask.
+ * order, one Xoshiro128 draw per non-zero weight. Same seed and model → same mask.
  */
 export async function randomPrune(
   reader: CheckpointReader,
@@ -462,7 +455,7 @@ export async function randomPrune(
         if (!keep) zerosToPrune--;
       } else {
         // Select (prune) with probability need / remaining: exact count, uniform subset.
-        keep = need === 0 || rng.next() * remaining >= need;
+        keep = need === 0 || rng.uniform() * remaining >= need;
         if (!keep) need--;
         remaining--;
       }

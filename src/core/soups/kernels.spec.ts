@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Xoshiro128 } from '../pruning/prng.js';
+import { Xoshiro128 } from '../random.js';
 import { createMemory, jsKernels, type Kernels, TABLE_BYTES, TABLE_ENTRY_BYTES, wasmKernels, writeLaneTable } from './kernels.js';
 
 const rng = new Xoshiro128(7);
@@ -16,8 +16,8 @@ function setup() {
 /** Float32 values with zeros, specials and ordinary numbers mixed. */
 function fill(view: Float32Array): void {
   for (let i = 0; i < view.length; i++) {
-    const r = rng.next();
-    view[i] = r < 0.3 ? 0 : r < 0.35 ? SPECIALS[i % SPECIALS.length] : (rng.next() - 0.5) * 8;
+    const r = rng.uniform();
+    view[i] = r < 0.3 ? 0 : r < 0.35 ? SPECIALS[i % SPECIALS.length] : (rng.uniform() - 0.5) * 8;
   }
 }
 

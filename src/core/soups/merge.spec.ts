@@ -13,7 +13,7 @@ import { CoreInputError } from '../errors.js';
 import { maskHash } from '../masks/compare.js';
 import { impliedMask } from '../masks/implied.js';
 import { isKept, type Mask } from '../masks/mask.js';
-import { Xoshiro128 } from '../pruning/prng.js';
+import { Xoshiro128 } from '../random.js';
 import type { CheckpointReader, DType } from '../tensors.js';
 import { mergeCheckpoints } from './merge.js';
 import { type CandidateMismatch, validateCandidates } from './validate.js';
@@ -59,7 +59,7 @@ const i64 = (values: number[]) => new Uint8Array(BigInt64Array.from(values.map(B
 /** Kept/pruned pattern shared by all candidates: about 70 % pruned, deterministic per tensor. */
 function sharedKept(name: string, n: number): boolean[] {
   const r = new Xoshiro128(name.length * 1000 + n);
-  return Array.from({ length: n }, () => r.next() > 0.7);
+  return Array.from({ length: n }, () => r.uniform() > 0.7);
 }
 
 /**
@@ -75,7 +75,7 @@ function model(seed: number, opts: { negativeZeros?: boolean } = {}): T[] {
     const data = Float32Array.from({ length: n }, (_, i) => {
       if (!kept[i]) return opts.negativeZeros && i % 2 ? -0 : 0;
       const base = Math.sin(i * 0.37 + name.length) * 2;
-      return base + (r.next() - 0.5) * 0.1;
+      return base + (r.uniform() - 0.5) * 0.1;
     });
     return { name, dtype, shape, data };
   };

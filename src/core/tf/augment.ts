@@ -1,7 +1,4 @@
-import { deriveSeed, mulberry32 } from './random.js';
-
-/** Training-time data augmentation, as the SMS code's CNN runs use it (torchvision RandomCrop + RandomHorizontalFlip). */
-export type Augmentation = 'none' | 'crop-flip';
+import { Mulberry32, streamSeed } from '../random.js';
 
 /** Zero padding of the random crop, in pixels (the SMS code's `RandomCrop(size, padding=4)`). */
 export const CROP_PADDING = 4;
@@ -15,12 +12,12 @@ export const CROP_PADDING = 4;
 export function augmentBatch(x: Float32Array, count: number, shape: readonly [number, number, number], seed: number, padding = CROP_PADDING, scratch = new Float32Array(shape[0] * shape[1] * shape[2])): void {
   const [h, w, c] = shape;
   const size = h * w * c;
-  const rand = mulberry32(seed);
+  const rng = new Mulberry32(seed);
   for (let b = 0; b < count; b++) {
     // Offsets in [−padding, padding]: the window's top-left corner in the unpadded image.
-    const dy = Math.floor(rand() * (2 * padding + 1)) - padding;
-    const dx = Math.floor(rand() * (2 * padding + 1)) - padding;
-    const flip = rand() < 0.5;
+    const dy = Math.floor(rng.uniform() * (2 * padding + 1)) - padding;
+    const dx = Math.floor(rng.uniform() * (2 * padding + 1)) - padding;
+    const flip = rng.uniform() < 0.5;
     const sample = x.subarray(b * size, (b + 1) * size);
     scratch.set(sample);
     for (let i = 0; i < h; i++) {
@@ -40,5 +37,5 @@ export function augmentBatch(x: Float32Array, count: number, shape: readonly [nu
 
 /** The seed of step `step`'s augmentation stream: disjoint from the batch-order streams (one per epoch). */
 export function augmentSeed(seed: number, step: number): number {
-  return deriveSeed(deriveSeed(seed, 0x61756721), step);
+  return streamSeed(streamSeed(seed, 0x61756721), step);
 }

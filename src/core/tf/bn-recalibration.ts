@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { fillBatch, type ImageDataset, sampleSize } from '../data/dataset.js';
 import { CoreInputError } from '../errors.js';
-import { deriveSeed, shuffleInto } from './random.js';
+import { shuffleInto, streamSeed } from '../random.js';
 
 export interface RecalibrationOptions {
   /** Fraction of the train split to run through the model (SMS default 0.2). */
@@ -48,7 +48,7 @@ export function recalibrationIndices(dataset: ImageDataset, options: Recalibrati
     throw new CoreInputError('bad-recalibration', `fraction must be in (0, 1], got ${fraction}`, { fraction });
   }
   const train = dataset.splits.train;
-  const shuffled = shuffleInto(train, deriveSeed(options.seed ?? 0, 0x62e), new Uint32Array(train.length));
+  const shuffled = shuffleInto(train, streamSeed(options.seed ?? 0, 0x62e), new Uint32Array(train.length));
   return shuffled.subarray(0, Math.max(1, Math.round(fraction * train.length)));
 }
 

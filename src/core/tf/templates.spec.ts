@@ -61,6 +61,20 @@ describe('templates', () => {
     res.dispose();
   });
 
+  it('keeps the initial weights seeded runs were trained from (values pinned before the PRNGs moved to core/random.ts)', () => {
+    const m = buildTemplate('lenet-300-100', { ...MNIST, seed: 1 });
+    const firsts = m.getWeights().map((w) => Array.from((w.dataSync() as Float32Array).slice(0, 3)));
+    expect(firsts).toEqual([
+      [-0.05643557757139206, -0.023084834218025208, 0.001995223108679056],
+      [0, 0, 0],
+      [-0.08622674643993378, 0.13149943947792053, 0.06976955384016037],
+      [0, 0, 0],
+      [0.07088407129049301, -0.1996529996395111, -0.17292532324790955],
+      [0, 0, 0],
+    ]);
+    m.dispose();
+  });
+
   it('the same seed gives identical weights, another seed different ones, even in one process', () => {
     for (const arch of ['lenet-300-100', 'cnn-bn', 'resnet-small']) {
       const shape = { inputShape: [8, 8, 1] as [number, number, number], classes: 4 };

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { CoreInputError } from '../errors.js';
+import { checkSeed } from '../random.js';
 
 export const ARCHITECTURES = ['lenet-300-100', 'cnn-bn', 'resnet-small'] as const;
 export type Architecture = (typeof ARCHITECTURES)[number];
@@ -29,7 +30,7 @@ export function buildTemplate(architecture: string, options: TemplateOptions): t
   if (inputShape.length !== 3 || inputShape.some((d) => !Number.isInteger(d) || d < 1)) {
     throw new CoreInputError('bad-template', `inputShape must be [height, width, channels], got ${JSON.stringify(inputShape)}`);
   }
-  if (!Number.isSafeInteger(seed)) throw new CoreInputError('bad-template', `seed must be an integer, got ${seed}`);
+  checkSeed(seed);
   let layerSeed = 0;
   // Distinct, deterministic seed per initializer; the multiplier keeps seeds of neighbouring runs apart.
   const next = () => (seed * 7919 + ++layerSeed) >>> 0;

@@ -1,5 +1,5 @@
 import type { ImageDataset } from '../data/dataset.js';
-import { mulberry32 } from './random.js';
+import { Mulberry32 } from '../random.js';
 
 /**
  * A small synthetic image dataset for tests: class k is a bright 2×2 blob at a class-specific
@@ -9,7 +9,8 @@ export function syntheticDataset(options: { n?: number; side?: number; classes?:
   const n = options.n ?? 512;
   const side = options.side ?? 8;
   const classes = options.classes ?? 4;
-  const rand = mulberry32(options.seed ?? 42);
+  const rng = new Mulberry32(options.seed ?? 42);
+  const rand = () => rng.uniform();
   const size = side * side;
   const x = new Float32Array(n * size);
   const y = new Uint8Array(n);

@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CoreInputError } from '../errors.js';
+import { Mulberry32 } from '../random.js';
 import { initBackend } from './backend.js';
 import { evaluateModel } from './evaluate.js';
-import { mulberry32 } from './random.js';
 import { buildTemplate } from './templates.js';
 import { syntheticDataset } from './testing.js';
 import { allrInitialRate, learningRateAt, stepsFor, type TrainingConfig, trainModel, type WeightMask } from './train.js';
@@ -74,7 +74,8 @@ function values(model: tf.LayersModel): Map<string, Float32Array> {
 }
 
 function randomMask(model: tf.LayersModel, keep: number, seed: number): WeightMask {
-  const rand = mulberry32(seed);
+  const rng = new Mulberry32(seed);
+  const rand = () => rng.uniform();
   const mask: WeightMask = new Map();
   for (const w of model.trainableWeights) {
     if (!w.originalName.endsWith('/kernel')) continue;

@@ -2,36 +2,15 @@ import * as tf from '@tensorflow/tfjs';
 import { fillBatch, type ImageDataset, sampleSize } from '../data/dataset.js';
 import { CoreInputError } from '../errors.js';
 import { isPrunable } from '../pruning/prunable.js';
-import { type Augmentation, augmentBatch, augmentSeed } from './augment.js';
+import { isSeed, shuffleInto, streamSeed } from '../random.js';
+import { augmentBatch, augmentSeed } from './augment.js';
 import { optimizerStep } from './optimizer-step.js';
-import { deriveSeed, shuffleInto } from './random.js';
+import { SCHEDULES, TRAINING_DEFAULTS, type TrainingConfig } from './training-config.js';
 
 /** At most this many steps' losses wait on the device before one read-back. */
 export const LOSS_READBACK_EVERY = 16;
 
-/** One candidate's training configuration (`TrainingConfigDto` in runs/runs.dto.ts validates it and gives its defaults). */
-export interface TrainingConfig {
-  /** Fixes the batch order (a seeded shuffle of the train split each epoch). */
-  seed: number;
-  /** May be fractional: training stops after round(epochs · stepsPerEpoch) steps. */
-  epochs: number;
-  batchSize: number;
-  optimizer: 'sgd' | 'adam';
-  /** SGD momentum (PyTorch semantics, no dampening). Ignored by Adam (β = 0.9, 0.999). */
-  momentum: number;
-  nesterov: boolean;
-  /** The peak learning rate η_max. */
-  learningRate: number;
-  schedule: 'constant' | 'linear' | 'cosine' | 'allr';
-  /** Fraction of steps spent warming up (all schedules but constant). Default 0.1. */
-  warmupFraction?: number;
-  /** Coupled L2 weight decay (added to the gradient, as PyTorch's SGD/Adam `weight_decay`). */
-  weightDecay: number;
-  /** Random crops (4-pixel zero padding) and horizontal flips of every training batch, seeded by `seed`. Default none. */
-  augment?: Augmentation;
-  /** Evaluate after every epoch (the caller's `onEpochEnd` does), for a per-epoch accuracy curve. Default false. */
-  evaluateEachEpoch?: boolean;
-}
+export type { TrainingConfig } from './training-config.js';
 
 /** What ALLR needs about the prune that preceded this retrain (see `allrInitialRate`). */
 export interface AllrInputs {
@@ -42,8 +21,6 @@ export interface AllrInputs {
   /** E_retrain / E_pretrain. */
   retrainToPretrainRatio: number;
 }
-
-export const DEFAULT_WARMUP_FRACTION = 0.1;
 
 /** ALLR's initial rate: clip((d/√p)·η_max, min(E_retrain/E_pretrain, 1)·η_max, η_max). */
 export function allrInitialRate(etaMax: number, allr: AllrInputs): number {
@@ -68,7 +45,7 @@ export function learningRateAt(step: number, totalSteps: number, config: Trainin
     eta0 = allrInitialRate(etaMax, allr);
   }
   const T = totalSteps;
-  const W = Math.floor((config.warmupFraction ?? DEFAULT_WARMUP_FRACTION) * T);
+  const W = Math.floor((config.warmupFraction ?? TRAINING_DEFAULTS.warmupFraction) * T);
   const t = step;
   if (t < W) return (eta0 * (1 - Math.cos((Math.PI * t) / W))) / 2;
   const progress = T > W ? (t - W) / (T - W) : 1;
@@ -93,14 +70,14 @@ export function validateTrainingConfig(config: TrainingConfig, allr?: AllrInputs
   const bad = (field: string, why: string) => {
     throw new CoreInputError('bad-training-config', `training.${field} ${why}`, { field });
   };
-  if (!Number.isSafeInteger(config.seed)) bad('seed', 'must be an integer');
+  if (!isSeed(config.seed)) bad('seed', 'must be a safe integer ≥ 0');
   if (!(config.epochs > 0) || !Number.isFinite(config.epochs)) bad('epochs', 'must be a positive number');
   if (!Number.isInteger(config.batchSize) || config.batchSize < 1) bad('batchSize', 'must be a positive integer');
   if (config.optimizer !== 'sgd' && config.optimizer !== 'adam') bad('optimizer', 'must be "sgd" or "adam"');
   if (!(config.momentum >= 0 && config.momentum < 1)) bad('momentum', 'must be in [0, 1)');
   if (!(config.learningRate >= 0) || !Number.isFinite(config.learningRate)) bad('learningRate', 'must be a finite number ≥ 0');
-  if (!['constant', 'linear', 'cosine', 'allr'].includes(config.schedule)) bad('schedule', 'must be constant, linear, cosine or allr');
-  const w = config.warmupFraction ?? DEFAULT_WARMUP_FRACTION;
+  if (!SCHEDULES.includes(config.schedule)) bad('schedule', 'must be constant, linear, cosine or allr');
+  const w = config.warmupFraction ?? TRAINING_DEFAULTS.warmupFraction;
   if (!(w >= 0 && w < 1)) bad('warmupFraction', 'must be in [0, 1)');
   if (!(config.weightDecay >= 0) || !Number.isFinite(config.weightDecay)) bad('weightDecay', 'must be a finite number ≥ 0');
   if (config.augment !== undefined && config.augment !== 'none' && config.augment !== 'crop-flip') bad('augment', 'must be "none" or "crop-flip"');
@@ -290,7 +267,7 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
           epochLossSum = 0;
           epochSteps = 0;
         }
-        shuffleInto(source, deriveSeed(config.seed, epoch), order);
+        shuffleInto(source, streamSeed(config.seed, epoch), order);
       }
       const count = Math.min(config.batchSize, source.length - pos * config.batchSize);
       fillBatch(dataset, order, pos * config.batchSize, count, xBuf, yBuf);

@@ -1,19 +1,14 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { Mulberry32 } from '../random.js';
 import { initBackend } from './backend.js';
 import { internals, registerWasmKernelFixes } from './wasm-kernels.js';
 
-// Deterministic pseudo-random inputs (mulberry32) so a failure reproduces.
+// Deterministic pseudo-random inputs so a failure reproduces.
 function randoms(n: number, seed: number): Float32Array {
-  let a = seed >>> 0;
+  const rng = new Mulberry32(seed);
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  }
+  for (let i = 0; i < n; i++) out[i] = rng.uniform() - 0.5;
   return out;
 }
 

@@ -22,7 +22,9 @@ export async function runCheckTrain(task: CheckTrainTask, ctx: TaskContext): Pro
     checkModelFitsDataset(model, ds);
     if (task.maskSha256) checkMaskFits(await readStoredMask(ctx.store, task.maskSha256), task.model.entries);
     const trainable = model.trainableWeights.filter((w) => isPrunable({ name: w.originalName, dtype: 'F32', shape: w.shape as number[] }));
-    return { prunableWeights: trainable.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0), hasBatchNorm: hasBatchNorm(model) };
+    const found: CheckTrainResult = { prunableWeights: trainable.reduce((n, w) => n + (w.shape as number[]).reduce((a, b) => a * b, 1), 0), hasBatchNorm: hasBatchNorm(model) };
+    if (task.allrReference) found.relativeDistance = await relativeDistance(ctx.store, model, task.allrReference);
+    return found;
   } finally {
     model.dispose();
   }
@@ -95,9 +97,15 @@ function countRevived(model: tf.LayersModel, mask: WeightMask | undefined): numb
   return revived;
 }
 
+/** ALLR's inputs: d as the task carries it, or measured against its reference. */
+async function allrInputs(store: ArtifactStore, pruned: tf.LayersModel, a: NonNullable<TrainTask['allr']>): Promise<AllrInputs> {
+  const d = 'relativeDistance' in a ? a.relativeDistance : await relativeDistance(store, pruned, a.reference);
+  return { relativeDistance: d, pruneRate: a.pruneRate, retrainToPretrainRatio: a.retrainToPretrainRatio };
+}
+
 /** ALLR's d = ‖θ − θ_pruned‖ / ‖θ‖ over the prunable weights, θ the dense reference. */
-async function allrInputs(store: ArtifactStore, pruned: tf.LayersModel, a: { reference: StoredLayersModelRef; pruneRate: number; retrainToPretrainRatio: number }): Promise<AllrInputs> {
-  const dense = await loadStoredLayersModel(store, a.reference);
+async function relativeDistance(store: ArtifactStore, pruned: tf.LayersModel, reference: StoredLayersModelRef): Promise<number> {
+  const dense = await loadStoredLayersModel(store, reference);
   try {
     const dw = namedWeights(dense);
     const pw = namedWeights(pruned);
@@ -106,7 +114,7 @@ async function allrInputs(store: ArtifactStore, pruned: tf.LayersModel, a: { ref
       names.map((n) => pw.get(n)!.read().dataSync() as Float32Array),
       names.map((n) => dw.get(n)!.read().dataSync() as Float32Array),
     );
-    return { relativeDistance: cmp.normB > 0 ? cmp.l2 / cmp.normB : 0, pruneRate: a.pruneRate, retrainToPretrainRatio: a.retrainToPretrainRatio };
+    return cmp.normB > 0 ? cmp.l2 / cmp.normB : 0;
   } finally {
     dense.dispose();
   }
