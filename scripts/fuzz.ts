@@ -95,7 +95,7 @@ function mutateBody(r: Rng, base: Record<string, unknown>): string {
 
 // ---------- checkpoint bytes ----------
 
-function safetensors(tensors: { name: string; shape: number[] }[], metadata?: Record<string, string>): Buffer {
+export function safetensors(tensors: { name: string; shape: number[] }[], metadata?: Record<string, string>): Buffer {
   let offset = 0;
   const header: Record<string, unknown> = metadata ? { __metadata__: metadata } : {};
   for (const t of tensors) {
@@ -111,7 +111,7 @@ function safetensors(tensors: { name: string; shape: number[] }[], metadata?: Re
   return Buffer.concat([head, json, data]);
 }
 
-const VALID_TENSORS = [{ name: 'fc1.weight', shape: [4, 6] }, { name: 'fc1.bias', shape: [4] }, { name: 'fc2.weight', shape: [3, 4] }];
+export const VALID_TENSORS = [{ name: 'fc1.weight', shape: [4, 6] }, { name: 'fc1.bias', shape: [4] }, { name: 'fc2.weight', shape: [3, 4] }];
 
 function mutateSafetensors(r: Rng): Buffer {
   const base = safetensors(VALID_TENSORS, { format: 'pt' });
@@ -544,6 +544,8 @@ export interface FuzzReport {
   casesPerSecond: number;
   /** Of `seconds`, those spent with a batch's requests in flight (the rest: start-up and checks). */
   sendingSeconds: number;
+  /** Seconds spent waiting for background work, checking batches, checking them again case by case, and finding what held the event loop. */
+  timing: { settle: number; check: number; recheck: number; delayProbe: number };
   concurrency: number;
   crashes: number;
   traces: number;
@@ -598,7 +600,7 @@ export interface FuzzOptions {
   log?: (line: string) => void;
   onBatch?: (report: FuzzReport) => void;
   /** Called after case `n` has its answer (in the batch and again when a batch is checked case by case); the tests plant litter with it. */
-  afterCase?: (n: number, service: { port: number; dataDir: string }) => Promise<void>;
+  afterCase?: (n: number, service: { port: number; dataDir: string }, status: number | null) => Promise<void>;
 }
 
 /**
@@ -615,7 +617,13 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const say = opts.log ?? (() => {});
   const concurrency = Math.max(1, opts.concurrency ?? 6);
   const started = Date.now();
-  const report: FuzzReport = { seed, cases: 0, seconds: 0, casesPerSecond: 0, sendingSeconds: 0, concurrency, crashes: 0, traces: 0, fdGrowth: 0, batchesRechecked: 0, eventLoop: { maxMs: 0, worstP99Ms: 0, fuzzerMaxMs: 0, over100ms: [] }, routes: {}, failures: [] };
+  const report: FuzzReport = { seed, cases: 0, seconds: 0, casesPerSecond: 0, sendingSeconds: 0, timing: { settle: 0, check: 0, recheck: 0, delayProbe: 0 }, concurrency, crashes: 0, traces: 0, fdGrowth: 0, batchesRechecked: 0, eventLoop: { maxMs: 0, worstP99Ms: 0, fuzzerMaxMs: 0, over100ms: [] }, routes: {}, failures: [] };
+  /** Adds the time since `t` to a phase of report.timing; returns now. */
+  const spent = (phase: keyof FuzzReport['timing'], t: number) => {
+    const now = Date.now();
+    report.timing[phase] = Math.round((report.timing[phase] + (now - t) / 1000) * 10) / 10;
+    return now;
+  };
   const fail = (msg: string) => {
     if (report.failures.length < 200) report.failures.push(msg);
   };
@@ -697,7 +705,9 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         fail(`${where(c)}: the connection closed without an answer`);
       } else if (a.status >= 500) {
         fig.server5xx++;
-        fail(`${where(c)}: ${a.status} ${a.body.slice(0, 300)}`);
+        const id = /"requestId":"([^"]+)"/.exec(a.body)?.[1];
+        const logged = id ? s.log.filter((l) => l.includes(id)).join('\n').slice(0, 2000) : '';
+        fail(`${where(c)}: ${a.status} ${a.body.slice(0, 300)}${logged ? `\n${logged}` : ''}`);
       } else if (a.status >= 400) {
         fig.refused4xx++;
         if (!a.contentType.startsWith('application/problem+json')) {
@@ -726,7 +736,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
       for (const c of cases) {
         if (mode === 'delay') await eventLoopDelay(s);
         const a = await c.run(s, ids);
-        await opts.afterCase?.(c.n, s);
+        await opts.afterCase?.(c.n, s, a.status);
         if (mode === 'crash') {
           judge(c, a);
           if (!s.exited() && (await send(s.port, 'GET', '/health', { timeoutMs: 5000 })).status === null) {
@@ -788,8 +798,9 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         Array.from({ length: Math.min(concurrency, batch.length) }, async () => {
           while (cursor < batch.length && !s.exited()) {
             const c = batch[cursor++];
-            answers.set(c, await c.run(s, ids));
-            await opts.afterCase?.(c.n, s);
+            const a = await c.run(s, ids);
+            answers.set(c, a);
+            await opts.afterCase?.(c.n, s, a.status);
           }
         }),
       );
@@ -818,12 +829,16 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
           else refused.push(c);
           if (c.maybeStored) predictable = false;
         }
+        let t = Date.now();
         await settle();
+        t = spent('settle', t);
         const { now, problems } = await leftovers(s, predictable ? expected : null);
+        t = spent('check', t);
         state = now;
         if (problems.length || !predictable) {
           report.batchesRechecked++;
           const again = await oneByOne(refused, state, 'litter');
+          t = spent('recheck', t);
           state = again.now;
           if (problems.length && again.named.length === 0) fail(`cases ${made[0].n}–${made[made.length - 1].n}: ${problems.join('; ')} (not left again when run one at a time)`);
         }
@@ -831,8 +846,9 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
       for (const c of collections) {
         figures(c).cases++;
         if (s.exited()) break;
-        judge(c, await c.run(s, ids));
-        await opts.afterCase?.(c.n, s);
+        const a = await c.run(s, ids);
+        judge(c, a);
+        await opts.afterCase?.(c.n, s, a.status);
         if ((await send(s.port, 'GET', '/health', { timeoutMs: 5000 })).status === null) {
           for (let k = 0; k < 50 && !s.exited(); k++) await new Promise((res) => setTimeout(res, 100));
         }
@@ -844,18 +860,21 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         }
       }
       if (!s.exited()) {
+        let t = Date.now();
         const delay = await eventLoopDelay(s);
         report.eventLoop.maxMs = Math.max(report.eventLoop.maxMs, Math.round(delay.maxMs));
         report.eventLoop.worstP99Ms = Math.max(report.eventLoop.worstP99Ms, Math.round(delay.p99Ms));
         report.eventLoop.fuzzerMaxMs = Math.max(report.eventLoop.fuzzerMaxMs, Math.round(ownLoop.max / 1e6));
         if (delay.maxMs > 100 && report.eventLoop.over100ms.length < 3) {
           // Which request: the batch again, one case at a time, the delay read around each.
+          t = spent('check', t);
           const { named } = await oneByOne(batch, state, 'delay');
           const worst = named.map((x) => ({ x, ms: Number(/(\d+) ms$/.exec(x)?.[1]) })).sort((a, b) => b.ms - a.ms)[0];
           report.eventLoop.over100ms.push(`cases ${made[0].n}–${made[made.length - 1].n}: ${Math.round(delay.maxMs)} ms (the fuzzer's own loop: ${Math.round(ownLoop.max / 1e6)} ms); one at a time the longest was ${worst?.x ?? 'none'}`);
           await settle();
           state = (await leftovers(s, null)).now;
           await eventLoopDelay(s);
+          t = spent('delayProbe', t);
         }
         ownLoop.reset();
         let fds = serviceFds(s);
@@ -870,6 +889,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
           await new Promise((res) => setTimeout(res, 100));
           fds = serviceFds(s);
         }
+        spent('check', t);
         report.fdGrowth = Math.max(report.fdGrowth, fds - fdBaseline);
         if (fds > fdBaseline) fail(`after case ${report.cases}: ${fds - fdBaseline} more descriptors than after warm-up (${extraFds(fdBaselineTargets, serviceFdTargets(s)).join(', ')})`);
       }

@@ -64,13 +64,47 @@ export class ArtifactsService implements OnModuleInit, OnApplicationShutdown {
       .execute();
   }
 
+  /**
+   * Objects that requests in flight in this process use (an upload between storing its bytes and
+   * committing its row), and whether one of them owes a delete. Identical uploads share one object:
+   * the one that created it may fail while another still reads it or is about to commit a row for it.
+   */
+  private readonly inFlight = new Map<string, { holders: number; owed: boolean }>();
+
+  /** `stored` is in use by the caller until release(): a discard meanwhile leaves the delete to the last user. */
+  hold(stored: StoredArtifact): void {
+    const h = this.inFlight.get(stored.sha256) ?? { holders: 0, owed: false };
+    h.holders++;
+    this.inFlight.set(stored.sha256, h);
+  }
+
+  /** Ends a hold(); the last user deletes the object if a discard was owed and no row took it meanwhile. */
+  async release(stored: StoredArtifact): Promise<void> {
+    const h = this.inFlight.get(stored.sha256);
+    if (!h) return;
+    if (--h.holders > 0) return;
+    this.inFlight.delete(stored.sha256);
+    if (h.owed) await this.deleteUnlessRecorded(stored.sha256);
+  }
+
   /** Removes a file this request created when the request fails before its row is committed. */
   async discard(stored: StoredArtifact | ArtifactWriter | null | undefined): Promise<void> {
     if (!stored) return;
     if ('commit' in stored) return stored.abort();
-    if (!stored.created) return;
-    const row = await this.dataSource.getRepository(ArtifactEntity).findOneBy({ sha256: stored.sha256 });
-    if (!row) await this.store.delete(stored.sha256);
+    const held = this.inFlight.get(stored.sha256);
+    if (held) {
+      if (stored.created) held.owed = true;
+      return;
+    }
+    if (stored.created) await this.deleteUnlessRecorded(stored.sha256);
+  }
+
+  private async deleteUnlessRecorded(sha256: string): Promise<void> {
+    const row = await this.dataSource.getRepository(ArtifactEntity).findOneBy({ sha256 });
+    if (row) return;
+    const held = this.inFlight.get(sha256);
+    if (held) held.owed = true;
+    else await this.store.delete(sha256);
   }
 
   /**

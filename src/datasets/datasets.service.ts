@@ -83,6 +83,7 @@ export class DatasetsService implements OnModuleInit {
       } else if (['application/octet-stream', 'application/zip', 'application/x-npz', 'application/vnd.safetensors'].includes(type)) {
         const a = await this.artifacts.store.put(req, { maxBytes: max });
         stored.push(a);
+        this.artifacts.hold(a);
         files = { data: a.sha256 };
         format = (await this.startsWithZipMagic(a.sha256)) ? 'npz' : 'safetensors';
       } else {
@@ -116,6 +117,8 @@ export class DatasetsService implements OnModuleInit {
     } catch (err) {
       for (const a of stored) await this.artifacts.discard(a);
       throw err;
+    } finally {
+      for (const a of stored) await this.artifacts.release(a);
     }
   }
 
@@ -205,6 +208,7 @@ export class DatasetsService implements OnModuleInit {
           this.artifacts.store.put(stream, { maxBytes: max }).then(
             (a) => {
               stored.push(a);
+              this.artifacts.hold(a);
               files[field] = a.sha256;
             },
             (err) => {

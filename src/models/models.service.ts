@@ -99,6 +99,7 @@ export class ModelsService {
     }
     const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     const committed: StoredArtifact[] = [];
+    const held: StoredArtifact[] = [];
     try {
       let ingested: IngestedCheckpoint;
       if (type === 'multipart/form-data') {
@@ -109,6 +110,10 @@ export class ModelsService {
       } else {
         throw new ProblemException(415, `send a safetensors file as application/octet-stream, or a TensorFlow.js model as multipart/form-data (tf.io.http); got "${type || 'no content type'}"`);
       }
+      for (const a of committed) {
+        this.artifacts.hold(a);
+        held.push(a);
+      }
       assertStorableCheckpointText(ingested.entries, ingested.metadata, ingested.format === 'safetensors' ? SAFETENSORS_ERROR : TFJS_MODEL_ERROR);
       const model = await this.create({ name, ...ingested, origin: { kind: 'upload' } });
       this.metrics.addIngestedBytes(ingested.weights.sizeBytes + (ingested.topology?.sizeBytes ?? 0), 'model');
@@ -116,6 +121,8 @@ export class ModelsService {
     } catch (err) {
       for (const a of committed) await this.artifacts.discard(a);
       throw err;
+    } finally {
+      for (const a of held) await this.artifacts.release(a);
     }
   }
 
