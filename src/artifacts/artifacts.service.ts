@@ -1,15 +1,15 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource, EntityManager } from 'typeorm';
+import type { PageQueryDto } from '../common/paging.dto.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import type { DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
-import { ArtifactEntity } from './artifact.entity.js';
 import type { ArtifactStore, ArtifactWriter, StoredArtifact } from '../storage/artifact-store.js';
 import { type ArtifactStoreConfig, createArtifactStore, threadConfigOf } from '../storage/create.js';
+import { ArtifactEntity } from './artifact.entity.js';
 import { type ArtifactPageDto, mapArtifact } from './artifacts.dto.js';
-import type { PageQueryDto } from '../common/paging.dto.js';
 
 @Injectable()
 export class ArtifactsService implements OnModuleInit, OnApplicationShutdown {
@@ -102,6 +102,8 @@ export class ArtifactsService implements OnModuleInit, OnApplicationShutdown {
   private async deleteUnlessRecorded(sha256: string): Promise<void> {
     const row = await this.dataSource.getRepository(ArtifactEntity).findOneBy({ sha256 });
     if (row) return;
+    // A commit resolving to this object right now is pinned until its caller could hold it (one turn).
+    while (this.store.inUse?.(sha256)) await new Promise((res) => setImmediate(res));
     const held = this.inFlight.get(sha256);
     if (held) held.owed = true;
     else await this.store.delete(sha256);
