@@ -1,11 +1,12 @@
 /**
- * `npm run fuzz -- --cases N [--seed S] [--batch B]`: starts the built service as a child process
- * (its own port, a temporary DATA_DIR with embedded PGlite, MAX_UPLOAD_BYTES of 1 MiB) and drives it
- * with seeded, mutated inputs: safetensors bodies, TensorFlow.js multipart uploads (unterminated,
- * truncated and cut among them), dataset uploads and JSON bodies to every POST route. After each
- * batch it checks that the process is alive, that no answer was a 5xx or anything but problem+json
- * for a 4xx, that a refused request left no row and no file, and that the process holds no more
- * descriptors than after warm-up. Prints the figures per route as JSON; exits 1 on any failure.
+ * `npm run fuzz -- --cases N [--seed S] [--batch B] [--concurrency C]`: starts the built service as a
+ * child process (its own port, a temporary DATA_DIR with embedded PGlite, MAX_UPLOAD_BYTES of 1 MiB)
+ * and drives it with seeded, mutated inputs: safetensors bodies, TensorFlow.js multipart uploads
+ * (unterminated, truncated and cut among them), dataset uploads and JSON bodies to every POST route,
+ * C requests at a time. After each batch it checks that the process is alive, that no answer was a
+ * 5xx or anything but problem+json for a 4xx, that refused requests left no row and no file, and that
+ * the process holds no more descriptors than after warm-up; it reads the service's event-loop delay.
+ * Prints the figures per route as JSON; exits 1 on any failure.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
