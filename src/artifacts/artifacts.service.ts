@@ -1,15 +1,15 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource, EntityManager } from 'typeorm';
+import type { PageQueryDto } from '../common/paging.dto.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import type { DatabaseHandle } from '../database/data-source.js';
 import { DATABASE_HANDLE } from '../database/database.module.js';
-import { ArtifactEntity } from './artifact.entity.js';
 import type { ArtifactStore, ArtifactWriter, StoredArtifact } from '../storage/artifact-store.js';
 import { type ArtifactStoreConfig, createArtifactStore, threadConfigOf } from '../storage/create.js';
+import { ArtifactEntity } from './artifact.entity.js';
 import { type ArtifactPageDto, mapArtifact } from './artifacts.dto.js';
-import type { PageQueryDto } from '../common/paging.dto.js';
 
 @Injectable()
 export class ArtifactsService implements OnModuleInit, OnApplicationShutdown {
@@ -64,13 +64,49 @@ export class ArtifactsService implements OnModuleInit, OnApplicationShutdown {
       .execute();
   }
 
+  /**
+   * Objects that requests in flight in this process use (an upload between storing its bytes and
+   * committing its row), and whether one of them owes a delete. Identical uploads share one object:
+   * the one that created it may fail while another still reads it or is about to commit a row for it.
+   */
+  private readonly inFlight = new Map<string, { holders: number; owed: boolean }>();
+
+  /** `stored` is in use by the caller until release(): a discard meanwhile leaves the delete to the last user. */
+  hold(stored: StoredArtifact): void {
+    const h = this.inFlight.get(stored.sha256) ?? { holders: 0, owed: false };
+    h.holders++;
+    this.inFlight.set(stored.sha256, h);
+  }
+
+  /** Ends a hold(); the last user deletes the object if a discard was owed and no row took it meanwhile. */
+  async release(stored: StoredArtifact): Promise<void> {
+    const h = this.inFlight.get(stored.sha256);
+    if (!h) return;
+    if (--h.holders > 0) return;
+    this.inFlight.delete(stored.sha256);
+    if (h.owed) await this.deleteUnlessRecorded(stored.sha256);
+  }
+
   /** Removes a file this request created when the request fails before its row is committed. */
   async discard(stored: StoredArtifact | ArtifactWriter | null | undefined): Promise<void> {
     if (!stored) return;
     if ('commit' in stored) return stored.abort();
-    if (!stored.created) return;
-    const row = await this.dataSource.getRepository(ArtifactEntity).findOneBy({ sha256: stored.sha256 });
-    if (!row) await this.store.delete(stored.sha256);
+    const held = this.inFlight.get(stored.sha256);
+    if (held) {
+      if (stored.created) held.owed = true;
+      return;
+    }
+    if (stored.created) await this.deleteUnlessRecorded(stored.sha256);
+  }
+
+  private async deleteUnlessRecorded(sha256: string): Promise<void> {
+    const row = await this.dataSource.getRepository(ArtifactEntity).findOneBy({ sha256 });
+    if (row) return;
+    // A commit resolving to this object right now is pinned until its caller could hold it (one turn).
+    while (this.store.inUse?.(sha256)) await new Promise((res) => setImmediate(res));
+    const held = this.inFlight.get(sha256);
+    if (held) held.owed = true;
+    else await this.store.delete(sha256);
   }
 
   /**

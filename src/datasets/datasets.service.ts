@@ -3,22 +3,22 @@ import type { Readable } from 'node:stream';
 import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import busboy from 'busboy';
-import type { Request } from 'express';
-import type { DataSource } from 'typeorm';
 import { plainToInstance } from 'class-transformer';
 import { validateSync } from 'class-validator';
-import { flattenValidationErrors } from '../common/validation.js';
-import type { StoredArtifact } from '../storage/artifact-store.js';
+import type { Request } from 'express';
+import type { DataSource } from 'typeorm';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
+import type { PageQueryDto } from '../common/paging.dto.js';
 import { notFound, ProblemException } from '../common/problem.js';
+import { flattenValidationErrors } from '../common/validation.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import { BUILTIN_INFO, BUILTIN_NAMES, BUILTIN_VAL_FRACTION } from '../core/data/builtin.js';
 import { holdoutCount } from '../core/data/splits.js';
 import { CoreInputError } from '../core/errors.js';
-import type { PageQueryDto } from '../common/paging.dto.js';
-import type { DatasetRef, } from '../workers/tasks.js';
 import { MetricsService } from '../metrics/metrics.service.js';
+import type { StoredArtifact } from '../storage/artifact-store.js';
+import type { DatasetRef, } from '../workers/tasks.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { DatasetEntity, DatasetFileEntity } from './dataset.entity.js';
 import { CreateExternalDatasetDto, type DatasetDto, type DatasetPageDto, mapDataset } from './datasets.dto.js';
@@ -83,6 +83,7 @@ export class DatasetsService implements OnModuleInit {
       } else if (['application/octet-stream', 'application/zip', 'application/x-npz', 'application/vnd.safetensors'].includes(type)) {
         const a = await this.artifacts.store.put(req, { maxBytes: max });
         stored.push(a);
+        this.artifacts.hold(a);
         files = { data: a.sha256 };
         format = (await this.startsWithZipMagic(a.sha256)) ? 'npz' : 'safetensors';
       } else {
@@ -116,6 +117,8 @@ export class DatasetsService implements OnModuleInit {
     } catch (err) {
       for (const a of stored) await this.artifacts.discard(a);
       throw err;
+    } finally {
+      for (const a of stored) await this.artifacts.release(a);
     }
   }
 
@@ -205,6 +208,7 @@ export class DatasetsService implements OnModuleInit {
           this.artifacts.store.put(stream, { maxBytes: max }).then(
             (a) => {
               stored.push(a);
+              this.artifacts.hold(a);
               files[field] = a.sha256;
             },
             (err) => {

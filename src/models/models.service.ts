@@ -2,25 +2,25 @@ import { Inject, Injectable, StreamableFile } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { Request, Response } from 'express';
 import { type DataSource, type EntityManager, In, QueryFailedError } from 'typeorm';
-import type { StoredArtifact } from '../storage/artifact-store.js';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import { conflict, notFound, ProblemException } from '../common/problem.js';
 import { assertStorableCheckpointText } from '../common/validation.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
+import { provenanceJson } from '../core/checkpoint/provenance.js';
 import { encodeSafetensorsHeader, openSafetensors, SAFETENSORS_ERROR, safetensorsLayout } from '../core/checkpoint/safetensors.js';
-import { modelJsonForDownload, openTfjsWeights, TFJS_MODEL_ERROR, type TfjsModelJson } from '../core/checkpoint/tfjs.js';
 import { encodeSafetensorsIndex, type ModelShard, SAFETENSORS_INDEX, shardFile } from '../core/checkpoint/sharded.js';
+import { modelJsonForDownload, openTfjsWeights, TFJS_MODEL_ERROR, type TfjsModelJson } from '../core/checkpoint/tfjs.js';
 import { isPrunable } from '../core/pruning/prunable.js';
 import type { CheckpointReader, TensorEntry, TensorStats } from '../core/tensors.js';
 import { DatasetsService } from '../datasets/datasets.service.js';
-import type { StoredLayersModel } from '../workers/tasks.js';
 import { MetricsService } from '../metrics/metrics.service.js';
+import type { StoredArtifact } from '../storage/artifact-store.js';
+import type { StoredLayersModel } from '../workers/tasks.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
-import { ModelEntity, ModelParentEntity, type ModelOrigin, type ModelTensor } from './model.entity.js';
-import { ingestSafetensors, ingestTfjsMultipart, type IngestedCheckpoint } from './model-upload.js';
+import { ModelEntity, type ModelOrigin, ModelParentEntity, type ModelTensor } from './model.entity.js';
+import { type IngestedCheckpoint, ingestSafetensors, ingestTfjsMultipart } from './model-upload.js';
 import { type CreateTemplateDto, type ModelDto, type ModelFileDto, type ModelPageDto, type ModelQueryDto, mapModel, modelFiles, provenanceOf, servedMetadata } from './models.dto.js';
-import { provenanceJson } from '../core/checkpoint/provenance.js';
 
 /** A new model's facts, however it was made (upload, prune, soup, training). */
 export interface NewModel {
@@ -99,6 +99,7 @@ export class ModelsService {
     }
     const type = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     const committed: StoredArtifact[] = [];
+    const held: StoredArtifact[] = [];
     try {
       let ingested: IngestedCheckpoint;
       if (type === 'multipart/form-data') {
@@ -109,6 +110,10 @@ export class ModelsService {
       } else {
         throw new ProblemException(415, `send a safetensors file as application/octet-stream, or a TensorFlow.js model as multipart/form-data (tf.io.http); got "${type || 'no content type'}"`);
       }
+      for (const a of committed) {
+        this.artifacts.hold(a);
+        held.push(a);
+      }
       assertStorableCheckpointText(ingested.entries, ingested.metadata, ingested.format === 'safetensors' ? SAFETENSORS_ERROR : TFJS_MODEL_ERROR);
       const model = await this.create({ name, ...ingested, origin: { kind: 'upload' } });
       this.metrics.addIngestedBytes(ingested.weights.sizeBytes + (ingested.topology?.sizeBytes ?? 0), 'model');
@@ -116,6 +121,8 @@ export class ModelsService {
     } catch (err) {
       for (const a of committed) await this.artifacts.discard(a);
       throw err;
+    } finally {
+      for (const a of held) await this.artifacts.release(a);
     }
   }
 

@@ -40,6 +40,8 @@ export interface ArtifactStore {
    */
   randomAccess(sha256: string): Promise<string | ByteSource>;
   delete(sha256: string): Promise<void>;
+  /** True while a commit in this process is resolving to this object (its caller cannot hold it yet). */
+  inUse?(sha256: string): boolean;
   list(): AsyncIterable<{ sha256: string; mtimeMs: number }>;
   /**
    * Deletes stored objects that `isReferenced` rejects and unfinished writes, both only when older

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ArtifactStore, type ArtifactWriter, type ByteRange, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
 
@@ -45,11 +45,19 @@ export class FsArtifactWriter implements ArtifactWriter {
       await this.handle.close();
       const sha256 = this.hash.digest('hex');
       const target = this.store.pathOf(sha256);
-      await mkdir(join(target, '..'), { recursive: true });
-      const existed = await exists(target);
-      if (existed) await rm(this.tempPath, { force: true });
-      else await rename(this.tempPath, target);
-      return { sha256, sizeBytes: this.size, created: !existed };
+      // Pinned from the moment the address is known until the caller can hold it: a discard of the
+      // same object by another request meanwhile must not take the file this commit finds there.
+      const unpin = this.store.pin(sha256);
+      try {
+        await this.store.deleted(sha256);
+        await mkdir(join(target, '..'), { recursive: true });
+        const existed = await exists(target);
+        if (existed) await rm(this.tempPath, { force: true });
+        else await rename(this.tempPath, target);
+        return { sha256, sizeBytes: this.size, created: !existed };
+      } finally {
+        setImmediate(unpin);
+      }
     } catch (err) {
       await rm(this.tempPath, { force: true });
       throw err;
@@ -151,8 +159,36 @@ export class FsArtifactStore implements ArtifactStore {
     await rm(probe);
   }
 
+  private readonly pins = new Map<string, number>();
+  private readonly deleting = new Map<string, Promise<void>>();
+
+  /** Marks an object a commit in this process is resolving to; returns the unpin. */
+  pin(sha256: string): () => void {
+    this.pins.set(sha256, (this.pins.get(sha256) ?? 0) + 1);
+    return () => {
+      const n = (this.pins.get(sha256) ?? 1) - 1;
+      if (n > 0) this.pins.set(sha256, n);
+      else this.pins.delete(sha256);
+    };
+  }
+
+  inUse(sha256: string): boolean {
+    return this.pins.has(sha256);
+  }
+
+  /** Resolves once a delete of this object under way has finished. */
+  async deleted(sha256: string): Promise<void> {
+    await this.deleting.get(sha256);
+  }
+
   async delete(sha256: string): Promise<void> {
-    await rm(this.pathOf(sha256), { force: true });
+    const done = rm(this.pathOf(sha256), { force: true });
+    this.deleting.set(sha256, done);
+    try {
+      await done;
+    } finally {
+      if (this.deleting.get(sha256) === done) this.deleting.delete(sha256);
+    }
   }
 
   async *list(): AsyncGenerator<{ sha256: string; mtimeMs: number }> {
