@@ -826,7 +826,8 @@ async function writeResults(api: Client, r: Results): Promise<void> {
     const plots: string[] = [];
     for (const goal of cfg.goals) {
       const of = (x: Method) => longest.jobs.find((j) => j.method === x && j.vary === 'seed' && j.goal === goal && j.seed === cfg.seeds[0] && j.report)?.runId;
-      const ids = [of('sms-uniform'), of('imp'), of('imp3'), of('sms-greedy')];
+      // The uniform soup's run, with whichever baselines this configuration ran (SMS_METHODS may leave some out).
+      const ids = [of('sms-uniform'), ...(['imp', 'imp3', 'sms-greedy'] as Method[]).filter((x) => cfg.methods.includes(x)).map(of)];
       if (ids.some((x) => !x)) continue;
       try {
         const svg = await api.text(`/runs/${ids[0]}/report.svg?baselineIds=${ids.slice(1).join(',')}`);
