@@ -783,7 +783,7 @@ class FashionSplit(unittest.TestCase):
         cls.ex = sms_fashion_mnist
 
     def test_the_ported_generator_matches_recorded_outputs(self):
-        # Recorded from dist/src/core/data/rng.js: deriveSeed(1, 2, 3), deriveSeed(2**40 + 5),
+        # Recorded from dist/src/core/random.js: deriveSeed(1, 2, 3), deriveSeed(2**40 + 5),
         # new Rng(42).nextUint32() ×3, shuffleInPlace(range(10), new Rng(7)).
         ex = self.ex
         self.assertEqual(ex.derive_seed(1, 2, 3), RNG_GOLDEN["derive"])
@@ -809,7 +809,7 @@ class FashionSplit(unittest.TestCase):
         self.assertEqual({"train": [len(train), h(train)], "val": [len(val), h(val)], "test": [len(test), h(test)]}, SPLIT_GOLDEN)
 
     def test_the_live_service_split_agrees_with_the_port_on_a_sample(self):
-        _need_dist(self, "data/rng.js", "data/splits.js")
+        _need_dist(self, "random.js", "data/splits.js")
         rng = random.Random(3)
         n = 500
         labels = [rng.randrange(7) for _ in range(n)]
