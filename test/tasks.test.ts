@@ -613,6 +613,25 @@ describe('external trainers: the /tasks protocol', () => {
     await get(`/runs/${run.id}/report`).expect(200);
   });
 
+  it('cancelling an external SMS run while its greedy soup is being scored ends that soup cancelled, not running', async () => {
+    const run = (await post('/runs').send({ kind: 'sms', trainer: 'external', modelId: denseId, datasetId, m: 2, phases: 2, goalSparsity: 0.75, training: { epochs: 1 }, soup: { method: 'greedy' } }).expect(202)).body;
+    let scoring: { id: string } | null = null;
+    while (!scoring) {
+      const task = await lease(['train', 'evaluate', 'recalibrate'], 1);
+      if (!task) continue;
+      if (task.kind === 'train') await trainBySeed(task);
+      else scoring = task;
+    }
+    const phase = (await t.dataSource.query('SELECT soup_id FROM run_phase WHERE run_id = $1 AND index = 1', [run.id])) as { soup_id: string }[];
+    expect(phase[0].soup_id).toBeTruthy();
+    expect((await get(`/soups/${phase[0].soup_id}`).expect(200)).body.status).toBe('running');
+    await post(`/runs/${run.id}/cancel`).expect(200);
+    expect((await waitForRun(t, run.id)).status).toBe('cancelled');
+    const soup = (await get(`/soups/${phase[0].soup_id}`).expect(200)).body;
+    expect(soup).toMatchObject({ status: 'cancelled', error: 'its run was cancelled' });
+    expect(soup.finishedAt).toBeTruthy();
+  });
+
   it('an SMS phase evaluates once: a recalibration that sends val and test accuracy is the phase evaluation (no evaluate task)', async () => {
     const run = (await post('/runs').send({ kind: 'sms', trainer: 'external', modelId: denseId, datasetId, m: 2, phases: 1, goalSparsity: 0.5, training: { epochs: 1 } }).expect(202)).body;
     const kinds: string[] = [];

@@ -52,6 +52,12 @@ export class RunLifecycle {
     await tx.update(RunEntity, { id: runId }, { status: 'cancelled', finishedAt: new Date() });
     // Finished phases keep their results; the rest will not run.
     await tx.update(RunPhaseEntity, { runId, status: Not('succeeded') }, { status: 'cancelled', finishedAt: new Date() });
+    // A phase's soup still being scored (an external greedy soup waits on trainers) ends with its run.
+    await tx.query(
+      `UPDATE soup SET status = 'cancelled', error = 'its run was cancelled', finished_at = now()
+        WHERE status IN ('queued', 'running') AND id IN (SELECT soup_id FROM run_phase WHERE run_id = $1 AND soup_id IS NOT NULL)`,
+      [runId],
+    );
     const queued = await tx.findBy(RunCandidateEntity, { runId, status: 'queued' });
     await tx.update(RunCandidateEntity, { runId, status: 'queued' }, { status: 'cancelled', finishedAt: new Date() });
     await this.event(tx, runId, 'run-cancelled', {});
