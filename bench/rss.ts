@@ -16,12 +16,11 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { printMachine } from './machine.js';
-import { client, type Run, sleep, waitForRun } from './sms-client.js';
+import { client, freePort, type Run, sleep, waitForRun } from './sms-client.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(here, here.endsWith(join('dist', 'bench')) ? '../..' : '..');
@@ -72,17 +71,6 @@ function sample(pid: number): { rss: number; hwm: number; processes: number } {
     }
   }
   return { rss, hwm, processes: pids.length };
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
 }
 
 async function main() {

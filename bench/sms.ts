@@ -46,12 +46,11 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machineInfo, machineLine, openblasPeerEnv } from './machine.js';
-import { type Client, client, FINISHED, type Run, type RunReport, sleep } from './sms-client.js';
+import { type Client, client, FINISHED, freePort, type Run, type RunReport, sleep } from './sms-client.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DATASET = 'fashion-mnist';
@@ -154,17 +153,6 @@ function envLine(cfg: Config): string {
 }
 
 // ---------------------------------------------------------------- the service as a child process
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
 
 /**
  * The built service as a child process on a fresh data folder. If it stops while runs are in
