@@ -350,6 +350,8 @@ interface Stage {
   startedAt?: number;
   /** Finished by an earlier bench and read back from sms-results.json (SMS_RESUME=1). */
   resumed?: string;
+  /** When the stage's last run finished (UTC, 'YYYY-MM-DD HH:MM'): what a later SMS_RESUME quotes. */
+  finishedAt?: string;
 }
 
 interface CurvePoint {
@@ -425,11 +427,13 @@ function resumeStages(cfg: Config, stages: Stage[]): Map<number, Dense> | null {
   const old: Partial<Config> = prior.config;
   const differs = sameExperiment(cfg, { ...prior.config, trainer: old.trainer ?? 'builtin', methods: old.methods ?? METHODS, trainLimit: old.trainLimit ?? 0 });
   if (differs.length) throw new Error(`SMS_RESUME: ${file} was made with a different configuration (${differs.map((k) => `${k} ${JSON.stringify(prior.config[k])} there, ${JSON.stringify(cfg[k])} here`).join('; ')}); move it away or match it`);
-  const when = statSync(file).mtime.toISOString().slice(0, 16).replace('T', ' ');
+  // A stage resumed twice keeps the time it was measured; the file's mtime is only the fallback for files from before finishedAt (a copy resets it).
+  const mtime = statSync(file).mtime.toISOString().slice(0, 16).replace('T', ' ');
   for (const st of stages) {
     const old = prior.stages.find((s) => s.name === st.name && s.done);
     if (!old) continue;
-    Object.assign(st, { jobs: old.jobs, done: true, submitted: true, wallSeconds: old.wallSeconds, resumed: when });
+    const when = old.resumed ?? old.finishedAt ?? mtime;
+    Object.assign(st, { jobs: old.jobs, done: true, submitted: true, wallSeconds: old.wallSeconds, resumed: when, finishedAt: old.finishedAt ?? when });
     console.log(`SMS_RESUME: stage ${st.name} kept from ${file} (${when} UTC)`);
   }
   return new Map(Object.entries(prior.dense).map(([seed, d]) => [Number(seed), d]));
@@ -939,6 +943,7 @@ async function main(): Promise<void> {
         }
         st.done = true;
         st.wallSeconds = (Date.now() - (st.startedAt ?? t1)) / 1000;
+        st.finishedAt = new Date().toISOString().slice(0, 16).replace('T', ' ');
         console.log(`[${fmtDuration((Date.now() - t0) / 1000)}] stage ${st.name} finished in ${fmtDuration(st.wallSeconds)}`);
         results.complete = stages.every((s) => s.done);
         await writeResults(api, results);
