@@ -146,6 +146,24 @@ describe('training and retraining runs', () => {
     await request(t.http).post(`/runs/${res.body.id}/cancel`).expect(409);
   });
 
+  it('answers requests that need a worker thread while training fills every worker', async () => {
+    // Long enough that no candidate ends during the test: it is cancelled at the end.
+    const res = await request(t.http).post('/runs').send({ kind: 'retrain', modelId: trained.id, datasetId: 'mnist', training: { ...FAST, epochs: 100 }, m: 4 }).expect(202);
+    const running = async () => ((await request(t.http).get(`/runs/${res.body.id}`).expect(200)).body.candidates as { index: number; status: string }[]).filter((c) => c.status === 'running').map((c) => c.index);
+    for (let i = 0; i < 600 && (await running()).length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    const training = await running();
+    expect(training).toHaveLength(2); // both WORKERS threads train
+    // A template, a new run's pre-flight check and a prune each need a thread: the request thread answers them.
+    const template2 = (await request(t.http).post('/models/templates').send({ architecture: 'lenet-300-100', datasetId: 'mnist', seed: 2 }).expect(201)).body;
+    const second = (await request(t.http).post('/runs').send({ kind: 'retrain', modelId: template2.id, datasetId: 'mnist', training: FAST, m: 1 }).expect(202)).body;
+    await request(t.http).post(`/models/${template2.id}/prune`).send({ method: 'magnitude-global', sparsity: 0.5 }).expect(201);
+    // …without waiting for a candidate to finish: the two that held the threads are still training.
+    expect(await running()).toEqual(training);
+    await request(t.http).post(`/runs/${second.id}/cancel`).expect(200);
+    await request(t.http).post(`/runs/${res.body.id}/cancel`).expect(200);
+    await waitForRunEvent(t, res.body.id, (e) => e.type === 'run-finished', 30_000);
+  });
+
   describe('configurations that cannot work are refused at POST: a 4xx problem and no run', () => {
     async function expectRefused(body: object, status: number, detail: RegExp) {
       const before = (await request(t.http).get('/runs')).body.total;

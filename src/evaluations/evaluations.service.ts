@@ -23,7 +23,8 @@ export class EvaluationsService {
     private readonly pool: WorkerPoolService,
   ) {}
 
-  async create(modelId: string, dto: CreateEvaluationDto): Promise<EvaluationDto> {
+  /** `lane`: `request` when an HTTP client waits for it (`POST /models/{id}/evaluations`), `background` for a run's phase. */
+  async create(modelId: string, dto: CreateEvaluationDto, lane: 'request' | 'background' = 'request'): Promise<EvaluationDto> {
     const model = await this.models.entity(modelId);
     const dataset = await this.datasets.ref(dto.datasetId);
     const seed = dto.seed ?? 0;
@@ -34,7 +35,7 @@ export class EvaluationsService {
       split: dto.split,
       corruptions: dto.corruptions,
       seed,
-    });
+    }, { lane });
     const repo = this.dataSource.getRepository(EvaluationEntity);
     const saved = await repo.save(repo.create({ modelId, datasetId: dto.datasetId, split: dto.split, seed, ...m }));
     return mapEvaluation(saved);

@@ -33,10 +33,11 @@ export class MasksService {
   ) {}
 
   /** POST /models/{id}/prune: selection and writing run in a worker thread; rows land in one transaction. */
-  async prune(modelId: string, dto: PruneModelDto, opts: { record?: RecordWith } = {}): Promise<PruneResultDto> {
+  /** `lane`: a run's phase prunes in the background lane; a `POST …/prune` is a request. */
+  async prune(modelId: string, dto: PruneModelDto, opts: { record?: RecordWith; lane?: 'request' | 'background' } = {}): Promise<PruneResultDto> {
     const source = await this.models.entity(modelId);
     const { name, ...options } = dto;
-    const result = await this.pool.run({ type: 'prune', model: modelRef(source), options });
+    const result = await this.pool.run({ type: 'prune', model: modelRef(source), options }, { lane: opts.lane ?? 'request' });
     const label = dto.method === 'n-of-m' ? `${dto.n}of${dto.m}` : `${dto.sparsity}`;
     return this.persist(source, result, {
       name: name ?? `${source.name}-${dto.method}-${label}`,

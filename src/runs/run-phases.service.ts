@@ -152,6 +152,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
                 if (!claimed.affected) throw lost;
                 await this.lifecycle.event(tx, run.id, 'phase-pruned', { phase: phase.index, sparsity: phase.sparsity, maskId: mask.id, prunedModelId: model.id });
               },
+              lane: 'background',
             },
           );
         } catch (err) {
@@ -247,10 +248,10 @@ export class RunPhasesService implements OnApplicationBootstrap {
     await this.lifecycle.event(this.dataSource.manager, run.id, 'phase-evaluating', { phase: phase.index, resultModelId, soupId });
     // Robustness (OOD) of the phase result, as the SMS code reports accuracy under corruption; a
     // repeat of this step reuses the evaluation an earlier attempt stored.
-    const test = (await this.evaluations.findSame(resultModelId, { datasetId: run.datasetId, split: 'test', corruptions: PHASE_CORRUPTIONS })) ?? (await this.evaluations.create(resultModelId, { datasetId: run.datasetId, split: 'test', corruptions: PHASE_CORRUPTIONS }));
+    const test = (await this.evaluations.findSame(resultModelId, { datasetId: run.datasetId, split: 'test', corruptions: PHASE_CORRUPTIONS })) ?? (await this.evaluations.create(resultModelId, { datasetId: run.datasetId, split: 'test', corruptions: PHASE_CORRUPTIONS }, 'background'));
     const val = soupVal ?? candidates[0].valAccuracy;
     const models = await Promise.all(ids.map((id) => this.models.entity(id)));
-    const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }) : [];
+    const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }, { lane: 'background' }) : [];
     // The candidates' prediction ensemble: what averaging their outputs (not their weights) reaches.
     const ensemble = ids.length > 1 ? await this.pool.run({ type: 'ensemble-evaluate', models: models.map(modelRef), dataset: await this.datasets.ref(run.datasetId), split: 'test' }) : null;
     const result = await this.models.entity(resultModelId);
@@ -295,7 +296,7 @@ export class RunPhasesService implements OnApplicationBootstrap {
     const { resultModelId, soupId, metrics: m, taskId } = scored;
     const perClass = (m.perClassAccuracy ?? []).filter((x): x is number => typeof x === 'number');
     const models = await Promise.all(ids.map((id) => this.models.entity(id)));
-    const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }) : [];
+    const distances = ids.length > 1 ? await this.pool.run({ type: 'compare-models', models: models.map(modelRef) }, { lane: 'background' }) : [];
     const result = await this.models.entity(resultModelId);
     const tests = candidates.map((c) => c.testAccuracy ?? Number.NaN);
     const vals = candidates.map((c) => c.valAccuracy ?? Number.NaN);

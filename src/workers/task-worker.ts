@@ -61,6 +61,10 @@ const handlers: Handlers = {
     if (task.how === 'exit') process.exit(70);
     if (task.how === 'hang') await new Promise(() => {});
     if (task.how === 'spin') for (;;); // a busy thread, as a backtracking pattern once made one
+    if (task.how === 'sleep') {
+      await new Promise((r) => setTimeout(r, task.ms ?? 1000));
+      return null;
+    }
     throw new Error('diagnostic failure');
   },
 };

@@ -70,7 +70,9 @@ export interface InfoResult {
 
 export interface CrashTask {
   type: 'crash';
-  how: 'exit' | 'throw' | 'hang' | 'spin';
+  /** `sleep`: keeps the thread for `ms` and then succeeds (returns null). */
+  how: 'exit' | 'throw' | 'hang' | 'spin' | 'sleep';
+  ms?: number;
 }
 
 export interface PruneTask {
@@ -287,7 +289,7 @@ export interface ProbeDatasetResult {
 /** Every task by name: its payload and its result. */
 export interface TaskMap {
   info: { task: InfoTask; result: InfoResult };
-  crash: { task: CrashTask; result: never };
+  crash: { task: CrashTask; result: null };
   prune: { task: PruneTask; result: MaskedModelResult };
   'apply-mask': { task: ApplyMaskTask; result: MaskedModelResult };
   'inspect-dataset': { task: InspectDatasetTask; result: DatasetSummary };

@@ -31,10 +31,21 @@ describe('TaskTimeLimit', () => {
     expect(limit.stats().timedOut).toBe(0);
   });
 
+  it('does not count the time a background task waits for its turn against its bound', async () => {
+    await pool.run({ type: 'info' }); // a warm thread: start-up is not what is timed here
+    const busy = pool.run({ type: 'crash', how: 'sleep', ms: 2500 }, { lane: 'background' });
+    const limit = new TaskTimeLimit(1500);
+    // Waits 2.5 s (longer than its bound) for the only thread, then runs in milliseconds.
+    const queued = limit.run(pool, { type: 'info' }, { lane: 'background' });
+    expect(await busy).toBeNull();
+    expect((await queued).backend.name).toBeTruthy();
+    expect(limit.stats().timedOut).toBe(0);
+  });
+
   it('reports a task that outlives its bound and does not end as overdue (a stuck pool)', () => {
     const limit = new TaskTimeLimit(1000);
     // A pool whose thread cannot be ended: it ignores the abort.
-    const stuck = { run: () => new Promise(() => {}) } as unknown as WorkerPool;
+    const stuck = { run: (_task: unknown, opts: { onStart?: () => void }) => { opts.onStart?.(); return new Promise(() => {}); } } as unknown as WorkerPool;
     void limit.run(stuck, { type: 'info' });
     expect(limit.stats().overdue).toBe(0);
     expect(limit.stats(Date.now() + 12_000)).toMatchObject({ overdue: 1, oldestTaskSeconds: 12 });

@@ -17,7 +17,7 @@ export interface TaskTimeStats {
 }
 
 /**
- * Runs tasks with a time bound: a task (queued or running) not finished within `ms` is aborted —
+ * Runs tasks with a time bound: a task not finished within `ms` of reaching a thread's queue is aborted —
  * piscina terminates its thread, which stops even a busy loop, and starts a fresh one — and the
  * caller gets a 503 problem naming the task and the bound.
  */
@@ -30,14 +30,21 @@ export class TaskTimeLimit {
 
   async run<T extends WorkerTask>(pool: WorkerPool, task: T, opts: RunTaskOptions = {}): Promise<ResultOf<T['type']>> {
     if (UNBOUNDED.has(task.type)) return pool.run(task, opts);
-    const timeout = AbortSignal.timeout(this.ms);
-    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
+    // The bound runs from the moment the task is handed to a thread: waiting for its lane behind
+    // other runs' training is not the task being slow.
+    const timeout = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const signal = opts.signal ? AbortSignal.any([opts.signal, timeout.signal]) : timeout.signal;
     const id = this.nextId++;
-    this.inFlight.set(id, Date.now());
+    const onStart = () => {
+      opts.onStart?.();
+      this.inFlight.set(id, Date.now());
+      timer = setTimeout(() => timeout.abort(new DOMException('The operation was aborted due to timeout', 'TimeoutError')), this.ms);
+    };
     try {
-      return await pool.run(task, { ...opts, signal });
+      return await pool.run(task, { ...opts, signal, onStart });
     } catch (err) {
-      if (timeout.aborted && !opts.signal?.aborted) {
+      if (timeout.signal.aborted && !opts.signal?.aborted) {
         this.timedOut++;
         throw new ProblemException(503, `the ${task.type} task did not finish within ${this.ms / 1000} s (TASK_TIMEOUT_SECONDS); it was stopped and its worker thread replaced`, {
           slug: 'task-timeout',
@@ -46,6 +53,7 @@ export class TaskTimeLimit {
       }
       throw err;
     } finally {
+      clearTimeout(timer);
       this.inFlight.delete(id);
     }
   }

@@ -7,7 +7,7 @@ import { TaskTimeLimit } from './time-limit.js';
 import { type RunTaskOptions, WorkerPool } from './worker-pool.js';
 import type { ResultOf, WorkerTask } from './tasks.js';
 
-/** The process's worker threads (WORKERS of them), started lazily on the first task. */
+/** The process's worker threads (WORKERS of them, plus one for requests), started lazily on the first task. */
 @Injectable()
 export class WorkerPoolService implements OnApplicationShutdown {
   private pool: WorkerPool | null = null;
@@ -22,11 +22,12 @@ export class WorkerPoolService implements OnApplicationShutdown {
 
   get(): WorkerPool {
     // WORKERS=0 takes no queue work; requests answered directly (prune, evaluate…) still need a thread.
-    this.pool ??= new WorkerPool(Math.max(1, this.config.workers), {
-      backend: this.config.backend,
-      artifacts: this.artifacts.threadConfig,
-      cacheDir: join(this.config.dataDir, 'cache'),
-    });
+    // One more thread for requests while queue work fills the WORKERS threads (started on demand, ended after a minute idle).
+    this.pool ??= new WorkerPool(
+      Math.max(1, this.config.workers),
+      { backend: this.config.backend, artifacts: this.artifacts.threadConfig, cacheDir: join(this.config.dataDir, 'cache') },
+      { requestThreads: this.config.workers > 0 ? 1 : 0 },
+    );
     return this.pool;
   }
 

@@ -32,6 +32,44 @@ describe('WorkerPool', () => {
   });
 });
 
+describe('WorkerPool lanes', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pool-lanes-'));
+  // One thread for queue work, one that only requests take.
+  const pool = new WorkerPool(1, { backend: 'auto', artifacts: { kind: 'fs', root: dir }, cacheDir: dir, allowDiagnostics: true }, { requestThreads: 1 });
+  afterAll(() => pool.close());
+
+  it('answers a request while background work fills the pool, and queues the next background task until a thread frees', async () => {
+    const hold = new AbortController();
+    const busy = pool.run({ type: 'crash', how: 'hang' }, { lane: 'background', signal: hold.signal }).catch((e: unknown) => e);
+    let secondStarted = false;
+    const second = pool.run({ type: 'info' }, { lane: 'background', onStart: () => { secondStarted = true; } });
+    // The request is answered on the request thread while the background thread hangs.
+    const info = await pool.run({ type: 'info' });
+    expect(info.backend.name).toBeTruthy();
+    expect(secondStarted).toBe(false);
+    expect(pool.stats().queued).toBe(1);
+    hold.abort();
+    expect(String(await busy)).toMatch(/abort/i);
+    expect((await second).backend.name).toBeTruthy();
+    expect(secondStarted).toBe(true);
+  });
+
+  it('a background task aborted while it waits for its turn never starts', async () => {
+    const hold = new AbortController();
+    const busy = pool.run({ type: 'crash', how: 'hang' }, { lane: 'background', signal: hold.signal }).catch((e: unknown) => e);
+    const give = new AbortController();
+    let started = false;
+    const waiting = pool.run({ type: 'info' }, { lane: 'background', signal: give.signal, onStart: () => { started = true; } }).catch((e: unknown) => e);
+    give.abort();
+    expect(String(await waiting)).toMatch(/abort/i);
+    hold.abort();
+    await busy;
+    expect(started).toBe(false);
+    expect(pool.stats().queued).toBe(0);
+    expect((await pool.run({ type: 'info' }, { lane: 'background' })).backend.name).toBeTruthy();
+  });
+});
+
 describe('WorkerPool datasets', () => {
   const dir = mkdtempSync(join(tmpdir(), 'pool-ds-'));
   const pool = new WorkerPool(2, { backend: 'auto', artifacts: { kind: 'fs', root: dir }, cacheDir: dir, allowDiagnostics: true });

@@ -22,10 +22,31 @@ export interface RunTaskOptions {
   onProgress?: (message: ProgressMessage) => void;
   /** Aborting terminates the task's thread at once; the pool starts a fresh one. */
   signal?: AbortSignal;
+  /**
+   * `request`: the task answers an HTTP request that waits for it, and takes the pool's request
+   * thread when the queue's work fills the others. `background` (queue work: training, a phase's soup
+   * or evaluation) waits its turn for one of the `threads`. Default: by task type (see REQUEST_TASKS).
+   */
+  lane?: 'request' | 'background';
+  /** Called when the task is handed to a thread's queue (after waiting for its lane), not before. */
+  onStart?: () => void;
+}
+
+/** Short tasks that answer requests (bounded by TASK_TIMEOUT_SECONDS): never queued behind training. */
+const REQUEST_TASKS = new Set<WorkerTask['type']>(['info', 'crash', 'template', 'check-train', 'prune', 'apply-mask', 'inspect-dataset', 'probe-dataset', 'compare-models']);
+
+/** The lane a task runs in when its caller does not say (a soup's up-front check is a request's). */
+export function defaultLane(task: WorkerTask): 'request' | 'background' {
+  if (REQUEST_TASKS.has(task.type)) return 'request';
+  if (task.type === 'soup' && task.validateOnly) return 'request';
+  return 'background';
 }
 
 /**
- * piscina threads, `threads` of them, each with one TensorFlow.js backend. A task that kills its
+ * piscina threads, `threads` of them for background work plus `requestThreads` that only requests
+ * may take, each with one TensorFlow.js backend (threads start on demand and end after a minute
+ * idle). Background tasks beyond `threads` wait here in FIFO order, so a request (a prune, a
+ * template, `POST /runs`'s check) never queues behind hours of training. A task that kills its
  * thread (out of memory, process.exit, a native crash) rejects with that error and the pool
  * replaces the thread.
  */
@@ -37,17 +58,22 @@ export class WorkerPool {
   /** One copy per process of each dataset tasks name (SharedArrayBuffers the threads share). */
   private readonly datasets = new Map<string, Promise<ImageDataset>>();
   private readonly shareDatasets: boolean;
+  /** Background tasks on a thread now, and those waiting for one (FIFO). */
+  private backgroundRunning = 0;
+  private readonly backgroundWaiting: (() => void)[] = [];
+  readonly requestThreads: number;
 
   constructor(
     readonly threads: number,
     init: WorkerInit,
-    options: { shareDatasets?: boolean } = {},
+    options: { shareDatasets?: boolean; requestThreads?: number } = {},
   ) {
     this.shareDatasets = options.shareDatasets ?? true;
+    this.requestThreads = options.requestThreads ?? 0;
     this.piscina = new Piscina({
       filename: workerFilename(),
       minThreads: 0,
-      maxThreads: threads,
+      maxThreads: threads + this.requestThreads,
       idleTimeout: 60_000,
       workerData: init,
       // Training holds a model, optimizer state and batches: give threads room, but bounded.
@@ -62,8 +88,15 @@ export class WorkerPool {
       const onProgress = opts.onProgress;
       channel.port1.on('message', (m: ProgressMessage) => onProgress(m));
     }
+    const background = (opts.lane ?? defaultLane(task)) === 'background';
     this.busy++;
+    let holdsLane = false;
     try {
+      if (background) {
+        await this.backgroundTurn(opts.signal);
+        holdsLane = true;
+      }
+      opts.onStart?.();
       const dataset = await this.sharedDataset(task);
       // Threads no task holds now: a lone training task may use one for data-parallel gradients.
       const idleThreads = Math.max(0, this.threads - this.busy);
@@ -82,8 +115,37 @@ export class WorkerPool {
       throw err;
     } finally {
       this.busy--;
+      if (holdsLane) this.releaseBackground();
       channel?.port1.close();
     }
+  }
+
+  /** Waits until fewer than `threads` background tasks run (rejects if `signal` aborts first). */
+  private backgroundTurn(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.backgroundRunning < this.threads) {
+      this.backgroundRunning++;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const go = () => {
+        signal?.removeEventListener('abort', onAbort);
+        this.backgroundRunning++;
+        resolve();
+      };
+      const onAbort = () => {
+        const i = this.backgroundWaiting.indexOf(go);
+        if (i >= 0) this.backgroundWaiting.splice(i, 1);
+        reject(signal?.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.backgroundWaiting.push(go);
+    });
+  }
+
+  private releaseBackground(): void {
+    this.backgroundRunning--;
+    this.backgroundWaiting.shift()?.();
   }
 
   /**
@@ -119,7 +181,7 @@ export class WorkerPool {
     return {
       threads: this.threads,
       busy: this.busy,
-      queued: this.piscina.queueSize,
+      queued: this.piscina.queueSize + this.backgroundWaiting.length,
       completed: this.completedTasks,
       failed: this.failedTasks,
       utilization: this.piscina.utilization,
