@@ -1,0 +1,65 @@
+/**
+ * The crossover of the sparse `_FusedMatMul` (src/core/tf/sparse-matmul.ts) against XNNPACK's dense
+ * one, per layer shape and sparsity, on the wasm backend, one thread: ms per call (median), and the
+ * largest difference of the outputs.
+ *
+ *   npm run build && node dist/bench/sparse-matmul.js [-- --batch 512 --reps 20]
+ */
+import os from 'node:os';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/core/tf/backend.js';
+import { type SparseMatMulMode, withSparseMatMul } from '../src/core/tf/sparse-matmul.js';
+import { printMachine } from './machine.js';
+
+const args = process.argv.slice(2);
+const arg = (n: string, d: string) => (args.indexOf(`--${n}`) >= 0 ? args[args.indexOf(`--${n}`) + 1] : d);
+const B = Number(arg('batch', '512'));
+const REPS = Number(arg('reps', '20'));
+
+function median(xs: number[]) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function main() {
+  await initBackend('wasm');
+  console.log(`# bench sparse-matmul — batch ${B}, median of ${REPS} calls, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  printMachine();
+  console.log('| K×N | sparsity | dense ms | sparse ms | dense ÷ sparse | max |Δ| |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+  for (const [K, N] of [[784, 300], [300, 100], [100, 10], [3136, 128]]) {
+    for (const s of [0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98]) {
+      const x = tf.randomUniform([B, K], 0, 1, 'float32', 1);
+      const wv = tf.randomNormal([K, N], 0, 0.05, 'float32', 2).dataSync() as Float32Array;
+      const keep = tf.randomUniform([K * N], 0, 1, 'float32', 3).dataSync();
+      for (let i = 0; i < wv.length; i++) if (keep[i] < s) wv[i] = 0;
+      const w = tf.tensor2d(wv, [K, N]);
+      const bias = tf.randomNormal([N], 0, 0.1, 'float32', 4);
+      const run = (m: SparseMatMulMode) => withSparseMatMul(m, () => tf.tidy(() => tf.fused.matMul({ a: x, b: w, bias, activation: 'relu' }).dataSync()));
+      const d = run('dense');
+      const sp = run('sparse');
+      let diff = 0;
+      for (let i = 0; i < d.length; i++) diff = Math.max(diff, Math.abs(d[i] - sp[i]));
+      // Interleaved: the machine is shared, so both paths see the same moments.
+      const tds: number[] = [];
+      const tss: number[] = [];
+      for (let i = 0; i < REPS; i++) {
+        let t0 = performance.now();
+        run('dense');
+        tds.push(performance.now() - t0);
+        t0 = performance.now();
+        run('sparse');
+        tss.push(performance.now() - t0);
+      }
+      const td = median(tds);
+      const ts = median(tss);
+      console.log(`| ${K}×${N} | ${s} | ${td.toFixed(2)} | ${ts.toFixed(2)} | ${(td / ts).toFixed(2)}× | ${diff.toExponential(1)} |`);
+      tf.dispose([x, w, bias]);
+    }
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,379 @@
+import * as tf from '@tensorflow/tfjs';
+
+/**
+ * Sparse-aware inference for dense layers on the wasm backend.
+ *
+ * A pruned `Dense` kernel W [K, N] is mostly zeros (90–98 % after this service's pruning), but
+ * XNNPACK's fully connected layer multiplies every one of them. For such a kernel `_FusedMatMul`
+ * (what a `Dense` layer runs in inference: y = act(x·W + bias)) is computed here as a sparse × dense
+ * product instead, by a small hand-written WebAssembly SIMD module that works directly on the wasm
+ * backend's heap (it imports the backend's own memory: no copies of activations):
+ *
+ * - x [B, K] is packed into panels of T = 4·V rows, transposed: panel[t][k][j] = x[t·T + j, k];
+ * - W is kept per output column as a list of (k, w) pairs for its non-zeros, k ascending (CSC);
+ * - for every panel and output n, V float32x4 accumulators start at bias[n] and add w · panel[t][k]
+ *   for each non-zero, then ReLU (if fused) and store to an output panel, unpacked into y [B, N].
+ *
+ * Each output is bias + Σ w·x over the non-zeros in ascending k, one float32 rounding per multiply and
+ * per add (`referenceSparseMatMul` is that loop in JS, bit for bit); XNNPACK sums the same products
+ * (the zeros add nothing) in another order, so the two agree to float32 rounding. One difference:
+ * an infinite input times a pruned (zero) weight is NaN in the dense product and skipped here.
+ *
+ * When it runs: only inside `withSparseMatMul` (evaluation sets it; training never does), for
+ * float32 `_FusedMatMul` with linear or ReLU activation, rank-1 bias or none, no transposed x, and a
+ * weight shared by the whole batch, whose fraction of zeros is at least `SPARSE_MIN_SPARSITY` ('auto')
+ * or always ('sparse'); 'dense' keeps XNNPACK. The per-weight decision and its CSC lists are cached
+ * by the weight's data id (a weight tensor never changes in place; assigning a variable gives it a
+ * new id), in JS memory that goes with the id.
+ */
+
+export type SparseMatMulMode = 'auto' | 'dense' | 'sparse';
+export const SPARSE_MATMUL_MODES: readonly SparseMatMulMode[] = ['auto', 'dense', 'sparse'];
+
+/**
+ * Fraction of zeros from which 'auto' takes the sparse path (measured crossover: see the README's
+ * Evaluation section and `bench/sparse-matmul.ts`).
+ */
+export const SPARSE_MIN_SPARSITY = 0.6;
+
+/** Accumulator vectors per panel: T = 4·V batch rows at a time. */
+const V = 8;
+const T = 4 * V;
+
+// ---- the module's bytes (same conventions as src/core/soups/kernels.ts) ----
+
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
+const section = (id: number, body: number[]) => [id, ...uleb(body.length), ...body];
+const name = (s: string) => [...uleb(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
+const I32 = 0x7f;
+const V128 = 0x7b;
+const get = (i: number) => [0x20, ...uleb(i)];
+const set = (i: number) => [0x21, ...uleb(i)];
+const tee = (i: number) => [0x22, ...uleb(i)];
+const i32c = (v: number) => [0x41, ...sleb(v)];
+const add = [0x6a];
+const mul = [0x6c];
+const geU = [0x4f];
+const mem = (offset: number) => [0, ...uleb(offset)];
+const i32load = (o = 0) => [0x28, ...mem(o)];
+const f32load = (o = 0) => [0x2a, ...mem(o)];
+const f32store = [0x38, ...mem(0)];
+const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
+const vload = (o = 0) => simd(0x00, ...mem(o));
+const vstore = (o = 0) => simd(0x0b, ...mem(o));
+const vzero = simd(0x0c, ...new Array(16).fill(0));
+const f32x4splat = simd(0x13);
+const f32x4add = simd(0xe4);
+const f32x4mul = simd(0xe6);
+const f32x4pmax = simd(0xeb);
+const ifThen = (cond: number[], body: number[]) => [...cond, 0x04, 0x40, ...body, 0x0b];
+const ifElseV128 = (cond: number[], then: number[], otherwise: number[]) => [...cond, 0x04, V128, ...then, 0x05, ...otherwise, 0x0b];
+function whileBelow(p: number, end: number, body: number[]): number[] {
+  return [0x02, 0x40, 0x03, 0x40, ...get(p), ...get(end), ...geU, 0x0d, 1, ...body, 0x0c, 0, 0x0b, 0x0b];
+}
+const bump = (p: number, by: number[]) => [...get(p), ...by, ...add, ...set(p)];
+
+function fn(locals: [number, number][], body: number[]): number[] {
+  const code = [...vec(locals.map(([count, type]) => [...uleb(count), type])), ...body, 0x0b];
+  return [...uleb(code.length), ...code];
+}
+
+/**
+ * spmm(yp, xp, tiles, panelBytes, n, pairs, colptr, bias, hasBias, relu):
+ * for each of `tiles` x panels (panelBytes apart) and each of the n columns, V accumulators over the
+ * column's pairs (i32 byte offset of row k in a panel, f32 weight), written to yp in panel order.
+ */
+function spmmBody(): number[] {
+  const [yp, xt, tiles, panelBytes, n, pairs, colptr, bias, hasBias, relu] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+  const [tEnd, cp, cpEnd, p, end, off, bp] = [10, 11, 12, 13, 14, 15, 16];
+  const acc = Array.from({ length: V }, (_, i) => 17 + i);
+  const w = 17 + V;
+  const init = ifElseV128(get(hasBias), [...get(bp), ...f32load(), ...f32x4splat], vzero);
+  const step = [
+    ...get(xt), ...get(p), ...i32load(), ...add, ...set(off),
+    ...get(p), ...f32load(4), ...f32x4splat, ...set(w),
+    ...acc.flatMap((a, i) => [...get(a), ...get(w), ...get(off), ...vload(16 * i), ...f32x4mul, ...f32x4add, ...set(a)]),
+    ...bump(p, i32c(8)),
+  ];
+  const column = [
+    ...init, ...tee(acc[0]), ...acc.slice(1).flatMap((a) => [...tee(a)]), 0x1a, // drop the last copy
+    ...get(pairs), ...get(cp), ...i32load(), ...add, ...set(p),
+    ...get(pairs), ...get(cp), ...i32load(4), ...add, ...set(end),
+    ...whileBelow(p, end, step),
+    ...ifThen(get(relu), acc.flatMap((a) => [...vzero, ...get(a), ...f32x4pmax, ...set(a)])),
+    ...acc.flatMap((a, i) => [...get(yp), ...get(a), ...vstore(16 * i)]),
+    ...bump(yp, i32c(16 * V)),
+    ...bump(cp, i32c(4)),
+    ...bump(bp, i32c(4)),
+  ];
+  return [
+    ...get(xt), ...get(tiles), ...get(panelBytes), ...mul, ...add, ...set(tEnd),
+    ...get(colptr), ...get(n), ...i32c(4), ...mul, ...add, ...set(cpEnd),
+    ...whileBelow(xt, tEnd, [
+      ...get(colptr), ...set(cp),
+      ...get(bias), ...set(bp),
+      ...whileBelow(cp, cpEnd, column),
+      ...bump(xt, get(panelBytes)),
+    ]),
+  ];
+}
+
+/** strided(dst, dstStep, src, srcStep, count): count float32 copies, each pointer advancing by its step (bytes). */
+function stridedBody(): number[] {
+  const [dst, dstStep, src, srcStep, count] = [0, 1, 2, 3, 4];
+  const end = 5;
+  return [
+    ...get(dst), ...get(count), ...get(dstStep), ...mul, ...add, ...set(end),
+    ...whileBelow(dst, end, [...get(dst), ...get(src), ...f32load(), ...f32store, ...bump(dst, get(dstStep)), ...bump(src, get(srcStep))]),
+  ];
+}
+
+export function sparseModuleBytes(): Uint8Array<ArrayBuffer> {
+  const types = [
+    [0x60, ...vec(new Array(10).fill([I32])), ...vec([])],
+    [0x60, ...vec(new Array(5).fill([I32])), ...vec([])],
+  ];
+  const funcs = [
+    { name: 'spmm', type: 0, code: fn([[7, I32], [V + 1, V128]], spmmBody()) },
+    { name: 'strided', type: 1, code: fn([[1, I32]], stridedBody()) },
+  ];
+  return Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec(types)),
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, ...uleb(1)]])),
+    ...section(3, vec(funcs.map((f) => uleb(f.type)))),
+    ...section(7, vec(funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
+    ...section(10, vec(funcs.map((f) => f.code))),
+  ]);
+}
+
+// ---- the weight's column lists ----
+
+/** Column lists of a [K, N] (or, transposed, [N, K]) float32 weight, in the kernel's layout. */
+export interface SparseColumns {
+  k: number;
+  n: number;
+  nnz: number;
+  sparsity: number;
+  /** nnz pairs: int32 byte offset of row k in a panel (k·T·4), float32 weight; column-major, k ascending. */
+  pairs: ArrayBuffer;
+  /** n + 1 byte offsets into pairs (8 per pair). */
+  colptr: Int32Array;
+}
+
+export function sparseColumns(w: Float32Array, k: number, n: number, transposed = false): SparseColumns {
+  const count = new Int32Array(n + 1);
+  let nnz = 0;
+  for (let r = 0; r < k; r++) {
+    for (let c = 0; c < n; c++) {
+      if (w[transposed ? c * k + r : r * n + c] !== 0) {
+        count[c + 1]++;
+        nnz++;
+      }
+    }
+  }
+  for (let c = 0; c < n; c++) count[c + 1] += count[c];
+  const pairs = new ArrayBuffer(nnz * 8);
+  const off = new Int32Array(pairs);
+  const val = new Float32Array(pairs);
+  const at = count.slice(0, n);
+  // Row-major walk: each column's pairs come out in ascending k.
+  for (let r = 0; r < k; r++) {
+    for (let c = 0; c < n; c++) {
+      const v = w[transposed ? c * k + r : r * n + c];
+      if (v !== 0) {
+        const q = at[c]++;
+        off[2 * q] = r * T * 4;
+        val[2 * q + 1] = v;
+      }
+    }
+  }
+  const colptr = new Int32Array(n + 1);
+  for (let c = 0; c <= n; c++) colptr[c] = count[c] * 8;
+  return { k, n, nnz, sparsity: k * n ? 1 - nnz / (k * n) : 0, pairs, colptr };
+}
+
+/**
+ * The sparse product in plain JS with the kernel's arithmetic (float32 rounding after every multiply
+ * and add, bias first, non-zeros in ascending k): the tests' oracle. x [rows, K] → y [rows, N].
+ */
+export function referenceSparseMatMul(x: Float32Array, rows: number, cols: SparseColumns, bias: Float32Array | null, relu: boolean): Float32Array {
+  const { k: K, n: N } = cols;
+  const off = new Int32Array(cols.pairs);
+  const val = new Float32Array(cols.pairs);
+  const y = new Float32Array(rows * N);
+  const f = Math.fround;
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < N; c++) {
+      let s = bias ? bias[c] : 0;
+      for (let q = cols.colptr[c] / 8; q < cols.colptr[c + 1] / 8; q++) s = f(s + f(val[2 * q + 1] * x[r * K + off[2 * q] / (T * 4)]));
+      // pmax(0, s): 0 < s ? s : 0 (NaN → 0, −0 → +0), as the kernel's f32x4.pmax.
+      y[r * N + c] = relu ? (0 < s ? s : 0) : s;
+    }
+  }
+  return y;
+}
+
+// ---- the kernel ----
+
+type Info = tf.TensorInfo;
+interface WasmBackend {
+  disposeData(dataId: object): boolean;
+  makeOutput(shape: number[], dtype: tf.DataType): Info;
+  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
+  typedArrayFromHeap(info: Info): Float32Array | Int32Array | Uint8Array;
+  wasm: { asm?: Record<string, unknown> };
+}
+type Kernel = (args: { inputs: Record<string, Info | null | undefined>; backend: WasmBackend; attrs: Record<string, unknown> }) => Info;
+interface SparseExports {
+  spmm(yp: number, xp: number, tiles: number, panelBytes: number, n: number, pairs: number, colptr: number, bias: number, hasBias: number, relu: number): void;
+  strided(dst: number, dstStep: number, src: number, srcStep: number, count: number): void;
+}
+
+interface WasmApi {
+  Memory: new (d: { initial: number }) => { buffer: ArrayBuffer };
+  Module: new (bytes: Uint8Array<ArrayBuffer>) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+  validate(bytes: Uint8Array<ArrayBuffer>): boolean;
+}
+const wasmApi = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
+
+let compiled: object | null | undefined;
+function sparseModule(): object | null {
+  if (compiled === undefined) {
+    try {
+      const bytes = sparseModuleBytes();
+      compiled = wasmApi?.validate(bytes) ? new wasmApi.Module(bytes) : null;
+    } catch {
+      compiled = null;
+    }
+  }
+  return compiled;
+}
+
+const instances = new WeakMap<object, { exports: SparseExports; memory: { buffer: ArrayBuffer } } | null>();
+function instanceFor(backend: WasmBackend) {
+  let inst = instances.get(backend);
+  if (inst === undefined) {
+    const memory = Object.values(backend.wasm.asm ?? {}).find((v) => wasmApi && v instanceof wasmApi.Memory) as { buffer: ArrayBuffer } | undefined;
+    const mod = sparseModule();
+    inst = memory && mod && wasmApi ? { exports: new wasmApi.Instance(mod, { env: { memory } }).exports as unknown as SparseExports, memory } : null;
+    instances.set(backend, inst);
+  }
+  return inst;
+}
+
+let mode: SparseMatMulMode | 'off' = 'off';
+let minSparsity = SPARSE_MIN_SPARSITY;
+const columnsCache = new WeakMap<object, SparseColumns>();
+const stats = { sparse: 0, dense: 0 };
+
+/** Runs `fn` with the sparse path in `m` (evaluation's scope); nesting restores the outer mode. */
+export function withSparseMatMul<R>(m: SparseMatMulMode, fn: () => R): R {
+  const outer = mode;
+  mode = m;
+  try {
+    return fn();
+  } finally {
+    mode = outer;
+  }
+}
+
+/** For tests and benches: counts of `_FusedMatMul` calls that took each path, and the crossover. */
+export const sparseMatMulInternals = {
+  stats,
+  resetStats(): void {
+    stats.sparse = 0;
+    stats.dense = 0;
+  },
+  setMinSparsity(s: number): void {
+    minSparsity = s;
+  },
+  get minSparsity(): number {
+    return minSparsity;
+  },
+  available(): boolean {
+    return sparseModule() !== null;
+  },
+};
+
+const offsetOf = (backend: WasmBackend, info: Info) => {
+  const d = backend.dataIdMap.get(info.dataId);
+  if (!d) throw new Error('sparse matmul: a tensor has no data on the wasm heap');
+  return d.memoryOffset;
+};
+
+/** Wraps the backend's `_FusedMatMul`: the sparse product where it applies, the original otherwise. */
+export function sparseFusedMatMul(original: Kernel): Kernel {
+  return (args) => {
+    if (mode === 'off' || mode === 'dense') return original(args);
+    const { a, b, bias, preluActivationWeights } = args.inputs;
+    const { transposeA, transposeB, activation } = args.attrs as { transposeA: boolean; transposeB: boolean; activation?: string };
+    const act = activation ?? 'linear';
+    if (
+      !a || !b || preluActivationWeights || transposeA || (act !== 'linear' && act !== 'relu') ||
+      a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length !== 3 || b.shape.length !== 3 || b.shape[0] !== 1
+    ) return original(args);
+    const { backend } = args;
+    const K = a.shape[2];
+    const N = transposeB ? b.shape[1] : b.shape[2];
+    if ((transposeB ? b.shape[2] : b.shape[1]) !== K) return original(args);
+    if (bias && (bias.dtype !== 'float32' || bias.shape.length !== 1 || bias.shape[0] !== N)) return original(args);
+    const inst = instanceFor(backend);
+    if (!inst) return original(args);
+    let cols = columnsCache.get(b.dataId);
+    if (!cols || cols.k !== K || cols.n !== N) {
+      cols = sparseColumns(backend.typedArrayFromHeap(b) as Float32Array, K, N, transposeB);
+      columnsCache.set(b.dataId, cols);
+    }
+    if (mode === 'auto' && cols.sparsity < minSparsity) {
+      stats.dense++;
+      return original(args);
+    }
+    stats.sparse++;
+    const rows = a.shape[0] * a.shape[1];
+    const tiles = Math.ceil(rows / T);
+    const out = backend.makeOutput([a.shape[0], a.shape[1], N], 'float32');
+    if (rows === 0 || N === 0) return out;
+    const xp = backend.makeOutput([tiles * K * T], 'float32');
+    const yp = backend.makeOutput([tiles * N * T], 'float32');
+    const pairs = backend.makeOutput([Math.max(1, cols.nnz * 2)], 'int32');
+    const colptr = backend.makeOutput([N + 1], 'int32');
+    // Offsets and views only after the last allocation (an allocation may grow the heap).
+    const heap = inst.memory.buffer;
+    const [aP, outP, xpP, ypP, pairsP, colptrP] = [a, out, xp, yp, pairs, colptr].map((t) => offsetOf(backend, t));
+    new Uint8Array(heap, pairsP, cols.nnz * 8).set(new Uint8Array(cols.pairs));
+    new Int32Array(heap, colptrP, N + 1).set(cols.colptr);
+    const e = inst.exports;
+    const panel = K * T * 4;
+    // Lanes past the last row: zeros (their outputs are never read; zeros keep them cheap).
+    if (rows % T) new Float32Array(heap, xpP + (tiles - 1) * panel, K * T).fill(0);
+    for (let r = 0; r < rows; r++) e.strided(xpP + Math.floor(r / T) * panel + (r % T) * 4, T * 4, aP + r * K * 4, 4, K);
+    e.spmm(ypP, xpP, tiles, panel, N, pairsP, colptrP, bias ? offsetOf(backend, bias) : 0, bias ? 1 : 0, act === 'relu' ? 1 : 0);
+    for (let r = 0; r < rows; r++) e.strided(outP + r * N * 4, 4, ypP + (Math.floor(r / T) * N * T + (r % T)) * 4, T * 4, N);
+    for (const t of [xp, yp, pairs, colptr]) backend.disposeData(t.dataId);
+    return out;
+  };
+}
