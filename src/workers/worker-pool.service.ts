@@ -24,6 +24,7 @@ export class WorkerPoolService implements OnApplicationShutdown {
     // WORKERS=0 takes no queue work; requests answered directly (prune, evaluate…) still need a thread.
     this.pool ??= new WorkerPool(Math.max(1, this.config.workers), {
       backend: this.config.backend,
+      evalSparse: this.config.evalSparse,
       artifacts: this.artifacts.threadConfig,
       cacheDir: join(this.config.dataDir, 'cache'),
     });

@@ -290,6 +290,17 @@ let minSparsity = SPARSE_MIN_SPARSITY;
 const columnsCache = new WeakMap<object, SparseColumns>();
 const stats = { sparse: 0, dense: 0 };
 
+let threadDefault: SparseMatMulMode = 'auto';
+
+/** The mode evaluations in this thread use unless they name one (EVAL_SPARSE). */
+export function defaultSparseMatMul(): SparseMatMulMode {
+  return threadDefault;
+}
+export function setDefaultSparseMatMul(m: SparseMatMulMode): void {
+  if (!SPARSE_MATMUL_MODES.includes(m)) throw new Error(`sparse matmul mode must be one of ${SPARSE_MATMUL_MODES.join(', ')}, got ${m}`);
+  threadDefault = m;
+}
+
 /** Runs `fn` with the sparse path in `m` (evaluation's scope); nesting restores the outer mode. */
 export function withSparseMatMul<R>(m: SparseMatMulMode, fn: () => R): R {
   const outer = mode;
