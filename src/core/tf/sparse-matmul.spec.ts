@@ -128,7 +128,7 @@ describe('sparse × dense _FusedMatMul on wasm', () => {
     for (const w of kernels) {
       const v = (w.read().dataSync() as Float32Array).map((x) => (Math.abs(x) < threshold ? 0 : x));
       if (v.filter((x) => x === 0).length / v.length >= SPARSE_MIN_SPARSITY) sparseLayers++;
-      w.write(tf.tensor(v, w.shape));
+      w.write(tf.tensor(v, w.shape as number[]));
     }
     expect(sparseLayers).toBeGreaterThanOrEqual(2);
     sparseMatMulInternals.resetStats();

@@ -230,6 +230,7 @@ export function referenceSparseMatMul(x: Float32Array, rows: number, cols: Spars
       let s = bias ? bias[c] : 0;
       for (let q = cols.colptr[c] / 8; q < cols.colptr[c + 1] / 8; q++) s = f(s + f(val[2 * q + 1] * x[r * K + off[2 * q] / (T * 4)]));
       // pmax(0, s): 0 < s ? s : 0 (NaN → 0, −0 → +0), as the kernel's f32x4.pmax.
+      // biome-ignore lint/complexity/useMathMinMax: pmax semantics (NaN → 0, −0 → +0), which Math.max does not have
       y[r * N + c] = relu ? (0 < s ? s : 0) : s;
     }
   }
