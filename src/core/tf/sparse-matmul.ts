@@ -150,14 +150,46 @@ function stridedBody(): number[] {
   ];
 }
 
+const shuffle = (...lanes: number[]) => simd(0x0d, ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
+
+/**
+ * transpose4(dst, dstStride, src, srcStride, quads, dstStep, srcStep): `quads` times, four vectors
+ * read srcStride bytes apart are transposed as a 4×4 block and written dstStride bytes apart; then
+ * src advances by srcStep and dst by dstStep. Packs four rows of x into a panel (and unpacks four
+ * rows of y) at 16 floats per step instead of one.
+ */
+function transpose4Body(): number[] {
+  const [dst, dstStride, src, srcStride, quads, dstStep, srcStep] = [0, 1, 2, 3, 4, 5, 6];
+  const end = 7;
+  const [a, b, c, d, t0, t1, t2, t3] = [8, 9, 10, 11, 12, 13, 14, 15];
+  const at = (base: number, stride: number, i: number) => [...get(base), ...(i ? [...get(stride), ...i32c(i), ...mul, ...add] : [])];
+  return [
+    ...get(src), ...get(quads), ...get(srcStep), ...mul, ...add, ...set(end),
+    ...whileBelow(src, end, [
+      ...[a, b, c, d].flatMap((v, i) => [...at(src, srcStride, i), ...vload(), ...set(v)]),
+      ...get(a), ...get(b), ...shuffle(0, 4, 1, 5), ...set(t0),
+      ...get(a), ...get(b), ...shuffle(2, 6, 3, 7), ...set(t1),
+      ...get(c), ...get(d), ...shuffle(0, 4, 1, 5), ...set(t2),
+      ...get(c), ...get(d), ...shuffle(2, 6, 3, 7), ...set(t3),
+      ...at(dst, dstStride, 0), ...get(t0), ...get(t2), ...shuffle(0, 1, 4, 5), ...vstore(),
+      ...at(dst, dstStride, 1), ...get(t0), ...get(t2), ...shuffle(2, 3, 6, 7), ...vstore(),
+      ...at(dst, dstStride, 2), ...get(t1), ...get(t3), ...shuffle(0, 1, 4, 5), ...vstore(),
+      ...at(dst, dstStride, 3), ...get(t1), ...get(t3), ...shuffle(2, 3, 6, 7), ...vstore(),
+      ...bump(src, get(srcStep)), ...bump(dst, get(dstStep)),
+    ]),
+  ];
+}
+
 export function sparseModuleBytes(): Uint8Array<ArrayBuffer> {
   const types = [
     [0x60, ...vec(new Array(10).fill([I32])), ...vec([])],
     [0x60, ...vec(new Array(5).fill([I32])), ...vec([])],
+    [0x60, ...vec(new Array(7).fill([I32])), ...vec([])],
   ];
   const funcs = [
     { name: 'spmm', type: 0, code: fn([[7, I32], [V + 1, V128]], spmmBody()) },
     { name: 'strided', type: 1, code: fn([[1, I32]], stridedBody()) },
+    { name: 'transpose4', type: 2, code: fn([[1, I32], [8, V128]], transpose4Body()) },
   ];
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
@@ -251,6 +283,7 @@ type Kernel = (args: { inputs: Record<string, Info | null | undefined>; backend:
 interface SparseExports {
   spmm(yp: number, xp: number, tiles: number, panelBytes: number, n: number, pairs: number, colptr: number, bias: number, hasBias: number, relu: number): void;
   strided(dst: number, dstStep: number, src: number, srcStep: number, count: number): void;
+  transpose4(dst: number, dstStride: number, src: number, srcStride: number, quads: number, dstStep: number, srcStep: number): void;
 }
 
 interface WasmApi {
@@ -382,9 +415,24 @@ export function sparseFusedMatMul(original: Kernel): Kernel {
     const panel = K * T * 4;
     // Lanes past the last row: zeros (their outputs are never read; zeros keep them cheap).
     if (rows % T) new Float32Array(heap, xpP + (tiles - 1) * panel, K * T).fill(0);
-    for (let r = 0; r < rows; r++) e.strided(xpP + Math.floor(r / T) * panel + (r % T) * 4, T * 4, aP + r * K * 4, 4, K);
+    // x → panels: 4×4 transposes for whole groups of four rows and four columns, single floats for the rest.
+    const kq = K >> 2;
+    const nq = N >> 2;
+    const rq = rows & ~3;
+    const xAt = (r: number) => xpP + Math.floor(r / T) * panel + (r % T) * 4;
+    for (let r = 0; r < rq; r += 4) {
+      if (kq) e.transpose4(xAt(r), T * 4, aP + r * K * 4, K * 4, kq, 16 * T, 16);
+      if (K & 3) for (let i = 0; i < 4; i++) e.strided(xAt(r + i) + 4 * kq * T * 4, T * 4, aP + ((r + i) * K + 4 * kq) * 4, 4, K & 3);
+    }
+    for (let r = rq; r < rows; r++) e.strided(xAt(r), T * 4, aP + r * K * 4, 4, K);
     e.spmm(ypP, xpP, tiles, panel, N, pairsP, colptrP, bias ? offsetOf(backend, bias) : 0, bias ? 1 : 0, act === 'relu' ? 1 : 0);
-    for (let r = 0; r < rows; r++) e.strided(outP + r * N * 4, 4, ypP + (Math.floor(r / T) * N * T + (r % T)) * 4, T * 4, N);
+    // Output panels → y, the same way back.
+    const yAt = (r: number) => ypP + (Math.floor(r / T) * N * T + (r % T)) * 4;
+    for (let r = 0; r < rq; r += 4) {
+      if (nq) e.transpose4(outP + r * N * 4, N * 4, yAt(r), T * 4, nq, 16, 16 * T);
+      if (N & 3) for (let i = 0; i < 4; i++) e.strided(outP + ((r + i) * N + 4 * nq) * 4, 4, yAt(r + i) + 4 * nq * T * 4, T * 4, N & 3);
+    }
+    for (let r = rq; r < rows; r++) e.strided(outP + r * N * 4, 4, yAt(r), T * 4, N);
     for (const t of [xp, yp, pairs, colptr]) backend.disposeData(t.dataId);
     return out;
   };
