@@ -67,10 +67,12 @@ function evaluateBatches(model: tf.LayersModel, dataset: ImageDataset, split: Sp
     const count = Math.min(batchSize, n - start);
     fillBatch(dataset, indices, start, count, xBuf, yBuf);
     labels.set(yBuf.subarray(0, count), start);
-    const out = tf.tidy(() => {
-      const xs = tf.tensor4d(xBuf.subarray(0, count * size), [count, h, w, c]);
-      return (model.apply(xs, { training: false }) as tf.Tensor).dataSync() as Float32Array;
-    });
+    // The tensor leaves the tidy, its values are read outside it: a typed array returned from tf.tidy
+    // is walked element by element in search of tensors (~0.5 µs per value: 60 ms per pass of the
+    // MNIST test set at 10 classes, more than lenet-300-100's forward pass itself).
+    const outT = tf.tidy(() => model.apply(tf.tensor4d(xBuf.subarray(0, count * size), [count, h, w, c]), { training: false }) as tf.Tensor);
+    const out = outT.dataSync() as Float32Array;
+    outT.dispose();
     if (out.length !== count * K) throw new Error(`the model outputs ${out.length / count} values per sample; the dataset has ${K} classes`);
     logits.set(out, start * K);
   }
