@@ -321,7 +321,7 @@ function instanceFor(backend: WasmBackend) {
 
 let mode: SparseMatMulMode | 'off' = 'off';
 let minSparsity = SPARSE_MIN_SPARSITY;
-const columnsCache = new WeakMap<object, SparseColumns>();
+const columnsCache = new WeakMap<object, { k: number; n: number; transposed: boolean; sparsity: number; cols: SparseColumns | null }>();
 const stats = { sparse: 0, dense: 0 };
 
 let threadDefault: SparseMatMulMode = 'auto';
@@ -388,15 +388,21 @@ export function sparseFusedMatMul(original: Kernel): Kernel {
     if (bias && (bias.dtype !== 'float32' || bias.shape.length !== 1 || bias.shape[0] !== N)) return original(args);
     const inst = instanceFor(backend);
     if (!inst) return original(args);
-    let cols = columnsCache.get(b.dataId);
-    if (!cols || cols.k !== K || cols.n !== N) {
-      cols = sparseColumns(backend.typedArrayFromHeap(b) as Float32Array, K, N, transposeB);
-      columnsCache.set(b.dataId, cols);
+    // Per weight: its fraction of zeros (one counting pass), then its column lists once it is taken sparse.
+    let entry = columnsCache.get(b.dataId);
+    if (!entry || entry.k !== K || entry.n !== N || entry.transposed !== transposeB) {
+      const w = backend.typedArrayFromHeap(b) as Float32Array;
+      let zeros = 0;
+      for (let i = 0; i < w.length; i++) if (w[i] === 0) zeros++;
+      entry = { k: K, n: N, transposed: transposeB, sparsity: w.length ? zeros / w.length : 0, cols: null };
+      columnsCache.set(b.dataId, entry);
     }
-    if (mode === 'auto' && cols.sparsity < minSparsity) {
+    if (mode === 'auto' && entry.sparsity < minSparsity) {
       stats.dense++;
       return original(args);
     }
+    entry.cols ??= sparseColumns(backend.typedArrayFromHeap(b) as Float32Array, K, N, transposeB);
+    const cols = entry.cols;
     stats.sparse++;
     const rows = a.shape[0] * a.shape[1];
     const tiles = Math.ceil(rows / T);
