@@ -9,14 +9,17 @@ import * as tf from '@tensorflow/tfjs';
  * product instead, by a small hand-written WebAssembly SIMD module that works directly on the wasm
  * backend's heap (it imports the backend's own memory: no copies of activations):
  *
- * - x [B, K] is packed into panels of T = 4·V rows, transposed: panel[t][k][j] = x[t·T + j, k];
+ * - x [B, K] is packed into panels of T = 4·V rows, transposed (4×4 SIMD transposes):
+ *   panel[t][k][j] = x[t·T + j, k];
  * - W is kept per output column as a list of (k, w) pairs for its non-zeros, k ascending (CSC);
  * - for every panel and output n, V float32x4 accumulators start at bias[n] and add w · panel[t][k]
  *   for each non-zero, then ReLU (if fused) and store to an output panel, unpacked into y [B, N].
  *
  * Each output is bias + Σ w·x over the non-zeros in ascending k, one float32 rounding per multiply and
  * per add (`referenceSparseMatMul` is that loop in JS, bit for bit); XNNPACK sums the same products
- * (the zeros add nothing) in another order, so the two agree to float32 rounding. One difference:
+ * (the zeros add nothing), so the two agree to float32 rounding; on every shape and sparsity measured
+ * here (x86-64, tfjs 4.22) they were bit-identical, XNNPACK too starting at the bias and adding in
+ * ascending k without FMA. The tests require only float32-rounding agreement. One difference:
  * an infinite input times a pruned (zero) weight is NaN in the dense product and skipped here.
  *
  * When it runs: only inside `withSparseMatMul` (evaluation sets it; training never does), for
