@@ -8,6 +8,9 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendPreference = (typeof BACKEND_NAMES)[number];
+/** EVAL_SPARSE: how evaluation runs pruned Dense layers on wasm (src/core/tf/sparse-matmul.ts). */
+export const EVAL_SPARSE_MODES = ['auto', 'dense', 'sparse'] as const;
+export type EvalSparseMode = (typeof EVAL_SPARSE_MODES)[number];
 
 /** read: GET only; write: everything; worker: the task protocol only (lease, heartbeat, result, fail, and the downloads a task names). */
 export type ApiKeyScope = 'read' | 'write' | 'worker';
@@ -76,6 +79,9 @@ class Environment {
   @IsOptional() @IsIn(BACKEND_NAMES)
   TFJS_BACKEND?: BackendPreference;
 
+  @IsOptional() @IsIn(EVAL_SPARSE_MODES)
+  EVAL_SPARSE?: EvalSparseMode;
+
   @IsOptional() @IsString()
   WEBHOOK_SECRET?: string;
 
@@ -106,6 +112,8 @@ export interface AppConfig {
   logLevel: LogLevel;
   maxUploadBytes: number;
   backend: BackendPreference;
+  /** EVAL_SPARSE: 'auto' (sparse product for pruned Dense kernels), 'dense' or 'sparse' (always where it applies). */
+  evalSparse: EvalSparseMode;
   webhookSecret: string | null;
   /** How long a request may take to arrive in full (headers and body), in ms. */
   requestTimeoutMs: number;
@@ -128,7 +136,7 @@ export class ConfigError extends Error {
 
 const KNOWN = new Set(Object.keys(new Environment()).concat([
   'PORT', 'HOST', 'DATABASE_URL', 'DATA_DIR', 'API_KEYS', 'WORKERS', 'LOG_LEVEL', 'MAX_UPLOAD_BYTES',
-  'TFJS_BACKEND', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
+  'TFJS_BACKEND', 'EVAL_SPARSE', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
   'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL',
   'ARTIFACT_CACHE_BYTES', 'ARTIFACT_CACHE_DIR', 'TASK_LEASE_SECONDS', 'TASK_MAX_ATTEMPTS',
 ]));
@@ -203,6 +211,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     taskLeaseMs: (parsed.TASK_LEASE_SECONDS ?? 60) * 1000,
     taskMaxAttempts: parsed.TASK_MAX_ATTEMPTS ?? 3,
     backend: parsed.TFJS_BACKEND ?? 'auto',
+    evalSparse: parsed.EVAL_SPARSE ?? 'auto',
     webhookSecret: parsed.WEBHOOK_SECRET ?? null,
     artifacts,
   };

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { type BackendPreference, initBackend } from '../core/tf/backend.js';
 import { assignBatchNormStatistics, batchNormMoments } from '../core/tf/bn-recalibration.js';
 import { evaluateModel } from '../core/tf/evaluate.js';
+import { setDefaultSparseMatMul } from '../core/tf/sparse-matmul.js';
 import { namedWeights, setWeightsFromBytes } from '../core/tf/model-io.js';
 import type { ScoreHelperInit, ScoreHelperReply, ScoreHelperRequest } from './score-helper.js';
 
@@ -15,6 +16,7 @@ const port = parentPort!;
 
 async function main() {
   await initBackend(init.backend as BackendPreference);
+  setDefaultSparseMatMul(init.evalSparse ?? 'auto');
   const model = await tf.models.modelFromJSON(init.topology as unknown as tf.io.ModelJSON);
   const variables = namedWeights(model);
   const ds = init.dataset;

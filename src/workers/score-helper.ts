@@ -5,6 +5,7 @@ import type * as tf from '@tensorflow/tfjs';
 import type { ImageDataset } from '../core/data/dataset.js';
 import type { TensorEntry } from '../core/tensors.js';
 import type { BatchMoments } from '../core/tf/bn-recalibration.js';
+import type { SparseMatMulMode } from '../core/tf/sparse-matmul.js';
 import { PROJECT_ROOT } from '../paths.js';
 
 /**
@@ -16,6 +17,8 @@ import { PROJECT_ROOT } from '../paths.js';
 
 export interface ScoreHelperInit {
   backend: string;
+  /** The soup thread's EVAL_SPARSE, so both halves of a score run alike. */
+  evalSparse?: SparseMatMulMode;
   topology: unknown;
   /** The layout of the weight bytes `load` sends (TensorFlow.js weights, offsets from 0). */
   entries: readonly TensorEntry[];

@@ -7,6 +7,7 @@ import { type MessagePort, threadId } from 'node:worker_threads';
 import { workerData } from 'piscina';
 import { CoreInputError } from '../core/errors.js';
 import { initBackend } from '../core/tf/backend.js';
+import { setDefaultSparseMatMul } from '../core/tf/sparse-matmul.js';
 import { createArtifactStore } from '../storage/create.js';
 import { runCompareModels } from './handlers/compare.js';
 import { runInspectDataset } from './handlers/datasets.js';
@@ -71,6 +72,7 @@ const handlers: Handlers = {
 
 export default async function runTask({ task, port, dataset, idleThreads }: { task: WorkerTask; port?: MessagePort; dataset?: ImageDataset; idleThreads?: number }) {
   const backend = await initBackend(init.backend);
+  setDefaultSparseMatMul(init.evalSparse ?? 'auto');
   const ctx: TaskContext = {
     init,
     store,

@@ -13,6 +13,7 @@ import type { KernelLayout, PruneMethod, PruneStats } from '../core/pruning/meth
 import type { GreedyComparison, GreedyStep } from '../core/soups/greedy.js';
 import type { TensorEntry } from '../core/tensors.js';
 import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
+import type { SparseMatMulMode } from '../core/tf/sparse-matmul.js';
 import type { TrainingConfig, TrainResult } from '../core/tf/train.js';
 import type { StoredArtifact } from '../storage/artifact-store.js';
 import type { WrittenCheckpoint } from '../storage/checkpoint-output.js';
@@ -21,6 +22,8 @@ import type { ArtifactStoreConfig } from '../storage/create.js';
 /** What every worker thread starts with. */
 export interface WorkerInit {
   backend: BackendPreference;
+  /** EVAL_SPARSE for this thread's evaluations (absent: 'auto'). */
+  evalSparse?: SparseMatMulMode;
   /** The artifact store the thread opens (once) and hands to every handler. */
   artifacts: ArtifactStoreConfig;
   cacheDir: string;

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { sparseFusedMatMul } from './sparse-matmul.js';
 
 /**
  * Kernel fixes for the wasm backend (measured on this project's machines; see the README's benchmarks):
@@ -17,6 +18,8 @@ import * as tf from '@tensorflow/tfjs';
  *   (immutable) buffer by reference count.
  * - `Conv2DBackpropInput` on wasm is a naive loop: for stride 1 it is rebuilt as a Conv2D of `dy`
  *   with the flipped, in/out-swapped filter (strided ones keep the native kernel).
+ * - `_FusedMatMul` (a Dense layer's inference) takes a sparse × dense path for pruned kernels, but
+ *   only inside evaluation's `withSparseMatMul` scope (src/core/tf/sparse-matmul.ts).
  *
  * Every kernel works on `TensorInfo`s and calls the wasm backend's own kernel functions directly
  * (not tf ops), so nothing lands on the gradient tape and intermediates are freed with
@@ -441,6 +444,8 @@ const FIXES: Record<string, Kernel> = {
   Sum: leadingReduction('Sum'),
   Mean: leadingReduction('Mean'),
   Identity: identity,
+  // Sparse × dense for pruned Dense kernels, inside evaluation only (src/core/tf/sparse-matmul.ts).
+  _FusedMatMul: sparseFusedMatMul((args) => call('_FusedMatMul', args.backend as unknown as WasmBackend, args.inputs as Record<string, Info>, args.attrs)) as unknown as Kernel,
 };
 
 let registered = false;

@@ -11,6 +11,7 @@ import { hasBatchNorm } from '../../core/tf/batch-norm.js';
 import { assignBatchNormStatistics, type BatchMoments, batchNormMoments, recalibrationIndices } from '../../core/tf/bn-recalibration.js';
 import { evaluateModel } from '../../core/tf/evaluate.js';
 import { namedWeights, setWeightsFromBytes } from '../../core/tf/model-io.js';
+import { defaultSparseMatMul } from '../../core/tf/sparse-matmul.js';
 import type { ArtifactStore, StoredArtifact } from '../../storage/artifact-store.js';
 import { writeCheckpointArtifact } from '../../storage/checkpoint-output.js';
 import { type ScoreHelper, startScoreHelper } from '../score-helper.js';
@@ -222,6 +223,7 @@ async function startSetScorer(
   if (opts.helper && val.length >= 2 * EVAL_BATCH) {
     helper = await startScoreHelper(model, {
       backend: 'wasm',
+      evalSparse: defaultSparseMatMul(),
       entries,
       dataset: ds,
       recalibration: recalIndices,
