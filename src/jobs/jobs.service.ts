@@ -41,6 +41,9 @@ export class JobsService implements BeforeApplicationShutdown {
   private readonly taking = new Set<Promise<unknown>>();
   /** Jobs whose handlers run here now, by id: their queue. */
   private readonly running = new Map<string, JobName>();
+  /** Takes that failed in a row (any slot), and until when every slot waits before the next. */
+  private takeFailures = 0;
+  private pausedUntil = 0;
   /** Idle slots' waits, cut short at shutdown. */
   private readonly wakers = new Set<() => void>();
 
@@ -108,21 +111,27 @@ export class JobsService implements BeforeApplicationShutdown {
 
   /** One slot of `work`: takes a job, runs it, settles it; waits POLL_MS when the queue is empty. */
   private async poll<N extends JobName>(boss: PgBoss, name: N, handler: JobHandler<N>): Promise<void> {
-    let failures = 0;
     while (!this.stopping) {
+      const paused = this.pausedUntil - Date.now();
+      if (paused > 0) {
+        await this.nap(paused);
+        continue;
+      }
       let job: PgBoss.JobWithMetadata<JobPayloads[N]> | null;
       const taking = this.take<N>(boss, name);
       this.taking.add(taking);
       try {
         job = await taking;
-        failures = 0;
+        this.takeFailures = 0;
       } catch (err) {
         if (this.stopping) return;
-        if (failures++ === 0) {
+        if (this.takeFailures++ === 0) {
           if (isDatabaseUnavailable(err)) this.logger.warn({ queue: name, reason: (err as Error).message }, 'job queue: database unavailable');
           else this.logger.error({ err, queue: name }, 'could not take a job');
         }
-        await this.nap(Math.min(10_000, POLL_MS * 2 ** failures));
+        // One back-off for every slot: while the database is away they do not each hold a pool
+        // connection to find out (requests need those to answer their 503s quickly).
+        this.pausedUntil = Date.now() + Math.min(10_000, POLL_MS * 2 ** this.takeFailures);
         continue;
       } finally {
         this.taking.delete(taking);
