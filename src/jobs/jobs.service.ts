@@ -159,6 +159,11 @@ export class JobsService implements BeforeApplicationShutdown {
 
   /** Takes the next job of `name` and holds it, in one transaction: either both are recorded or neither. */
   private async take<N extends JobName>(boss: PgBoss, name: N): Promise<PgBoss.JobWithMetadata<JobPayloads[N]> | null> {
+    // An idle slot's poll is this one indexed read (pg-boss's job_i5), as pg-boss's own was one
+    // statement; the transaction only when there is something to take (the embedded database is
+    // one connection that every poll and request shares).
+    const ready: unknown[] = await this.dataSource.query(`SELECT 1 FROM pgboss.job WHERE name = $1 AND state < 'active' AND start_after < now() LIMIT 1`, [name]);
+    if (!ready.length) return null;
     return this.dataSource.transaction(async (tx) => {
       const [job] = await boss.fetch<JobPayloads[N]>(name, { batchSize: 1, includeMetadata: true, db: managerDb(tx) });
       if (!job) return null;
