@@ -166,22 +166,46 @@ describe('an SMS run killed with SIGKILL at each step', () => {
       ['phase 1 evaluation', phaseIs('phase-evaluating', 1)],
       ['between phases (phase 2 prune)', phaseIs('phase-pruning', 2)],
     ];
+    // What the run and, on Postgres, the job queue look like: for the message of a step that stalled.
+    const diagnosis = async () => {
+      const run = await json<{ status: string; phases: { index: number; status: string }[]; candidates: { phase: number; index: number; status: string; attempts: number; error: string | null }[] }>(`${service?.url}/runs/${created.id}`).catch(() => null);
+      const lines = [`run ${run?.status}; phases ${JSON.stringify(run?.phases.map((p) => [p.index, p.status]))}`, ...(run?.candidates ?? []).map((c) => `candidate ${c.phase}.${c.index}: ${c.status}, attempts ${c.attempts}${c.error ? `, error ${c.error}` : ''}`)];
+      if (env.DATABASE_URL) {
+        const { default: pg } = await import('pg');
+        const db = new pg.Client({ connectionString: env.DATABASE_URL });
+        await db.connect();
+        try {
+          const jobs = await db.query(`SELECT j.id, j.name, j.state, j.retry_count, j.start_after, j.started_on, h.worker_id FROM pgboss.job j LEFT JOIN job_hold h ON h.job_id = j.id WHERE j.name IN ('train-candidate', 'advance-run', 'build-soup') ORDER BY j.created_on`);
+          lines.push(...jobs.rows.map((j) => `job ${j.name} ${j.id}: ${j.state}, retries ${j.retry_count}, start after ${j.start_after?.toISOString()}, started ${j.started_on?.toISOString() ?? '-'}, held by ${j.worker_id ?? 'nobody'}`));
+          const candidates = await db.query('SELECT phase, index, status, job_id, worker_id FROM run_candidate WHERE run_id = $1 ORDER BY phase, index', [created.id]);
+          lines.push(...candidates.rows.map((c) => `candidate ${c.phase}.${c.index} row: ${c.status}, job ${c.job_id}, worker ${c.worker_id ?? '-'}`));
+          const workers = await db.query(`SELECT id, pid, now() - heartbeat_at AS silent FROM worker_process`);
+          lines.push(...workers.rows.map((w) => `worker ${w.id} (pid ${w.pid}) silent ${JSON.stringify(w.silent)}`));
+          const lease = await db.query('SELECT advance_lease_holder, advance_lease_until FROM run WHERE id = $1', [created.id]);
+          lines.push(`lease ${JSON.stringify(lease.rows[0])}`);
+        } finally {
+          await db.end();
+        }
+      }
+      return lines.join('\n');
+    };
     let last = 0;
     for (const [step, match] of steps) {
       const hit = await nextRunEvent(service.url, created.id, match, last, 240_000).catch(async (err) => {
-        const events = await json<{ items?: unknown[] }>(`${service?.url}/runs/${created.id}`).catch(() => ({}));
-        throw new Error(`waiting for ${step}: ${(err as Error).message}\nrun: ${JSON.stringify(events).slice(0, 3000)}\n${service?.output().slice(-4000)}`);
+        throw new Error(`waiting for ${step}: ${(err as Error).message}\n${await diagnosis().catch((e) => `(no diagnosis: ${e})`)}\n${service?.output().slice(-4000)}`);
       });
       await service.kill('SIGKILL');
       service = await startService(env, await freePort());
       // The dead process's job (active in pg-boss for hours) is taken up again within a minute.
-      const resumed = await nextRunEvent(service.url, created.id, () => true, hit.id, 60_000).catch((err) => {
-        throw new Error(`after the kill during ${step}, nothing moved within a minute: ${(err as Error).message}\n${service?.output().slice(-3000)}`);
+      const resumed = await nextRunEvent(service.url, created.id, () => true, hit.id, 60_000).catch(async (err) => {
+        throw new Error(`after the kill during ${step}, nothing moved within a minute: ${(err as Error).message}\n${await diagnosis().catch((e) => `(no diagnosis: ${e})`)}\n${service?.output().slice(-3000)}`);
       });
       expect(resumed.id).toBeGreaterThan(hit.id);
       last = hit.id;
     }
-    const finished = await nextRunEvent(service.url, created.id, (e) => e.type === 'run-finished', last, 180_000);
+    const finished = await nextRunEvent(service.url, created.id, (e) => e.type === 'run-finished', last, 180_000).catch(async (err) => {
+      throw new Error(`waiting for the end of the run: ${(err as Error).message}\n${await diagnosis().catch((e) => `(no diagnosis: ${e})`)}\n${service?.output().slice(-4000)}`);
+    });
     expect(finished.data.status).toBe('succeeded');
 
     interface Run {

@@ -1,6 +1,6 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { UploadTooLargeError } from '../storage/artifact-store.js';
+import { isArtifactStoreUnwritable, UploadTooLargeError } from '../storage/artifact-store.js';
 import { CoreInputError } from '../core/errors.js';
 import { constraintViolation, describeViolation, isDatabaseUnavailable } from '../database/errors.js';
 import { defaultProblem, PROBLEM_BASE, type Problem, ProblemException } from './problem.js';
@@ -23,7 +23,9 @@ const fallbackLogger = new Logger('ProblemFilter');
 export function sendProblem(req: Request, res: Response, exception: unknown, logger: Logger = fallbackLogger): void {
   const problem = toProblem(exception);
   const databaseDown = problem.type === `${PROBLEM_BASE}database-unavailable`;
+  const storeUnwritable = problem.type === `${PROBLEM_BASE}artifact-store-unwritable`;
   if (databaseDown) logger.warn({ requestId: req.id, path: req.url, reason: (exception as Error)?.message }, 'database unavailable');
+  else if (storeUnwritable) logger.warn({ requestId: req.id, path: req.url, reason: (exception as Error)?.message }, 'artifact store not writable');
   else if (problem.status >= 500) logger.error({ err: exception, requestId: req.id, path: req.url }, 'unhandled error');
   problem.instance ??= req.originalUrl;
   if (req.id) problem.requestId = String(req.id);
@@ -66,6 +68,10 @@ export function toProblem(exception: unknown): Problem {
   const status = e?.status ?? e?.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500 && e.expose !== false) {
     return defaultProblem(status, e.message ?? 'bad request');
+  }
+  // The artifact folder refused a write (read-only, not ours, full): retry once it is fixed.
+  if (isArtifactStoreUnwritable(exception)) {
+    return { ...defaultProblem(503, `${(exception as Error).message}; retry once it is writable again (GET /health reports the store)`), type: `${PROBLEM_BASE}artifact-store-unwritable` };
   }
   // The database went away (down, restarting, cut off): the request can be retried later.
   if (isDatabaseUnavailable(exception)) {

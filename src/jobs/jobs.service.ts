@@ -12,6 +12,8 @@ import { WorkerRegistryService } from './worker-registry.service.js';
 
 /** How often the holds of dead processes are looked for (and once as this process starts working). */
 const SWEEP_MS = 5_000;
+/** How often an idle slot looks for a job. */
+const POLL_MS = 500;
 
 export type JobHandler<N extends JobName> = (payload: JobPayloads[N], job: { id: string; retryCount: number }) => Promise<unknown>;
 
@@ -35,6 +37,15 @@ export class JobsService implements BeforeApplicationShutdown {
   private sweeper: NodeJS.Timeout | null = null;
   private sweeping: Promise<void> | null = null;
   private stopping = false;
+  /** Takes (fetch + hold) in flight, awaited at shutdown. */
+  private readonly taking = new Set<Promise<unknown>>();
+  /** Jobs whose handlers run here now, by id: their queue. */
+  private readonly running = new Map<string, JobName>();
+  /** Takes that failed in a row (any slot), and until when every slot waits before the next. */
+  private takeFailures = 0;
+  private pausedUntil = 0;
+  /** Idle slots' waits, cut short at shutdown. */
+  private readonly wakers = new Set<() => void>();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -55,7 +66,6 @@ export class JobsService implements BeforeApplicationShutdown {
         monitorStateIntervalSeconds: 30,
       });
       boss.on('error', (err) => (isDatabaseUnavailable(err) ? this.logger.warn({ reason: (err as Error).message }, 'job queue: database unavailable') : this.logger.error({ err }, 'job queue error')));
-      ignorePgBossSettlementRejections(this.logger);
       await boss.start();
       for (const [name, policy] of Object.entries(QUEUE_POLICIES)) {
         if (!(await boss.getQueue(name))) await boss.createQueue(name, { name, ...policy });
@@ -77,7 +87,15 @@ export class JobsService implements BeforeApplicationShutdown {
     });
   }
 
-  /** Runs `handler` for jobs of `name`, up to `concurrency` at a time in this process. A throw retries. */
+  /**
+   * Runs `handler` for jobs of `name`, up to `concurrency` at a time in this process. A throw retries.
+   *
+   * A job is `active` exactly while a hold names it: the fetch that takes a job and the hold commit
+   * in one transaction, and the end of the job (or its hand-back by a sweep) removes the hold in the
+   * transaction that settles it. (With pg-boss's own worker the hold was written after the fetch, so
+   * a process killed between the two left an active job no hold named: nothing handed it back until
+   * its expiry, hours for training, and its run stalled.)
+   */
   async work<N extends JobName>(name: N, concurrency: number, handler: JobHandler<N>): Promise<void> {
     const boss = await this.start();
     if (this.config.workers === 0 && COMPUTE_QUEUES.has(name)) {
@@ -88,60 +106,121 @@ export class JobsService implements BeforeApplicationShutdown {
     // would take the hold for a dead process's).
     await this.registry.register();
     await this.startSweeping();
-    for (let i = 0; i < concurrency; i++) {
-      await boss.work<JobPayloads[N]>(name, { pollingIntervalSeconds: 0.5, batchSize: 1, includeMetadata: true }, async (jobs) => {
-        for (const job of jobs) {
-          let failure: Error | null = null;
-          try {
-            await this.hold(name, job.id);
-            await handler(job.data, { id: job.id, retryCount: job.retryCount });
-          } catch (err) {
-            this.logger.warn({ err, job: job.id, queue: name, retry: job.retryCount }, 'job failed');
-            failure = err instanceof Error ? err : new Error(String(err));
-          }
-          // A failure goes to pg-boss's retry (with back-off) as a throw would.
-          await this.settleOwn(job.id, () => (failure ? boss.fail(name, job.id, { message: failure.message }) : boss.complete(name, job.id)));
+    for (let i = 0; i < concurrency; i++) this.poll(boss, name, handler).catch((err) => this.logger.error({ err, queue: name }, 'a job slot stopped'));
+  }
+
+  /** One slot of `work`: takes a job, runs it, settles it; waits POLL_MS when the queue is empty. */
+  private async poll<N extends JobName>(boss: PgBoss, name: N, handler: JobHandler<N>): Promise<void> {
+    while (!this.stopping) {
+      const paused = this.pausedUntil - Date.now();
+      if (paused > 0) {
+        await this.nap(paused);
+        continue;
+      }
+      let job: PgBoss.JobWithMetadata<JobPayloads[N]> | null;
+      const taking = this.take<N>(boss, name);
+      this.taking.add(taking);
+      try {
+        job = await taking;
+        this.takeFailures = 0;
+      } catch (err) {
+        if (this.stopping) return;
+        if (this.takeFailures++ === 0) {
+          if (isDatabaseUnavailable(err)) this.logger.warn({ queue: name, reason: (err as Error).message }, 'job queue: database unavailable');
+          else this.logger.error({ err, queue: name }, 'could not take a job');
         }
-      });
+        // One back-off for every slot: while the database is away they do not each hold a pool
+        // connection to find out (requests need those to answer their 503s quickly).
+        this.pausedUntil = Date.now() + Math.min(10_000, POLL_MS * 2 ** this.takeFailures);
+        continue;
+      } finally {
+        this.taking.delete(taking);
+      }
+      if (!job) {
+        await this.nap(POLL_MS);
+        continue;
+      }
+      await this.runJob(boss, name, job, handler);
     }
   }
 
-  private async hold(queue: JobName, jobId: string): Promise<void> {
-    await this.dataSource.query(
-      `INSERT INTO job_hold (job_id, queue, worker_id, started_at) VALUES ($1, $2, $3, now())
-       ON CONFLICT (job_id) DO UPDATE SET queue = excluded.queue, worker_id = excluded.worker_id, started_at = excluded.started_at`,
-      [jobId, queue, this.registry.id],
-    );
+  /** Waits `ms`, or less if this process starts stopping meanwhile. */
+  private nap(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.wakers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.wakers.add(wake);
+    });
+  }
+
+  /** Takes the next job of `name` and holds it, in one transaction: either both are recorded or neither. */
+  private async take<N extends JobName>(boss: PgBoss, name: N): Promise<PgBoss.JobWithMetadata<JobPayloads[N]> | null> {
+    // An idle slot's poll is this one indexed read (pg-boss's job_i5), as pg-boss's own was one
+    // statement; the transaction only when there is something to take (the embedded database is
+    // one connection that every poll and request shares).
+    const ready: unknown[] = await this.dataSource.query(`SELECT 1 FROM pgboss.job WHERE name = $1 AND state < 'active' AND start_after < now() LIMIT 1`, [name]);
+    if (!ready.length) return null;
+    return this.dataSource.transaction(async (tx) => {
+      const [job] = await boss.fetch<JobPayloads[N]>(name, { batchSize: 1, includeMetadata: true, db: managerDb(tx) });
+      if (!job) return null;
+      await tx.query(
+        `INSERT INTO job_hold (job_id, queue, worker_id, started_at) VALUES ($1, $2, $3, now())
+         ON CONFLICT (job_id) DO UPDATE SET queue = excluded.queue, worker_id = excluded.worker_id, started_at = excluded.started_at`,
+        [job.id, name, this.registry.id],
+      );
+      return job;
+    });
+  }
+
+  private async runJob<N extends JobName>(boss: PgBoss, name: N, job: PgBoss.JobWithMetadata<JobPayloads[N]>, handler: JobHandler<N>): Promise<void> {
+    this.running.set(job.id, name);
+    let failure: Error | null = null;
+    try {
+      await handler(job.data, { id: job.id, retryCount: job.retryCount });
+    } catch (err) {
+      this.logger.warn({ err, job: job.id, queue: name, retry: job.retryCount }, 'job failed');
+      failure = err instanceof Error ? err : new Error(String(err));
+    }
+    // A failure goes to pg-boss's retry (with back-off) as a throw would.
+    await this.settleOwn(job.id, (db) => (failure ? boss.fail(name, job.id, { message: failure.message }, { db }) : boss.complete(name, job.id, NO_OUTPUT, { db })));
+    this.running.delete(job.id);
   }
 
   /**
-   * Records the end of a job that ran here: pg-boss's own worker completes or fails a job without
-   * awaiting the call, so with the database away its rejection goes unhandled (ending the process)
-   * and the completion is lost (the job stays `active` until its expiry). So the handler settles
-   * the job itself, repeating the call (backing off) while the database is unavailable, and drops
-   * its hold once that is recorded; pg-boss's own call then finds the job no longer active.
+   * Records the end of a job that ran here, with the release of its hold, in one transaction, and
+   * only while the hold is still this process's: a job that a sweep handed back meanwhile (this
+   * process was taken for dead) may be running elsewhere now, and is theirs to settle. While the
+   * database is unavailable the call is repeated (backing off) until it is back.
    */
-  private async settleOwn(jobId: string, call: () => Promise<unknown>): Promise<void> {
+  private async settleOwn(jobId: string, call: (db: PgBoss.Db) => Promise<unknown>): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await call();
-        break;
+        const settled = await this.dataSource.transaction(async (tx) => {
+          if (!(await this.releaseIn(tx, jobId, this.registry.id))) return false;
+          await call(managerDb(tx));
+          return true;
+        });
+        if (!settled) this.logger.warn({ job: jobId }, 'the job was handed back to the queue while it ran here; its end is not recorded here');
+        return;
       } catch (err) {
         if (!isDatabaseUnavailable(err) || this.stopping) {
           this.logger.warn({ err, job: jobId }, 'could not record the end of the job');
-          break;
+          return;
         }
         if (attempt === 0) this.logger.warn({ job: jobId }, 'the database is away; the end of the job is recorded when it is back');
-        await new Promise((r) => setTimeout(r, Math.min(30_000, 500 * 2 ** attempt)));
+        await sleep(Math.min(30_000, 500 * 2 ** attempt));
       }
     }
-    await this.release(jobId);
   }
 
-  /** Drops this process's hold. If the database is away, the hold stays; a later sweep finds the
-   * job finished (a no-op) or, if this process died meanwhile, retries it. */
-  private async release(jobId: string): Promise<void> {
-    await this.dataSource.query('DELETE FROM job_hold WHERE job_id = $1 AND worker_id = $2', [jobId, this.registry.id]).catch(() => {});
+  /** Deletes the hold of `workerId` on the job; answers whether there was one. */
+  private async releaseIn(tx: EntityManager, jobId: string, workerId: string): Promise<boolean> {
+    const rows: unknown[] = await tx.query('WITH d AS (DELETE FROM job_hold WHERE job_id = $1 AND worker_id = $2 RETURNING job_id) SELECT job_id FROM d', [jobId, workerId]);
+    return rows.length > 0;
   }
 
   private async startSweeping(): Promise<void> {
@@ -151,15 +230,29 @@ export class JobsService implements BeforeApplicationShutdown {
     await this.sweep();
   }
 
-  /** Fails the jobs of dead processes into pg-boss's retry (a job already finished is left as it is). */
+  /**
+   * Fails the jobs of dead processes into pg-boss's retry (a job already finished is left as it is):
+   * each hold is removed in the transaction that fails its job, and only if it still names the dead
+   * process (a live one may have taken the job again meanwhile). Also an `active` job of this
+   * service's queues that no hold names and that started DEAD_AFTER_MS ago or more (taken by a
+   * process that died before it could hold it: possible with an earlier version, which wrote the
+   * hold after the fetch) goes back to the queue.
+   */
   sweep(): Promise<void> {
     this.sweeping ??= (async () => {
       try {
         const boss = await this.start();
         for (const h of await this.registry.orphanedHolds()) {
-          await boss.fail(h.queue, h.jobId, { reason: `process ${h.workerId} that held it died` });
-          await this.dataSource.query('DELETE FROM job_hold WHERE job_id = $1 AND worker_id = $2', [h.jobId, h.workerId]);
-          this.logger.warn({ job: h.jobId, queue: h.queue, worker: h.workerId }, 'handed the job of a dead process back to the queue');
+          const handed = await this.dataSource.transaction(async (tx) => {
+            if (!(await this.releaseIn(tx, h.jobId, h.workerId))) return false;
+            await boss.fail(h.queue, h.jobId, { reason: `process ${h.workerId} that held it died` }, { db: managerDb(tx) });
+            return true;
+          });
+          if (handed) this.logger.warn({ job: h.jobId, queue: h.queue, worker: h.workerId }, 'handed the job of a dead process back to the queue');
+        }
+        for (const j of await this.registry.unheldActiveJobs(Object.keys(QUEUE_POLICIES))) {
+          await boss.fail(j.queue, j.jobId, { reason: 'it was taken and never held: the process that took it died' });
+          this.logger.warn({ job: j.jobId, queue: j.queue }, 'handed back a job that was taken and never held');
         }
       } finally {
         this.sweeping = null;
@@ -173,12 +266,28 @@ export class JobsService implements BeforeApplicationShutdown {
     await boss.cancel(name, id).catch(() => {});
   }
 
+  /**
+   * Stops taking jobs; the jobs still running here go back to the queue (their holds released with
+   * them), as pg-boss's own non-graceful stop did: the next process takes them up at once.
+   */
   async beforeApplicationShutdown(): Promise<void> {
     this.stopping = true;
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = null;
+    for (const wake of [...this.wakers]) wake();
+    await Promise.allSettled([...this.taking]);
     const boss = this.boss ?? (this.starting ? await this.starting.catch(() => null) : null);
-    if (boss) await boss.stop({ graceful: false, wait: true, close: !this.database.embedded }).catch(() => {});
+    if (boss) {
+      for (const [jobId, queue] of this.running) {
+        await this.dataSource
+          .transaction(async (tx) => {
+            if (await this.releaseIn(tx, jobId, this.registry.id)) await boss.fail(queue, jobId, { reason: 'the process that ran it stopped' }, { db: managerDb(tx) });
+          })
+          .catch(() => {});
+      }
+      this.running.clear();
+      await boss.stop({ graceful: false, wait: true, close: !this.database.embedded }).catch(() => {});
+    }
     this.boss = null;
     this.starting = null;
   }
@@ -194,23 +303,7 @@ function managerDb(manager: EntityManager) {
   };
 }
 
-let settlementGuard = false;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/**
- * pg-boss's worker follows each handler with a `complete` it does not await. The handler has
- * already settled the job (JobsService.settleOwn), so that call only matters when it fails because
- * the database went away in between: such a rejection (from pg-boss's manager, database
- * unavailable) is logged instead of ending the process. Any other unhandled rejection still does.
- */
-function ignorePgBossSettlementRejections(logger: Logger): void {
-  if (settlementGuard) return;
-  settlementGuard = true;
-  process.on('unhandledRejection', (reason) => {
-    const stack = reason instanceof Error ? (reason.stack ?? '') : '';
-    if (isDatabaseUnavailable(reason) && /pg-boss[\\/]src[\\/]manager\.js/.test(stack)) {
-      logger.warn({ reason: (reason as Error).message }, 'job queue: a settlement call failed while the database was away');
-      return;
-    }
-    throw reason;
-  });
-}
+/** pg-boss's complete() takes the output before the options; a job's end records none. */
+const NO_OUTPUT = null as unknown as object;

@@ -107,6 +107,22 @@ export class WorkerRegistryService implements BeforeApplicationShutdown {
     return rows.map((r) => ({ jobId: r.job_id, queue: r.queue, workerId: r.worker_id }));
   }
 
+  /**
+   * `active` jobs of `queues` that no hold names and that started DEAD_AFTER_MS ago or more: taken by
+   * a process that died before it held them (empty while this process cannot judge). A process of
+   * this version takes a job and holds it in one transaction, so a live one never has such a job.
+   */
+  async unheldActiveJobs(queues: string[]): Promise<{ jobId: string; queue: string }[]> {
+    if (!this.canJudge() || !queues.length) return [];
+    const rows: { id: string; name: string }[] = await this.dataSource.query(
+      `SELECT j.id, j.name FROM pgboss.job j
+        WHERE j.name = ANY($1::text[]) AND j.state = 'active' AND j.started_on < now() - ($2 || ' milliseconds')::interval
+          AND NOT EXISTS (SELECT 1 FROM job_hold h WHERE h.job_id = j.id)`,
+      [queues, String(DEAD_AFTER_MS)],
+    );
+    return rows.map((r) => ({ jobId: r.id, queue: r.name }));
+  }
+
   async forget(ids: string[]): Promise<void> {
     if (ids.length) await this.dataSource.query('DELETE FROM worker_process WHERE id = ANY($1::uuid[])', [ids]);
   }

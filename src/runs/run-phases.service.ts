@@ -73,10 +73,11 @@ export class RunPhasesService implements OnApplicationBootstrap {
    * a few seconds later instead of being lost.
    */
   async advance(runId: string, job?: { retryCount: number }): Promise<void> {
-    if (!(await this.claim(runId))) {
+    if (this.advancing.has(runId) || !(await this.claim(runId))) {
       await this.jobs.send(JobName.AdvanceRun, { runId }, { startAfterSeconds: 5 });
       return;
     }
+    this.advancing.add(runId);
     // Renewed while this process works, so it outlives long steps but not a dead holder.
     const renew = setInterval(() => this.renew(runId).catch(() => {}), LEASE_MS / 4);
     try {
@@ -89,9 +90,13 @@ export class RunPhasesService implements OnApplicationBootstrap {
       await this.failStep(runId, err as Error);
     } finally {
       clearInterval(renew);
+      this.advancing.delete(runId);
       await this.dataSource.query('UPDATE run SET advance_lease_until = NULL, advance_lease_holder = NULL WHERE id = $1 AND advance_lease_holder = $2', [runId, this.registry.id]);
     }
   }
+
+  /** Runs this process is advancing now; a lease of this process on any other run is a leftover. */
+  private readonly advancing = new Set<string>();
 
   /** Takes the lease; false when another live process holds it (a dead holder's is taken over). */
   private async claim(runId: string): Promise<boolean> {
@@ -105,7 +110,11 @@ export class RunPhasesService implements OnApplicationBootstrap {
     };
     if (await take('advance_lease_until IS NULL OR advance_lease_until < now()')) return true;
     const [row]: { holder: string | null }[] = await this.dataSource.query('SELECT advance_lease_holder AS holder FROM run WHERE id = $1', [runId]);
-    return !!row?.holder && (await this.registry.isDead(row.holder)) && take('advance_lease_holder = $4', [row.holder]);
+    if (!row?.holder) return false;
+    // Our own lease, though this process is not advancing the run: an earlier step's release failed
+    // (the database went away as it ended). Waiting out its 60 s would stall the run for nothing.
+    if (row.holder === this.registry.id) return take('advance_lease_holder = $4', [row.holder]);
+    return (await this.registry.isDead(row.holder)) && take('advance_lease_holder = $4', [row.holder]);
   }
 
   private async renew(runId: string): Promise<void> {

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { type DataSource, In } from 'typeorm';
+import { type DataSource, type EntityManager, In } from 'typeorm';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
@@ -202,6 +202,9 @@ export class RunsProcessor implements OnApplicationBootstrap {
         );
         if (!run.backend) await tx.update(RunEntity, { id: run.id }, { backend: result.backend });
         await this.lifecycle.event(tx, run.id, 'candidate-succeeded', { phase: candidate.phase, index: candidate.index, resultModelId: model.id, valAccuracy: result.metrics.val?.accuracy ?? null, testAccuracy: result.metrics.test?.accuracy ?? null }, candidate.id);
+        // What the candidate's end enables (the phase's next step, or the run's end) commits with it:
+        // a process killed right after the landing must not leave a finished phase nobody advances.
+        await this.settleRun(run.id, candidate.phase, tx);
         return true;
       });
     } finally {
@@ -211,12 +214,13 @@ export class RunsProcessor implements OnApplicationBootstrap {
       }
     }
     if (cancelled) await this.finishCandidate(candidate, 'cancelled', null);
-    else if (landed) await this.settleRun(run.id, candidate.phase);
   }
 
   private async finishCandidate(candidate: RunCandidateEntity, status: RunStatus, error: string | null): Promise<void> {
-    await this.dataSource.transaction((tx) => this.lifecycle.finishCandidate(tx, candidate, status, error));
-    await this.settleRun(candidate.runId, candidate.phase);
+    await this.dataSource.transaction(async (tx) => {
+      await this.lifecycle.finishCandidate(tx, candidate, status, error);
+      await this.settleRun(candidate.runId, candidate.phase, tx);
+    });
   }
 
   /**
@@ -245,10 +249,11 @@ export class RunsProcessor implements OnApplicationBootstrap {
 
   /**
    * A run is finished when every candidate is: succeeded if all succeeded, failed if any failed. Once.
-   * For IMP / SMS a finished phase hands over to the state machine instead.
+   * For IMP / SMS a finished phase hands over to the state machine instead. With `manager`, inside
+   * that transaction (the one that ended the candidate).
    */
-  async settleRun(runId: string, phase = 0): Promise<void> {
-    await this.dataSource.transaction(async (tx) => {
+  async settleRun(runId: string, phase = 0, manager?: EntityManager): Promise<void> {
+    const settle = async (tx: EntityManager) => {
       // The row lock serialises candidates that finish at the same moment.
       const run = await tx.findOne(RunEntity, { where: { id: runId }, lock: { mode: 'pessimistic_write' } });
       if (!run) return;
@@ -264,6 +269,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
       const status: RunStatus = run.status === 'cancelled' ? 'cancelled' : failed.length ? 'failed' : 'succeeded';
       const error = failed.length ? `${failed.length} of ${candidates.length} candidates failed: ${failed[0].error}` : null;
       await this.lifecycle.finish(tx, runId, status, error);
-    });
+    };
+    await (manager ? settle(manager) : this.dataSource.transaction(settle));
   }
 }

@@ -94,6 +94,37 @@ export class UploadTooLargeError extends Error {
   }
 }
 
+const UNWRITABLE_STORE = 'the artifact store cannot be written';
+/** What the filesystem answers when a folder cannot take a file: read-only, not ours, or full. */
+const UNWRITABLE_CODES = new Set(['EROFS', 'EACCES', 'EPERM', 'ENOSPC', 'EDQUOT']);
+
+/**
+ * The store refused a write: its folder is read-only (EROFS), not writable by this process
+ * (EACCES, EPERM) or full (ENOSPC, EDQUOT). The message starts the same way wherever it is read
+ * (errors from worker threads arrive as plain Errors): a request answers 503, a training fails with
+ * a message that says what happened.
+ */
+export class ArtifactStoreUnwritableError extends Error {
+  constructor(
+    readonly code: string,
+    location: string,
+    cause: Error,
+  ) {
+    super(`${UNWRITABLE_STORE} at ${location} (${cause.message})`);
+    this.name = 'ArtifactStoreUnwritableError';
+  }
+}
+
+/** `err`, or, if it is a filesystem refusal to write, the same as an ArtifactStoreUnwritableError. */
+export function asUnwritable(err: unknown, location: string): unknown {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code && UNWRITABLE_CODES.has(code) && !(err instanceof ArtifactStoreUnwritableError) ? new ArtifactStoreUnwritableError(code, location, err as Error) : err;
+}
+
+export function isArtifactStoreUnwritable(err: unknown): boolean {
+  return err instanceof ArtifactStoreUnwritableError || (err instanceof Error && err.message.startsWith(UNWRITABLE_STORE));
+}
+
 const SHA256 = /^[0-9a-f]{64}$/;
 
 export function isSha256(s: string): boolean {

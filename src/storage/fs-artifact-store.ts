@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type ArtifactStore, type ArtifactWriter, type ByteRange, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
+import { type ArtifactStore, type ArtifactWriter, asUnwritable, type ByteRange, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
 
 /**
  * A writer that streams bytes into a temporary file while hashing them. `commit()` renames it to
@@ -31,7 +31,9 @@ export class FsArtifactWriter implements ArtifactWriter {
     this.hash.update(chunk);
     let offset = 0;
     while (offset < chunk.byteLength) {
-      const { bytesWritten } = await this.handle.write(chunk, offset, chunk.byteLength - offset);
+      const { bytesWritten } = await this.handle.write(chunk, offset, chunk.byteLength - offset).catch((err) => {
+        throw asUnwritable(err, this.store.root);
+      });
       offset += bytesWritten;
     }
     this.size += chunk.byteLength;
@@ -59,8 +61,8 @@ export class FsArtifactWriter implements ArtifactWriter {
         setImmediate(unpin);
       }
     } catch (err) {
-      await rm(this.tempPath, { force: true });
-      throw err;
+      await rm(this.tempPath, { force: true }).catch(() => {});
+      throw asUnwritable(err, this.store.root);
     }
   }
 
@@ -100,10 +102,14 @@ export class FsArtifactStore implements ArtifactStore {
   }
 
   async createWriter(opts: { maxBytes?: number } = {}): Promise<FsArtifactWriter> {
-    await mkdir(this.tmpDir, { recursive: true });
     const tempPath = join(this.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}.part`);
-    const handle = await open(tempPath, 'wx');
-    return new FsArtifactWriter(this, handle, tempPath, opts.maxBytes ?? Number.POSITIVE_INFINITY);
+    try {
+      await mkdir(this.tmpDir, { recursive: true });
+      const handle = await open(tempPath, 'wx');
+      return new FsArtifactWriter(this, handle, tempPath, opts.maxBytes ?? Number.POSITIVE_INFINITY);
+    } catch (err) {
+      throw asUnwritable(err, this.root);
+    }
   }
 
   /** Streams any byte source into the store. On any error the temporary file is removed. */

@@ -412,9 +412,11 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
   /** The accepted result, once: the task is claimed (still leased) in the transaction that stores what it made. */
   private async land(task: TaskEntity, input: ModelEntity, got: IngestedCheckpoint | null, metrics: TaskMetrics | null): Promise<boolean> {
     const landed = await this.dataSource.transaction(async (tx) => {
+      // The run's row first (as a cancel and a built-in landing take it): the settle below locks it.
+      const run = task.runId ? await tx.findOne(RunEntity, { where: { id: task.runId }, lock: { mode: 'pessimistic_write' } }) : null;
+      if (task.runId && !run) throw new Error(`run ${task.runId} of task ${task.id} is gone`);
       const claim = await tx.update(TaskEntity, { id: task.id, status: 'leased' }, { status: 'succeeded', leaseExpiresAt: null, finishedAt: new Date(), error: null });
       if (!claim.affected) return false;
-      const run = task.runId ? await tx.findOneByOrFail(RunEntity, { id: task.runId }) : null;
       let resultModelId: string | null = null;
       if (got) {
         const candidate = task.candidateId ? await tx.findOneByOrFail(RunCandidateEntity, { id: task.candidateId }) : null;
@@ -465,6 +467,8 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
           },
         );
         await this.lifecycle.event(tx, run.id, 'candidate-succeeded', { phase: c.phase, index: c.index, resultModelId, valAccuracy: metrics?.valAccuracy ?? null, testAccuracy: metrics?.testAccuracy ?? null }, c.id);
+        // The phase's next step (or the run's end) commits with the candidate's end.
+        await this.processor.settleRun(run.id, task.phase, tx);
       } else {
         await this.lifecycle.event(tx, run.id, `task-succeeded`, { taskId: task.id, kind: task.kind, phase: task.phase, resultModelId, ...(metrics ? { valAccuracy: metrics.valAccuracy, testAccuracy: metrics.testAccuracy } : {}) });
         // The phase's state machine continues with the evaluated (or recalibrated) result.
@@ -472,7 +476,6 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
       }
       return true;
     });
-    if (landed && task.candidateId && task.runId) await this.processor.settleRun(task.runId, task.phase);
     return landed;
   }
 
