@@ -83,7 +83,8 @@ describe('a read-only artifact folder mid-run', () => {
     // Nothing of the run is left running or queued.
     expect(run.candidates.filter((c) => !['succeeded', 'failed', 'cancelled'].includes(c.status))).toEqual([]);
     expect(run.phases[0].status).toBe('failed');
-    expect(run.phases.filter((p) => ['pruned', 'training', 'merging'].includes(p.status))).toEqual([]);
+    expect(run.phases.filter((p) => ['queued', 'pruned', 'training', 'merging'].includes(p.status))).toEqual([]);
+    expect(run.phases.slice(1).map((p) => p.status)).toEqual(['cancelled']); // phase 2 never started
     const soups = await json<{ items: { status: string }[] }>(`${url}/soups?limit=100`);
     expect(soups.items.filter((s) => s.status === 'running' || s.status === 'queued')).toEqual([]);
     // Every row's object is there.

@@ -38,6 +38,8 @@ export class RunLifecycle {
     if (run.status === 'succeeded' || run.status === 'failed') return false;
     if (run.status === 'cancelled' && status !== 'cancelled') return false;
     await tx.update(RunEntity, { id: runId }, { status, error, finishedAt: run.finishedAt ?? new Date() });
+    // A failed run's later phases never start: they end cancelled rather than stay queued.
+    if (status === 'failed') await tx.update(RunPhaseEntity, { runId, status: 'queued' }, { status: 'cancelled', finishedAt: new Date() });
     await this.event(tx, runId, 'run-finished', { status, error });
     await this.webhooks.notify({ resource: 'run', id: runId, status, callbackUrl: run.callbackUrl, data: { status, error, kind: run.kind } }, { manager: tx });
     this.logger.log({ run: runId, status }, 'run finished');
