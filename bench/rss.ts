@@ -12,10 +12,10 @@
  * The service also writes `process.memoryUsage()` of its main thread by phase (a preload,
  * bench/rss-probe.mjs), so the report can say what the main thread holds.
  *
- *   npm run bench:rss [-- --epochs 0.1 --workers 2]
+ *   npm run bench:rss [-- --epochs 0.1 --workers 2 --service /path/to/another/checkout]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -81,13 +81,15 @@ async function main() {
   };
   const epochs = Number(arg('epochs', '0.1'));
   const workers = Number(arg('workers', '2'));
-  console.log(`# bench:rss — service RSS during an SMS retrain, cnn-bn on Fashion-MNIST, m = 3, WORKERS=${workers}, ${epochs} epochs per candidate`);
+  // Another build of the service to measure in the same conditions (a checkout's root with dist/ built).
+  const serviceRoot = resolve(arg('service', ROOT));
+  console.log(`# bench:rss — service RSS during an SMS retrain, cnn-bn on Fashion-MNIST, m = 3, WORKERS=${workers}, ${epochs} epochs per candidate, service ${serviceRoot}`);
   printMachine();
   const dataDir = mkdtempSync(join(os.tmpdir(), 'sparsoup-bench-rss-'));
   const probeFile = join(dataDir, 'memory.jsonl');
   const port = await freePort();
-  const child: ChildProcess = spawn(process.execPath, ['--import', pathToFileURL(join(ROOT, 'bench/rss-probe.mjs')).href, join(ROOT, 'dist/src/main.js')], {
-    cwd: ROOT,
+  const child: ChildProcess = spawn(process.execPath, ['--import', pathToFileURL(join(ROOT, 'bench/rss-probe.mjs')).href, join(serviceRoot, 'dist/src/main.js')], {
+    cwd: serviceRoot,
     env: { ...process.env, DATABASE_URL: '', DATA_DIR: dataDir, WORKERS: String(workers), PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', API_KEYS: '', RSS_PROBE_FILE: probeFile },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -113,6 +115,15 @@ async function main() {
     const template = await api.json<{ id: string }>('POST', '/models/templates', { architecture: 'cnn-bn', datasetId: 'fashion-mnist', seed: 1 });
     await sleep(2000);
     const idle = sample(pid);
+    // The kernel's peak from here on is the run's: start-up (a new PGlite database is initialised in a
+    // thread that exits) and the template come before it. Writing 5 to clear_refs resets VmHWM.
+    for (const p of tree(pid)) {
+      try {
+        writeFileSync(`/proc/${p}/clear_refs`, '5');
+      } catch {
+        // the process ended
+      }
+    }
     phase = 'run';
     const t0 = performance.now();
     const body = {
@@ -145,9 +156,10 @@ async function main() {
     console.log(`| idle after the template (backend loaded in a worker) | ${mb(idle.rss)} |`);
     for (const [p, v] of phases) if (p !== 'after') console.log(`| peak sampled, ${p} | ${mb(v)} |`);
     console.log(`| after the run | ${mb(after.rss)} |`);
-    console.log(`| VmHWM (the kernel's peak, whole life) | ${mb(hwm)} |`);
+    console.log(`| VmHWM (the kernel's peak since the run started) | ${mb(hwm)} |`);
     console.log('');
-    console.log(`peak ${mb(Math.max(peak.rss, hwm))} against the goal 800 MB: ${Math.max(peak.rss, hwm) <= GOAL_BYTES ? 'met' : 'NOT met'} (peak sampled during: ${peak.at})`);
+    const runPeak = Math.max(phases.get('run') ?? 0, hwm);
+    console.log(`GOAL peak RSS during the retrain ≤ 800 MB: ${runPeak <= GOAL_BYTES ? 'MET' : 'NOT met'} (${mb(runPeak)}, sampled peak during: ${peak.at}; idle after /health ${mb(idleStart.rss)})`);
     try {
       const lines = readFileSync(probeFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
       const top = lines.reduce((a, l) => (l.rss > a.rss ? l : a), lines[0]);

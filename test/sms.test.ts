@@ -46,6 +46,25 @@ describe('IMP and SMS runs', () => {
     expect(diff.tensors.every((x: { keptOnlyInB: number }) => x.keptOnlyInB === 0)).toBe(true);
   }, 300_000);
 
+  it("a greedy SMS phase ranks its candidates by the val accuracy their retraining measured: the singles are not scored again", async () => {
+    const created = await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, goalSparsity: 0.5, phases: 1, m: 3, training: TRAIN, soup: { method: 'greedy' } }).expect(202);
+    const run = await waitForRun(t, created.body.id, 240_000);
+    expect(run.status).toBe('succeeded');
+    const [phase] = run.phases;
+    const vals = phase.candidateIds.map((id: string) => run.candidates.find((c: { id: string }) => c.id === id).valAccuracy);
+    expect(vals.every((v: unknown) => typeof v === 'number')).toBe(true);
+    const soup = (await request(t.http).get(`/soups/${phase.soupId}`).expect(200)).body;
+    expect(soup.status).toBe('succeeded');
+    expect(soup.params.knownScores).toEqual(vals);
+    // Every step's single score is its candidate's own (lenet has no batch norm: the very score greedy would measure).
+    const models = phase.candidateIds.map((id: string) => run.candidates.find((c: { id: string }) => c.id === id).resultModelId);
+    expect(soup.steps).toHaveLength(3);
+    for (const step of soup.steps) expect(step.score).toBe(vals[models.indexOf(step.modelId)]);
+    // Ranked best first by those scores (ties keep candidate order).
+    const order = [0, 1, 2].sort((a, b) => vals[b] - vals[a] || a - b);
+    expect(soup.steps.map((s: { modelId: string }) => models.indexOf(s.modelId))).toEqual(order);
+  }, 300_000);
+
   it('runs IMP with one candidate per phase, the candidate being the phase result', async () => {
     const run = await waitForRun(t, (await request(t.http).post('/runs').send({ kind: 'imp', modelId: dense, datasetId: data, goalSparsity: 0.9, phases: 2, training: TRAIN, epochsMultiplier: 2 }).expect(202)).body.id, 240_000);
     expect(run.status).toBe('succeeded');

@@ -244,10 +244,15 @@ export class RunPhasesService implements OnApplicationBootstrap {
         await this.soups.build(soup.id, { rethrow: true });
         soup = await this.soups.get(soup.id);
       }
+      // Greedy ranks the candidates by the val accuracy their train task measured (after its BN
+      // recalibration on 20 % of train, subset seeded by the candidate's seed; greedy's own single
+      // scoring seeds it 0), so only the sets are scored: m − 1 scorings instead of 2m − 1.
+      const vals = candidates.map((c) => c.valAccuracy);
+      const knownScores = plan.soup.method === 'greedy' && vals.every((v): v is number => typeof v === 'number' && Number.isFinite(v)) ? vals : undefined;
       soup ??= (
         await this.soups.create(
           { modelIds: ids, method: plan.soup.method, comparison: plan.soup.method === 'greedy' ? plan.soup.comparison : undefined, datasetId: run.datasetId, name: `${run.kind}-${run.id.slice(0, 8)}-p${phase.index}-soup` },
-          { inline: true, record: async (tx, id) => void (await tx.update(RunPhaseEntity, key, { soupId: id })) },
+          { inline: true, record: async (tx, id) => void (await tx.update(RunPhaseEntity, key, { soupId: id })), knownScores },
         )
       ).soup;
       resultModelId = soup.resultModelId!;

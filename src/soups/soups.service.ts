@@ -50,7 +50,12 @@ export class SoupsService implements OnApplicationBootstrap {
    * built in the request (201); greedy soups evaluate many sets and run as a job (202).
    */
   /** `record` runs in the transaction that creates the soup's row (an SMS phase notes the soup it owns there). */
-  async create(dto: CreateSoupDto, opts: { inline?: boolean; record?: (tx: EntityManager, soupId: string) => Promise<void> } = {}): Promise<{ soup: SoupDto; accepted: boolean }> {
+  /**
+   * `opts.knownScores` (greedy, a run's phase): the candidates' validation accuracies measured after
+   * their retraining; greedy ranks by them instead of scoring each candidate alone again. Kept in the
+   * soup's params (a rebuild after a crash uses the same ones, and GET /soups shows them).
+   */
+  async create(dto: CreateSoupDto, opts: { inline?: boolean; record?: (tx: EntityManager, soupId: string) => Promise<void>; knownScores?: number[] } = {}): Promise<{ soup: SoupDto; accepted: boolean }> {
     if (dto.trainer === 'external') return this.createExternal(dto);
     if (new Set(dto.modelIds).size !== dto.modelIds.length) throw new ProblemException(400, 'modelIds lists a model twice', { slug: 'validation' });
     const models = await Promise.all(dto.modelIds.map((id) => this.models.entity(id)));
@@ -94,7 +99,13 @@ export class SoupsService implements OnApplicationBootstrap {
         tx.create(SoupEntity, {
           status: 'queued',
           method: dto.method,
-          params: { weights: dto.weights ?? null, comparison: greedy ? (dto.comparison ?? '>=') : null, bnRecalibration: recalibrate, name: dto.name ?? null },
+          params: {
+            weights: dto.weights ?? null,
+            comparison: greedy ? (dto.comparison ?? '>=') : null,
+            bnRecalibration: recalibrate,
+            name: dto.name ?? null,
+            ...(dto.method === 'greedy' && opts.knownScores ? { knownScores: opts.knownScores } : {}),
+          },
           datasetId: dto.datasetId ?? null,
           steps: [],
           callbackUrl: dto.callbackUrl ?? null,
@@ -155,6 +166,7 @@ export class SoupsService implements OnApplicationBootstrap {
         comparison: (soup.params.comparison as '>=' | '>' | null) ?? undefined,
         dataset: soup.datasetId ? await this.datasets.ref(soup.datasetId) : undefined,
         recalibrate: soup.params.bnRecalibration !== false,
+        knownScores: soup.method === 'greedy' ? ((soup.params.knownScores as number[] | undefined) ?? undefined) : undefined,
       });
     } catch (err) {
       const client = err instanceof CoreInputError;

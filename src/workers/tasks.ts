@@ -216,6 +216,13 @@ export interface SoupTask {
   recalibrationFraction?: number;
   /** Only check that the candidates can be merged (a 422 now rather than a failed job later). */
   validateOnly?: boolean;
+  /**
+   * Greedy: the candidates' own validation accuracies (models order), measured by the caller. The
+   * singles are then ranked by these and not scored again (m − 1 scorings instead of 2m − 1); with
+   * scores measured the way greedy measures a single (merged alone, recalibrated on the same fraction
+   * of train with the same subset, val at batch 512) the soup is the same set and the same bytes.
+   */
+  knownScores?: number[];
 }
 
 export interface SoupTaskResult {
@@ -227,6 +234,8 @@ export interface SoupTaskResult {
   stored: { weights: WrittenCheckpoint; topology: StoredArtifact | null } | null;
   /** Threads that ran the recalibration and validation passes (2 when a score helper took part). */
   scoringThreads?: number;
+  /** Greedy: the sets recalibrated and scored (fewer when the task carried `knownScores`). */
+  scorings?: number;
 }
 
 export interface CompareModelsTask {

@@ -4,6 +4,7 @@ import { CoreInputError } from '../errors.js';
 import { isPrunable } from '../pruning/prunable.js';
 import { isSeed, shuffleInto, streamSeed } from '../random.js';
 import { augmentBatch, augmentSeed } from './augment.js';
+import { leanVariableGrads } from './lean-grads.js';
 import { optimizerStep } from './optimizer-step.js';
 import { SCHEDULES, TRAINING_DEFAULTS, type TrainingConfig } from './training-config.js';
 
@@ -277,7 +278,7 @@ export async function trainModel(model: tf.LayersModel, dataset: ImageDataset, c
       const { grads, loss } = tf.tidy(() => {
         const xs = tf.tensor4d(xBuf.subarray(0, count * size), [count, h, w, c]);
         const ys = tf.oneHot(tf.tensor1d(yBuf.subarray(0, count), 'int32'), dataset.classes);
-        const { value, grads } = tf.variableGrads(() => {
+        const { value, grads } = leanVariableGrads(() => {
           const logits = model.apply(xs, { training: true }) as tf.Tensor;
           return tf.losses.softmaxCrossEntropy(ys, logits) as tf.Scalar;
         }, varList);

@@ -83,7 +83,7 @@ export async function runSoup(task: SoupTask, ctx: TaskContext): Promise<SoupTas
         if (!greedy) soup.dispose();
       }
     }
-    return { maskHash: validated.maskHash, weights, steps, valAccuracy, stored: { weights: written, topology }, scoringThreads };
+    return { maskHash: validated.maskHash, weights, steps, valAccuracy, stored: { weights: written, topology }, scoringThreads, ...(greedy ? { scorings: greedy.scorings } : {}) };
   } finally {
     greedy?.model.dispose();
     for (const r of readers) await r.close();
@@ -110,11 +110,13 @@ export interface GreedyLayersResult {
   model: tf.LayersModel;
   /** 2 when a score helper ran part of every scoring on a second thread, else 1. */
   scoringThreads: number;
+  /** Sets recalibrated and scored here (2m − 1 for m candidates at most; m − 1 or m with known single scores). */
+  scorings: number;
 }
 
 export async function greedyOverLayersModels(
   store: ArtifactStore,
-  task: Pick<SoupTask, 'models' | 'recalibrate' | 'comparison' | 'recalibrationFraction'>,
+  task: Pick<SoupTask, 'models' | 'recalibrate' | 'comparison' | 'recalibrationFraction' | 'knownScores'>,
   readers: readonly CheckpointReader[],
   mask: Mask | undefined,
   ds: ImageDataset,
@@ -142,18 +144,26 @@ export async function greedyOverLayersModels(
       helper: options.helper ?? false,
     });
     const sc = scorer;
-    const g = await greedySoup(
-      readers.length,
-      async (weights) => {
-        await load(weights);
-        const s = await sc.score(buffer);
-        if (recalibrate) bnStats.set(keyOf(weights), bnNames.map((n) => variables.get(n)!.read().dataSync() as Float32Array));
-        progress(++scored, 2 * readers.length - 1);
-        return s;
-      },
-      { comparison: task.comparison ?? '>=' },
-    );
-    // The final set was scored (greedySoup scores every set it accepts): restore it as scored.
+    const known = task.knownScores;
+    if (known && (known.length !== readers.length || known.some((s) => typeof s !== 'number'))) {
+      throw new Error(`knownScores: ${known.length} scores for ${readers.length} candidates`);
+    }
+    const total = known ? readers.length - 1 : 2 * readers.length - 1;
+    const setScores = new Map<string, number>();
+    const scoreSet = async (weights: readonly number[]) => {
+      await load(weights);
+      const s = await sc.score(buffer);
+      if (recalibrate) bnStats.set(keyOf(weights), bnNames.map((n) => variables.get(n)!.read().dataSync() as Float32Array));
+      setScores.set(keyOf(weights), s);
+      progress(++scored, Math.max(total, scored));
+      return s;
+    };
+    const g = await greedySoup(readers.length, scoreSet, { comparison: task.comparison ?? '>=', scores: known });
+    // With known single scores and no set accepted beyond the best single, that single was never
+    // scored here: score it now, so the soup's statistics and accuracy are measured as stored.
+    if (!setScores.has(keyOf(g.weights))) await scoreSet(g.weights);
+    const score = setScores.get(keyOf(g.weights))!;
+    // The final set was scored: restore it as scored.
     await load(g.weights);
     const stats = bnStats.get(keyOf(g.weights));
     if (recalibrate && !stats) throw new Error('the greedy soup accepted a set it never scored');
@@ -165,7 +175,7 @@ export async function greedyOverLayersModels(
         });
       });
     }
-    return { weights: g.weights, trace: g.trace, score: g.score, model: scratch, scoringThreads: sc.threads };
+    return { weights: g.weights, trace: g.trace, score, model: scratch, scoringThreads: sc.threads, scorings: scored };
   } catch (err) {
     scratch.dispose();
     throw err;
