@@ -38,8 +38,16 @@ export class RunLifecycle {
     if (run.status === 'succeeded' || run.status === 'failed') return false;
     if (run.status === 'cancelled' && status !== 'cancelled') return false;
     await tx.update(RunEntity, { id: runId }, { status, error, finishedAt: run.finishedAt ?? new Date() });
-    // A failed run's later phases never start: they end cancelled rather than stay queued.
-    if (status === 'failed') await tx.update(RunPhaseEntity, { runId, status: 'queued' }, { status: 'cancelled', finishedAt: new Date() });
+    if (status === 'failed') {
+      // A failed run's later phases never start: they end cancelled rather than stay queued; a phase
+      // soup left queued for a retry (its write failed, say) or running ends failed with its error.
+      await tx.update(RunPhaseEntity, { runId, status: 'queued' }, { status: 'cancelled', finishedAt: new Date() });
+      await tx.query(
+        `UPDATE soup SET status = 'failed', error = COALESCE(error, 'its run failed'), finished_at = now()
+          WHERE status IN ('queued', 'running') AND id IN (SELECT soup_id FROM run_phase WHERE run_id = $1 AND soup_id IS NOT NULL)`,
+        [runId],
+      );
+    }
     await this.event(tx, runId, 'run-finished', { status, error });
     await this.webhooks.notify({ resource: 'run', id: runId, status, callbackUrl: run.callbackUrl, data: { status, error, kind: run.kind } }, { manager: tx });
     this.logger.log({ run: runId, status }, 'run finished');
