@@ -1,7 +1,7 @@
 import { type BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import PgBoss from 'pg-boss';
-import type { DataSource, EntityManager } from 'typeorm';
+import type { DataSource, EntityManager, EntitySubscriberInterface, QueryRunner, TransactionCommitEvent, TransactionRollbackEvent } from 'typeorm';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import { DATABASE_CONNECT_TIMEOUT_MS, type DatabaseHandle } from '../database/data-source.js';
@@ -26,6 +26,13 @@ export type JobHandler<N extends JobName> = (payload: JobPayloads[N], job: { id:
  * sweeps the holds of processes that are not alive (no fresh heartbeat; with the embedded database,
  * any earlier life) and fails those jobs into pg-boss's retry, so after a restart the work is taken
  * up again within seconds. A live process's jobs are never touched: its heartbeat is fresh.
+ *
+ * Workers are woken rather than polled: a job this process sends wakes its workers of that queue
+ * (once the transaction that sent it commits), a worker that finished a job looks for the next at
+ * once, and a job failed into a retry (or sent with a delay) wakes them when it becomes due. Each
+ * worker still polls every JOB_POLL_SECONDS for jobs sent by other processes (Postgres) or missed
+ * otherwise; with the embedded database that poll (one pg-boss fetch, a query on the main thread)
+ * was most of the main thread's work while the worker threads trained (issue 16).
  */
 @Injectable()
 export class JobsService implements BeforeApplicationShutdown {
@@ -35,13 +42,35 @@ export class JobsService implements BeforeApplicationShutdown {
   private sweeper: NodeJS.Timeout | null = null;
   private sweeping: Promise<void> | null = null;
   private stopping = false;
+  /** This process's pg-boss workers, by queue. */
+  private readonly workerIds = new Map<string, string[]>();
+  /** Queues to wake when a transaction that sent jobs to them commits. */
+  private readonly pendingWakes = new WeakMap<QueryRunner, Set<string>>();
+  private readonly wakeTimers = new Set<NodeJS.Timeout>();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly registry: WorkerRegistryService,
-  ) {}
+  ) {
+    const pending = this.pendingWakes;
+    const wake = (name: string) => this.wake(name);
+    const subscriber: EntitySubscriberInterface = {
+      afterTransactionCommit(event: TransactionCommitEvent) {
+        // A savepoint's release is not the commit: wait for the outermost transaction.
+        if (event.queryRunner.isTransactionActive) return;
+        const queues = pending.get(event.queryRunner);
+        if (!queues) return;
+        pending.delete(event.queryRunner);
+        for (const q of queues) wake(q);
+      },
+      afterTransactionRollback(event: TransactionRollbackEvent) {
+        if (!event.queryRunner.isTransactionActive) pending.delete(event.queryRunner);
+      },
+    };
+    dataSource.subscribers.push(subscriber);
+  }
 
   start(): Promise<PgBoss> {
     this.starting ??= (async () => {
@@ -70,11 +99,43 @@ export class JobsService implements BeforeApplicationShutdown {
   async send<N extends JobName>(name: N, payload: JobPayloads[N], opts: { manager?: EntityManager; singletonKey?: string; startAfterSeconds?: number } = {}): Promise<string | null> {
     const boss = await this.start();
     const db = opts.manager ? managerDb(opts.manager) : undefined;
-    return boss.send(name, payload as object, {
+    const id = await boss.send(name, payload as object, {
       ...(db ? { db } : {}),
       ...(opts.singletonKey ? { singletonKey: opts.singletonKey } : {}),
       ...(opts.startAfterSeconds ? { startAfter: opts.startAfterSeconds } : {}),
     });
+    if (id) {
+      if (opts.startAfterSeconds) this.wakeLater(name, opts.startAfterSeconds * 1000);
+      else if (opts.manager) {
+        const runner = opts.manager.queryRunner!;
+        const queues = this.pendingWakes.get(runner) ?? new Set<string>();
+        queues.add(name);
+        this.pendingWakes.set(runner, queues);
+      } else this.wake(name);
+    }
+    return id;
+  }
+
+  /** Has this process's workers of `name` look for a job now (a busy one looks as soon as its job ends). */
+  wake(name: string): void {
+    if (!this.boss) return;
+    for (const id of this.workerIds.get(name) ?? []) this.boss.notifyWorker(id);
+  }
+
+  private wakeLater(name: string, ms: number): void {
+    if (this.stopping) return;
+    const timer = setTimeout(() => {
+      this.wakeTimers.delete(timer);
+      this.wake(name);
+    }, Math.max(0, ms) + 50);
+    timer.unref();
+    this.wakeTimers.add(timer);
+  }
+
+  /** After failing a job: wakes the queue's workers when its retry becomes due (pg-boss draws the back-off at random). */
+  private async wakeForRetry(name: string, jobId: string): Promise<void> {
+    const job = await this.boss?.getJobById(name, jobId).catch(() => null);
+    if (job?.state === 'retry') this.wakeLater(name, new Date(job.startAfter).getTime() - Date.now());
   }
 
   /** Runs `handler` for jobs of `name`, up to `concurrency` at a time in this process. A throw retries. */
@@ -89,7 +150,8 @@ export class JobsService implements BeforeApplicationShutdown {
     await this.registry.register();
     await this.startSweeping();
     for (let i = 0; i < concurrency; i++) {
-      await boss.work<JobPayloads[N]>(name, { pollingIntervalSeconds: 0.5, batchSize: 1, includeMetadata: true }, async (jobs) => {
+      let workerId: string | undefined;
+      workerId = await boss.work<JobPayloads[N]>(name, { pollingIntervalSeconds: this.config.jobPollSeconds, batchSize: 1, includeMetadata: true }, async (jobs) => {
         for (const job of jobs) {
           let failure: Error | null = null;
           try {
@@ -101,8 +163,12 @@ export class JobsService implements BeforeApplicationShutdown {
           }
           // A failure goes to pg-boss's retry (with back-off) as a throw would.
           await this.settleOwn(job.id, () => (failure ? boss.fail(name, job.id, { message: failure.message }) : boss.complete(name, job.id)));
+          if (failure) await this.wakeForRetry(name, job.id);
         }
+        // There may be more: this worker looks again at once, not after a poll interval.
+        if (workerId) boss.notifyWorker(workerId);
       });
+      this.workerIds.set(name, [...(this.workerIds.get(name) ?? []), workerId]);
     }
   }
 
@@ -159,6 +225,7 @@ export class JobsService implements BeforeApplicationShutdown {
         for (const h of await this.registry.orphanedHolds()) {
           await boss.fail(h.queue, h.jobId, { reason: `process ${h.workerId} that held it died` });
           await this.dataSource.query('DELETE FROM job_hold WHERE job_id = $1 AND worker_id = $2', [h.jobId, h.workerId]);
+          await this.wakeForRetry(h.queue, h.jobId);
           this.logger.warn({ job: h.jobId, queue: h.queue, worker: h.workerId }, 'handed the job of a dead process back to the queue');
         }
       } finally {
@@ -175,6 +242,8 @@ export class JobsService implements BeforeApplicationShutdown {
 
   async beforeApplicationShutdown(): Promise<void> {
     this.stopping = true;
+    for (const t of this.wakeTimers) clearTimeout(t);
+    this.wakeTimers.clear();
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = null;
     const boss = this.boss ?? (this.starting ? await this.starting.catch(() => null) : null);
