@@ -14,7 +14,8 @@
  * thread's share of the service's CPU, its CPU seconds per trained epoch, and the epochs per second.
  *
  * Variants (in the same run, each a fresh service): `--variants 'before:JOB_POLL_SECONDS=0.5,PROGRESS_WRITE_SECONDS=1;after:'`
- * (the default: the old polling and progress intervals against today's defaults).
+ * (the default: the old polling and progress intervals against today's defaults); `name@DIR:ENV…`
+ * runs the service built in another checkout DIR (its dist/), e.g. the commit before issue 16's changes.
  *
  *   npm run bench:mainthread [-- --runs 16 --m 3 --window 60 --warmup 20 --workers 2 --cpu-prof DIR]
  *
@@ -41,7 +42,7 @@ interface Args {
   warmup: number;
   workers: number;
   cpuProf: string | null;
-  variants: { name: string; env: Record<string, string> }[];
+  variants: { name: string; env: Record<string, string>; root: string }[];
 }
 
 function parseArgs(): Args {
@@ -59,9 +60,11 @@ function parseArgs(): Args {
     .split(';')
     .filter((v) => v.trim())
     .map((v) => {
-      const [name, rest = ''] = v.split(':');
+      const colon = v.indexOf(':');
+      const [head, rest] = colon < 0 ? [v, ''] : [v.slice(0, colon), v.slice(colon + 1)];
+      const [name, dir] = head.split('@');
       const env = Object.fromEntries(rest.split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string]));
-      return { name: name.trim(), env };
+      return { name: name.trim(), env, root: dir ? resolve(dir) : ROOT };
     });
   const prof = arg('cpu-prof', '');
   return {
@@ -121,8 +124,8 @@ async function runVariant(args: Args, variant: Args['variants'][number]): Promis
   const port = await freePort();
   const nodeArgs = args.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${args.cpuProf}`, `--cpu-prof-name=${variant.name}.cpuprofile`] : [];
   if (args.cpuProf) mkdirSync(args.cpuProf, { recursive: true });
-  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist/src/main.js')], {
-    cwd: ROOT,
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, join(variant.root, 'dist/src/main.js')], {
+    cwd: variant.root,
     env: { ...process.env, DATABASE_URL: process.env.DATABASE_URL ?? '', DATA_DIR: dataDir, WORKERS: String(args.workers), PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', API_KEYS: '', ...variant.env },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
@@ -212,7 +215,7 @@ async function main() {
   console.log(`database: ${process.env.DATABASE_URL ? 'Postgres (DATABASE_URL)' : 'embedded PGlite'}; WORKERS=${args.workers}; ${args.runs} SMS runs (lenet-300-100, fashion-mnist, 2 phases, m = ${args.m}, ${args.epochs} epochs per candidate) queued at once, each polled every 5 s; ${args.warmup} s warm-up, ${args.window} s window`);
   const results: Result[] = [];
   for (const v of args.variants) {
-    console.log(`\n${v.name} (${Object.entries(v.env).map(([k, x]) => `${k}=${x}`).join(' ') || 'defaults'}), load before ${load()}`);
+    console.log(`\n${v.name}${v.root === ROOT ? '' : ` (service from ${v.root})`} (${Object.entries(v.env).map(([k, x]) => `${k}=${x}`).join(' ') || 'defaults'}), load before ${load()}`);
     const r = await runVariant(args, v);
     results.push(r);
     const total = r.main + r.training + r.other;
