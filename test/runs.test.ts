@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseSafetensorsHeader } from '../src/core/checkpoint/safetensors.js';
+import { RunCandidateEntity, RunEntity, RunPhaseEntity } from '../src/runs/run.entity.js';
+import { mapRun } from '../src/runs/runs.dto.js';
 import { startTestApp, type TestApp } from './support/app.js';
 import { binaryParser, safetensorsBytes } from './support/checkpoints.js';
 import { artifactFiles } from './support/files.js';
@@ -33,6 +35,17 @@ describe('training and retraining runs', () => {
     expect(c.valAccuracy).toBeGreaterThan(0.7);
     expect(c.testAccuracy).toBeGreaterThan(0.7);
     expect(c.progress.step).toBe(c.progress.steps);
+    // Progress is coalesced (PROGRESS_WRITE_SECONDS), but the last event is the final step, and it
+    // lands before the candidate's success.
+    const events: { id: string; type: string; data: { step?: number; steps?: number } }[] = await t.dataSource.query('SELECT id, type, data FROM run_event WHERE run_id = $1 ORDER BY id', [run.id]);
+    const progress = events.filter((e) => e.type === 'progress');
+    expect(progress.length).toBeGreaterThanOrEqual(1);
+    expect(progress.at(-1)!.data.step).toBe(progress.at(-1)!.data.steps);
+    expect(progress.at(-1)!.data.steps).toBe(c.progress.steps);
+    expect(Number(progress.at(-1)!.id)).toBeLessThan(Number(events.find((e) => e.type === 'candidate-succeeded')!.id));
+    // GET /runs/{id} reads the run in one statement: it answers what TypeORM's entities say.
+    const [entity, candidates, phases] = [await t.dataSource.getRepository(RunEntity).findOneByOrFail({ id: run.id }), await t.dataSource.getRepository(RunCandidateEntity).findBy({ runId: run.id }), await t.dataSource.getRepository(RunPhaseEntity).findBy({ runId: run.id })];
+    expect(run).toEqual(JSON.parse(JSON.stringify(mapRun(entity, candidates, phases))));
     trained = (await request(t.http).get(`/models/${c.resultModelId}`).expect(200)).body;
     expect(trained.parentIds).toEqual([template.id]);
     expect((trained as unknown as { origin: { kind: string; runId: string } }).origin).toMatchObject({ kind: 'train', runId: run.id });
@@ -138,7 +151,7 @@ describe('training and retraining runs', () => {
     await waitForRunEvent(t, res.body.id, (e) => e.type === 'progress');
     const cancelled = (await request(t.http).post(`/runs/${res.body.id}/cancel`).expect(200)).body;
     expect(cancelled.status).toBe('cancelled');
-    // Training checks for cancellation every second; the end is announced once nothing runs.
+    // A cancel reaches this process's training at once (another process's within a 5 s poll); the end is announced once nothing runs.
     const finished = await waitForRunEvent(t, res.body.id, (e) => e.type === 'run-finished', 30_000);
     expect(finished.data.status).toBe('cancelled');
     const run = (await request(t.http).get(`/runs/${res.body.id}`).expect(200)).body;

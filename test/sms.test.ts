@@ -1,5 +1,7 @@
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RunCandidateEntity, RunEntity, RunPhaseEntity } from '../src/runs/run.entity.js';
+import { mapRun } from '../src/runs/runs.dto.js';
 import { startTestApp, type TestApp } from './support/app.js';
 import { uploadMnistSlice } from './support/datasets.js';
 import { waitForRun, waitForRunEvent } from './support/runs.js';
@@ -27,6 +29,9 @@ describe('IMP and SMS runs', () => {
     const run = await waitForRun(t, created.body.id, 240_000);
     expect(run.status).toBe('succeeded');
     ids.sms = run.id;
+    // GET /runs/{id} reads run, candidates and phases in one statement: the same answer as TypeORM's entities give.
+    const entities = [await t.dataSource.getRepository(RunEntity).findOneByOrFail({ id: run.id }), await t.dataSource.getRepository(RunCandidateEntity).findBy({ runId: run.id }), await t.dataSource.getRepository(RunPhaseEntity).findBy({ runId: run.id })] as const;
+    expect(run).toEqual(JSON.parse(JSON.stringify(mapRun(...entities))));
     const [p1, p2] = run.phases;
     expect(p1.inputModelId).toBe(dense);
     expect(p2.inputModelId).toBe(p1.resultModelId);

@@ -13,6 +13,15 @@ describe('loadConfig', () => {
     expect(c.backend).toBe('auto');
   });
 
+  it('polls job queues every 10 s on the embedded database and every 2 s on Postgres, and writes progress every 5 s, unless told otherwise', () => {
+    expect(loadConfig({}).jobPollSeconds).toBe(10);
+    expect(loadConfig({ DATABASE_URL: 'postgres://x/y' }).jobPollSeconds).toBe(2);
+    expect(loadConfig({ JOB_POLL_SECONDS: '0.5' }).jobPollSeconds).toBe(0.5);
+    expect(loadConfig({}).progressWriteMs).toBe(5000);
+    expect(loadConfig({ PROGRESS_WRITE_SECONDS: '0' }).progressWriteMs).toBe(0);
+    expect(loadConfig({ PROGRESS_WRITE_SECONDS: '1.5' }).progressWriteMs).toBe(1500);
+  });
+
   it('parses API_KEYS entries with their scopes', () => {
     const c = loadConfig({ API_KEYS: 'ci:abc123:write, dash:zzz:read' });
     expect(c.apiKeys).toEqual([
@@ -35,6 +44,9 @@ describe('loadConfig', () => {
     ['LOG_LEVEL', 'loud'],
     ['TFJS_BACKEND', 'cuda'],
     ['MAX_UPLOAD_BYTES', '12'],
+    ['JOB_POLL_SECONDS', '0.1'],
+    ['JOB_POLL_SECONDS', 'soon'],
+    ['PROGRESS_WRITE_SECONDS', '-1'],
   ])('refuses %s=%s with a message that names the variable', (variable, value) => {
     let error: unknown;
     try {

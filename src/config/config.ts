@@ -1,7 +1,7 @@
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { plainToInstance, Transform } from 'class-transformer';
-import { IsIn, IsInt, IsOptional, IsString, Matches, Max, Min, validateSync } from 'class-validator';
+import { IsIn, IsInt, IsNumber, IsOptional, IsString, Matches, Max, Min, validateSync } from 'class-validator';
 import type { ArtifactStoreConfig } from '../storage/create.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -22,6 +22,8 @@ export interface ApiKey {
 
 const toInt = ({ value }: { value: unknown }) =>
   typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+const toNumber = ({ value }: { value: unknown }) =>
+  typeof value === 'string' && /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : value;
 
 /** The environment as read: every variable is a string or absent. Validation names the variable. */
 class Environment {
@@ -96,6 +98,12 @@ class Environment {
 
   @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(100)
   TASK_MAX_ATTEMPTS?: number;
+
+  @IsOptional() @Transform(toNumber) @IsNumber({}, { message: 'JOB_POLL_SECONDS must be a number of seconds' }) @Min(0.5) @Max(600)
+  JOB_POLL_SECONDS?: number;
+
+  @IsOptional() @Transform(toNumber) @IsNumber({}, { message: 'PROGRESS_WRITE_SECONDS must be a number of seconds' }) @Min(0) @Max(3600)
+  PROGRESS_WRITE_SECONDS?: number;
 }
 
 /** Uploads slower than this are cut by the default request timeout (MAX_UPLOAD_BYTES / this, at least 300 s). */
@@ -125,7 +133,19 @@ export interface AppConfig {
   taskLeaseMs: number;
   /** Leases of one external task before it (and its run) fails. */
   taskMaxAttempts: number;
+  /**
+   * How often each job queue's workers look for jobs they were not woken for, in seconds: jobs this
+   * process sends, retries and delayed jobs wake its workers at once; this finds other processes' jobs.
+   */
+  jobPollSeconds: number;
+  /** Training progress is written (a candidate's progress and a `progress` event) at most this often per candidate, in ms. */
+  progressWriteMs: number;
 }
+
+/** JOB_POLL_SECONDS's default: with the embedded database only this process sends jobs, and it wakes its own workers. */
+export const DEFAULT_JOB_POLL_SECONDS = { embedded: 10, postgres: 2 } as const;
+/** PROGRESS_WRITE_SECONDS's default. */
+export const DEFAULT_PROGRESS_WRITE_SECONDS = 5;
 
 export class ConfigError extends Error {
   constructor(readonly problems: { variable: string; message: string }[]) {
@@ -138,7 +158,8 @@ const KNOWN = new Set(Object.keys(new Environment()).concat([
   'PORT', 'HOST', 'DATABASE_URL', 'DATA_DIR', 'API_KEYS', 'WORKERS', 'LOG_LEVEL', 'MAX_UPLOAD_BYTES',
   'TFJS_BACKEND', 'EVAL_SPARSE', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
   'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL',
-  'ARTIFACT_CACHE_BYTES', 'ARTIFACT_CACHE_DIR', 'TASK_LEASE_SECONDS', 'TASK_MAX_ATTEMPTS',
+  'ARTIFACT_CACHE_BYTES', 'ARTIFACT_CACHE_DIR', 'TASK_LEASE_SECONDS', 'TASK_MAX_ATTEMPTS', 'JOB_POLL_SECONDS',
+  'PROGRESS_WRITE_SECONDS',
 ]));
 
 /** The default bound of a process's local cache of object-storage artifacts (ARTIFACT_CACHE_BYTES). */
@@ -210,6 +231,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     taskTimeoutMs: (parsed.TASK_TIMEOUT_SECONDS ?? 600) * 1000,
     taskLeaseMs: (parsed.TASK_LEASE_SECONDS ?? 60) * 1000,
     taskMaxAttempts: parsed.TASK_MAX_ATTEMPTS ?? 3,
+    jobPollSeconds: parsed.JOB_POLL_SECONDS ?? (parsed.DATABASE_URL ? DEFAULT_JOB_POLL_SECONDS.postgres : DEFAULT_JOB_POLL_SECONDS.embedded),
+    progressWriteMs: (parsed.PROGRESS_WRITE_SECONDS ?? DEFAULT_PROGRESS_WRITE_SECONDS) * 1000,
     backend: parsed.TFJS_BACKEND ?? 'auto',
     evalSparse: parsed.EVAL_SPARSE ?? 'auto',
     webhookSecret: parsed.WEBHOOK_SECRET ?? null,

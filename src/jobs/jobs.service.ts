@@ -1,7 +1,7 @@
 import { type BeforeApplicationShutdown, Inject, Injectable, Logger } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import PgBoss from 'pg-boss';
-import type { DataSource, EntityManager } from 'typeorm';
+import type { DataSource, EntityManager, EntitySubscriberInterface, QueryRunner, TransactionCommitEvent, TransactionRollbackEvent } from 'typeorm';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
 import { DATABASE_CONNECT_TIMEOUT_MS, type DatabaseHandle } from '../database/data-source.js';
@@ -12,7 +12,7 @@ import { WorkerRegistryService } from './worker-registry.service.js';
 
 /** How often the holds of dead processes are looked for (and once as this process starts working). */
 const SWEEP_MS = 5_000;
-/** How often an idle slot looks for a job. */
+/** The back-off unit of slots while the database is away. */
 const POLL_MS = 500;
 
 export type JobHandler<N extends JobName> = (payload: JobPayloads[N], job: { id: string; retryCount: number }) => Promise<unknown>;
@@ -28,6 +28,13 @@ export type JobHandler<N extends JobName> = (payload: JobPayloads[N], job: { id:
  * sweeps the holds of processes that are not alive (no fresh heartbeat; with the embedded database,
  * any earlier life) and fails those jobs into pg-boss's retry, so after a restart the work is taken
  * up again within seconds. A live process's jobs are never touched: its heartbeat is fresh.
+ *
+ * Idle slots are woken rather than polled: a job this process sends wakes its slots of that queue
+ * (once the transaction that sent it commits), a slot that finished a job looks for the next at
+ * once, and a job failed into a retry (or sent with a delay) wakes them when it falls due. Each idle
+ * slot still looks every JOB_POLL_SECONDS for jobs sent by other processes (Postgres) or missed
+ * otherwise; with the embedded database those polls (queries on the main thread) were most of the
+ * main thread's work while the worker threads trained.
  */
 @Injectable()
 export class JobsService implements BeforeApplicationShutdown {
@@ -46,13 +53,37 @@ export class JobsService implements BeforeApplicationShutdown {
   private pausedUntil = 0;
   /** Idle slots' waits, cut short at shutdown. */
   private readonly wakers = new Set<() => void>();
+  /** Wakes per queue so far: a slot whose take found nothing looks again at once if one came meanwhile. */
+  private readonly wakes = new Map<string, number>();
+  /** The same waits by queue, cut short by `wake`. */
+  private readonly napping = new Map<string, Set<() => void>>();
+  /** Queues to wake when a transaction that sent jobs to them commits. */
+  private readonly pendingWakes = new WeakMap<QueryRunner, Set<string>>();
+  private readonly wakeTimers = new Set<NodeJS.Timeout>();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @Inject(DATABASE_HANDLE) private readonly database: DatabaseHandle,
     @InjectDataSource() private readonly dataSource: DataSource,
     private readonly registry: WorkerRegistryService,
-  ) {}
+  ) {
+    const pending = this.pendingWakes;
+    const wake = (name: string) => this.wake(name);
+    const subscriber: EntitySubscriberInterface = {
+      afterTransactionCommit(event: TransactionCommitEvent) {
+        // A savepoint's release is not the commit: wait for the outermost transaction.
+        if (event.queryRunner.isTransactionActive) return;
+        const queues = pending.get(event.queryRunner);
+        if (!queues) return;
+        pending.delete(event.queryRunner);
+        for (const q of queues) wake(q);
+      },
+      afterTransactionRollback(event: TransactionRollbackEvent) {
+        if (!event.queryRunner.isTransactionActive) pending.delete(event.queryRunner);
+      },
+    };
+    dataSource.subscribers.push(subscriber);
+  }
 
   start(): Promise<PgBoss> {
     this.starting ??= (async () => {
@@ -80,11 +111,43 @@ export class JobsService implements BeforeApplicationShutdown {
   async send<N extends JobName>(name: N, payload: JobPayloads[N], opts: { manager?: EntityManager; singletonKey?: string; startAfterSeconds?: number } = {}): Promise<string | null> {
     const boss = await this.start();
     const db = opts.manager ? managerDb(opts.manager) : undefined;
-    return boss.send(name, payload as object, {
+    const id = await boss.send(name, payload as object, {
       ...(db ? { db } : {}),
       ...(opts.singletonKey ? { singletonKey: opts.singletonKey } : {}),
       ...(opts.startAfterSeconds ? { startAfter: opts.startAfterSeconds } : {}),
     });
+    if (id) {
+      if (opts.startAfterSeconds) this.wakeLater(name, opts.startAfterSeconds * 1000);
+      else if (opts.manager?.queryRunner?.isTransactionActive) {
+        const runner = opts.manager.queryRunner;
+        const queues = this.pendingWakes.get(runner) ?? new Set<string>();
+        queues.add(name);
+        this.pendingWakes.set(runner, queues);
+      } else this.wake(name);
+    }
+    return id;
+  }
+
+  /** Has this process's idle slots of `name` look for a job now (a busy one looks as soon as its job ends). */
+  wake(name: string): void {
+    this.wakes.set(name, (this.wakes.get(name) ?? 0) + 1);
+    for (const w of [...(this.napping.get(name) ?? [])]) w();
+  }
+
+  private wakeLater(name: string, ms: number): void {
+    if (this.stopping) return;
+    const timer = setTimeout(() => {
+      this.wakeTimers.delete(timer);
+      this.wake(name);
+    }, Math.max(0, ms) + 50);
+    timer.unref();
+    this.wakeTimers.add(timer);
+  }
+
+  /** After failing a job: wakes the queue's slots when its retry falls due (pg-boss draws the back-off). */
+  private async wakeForRetry(name: string, jobId: string): Promise<void> {
+    const job = await this.boss?.getJobById(name, jobId).catch(() => null);
+    if (job?.state === 'retry') this.wakeLater(name, new Date(job.startAfter).getTime() - Date.now());
   }
 
   /**
@@ -118,6 +181,7 @@ export class JobsService implements BeforeApplicationShutdown {
         continue;
       }
       let job: PgBoss.JobWithMetadata<JobPayloads[N]> | null;
+      const wakesBefore = this.wakes.get(name) ?? 0;
       const taking = this.take<N>(boss, name);
       this.taking.add(taking);
       try {
@@ -137,23 +201,30 @@ export class JobsService implements BeforeApplicationShutdown {
         this.taking.delete(taking);
       }
       if (!job) {
-        await this.nap(POLL_MS);
+        if ((this.wakes.get(name) ?? 0) !== wakesBefore) continue; // woken while it looked: look again
+        await this.nap(this.config.jobPollSeconds * 1000, name);
         continue;
       }
       await this.runJob(boss, name, job, handler);
     }
   }
 
-  /** Waits `ms`, or less if this process starts stopping meanwhile. */
-  private nap(ms: number): Promise<void> {
+  /** Waits `ms`, or less if this process starts stopping meanwhile (or, with `queue`, a job of it is woken). */
+  private nap(ms: number, queue?: string): Promise<void> {
     return new Promise((resolve) => {
       const wake = () => {
         clearTimeout(timer);
         this.wakers.delete(wake);
+        if (queue) this.napping.get(queue)?.delete(wake);
         resolve();
       };
       const timer = setTimeout(wake, ms);
       this.wakers.add(wake);
+      if (queue) {
+        const set = this.napping.get(queue) ?? new Set<() => void>();
+        set.add(wake);
+        this.napping.set(queue, set);
+      }
     });
   }
 
@@ -188,6 +259,7 @@ export class JobsService implements BeforeApplicationShutdown {
     // A failure goes to pg-boss's retry (with back-off) as a throw would.
     await this.settleOwn(job.id, (db) => (failure ? boss.fail(name, job.id, { message: failure.message }, { db }) : boss.complete(name, job.id, NO_OUTPUT, { db })));
     this.running.delete(job.id);
+    if (failure) await this.wakeForRetry(name, job.id);
   }
 
   /**
@@ -248,11 +320,15 @@ export class JobsService implements BeforeApplicationShutdown {
             await boss.fail(h.queue, h.jobId, { reason: `process ${h.workerId} that held it died` }, { db: managerDb(tx) });
             return true;
           });
-          if (handed) this.logger.warn({ job: h.jobId, queue: h.queue, worker: h.workerId }, 'handed the job of a dead process back to the queue');
+          if (handed) {
+            this.logger.warn({ job: h.jobId, queue: h.queue, worker: h.workerId }, 'handed the job of a dead process back to the queue');
+            await this.wakeForRetry(h.queue, h.jobId);
+          }
         }
         for (const j of await this.registry.unheldActiveJobs(Object.keys(QUEUE_POLICIES))) {
           await boss.fail(j.queue, j.jobId, { reason: 'it was taken and never held: the process that took it died' });
           this.logger.warn({ job: j.jobId, queue: j.queue }, 'handed back a job that was taken and never held');
+          await this.wakeForRetry(j.queue, j.jobId);
         }
       } finally {
         this.sweeping = null;
@@ -274,6 +350,8 @@ export class JobsService implements BeforeApplicationShutdown {
     this.stopping = true;
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = null;
+    for (const t of this.wakeTimers) clearTimeout(t);
+    this.wakeTimers.clear();
     for (const wake of [...this.wakers]) wake();
     await Promise.allSettled([...this.taking]);
     const boss = this.boss ?? (this.starting ? await this.starting.catch(() => null) : null);

@@ -20,6 +20,19 @@ export class RunLifecycle {
     await tx.save(tx.create(RunEventEntity, { runId, type, data, candidateId }));
   }
 
+  /**
+   * A running candidate's progress and its `progress` event, in one statement (no transaction of
+   * its own: this is written every few seconds per candidate). A candidate that is no longer
+   * running takes neither.
+   */
+  async progress(manager: EntityManager, runId: string, candidateId: string, progress: object, data: Record<string, unknown>): Promise<void> {
+    await manager.query(
+      `WITH c AS (UPDATE run_candidate SET progress = $3::jsonb WHERE id = $2 AND run_id = $1 AND status = 'running' RETURNING id)
+       INSERT INTO run_event (run_id, type, candidate_id, data) SELECT $1, 'progress', id, $4::jsonb FROM c`,
+      [runId, candidateId, JSON.stringify(progress), JSON.stringify(data)],
+    );
+  }
+
   /** queued → running (a no-op for a run that already started or ended). */
   async start(tx: EntityManager, runId: string): Promise<void> {
     await tx.update(RunEntity, { id: runId, status: 'queued' }, { status: 'running', startedAt: new Date() });

@@ -21,9 +21,10 @@ import { type CandidateProgress, FINISHED, RunCandidateEntity, RunEntity, RunPha
 import { RunLifecycle } from './run-lifecycle.js';
 import { phasePruneRate } from './run-plan.js';
 import { RunsService } from './runs.service.js';
+import { ProgressWriter } from './progress-writer.js';
 
-const PROGRESS_WRITE_MS = 1000;
-const CANCEL_POLL_MS = 1000;
+/** How often a training candidate reads its run's status, for cancels made by another process (this process's own reach it at once). */
+const CANCEL_POLL_MS = 5000;
 const SUPERVISE_MS = 5000;
 
 /**
@@ -103,22 +104,25 @@ export class RunsProcessor implements OnApplicationBootstrap {
 
     const { model, mask, allr, maskId } = await this.candidateInputs(run, candidate);
     const abort = new AbortController();
+    const cancelled = () => abort.abort(new Error('the run was cancelled'));
+    const stopListening = this.runs.onCancel(run.id, cancelled);
     const cancelWatch = setInterval(async () => {
-      const r = await this.dataSource.getRepository(RunEntity).findOneBy({ id: run.id }).catch(() => null);
-      if (r?.status === 'cancelled') abort.abort(new Error('the run was cancelled'));
+      if ((await this.runs.status(run.id).catch(() => null)) === 'cancelled') cancelled();
     }, CANCEL_POLL_MS);
-    let lastWrite = 0;
+    const progressWriter = new ProgressWriter<CandidateProgress>(
+      this.config.progressWriteMs,
+      (progress) => this.lifecycle.progress(this.dataSource.manager, run.id, candidate.id, progress, { phase: candidate.phase, index: candidate.index, ...progress }),
+      (err) => this.logger.warn({ err }, 'progress write failed'),
+    );
     const onProgress = (m: ProgressMessage) => {
-      const now = Date.now();
-      if (now - lastWrite < PROGRESS_WRITE_MS && m.step !== m.steps) return;
-      lastWrite = now;
-      const progress = { epoch: m.epoch, step: m.step, steps: m.steps, loss: m.loss, learningRate: m.learningRate, samplesPerSecond: m.samplesPerSecond } as CandidateProgress;
-      this.dataSource
-        .transaction(async (tx) => {
-          await tx.update(RunCandidateEntity, { id: candidate.id, status: 'running' }, { progress });
-          await this.lifecycle.event(tx, run.id, 'progress', { phase: candidate.phase, index: candidate.index, ...progress }, candidate.id);
-        })
-        .catch((err) => this.logger.warn({ err }, 'progress write failed'));
+      progressWriter.report({ epoch: m.epoch, step: m.step, steps: m.steps, loss: m.loss, learningRate: m.learningRate, samplesPerSecond: m.samplesPerSecond } as CandidateProgress);
+    };
+    const endWatch = async () => {
+      clearInterval(cancelWatch);
+      stopListening();
+      // The last report is recorded before the candidate's end (a cancelled one takes none).
+      if (abort.signal.aborted) progressWriter.stop();
+      await progressWriter.flush();
     };
 
     let result: TrainTaskResult;
@@ -137,7 +141,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
         { onProgress, signal: abort.signal },
       );
     } catch (err) {
-      clearInterval(cancelWatch);
+      await endWatch();
       if (abort.signal.aborted) {
         await this.finishCandidate(candidate, 'cancelled', null);
         return;
@@ -154,7 +158,7 @@ export class RunsProcessor implements OnApplicationBootstrap {
       });
       throw err; // pg-boss retries with back-off
     }
-    clearInterval(cancelWatch);
+    await endWatch();
     this.metrics.observeTraining(result.train.samples, result.train.durationMs / 1000);
     await this.landResult(run, candidate, result, model.id, maskId);
   }
