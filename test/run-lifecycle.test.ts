@@ -2,6 +2,7 @@ import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunLifecycle } from '../src/runs/run-lifecycle.js';
 import { RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity } from '../src/runs/run.entity.js';
+import { SoupEntity } from '../src/soups/soup.entity.js';
 import { startTestApp, type TestApp } from './support/app.js';
 import { safetensorsBytes, seededWeights } from './support/checkpoints.js';
 
@@ -41,6 +42,19 @@ describe('RunLifecycle (one owner of run status)', () => {
     // Starting an ended run does not revive it.
     await t.dataSource.transaction((tx) => lifecycle.start(tx, id));
     expect(await status(id)).toBe('succeeded');
+  });
+
+  it('fails a run: phases that never started end cancelled, a phase soup left queued for a retry ends failed with its error', async () => {
+    const id = await newRun(['succeeded', 'succeeded'], 2);
+    await t.dataSource.transaction((tx) => lifecycle.start(tx, id));
+    const soup = await t.dataSource.getRepository(SoupEntity).save({ status: 'queued', method: 'uniform', params: {}, datasetId: null, resultModelId: null, maskHash: null, sparsity: null, weights: null, steps: [], valAccuracy: null, error: 'EROFS: read-only file system', callbackUrl: null, finishedAt: null });
+    await t.dataSource.getRepository(RunPhaseEntity).update({ runId: id, index: 1 }, { status: 'failed', soupId: soup.id });
+    expect(await t.dataSource.transaction((tx) => lifecycle.finish(tx, id, 'failed', 'phase 1: EROFS'))).toBe(true);
+    const phases = await t.dataSource.getRepository(RunPhaseEntity).find({ where: { runId: id }, order: { index: 'ASC' } });
+    expect(phases.map((p) => p.status)).toEqual(['failed', 'cancelled']);
+    const after = await t.dataSource.getRepository(SoupEntity).findOneByOrFail({ id: soup.id });
+    expect([after.status, after.error]).toEqual(['failed', 'EROFS: read-only file system']);
+    expect(after.finishedAt).not.toBeNull();
   });
 
   it('cancels a run with nothing running: queued candidates and unfinished phases cancelled, finished ones kept, run-finished once', async () => {
