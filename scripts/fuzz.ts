@@ -583,6 +583,11 @@ async function fixtures(s: Service): Promise<Ids> {
   const modelId = JSON.parse(up.body).id as string;
   const pruned = await postJson(s.port, `/models/${modelId}/prune`, { method: 'magnitude-global', sparsity: 0.5 });
   if (pruned.status !== 201) throw new Error(`could not prune the base model: ${pruned.status} ${pruned.body}`);
+  // Every thread the pool may start (WORKERS=1 plus the request thread), started before the
+  // descriptor baseline: each thread holds its own event loop's descriptors (two pipes, an eventfd,
+  // an epoll), which are the pool's, not a request's leak.
+  const warm = await Promise.all([0.6, 0.7, 0.8].map((sparsity) => postJson(s.port, `/models/${modelId}/prune`, { method: 'magnitude-global', sparsity })));
+  if (warm.some((w) => w.status !== 201)) throw new Error(`could not warm the worker threads: ${warm.map((w) => w.status).join(', ')}`);
   return { modelId, prunedId: JSON.parse(pruned.body).model.id, maskId: JSON.parse(pruned.body).mask.id };
 }
 
