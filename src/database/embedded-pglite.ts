@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -16,12 +17,16 @@ export const PGLITE_SHARED_BUFFERS = '16MB';
 
 async function initdbInThread(dataDir: string): Promise<void> {
   const code = `const { workerData, parentPort } = require('node:worker_threads');
-import(workerData.module).then(async ({ PGlite }) => {
+const { PGlite } = require(workerData.module);
+(async () => {
   const db = await PGlite.create(workerData.dataDir);
   await db.close();
   parentPort.postMessage('ok');
-});`;
-  const worker = new Worker(code, { eval: true, workerData: { module: import.meta.resolve('@electric-sql/pglite'), dataDir } });
+})();`;
+  // The package's CommonJS build by absolute path (createRequire, not import.meta.resolve: the tests'
+  // module runner has no import.meta.resolve, and an eval'd thread resolves from the working directory).
+  const module = createRequire(import.meta.url).resolve('@electric-sql/pglite');
+  const worker = new Worker(code, { eval: true, workerData: { module, dataDir } });
   await new Promise<void>((resolve, reject) => {
     let ok = false;
     worker.once('message', () => {
