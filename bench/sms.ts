@@ -42,7 +42,8 @@
  *   SMS_KEEP_DATA=1      keep the service's data folder (printed)
  *   SMS_RESUME=1         keep the stages a previous bench finished (SMS_OUT/sms-results.json, same
  *                        configuration but for the list of E): only the missing stages run. The dense
- *                        models are pretrained again (same seeds, so the same models on this backend).
+ *                        models are pretrained again (same seeds, so the same models on the built-in
+ *                        engine; PyTorch's pretraining was not bit-reproducible across runs here).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
