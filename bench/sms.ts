@@ -816,6 +816,7 @@ async function writeResults(api: Client, r: Results): Promise<void> {
   // Plots of one seed at the longest finished E.
   const longest = mains[mains.length - 1];
   if (longest) {
+    mkdirSync(cfg.outDir, { recursive: true }); // a new SMS_OUT has no folder yet at its first stage
     const plots: string[] = [];
     for (const goal of cfg.goals) {
       const of = (x: Method) => longest.jobs.find((j) => j.method === x && j.vary === 'seed' && j.goal === goal && j.seed === cfg.seeds[0] && j.report)?.runId;
