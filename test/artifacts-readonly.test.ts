@@ -46,7 +46,7 @@ describe('a read-only artifact folder mid-run', () => {
     const template = await json<{ id: string }>(`${url}/models/templates`, { method: 'POST', body: JSON.stringify({ architecture: 'lenet-300-100', datasetId: dataset, seed: 13 }) });
     const created = await json<{ id: string }>(`${url}/runs`, {
       method: 'POST',
-      body: JSON.stringify({ kind: 'sms', modelId: template.id, datasetId: dataset, goalSparsity: 0.75, phases: 2, m: 2, training: { epochs: 1, batchSize: 32, learningRate: 0.05, schedule: 'constant' } }),
+      body: JSON.stringify({ kind: 'sms', modelId: template.id, datasetId: dataset, goalSparsity: 0.75, phases: 2, m: 2, training: { epochs: 4, batchSize: 32, learningRate: 0.05, schedule: 'constant' } }),
     });
     await nextRunEvent(url, created.id, (e) => e.type === 'progress' && e.data.phase === 1, 0, 240_000);
     await ro.set(true);

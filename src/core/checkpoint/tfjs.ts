@@ -159,7 +159,8 @@ export function parseModelJson(bytes: Uint8Array, opts: { maxBytes?: number } = 
       let quantization: TfjsQuantization | undefined;
       if (w.quantization !== undefined) quantization = parseQuantization(w.quantization, name, dtype as string);
       const sourceLength = quantization ? (size as number) * QUANTIZED_BYTES[quantization.dtype] : byteLength;
-      entries.push({ name, dtype: st, shape: shape as number[], byteOffset: offset, byteLength });
+      // `+ 0` turns a dimension written as -0 (JSON allows it, e.g. -5e-3241) into 0.
+      entries.push({ name, dtype: st, shape: (shape as number[]).map((d) => d + 0), byteOffset: offset, byteLength });
       sourceWeights.push({ name, dtype: dtype as TfjsDtype, sourceLength, ...(quantization ? { quantization } : {}) });
       offset += byteLength;
       groupBytes += sourceLength;
