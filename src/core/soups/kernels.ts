@@ -1,3 +1,4 @@
+import { get, I32, i32c, name, section, set, uleb, V128, vec } from '../wasm-bytes.js';
 /**
  * The merge's inner loops as a tiny WebAssembly SIMD module, assembled here from bytes (no build step,
  * no dependency). V8 does not vectorise `acc[i] += w * x[i]` over typed arrays: measured here at
@@ -42,42 +43,8 @@ export const TABLE_ENTRY_BYTES = 16;
 /** Bytes at address 0 reserved for the nibble → lane-mask table. */
 export const TABLE_BYTES = 256;
 
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
-function sleb(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
-}
-
-const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
-const section = (id: number, body: number[]) => [id, ...uleb(body.length), ...body];
-const name = (s: string) => [...uleb(s.length), ...Array.from(s, (c) => c.charCodeAt(0))];
-
-const I32 = 0x7f;
 const F64 = 0x7c;
-const V128 = 0x7b;
-
 // Instructions (core and SIMD opcodes from the WebAssembly 2.0 spec).
-const get = (i: number) => [0x20, ...uleb(i)];
-const set = (i: number) => [0x21, ...uleb(i)];
-const i32c = (v: number) => [0x41, ...sleb(v)];
 const add = [0x6a];
 const and = [0x71];
 const or = [0x72];
