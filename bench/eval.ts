@@ -15,14 +15,14 @@
  *   npm run bench:eval [-- --runs 3 --batch 512 --backend wasm --no-peer --archs lenet-300-100,cnn-bn --sparsities 0,0.9,0.98 --torch-sparse --train-samples 8192]
  */
 import { spawnSync } from 'node:child_process';
-import os from 'node:os';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { loadBuiltin } from '../src/core/data/builtin.js';
-import { type BackendPreference, initBackend } from '../src/core/tf/backend.js';
 import { isPrunableByDefault } from '../src/core/pruning/prunable.js';
+import { type BackendPreference, initBackend } from '../src/core/tf/backend.js';
 import { evaluateModel } from '../src/core/tf/evaluate.js';
 import { type SparseMatMulMode, sparseMatMulInternals } from '../src/core/tf/sparse-matmul.js';
 import { ARCHITECTURES, buildTemplate } from '../src/core/tf/templates.js';

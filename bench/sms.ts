@@ -52,12 +52,41 @@ import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machineInfo, machineLine, openblasPeerEnv } from './machine.js';
 import { type Client, client, FINISHED, freePort, type Run, type RunReport, sleep } from './sms-client.js';
+import {
+  bestAcc,
+  CurvePoint,
+  Dense,
+  deg,
+  dist,
+  ensAcc,
+  finite,
+  fmt,
+  Job,
+  LABEL,
+  METHODS,
+  Method,
+  meanAcc,
+  meanOf,
+  Phase,
+  paired,
+  phaseOf,
+  pick,
+  pp,
+  Stage,
+  sdOf,
+  soupAcc,
+  VARIANTS,
+  VARY_LABEL,
+  Variant,
+  Vary,
+  Verdict,
+  verdict,
+} from './sms-stats.js';
+import { summarySection } from './sms-summary.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DATASET = 'fashion-mnist';
 
-type Variant = 'weightDecay' | 'epochs';
-const VARIANTS: Variant[] = ['weightDecay', 'epochs'];
 
 interface Config {
   arch: string;
@@ -283,99 +312,6 @@ function startTrainers(cfg: Config, url: string): ChildProcess[] {
   });
 }
 
-// ---------------------------------------------------------------- statistics
-
-const finite = (xs: (number | null | undefined)[]) => xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
-const meanOf = (xs: number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : Number.NaN);
-const sdOf = (xs: number[]) => {
-  if (xs.length < 2) return Number.NaN;
-  const m = meanOf(xs);
-  return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1));
-};
-const fmt = (xs: number[]) => {
-  if (!xs.length) return 'n/a';
-  const m = (meanOf(xs) * 100).toFixed(2);
-  return xs.length > 1 ? `${m} ± ${(sdOf(xs) * 100).toFixed(2)}` : m;
-};
-const pp = (x: number) => `${x >= 0 ? '+' : '−'}${Math.abs(x * 100).toFixed(2)} pp`;
-
-interface Verdict {
-  text: string;
-  holds: boolean | null;
-}
-
-/** Paired differences: "yes" when the mean is positive and more than two standard errors from 0. */
-function verdict(diffs: number[]): Verdict {
-  const n = diffs.length;
-  if (!n) return { text: 'no data', holds: null };
-  const d = meanOf(diffs);
-  const wins = diffs.filter((x) => x > 0).length;
-  const ties = diffs.filter((x) => x === 0).length;
-  const se = n > 1 ? sdOf(diffs) / Math.sqrt(n) : Number.NaN;
-  const stats = `mean ${pp(d)}${n > 1 ? ` (± ${(se * 100).toFixed(2)} pp s.e.)` : ''}, better in ${wins}/${n}${ties ? `, tied in ${ties}` : ''}`;
-  if (n < 2) return { text: `${d > 0 ? 'yes' : 'no'} (one pair only): ${stats}`, holds: d > 0 };
-  if (d > 0 && d > 2 * se) return { text: `**yes**: ${stats}`, holds: true };
-  if (d < 0 && -d > 2 * se) return { text: `**no, the opposite**: ${stats}`, holds: false };
-  return { text: `**not shown** (within noise): ${stats}`, holds: null };
-}
-
-// ---------------------------------------------------------------- the experiment
-
-type Method = 'imp' | 'imp3' | 'sms-uniform' | 'sms-greedy';
-const METHODS: Method[] = ['imp', 'imp3', 'sms-uniform', 'sms-greedy'];
-type Vary = 'seed' | Variant;
-
-interface Job {
-  method: Method;
-  vary: Vary;
-  goal: number;
-  seed: number;
-  epochs: number;
-  runId: string;
-  status?: string;
-  error?: string | null;
-  run?: Run;
-  report?: RunReport;
-  phaseSeconds?: number[];
-}
-
-/** The runs of one retraining length (or its ensemble_by rows), submitted together and written out when all finish. */
-interface Stage {
-  name: string;
-  epochs: number;
-  variant: boolean;
-  jobs: Job[];
-  submitted: boolean;
-  done: boolean;
-  wallSeconds?: number;
-  startedAt?: number;
-  /** Finished by an earlier bench and read back from sms-results.json (SMS_RESUME=1). */
-  resumed?: string;
-  /** When the stage's last run finished (UTC, 'YYYY-MM-DD HH:MM'): what a later SMS_RESUME quotes. */
-  finishedAt?: string;
-}
-
-interface CurvePoint {
-  epoch: number;
-  valAccuracy: number | null;
-  testAccuracy: number | null;
-}
-
-interface Dense {
-  modelId: string;
-  test: number;
-  seconds: number;
-  curve: CurvePoint[];
-}
-
-const LABEL: Record<Method, (m: number) => string> = {
-  imp: () => 'IMP',
-  imp3: (m) => `IMP ${m}×`,
-  'sms-uniform': (m) => `SMS m=${m} uniform`,
-  'sms-greedy': (m) => `SMS m=${m} greedy`,
-};
-const VARY_LABEL: Record<Vary, string> = { seed: 'seed (batch order)', weightDecay: 'weight decay', epochs: 'retraining length' };
-
 const trainingBase = (cfg: Config, seed: number, epochs: number) => ({ seed, epochs, batchSize: 128, optimizer: 'sgd', momentum: 0.9, learningRate: cfg.learningRate, schedule: 'linear', warmupFraction: 0.1, weightDecay: 1e-4, augment: cfg.augment });
 
 /** ensemble_by values: weight decay from 1e-4/4 to 1e-4·4 (geometric); retraining length 0.5E … 1.5E (the same total compute as m·E). */
@@ -523,36 +459,6 @@ interface Results {
   restarts: number;
   complete: boolean;
 }
-
-type Phase = RunReport['phases'][number];
-
-const phaseOf = (j: Job, k: number): Phase | undefined => j.report?.phases.find((p) => p.index === k);
-const pick = (jobs: Job[], k: number, f: (p: Phase) => number | null | undefined) => finite(jobs.map((j) => { const p = phaseOf(j, k); return p ? f(p) : null; }));
-const deg = (xs: number[]) => (xs.length ? `${meanOf(xs).toFixed(1)}°${xs.length > 1 ? ` ± ${sdOf(xs).toFixed(1)}` : ''}` : 'n/a');
-const dist = (xs: number[]) => (xs.length ? `${meanOf(xs).toFixed(2)}${xs.length > 1 ? ` ± ${sdOf(xs).toFixed(2)}` : ''}` : 'n/a');
-
-/** Paired differences a − b over the seeds (same goal, phase, dense model). */
-function paired(a: Job[], b: Job[], phases: number[], fa: (p: Phase) => number | null | undefined, fb: (p: Phase) => number | null | undefined = fa): number[] {
-  const out: number[] = [];
-  for (const x of a) {
-    const y = b.find((j) => j.seed === x.seed && j.goal === x.goal);
-    if (!y) continue;
-    for (const k of phases) {
-      const px = phaseOf(x, k);
-      const py = phaseOf(y, k);
-      const vx = px ? fa(px) : null;
-      const vy = py ? fb(py) : null;
-      if (vx == null || vy == null) continue;
-      out.push(vx - vy);
-    }
-  }
-  return out;
-}
-
-const soupAcc = (p: Phase) => p.result?.testAccuracy;
-const bestAcc = (p: Phase) => p.candidateBest.testAccuracy;
-const meanAcc = (p: Phase) => p.candidateMean.testAccuracy;
-const ensAcc = (p: Phase) => p.ensembleTestAccuracy;
 
 /** A line plot of final-phase test accuracy against retraining epochs per phase (log scale), mean ± sd over seeds. */
 function crossoverSvg(title: string, xs: number[], series: { label: string; ys: number[][]; dashed?: boolean }[]): string {
@@ -839,9 +745,12 @@ async function writeResults(api: Client, r: Results): Promise<void> {
     for (const p of plots) say(p);
   }
   mkdirSync(cfg.outDir, { recursive: true });
-  writeFileSync(join(cfg.outDir, 'sms-results.md'), `${md.join('\n')}\n`);
   const stagesOut = r.stages.map((s) => ({ ...s, jobs: s.jobs.map(({ run: _run, ...j }) => j) }));
   writeFileSync(join(cfg.outDir, 'sms-results.json'), JSON.stringify({ config: { ...cfg, outDir: relative(ROOT, cfg.outDir) || '.' }, env: envLine(cfg), machine: info, backend: r.backend, complete: r.complete, dense: Object.fromEntries(r.dense), stages: stagesOut }, null, 1));
+  // Every configuration of this folder's sub-folders (other SMS_OUTs) beside this one (bench/sms-summary.ts).
+  const summary = summarySection(cfg.outDir);
+  if (summary.length) md.push('', ...summary);
+  writeFileSync(join(cfg.outDir, 'sms-results.md'), `${md.join('\n')}\n`.replace(/\n+$/, '\n'));
   console.log(`wrote ${relative(process.cwd(), join(cfg.outDir, 'sms-results.md'))} (${done.length}/${r.stages.length} stages)`);
 }
 

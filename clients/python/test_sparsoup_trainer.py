@@ -26,6 +26,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 import threading
 import tracemalloc
 import unittest
@@ -563,8 +564,13 @@ class TrainerProtocol(unittest.TestCase):
         class Slow(ToyTrainer):
             def train(self, model, task, progress):
                 super().train(model, task, progress)
-                # Hold the task until a heartbeat with the progress has arrived (no fixed sleep).
-                assert fake.got_heartbeat_with_progress.wait(10), "no heartbeat came"
+                # Hold the task until a heartbeat with the final step has arrived (no fixed sleep). A
+                # heartbeat sent while training ran (a slow machine) carries an earlier step; the
+                # next one, a second later at most, carries the last.
+                deadline = time.monotonic() + 10
+                while not any(h.get("progress", {}).get("step") == 12 for h in list(fake.heartbeats)):
+                    assert time.monotonic() < deadline, f"no heartbeat with the final step came: {fake.heartbeats}"
+                    time.sleep(0.05)
 
         self.fake.add_task()
         Slow(self.fake.url).run(max_tasks=1)
