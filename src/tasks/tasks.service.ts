@@ -129,9 +129,13 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
    * the task leased (and, with `lapsed`, its lease expired) does it.
    */
   private async endAttempt(id: string, expect: 'leased', reason: string, opts: { lapsed?: boolean; final?: boolean } = {}): Promise<void> {
-    let settled: TaskEntity | null = null;
     let requeued = false;
     await this.dataSource.transaction(async (tx) => {
+      // The run's row first, then the task's (the order of a landing and of a cancel), so that the
+      // phase's next step can commit with the candidate's end: a kill between the two can no longer
+      // leave a phase whose candidates all ended with nothing to advance it. A task's run never changes.
+      const runId = (await tx.findOne(TaskEntity, { where: { id }, select: { id: true, runId: true } }))?.runId ?? null;
+      if (runId) await tx.findOne(RunEntity, { where: { id: runId }, lock: { mode: 'pessimistic_write' } });
       const task = await tx.findOne(TaskEntity, { where: { id }, lock: { mode: 'pessimistic_write' } });
       if (!task || task.status !== expect) return;
       if (opts.lapsed && !(task.leaseExpiresAt && task.leaseExpiresAt.getTime() < Date.now())) return;
@@ -154,11 +158,10 @@ export class TasksService implements OnApplicationBootstrap, OnApplicationShutdo
         await tx.update(RunPhaseEntity, { runId: task.runId, index: task.phase, status: In(['queued', 'pruned', 'training', 'merging']) }, { status: 'failed', finishedAt: new Date() });
         await this.lifecycle.finish(tx, task.runId, 'failed', `phase ${task.phase}: ${error}`);
       }
-      settled = task;
+      // A candidate that failed for good: the phase's next step (or the run's end) commits with it.
+      if (candidate && task.runId) await this.processor.settleRun(task.runId, task.phase, tx);
     });
     if (requeued) taskNotifier.wake();
-    const s = settled as TaskEntity | null;
-    if (s?.candidateId) await this.processor.settleRun(s.runId!, s.phase);
   }
 
   // ── Heartbeat, fail ───────────────────────────────────────────────────────────────────────────
