@@ -5,9 +5,9 @@ import type { NestExpressApplication, NestExpressBodyParserOptionsFor } from '@n
 import { DocumentBuilder, type OpenAPIObject, SwaggerModule } from '@nestjs/swagger';
 import type { Logger } from 'pino';
 import { AppModule } from './app.module.js';
-import { createRootLogger, PinoNestLogger, requestLogger } from './common/logging.js';
 import { authBeforeBody } from './common/auth.guard.js';
 import { isJsonBodyRequest, MAX_JSON_BODY_BYTES, verifyJsonDepth } from './common/json-body.js';
+import { createRootLogger, PinoNestLogger, requestLogger } from './common/logging.js';
 import { ProblemFilter, sendProblem } from './common/problem.filter.js';
 import { configureServerTimeouts, requestTimeLimit } from './common/request-timeout.js';
 import { createValidationPipe } from './common/validation.js';

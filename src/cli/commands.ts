@@ -7,9 +7,9 @@ import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { parse as parseYaml } from 'yaml';
 import {
   ApiError,
-  type components,
   type CreateRun,
   type CreateSoup,
+  type components,
   createSparsoupClient,
   downloadModel,
   downloadModelFile,
@@ -21,8 +21,8 @@ import {
   type SparsoupClient,
   unwrap,
   uploadDataset,
-  uploadSafetensors,
   uploadModelFiles,
+  uploadSafetensors,
   uploadTfjs,
 } from '../../clients/typescript/index.js';
 import { BarBoard, type BarState, bytes, num, pct, short, table } from './output.js';

@@ -1,10 +1,10 @@
 import { type CanActivate, type ExecutionContext, Inject, Injectable, SetMetadata } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
+import { InjectDataSource } from '@nestjs/typeorm';
 import type { NextFunction, Request, Response } from 'express';
+import type { DataSource } from 'typeorm';
 import type { ApiKey, AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
-import { InjectDataSource } from '@nestjs/typeorm';
-import type { DataSource } from 'typeorm';
 import { ApiKeys, READ_METHODS, WORKER_DOWNLOAD } from './api-keys.js';
 import { ProblemException } from './problem.js';
 

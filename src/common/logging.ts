@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { LoggerService } from '@nestjs/common';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { pino, type Logger } from 'pino';
+import type { LoggerService } from '@nestjs/common';
+import { type Logger, pino } from 'pino';
 import { pinoHttp } from 'pino-http';
 import type { LogLevel } from '../config/config.js';
 

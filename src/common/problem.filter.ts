@@ -1,8 +1,8 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { isArtifactStoreUnwritable, UploadTooLargeError } from '../storage/artifact-store.js';
 import { CoreInputError } from '../core/errors.js';
 import { constraintViolation, describeViolation, isDatabaseUnavailable } from '../database/errors.js';
+import { isArtifactStoreUnwritable, UploadTooLargeError } from '../storage/artifact-store.js';
 import { defaultProblem, PROBLEM_BASE, type Problem, ProblemException } from './problem.js';
 
 /** Every error leaves as application/problem+json. Unknown errors are logged with the request id

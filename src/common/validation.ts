@@ -1,4 +1,4 @@
-import { ValidationPipe, type ValidationError } from '@nestjs/common';
+import { type ValidationError, ValidationPipe } from '@nestjs/common';
 import { registerDecorator, type ValidationArguments, type ValidationOptions } from 'class-validator';
 import { ProblemException } from './problem.js';
 

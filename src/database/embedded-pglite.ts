@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { createRequire } from 'node:module';
 import { existsSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { PGlite, types } from '@electric-sql/pglite';

@@ -1,5 +1,5 @@
 import { Controller, Get, Param, Post, Query, Req } from '@nestjs/common';
-import { ApiBody, ApiConsumes, ApiExtraModels, ApiCreatedResponse, ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { ApiBody, ApiConsumes, ApiCreatedResponse, ApiExtraModels, ApiOkResponse, ApiTags } from '@nestjs/swagger';
 import type { Request } from 'express';
 import { PageQueryDto } from '../common/paging.dto.js';
 import { CreateDatasetQueryDto, CreateExternalDatasetDto, DatasetDto, DatasetPageDto } from './datasets.dto.js';

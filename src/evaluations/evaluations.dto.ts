@@ -1,8 +1,8 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { ArrayMaxSize, IsArray, IsIn, IsInt, IsOptional, Max, Min, ValidateNested } from 'class-validator';
-import { IsDbText } from '../common/validation.js';
 import { PageMetaDto } from '../common/paging.dto.js';
+import { IsDbText } from '../common/validation.js';
 import { CORRUPTIONS } from '../core/data/corruptions.js';
 import type { EvaluationEntity } from './evaluation.entity.js';
 

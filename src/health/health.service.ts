@@ -4,7 +4,6 @@ import type { DataSource } from 'typeorm';
 import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
-import { initBackend } from '../core/tf/backend.js';
 import { VERSION } from '../version.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import type { HealthDto } from './health.dto.js';
@@ -57,7 +56,7 @@ export class HealthService {
 
   private async backend() {
     try {
-      const info = await initBackend(this.config.backend);
+      const info = await withTimeout(this.pool.backend(), 30_000);
       return { ok: true, name: info.name, tfjsVersion: info.tfjsVersion, skipped: info.skipped };
     } catch (err) {
       return { ok: false, name: null, tfjsVersion: null, skipped: [], detail: err instanceof Error ? err.message : String(err) };

@@ -1,10 +1,10 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ArrayMaxSize, IsArray, IsIn, IsInt, IsNumber, IsOptional, IsString, IsUUID, Length, Matches, Max, Min, ValidateIf } from 'class-validator';
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
-import { MODEL_NAME, ModelDto } from '../models/models.dto.js';
-import type { MaskEntity } from './mask.entity.js';
 import { IsDbText } from '../common/validation.js';
 import { MAX_PATTERN_LENGTH, MAX_PATTERNS } from '../core/pruning/prunable.js';
+import { MODEL_NAME, ModelDto } from '../models/models.dto.js';
+import type { MaskEntity } from './mask.entity.js';
 
 export const PRUNE_METHODS = ['magnitude-global', 'magnitude-layerwise', 'random', 'n-of-m'] as const;
 

@@ -1,12 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, rm } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import busboy from 'busboy';
-import type { ArtifactStore, StoredArtifact } from '../storage/artifact-store.js';
-import { UploadTooLargeError } from '../storage/artifact-store.js';
 import { SafetensorsIngest, type SafetensorsIngestResult, safetensorsLayout } from '../core/checkpoint/safetensors.js';
 import { checkShardAgainstIndex, type ModelShard, parseSafetensorsIndex, SAFETENSORS_INDEX, type SafetensorsIndex } from '../core/checkpoint/sharded.js';
 import { type ParsedModelJson, parseModelJson, storedModelJson, WeightsIngest } from '../core/checkpoint/tfjs.js';
@@ -14,6 +12,8 @@ import { TfjsWeightsDecoder } from '../core/checkpoint/tfjs-quantization.js';
 import { CoreInputError } from '../core/errors.js';
 import { ImpliedMaskFollower, ImpliedMaskStream } from '../core/masks/implied-stream.js';
 import type { TensorEntry, TensorStats } from '../core/tensors.js';
+import type { ArtifactStore, StoredArtifact } from '../storage/artifact-store.js';
+import { UploadTooLargeError } from '../storage/artifact-store.js';
 
 /** What an upload produced: committed artifacts and the facts about every tensor. */
 export interface IngestedCheckpoint {

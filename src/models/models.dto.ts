@@ -1,11 +1,11 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { IsIn, IsInt, IsOptional, IsString, IsUUID, Length, Matches, Max, Min } from 'class-validator';
-import { ARCHITECTURES } from '../core/tf/templates.js';
 import { PageMetaDto, PageQueryDto } from '../common/paging.dto.js';
+import { IsDbText } from '../common/validation.js';
 import { type Provenance, provenanceMetadata } from '../core/checkpoint/provenance.js';
 import { safetensorsLayout } from '../core/checkpoint/safetensors.js';
 import { encodeSafetensorsIndex, SAFETENSORS_INDEX, shardFile } from '../core/checkpoint/sharded.js';
-import { IsDbText } from '../common/validation.js';
+import { ARCHITECTURES } from '../core/tf/architectures.js';
 import type { ModelEntity } from './model.entity.js';
 
 export const MODEL_NAME = /^[\w.@+-][\w .@+/-]{0,199}$/;

@@ -10,9 +10,9 @@ import {
   IsNumber,
   IsOptional,
   IsUrl,
-  MaxLength,
   IsUUID,
   Max,
+  MaxLength,
   Min,
   ValidateIf,
   ValidateNested,
@@ -26,8 +26,8 @@ import {
   OPTIMIZERS,
   type Optimizer,
   TRAINING_RANGES as R,
-  type Schedule,
   SCHEDULES,
+  type Schedule,
 } from '../core/tf/training-config.js';
 
 export const RUN_KINDS = ['train', 'retrain', 'imp', 'sms'] as const;

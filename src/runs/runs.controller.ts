@@ -1,12 +1,12 @@
 import { Body, Controller, Get, Header, Headers, HttpCode, type MessageEvent, Param, ParseUUIDPipe, Post, Query, Sse } from '@nestjs/common';
 import { ApiAcceptedResponse, ApiBody, ApiExtraModels, ApiHeader, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { Observable } from 'rxjs';
+import { badRequest } from '../common/problem.js';
 import { FINISHED } from './run.entity.js';
+import { RunReportService } from './run-report.service.js';
 import { CompareQueryDto, ReportSvgQueryDto, RunCompareDto, RunReportDto } from './run-reports.dto.js';
 import { CREATE_RUN_SCHEMA, CreateRunDto, RUN_REQUEST_MODELS } from './run-requests.dto.js';
 import { RunDto, RunPageDto, RunQueryDto } from './runs.dto.js';
-import { RunReportService } from './run-report.service.js';
-import { badRequest } from '../common/problem.js';
 import { RunsService } from './runs.service.js';
 
 const POLL_MS = 400;

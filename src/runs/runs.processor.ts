@@ -10,18 +10,17 @@ import { DatasetsService } from '../datasets/datasets.service.js';
 import { JobName, QUEUE_POLICIES } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
 import { WorkerRegistryService } from '../jobs/worker-registry.service.js';
-import { modelRef } from '../models/model-ref.js';
-import { MetricsService } from '../metrics/metrics.service.js';
-import { ModelsService } from '../models/models.service.js';
-import type { TrainTaskResult } from '../workers/tasks.js';
-import type { ProgressMessage } from '../workers/tasks.js';
-import { WorkerPoolService } from '../workers/worker-pool.service.js';
 import { MaskEntity } from '../masks/mask.entity.js';
+import { MetricsService } from '../metrics/metrics.service.js';
+import { modelRef } from '../models/model-ref.js';
+import { ModelsService } from '../models/models.service.js';
+import type { ProgressMessage, TrainTaskResult } from '../workers/tasks.js';
+import { WorkerPoolService } from '../workers/worker-pool.service.js';
+import { ProgressWriter } from './progress-writer.js';
 import { type CandidateProgress, FINISHED, RunCandidateEntity, RunEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
 import { RunLifecycle } from './run-lifecycle.js';
 import { phasePruneRate } from './run-plan.js';
 import { RunsService } from './runs.service.js';
-import { ProgressWriter } from './progress-writer.js';
 
 /** How often a training candidate reads its run's status, for cancels made by another process (this process's own reach it at once). */
 const CANCEL_POLL_MS = 5000;

@@ -1,33 +1,31 @@
 import { Inject, Injectable } from '@nestjs/common';
-import type { AppConfig } from '../config/config.js';
-import { APP_CONFIG } from '../config/config.module.js';
-import { checkMaskFits } from '../core/masks/index.js';
-import { compareWeightsAsync } from '../core/metrics/weights.js';
-import { isPrunableByDefault } from '../core/pruning/prunable.js';
-import { allrInitialRate } from '../core/tf/train.js';
-import { cancelRunTasks } from '../tasks/run-tasks.js';
-import { enqueueTask } from '../tasks/task.entity.js';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { type DataSource, type EntityManager, In, } from 'typeorm';
 import { notFound, ProblemException, unprocessable } from '../common/problem.js';
+import type { AppConfig } from '../config/config.js';
+import { APP_CONFIG } from '../config/config.module.js';
 import { CoreInputError } from '../core/errors.js';
-import { validateTrainingConfig } from '../core/tf/train.js';
-import { DatasetsService } from '../datasets/datasets.service.js';
+import { checkMaskFits } from '../core/masks/index.js';
+import { compareWeightsAsync } from '../core/metrics/weights.js';
+import { isPrunableByDefault } from '../core/pruning/prunable.js';
+import { allrInitialRate, type FullTrainingConfig, TRAINING_DEFAULTS, validateTrainingConfig } from '../core/tf/training-config.js';
 import { entityFromJson } from '../database/json-rows.js';
+import { DatasetsService } from '../datasets/datasets.service.js';
 import { JobName } from '../jobs/jobs.js';
 import { JobsService } from '../jobs/jobs.service.js';
-import { MasksService } from '../masks/masks.service.js';
 import type { MaskEntity } from '../masks/mask.entity.js';
+import { MasksService } from '../masks/masks.service.js';
 import type { ModelEntity } from '../models/model.entity.js';
 import { modelRef } from '../models/model-ref.js';
 import { ModelsService } from '../models/models.service.js';
+import { cancelRunTasks } from '../tasks/run-tasks.js';
+import { enqueueTask } from '../tasks/task.entity.js';
 import { WorkerPoolService } from '../workers/worker-pool.service.js';
-import { RunLifecycle } from './run-lifecycle.js';
 import { FINISHED, RunCandidateEntity, RunEntity, RunEventEntity, RunPhaseEntity, type RunStatus } from './run.entity.js';
-import { type FullTrainingConfig, TRAINING_DEFAULTS } from '../core/tf/training-config.js';
+import { RunLifecycle } from './run-lifecycle.js';
+import { allrPruneRate, phasePruneRate, phaseSparsity, type RunPlan } from './run-plan.js';
 import type { CreateRunDto, TrainingConfigDto } from './run-requests.dto.js';
 import { mapRun, type RunDto, type RunPageDto, type RunQueryDto } from './runs.dto.js';
-import { allrPruneRate, phasePruneRate, phaseSparsity, type RunPlan } from './run-plan.js';
 
 @Injectable()
 export class RunsService {

@@ -1,6 +1,6 @@
 import { type EntityManager, In } from 'typeorm';
-import type { RunLifecycle } from '../runs/run-lifecycle.js';
 import { RunCandidateEntity } from '../runs/run.entity.js';
+import type { RunLifecycle } from '../runs/run-lifecycle.js';
 import { TaskEntity } from './task.entity.js';
 
 /**

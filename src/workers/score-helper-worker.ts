@@ -7,8 +7,8 @@ import * as tf from '@tensorflow/tfjs';
 import { type BackendPreference, initBackend } from '../core/tf/backend.js';
 import { assignBatchNormStatistics, batchNormMoments } from '../core/tf/bn-recalibration.js';
 import { evaluateModel } from '../core/tf/evaluate.js';
-import { setDefaultSparseMatMul } from '../core/tf/sparse-matmul.js';
 import { namedWeights, setWeightsFromBytes } from '../core/tf/model-io.js';
+import { setDefaultSparseMatMul } from '../core/tf/sparse-matmul.js';
 import type { ScoreHelperInit, ScoreHelperReply, ScoreHelperRequest } from './score-helper.js';
 
 const init = workerData as ScoreHelperInit;

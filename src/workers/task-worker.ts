@@ -5,6 +5,7 @@
  */
 import { type MessagePort, threadId } from 'node:worker_threads';
 import { workerData } from 'piscina';
+import type { ImageDataset } from '../core/data/dataset.js';
 import { CoreInputError } from '../core/errors.js';
 import { initBackend } from '../core/tf/backend.js';
 import { setDefaultSparseMatMul } from '../core/tf/sparse-matmul.js';
@@ -19,7 +20,6 @@ import { runTemplate } from './handlers/template.js';
 import { runCheckTrain, runTrain } from './handlers/train.js';
 import type { TaskContext } from './shared/context.js';
 import { loadDataset, readDataset, toSharedDataset } from './shared/datasets.js';
-import type { ImageDataset } from '../core/data/dataset.js';
 import { CORE_INPUT_ERROR, type ProgressMessage, type ResultOf, type TaskName, type TaskOf, type WorkerInit, type WorkerTask } from './tasks.js';
 
 const init = workerData as WorkerInit;

@@ -1,6 +1,6 @@
 import { ProblemException } from '../common/problem.js';
-import type { RunTaskOptions, WorkerPool } from './worker-pool.js';
 import type { ResultOf, WorkerTask } from './tasks.js';
+import type { RunTaskOptions, WorkerPool } from './worker-pool.js';
 
 /** Tasks without a time bound: training lasts as long as its epochs and is cancelled through its run. */
 const UNBOUNDED = new Set<WorkerTask['type']>(['train']);

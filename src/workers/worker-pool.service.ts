@@ -1,11 +1,12 @@
 import { join } from 'node:path';
 import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { ArtifactsService } from '../artifacts/artifacts.service.js';
 import type { AppConfig } from '../config/config.js';
 import { APP_CONFIG } from '../config/config.module.js';
-import { ArtifactsService } from '../artifacts/artifacts.service.js';
+import type { BackendInfo } from '../core/tf/backend.js';
+import type { ResultOf, WorkerTask } from './tasks.js';
 import { TaskTimeLimit } from './time-limit.js';
 import { type RunTaskOptions, WorkerPool } from './worker-pool.js';
-import type { ResultOf, WorkerTask } from './tasks.js';
 
 /** The process's worker threads (WORKERS of them, plus one for requests), started lazily on the first task. */
 @Injectable()
@@ -37,6 +38,24 @@ export class WorkerPoolService implements OnApplicationShutdown {
    */
   run<T extends WorkerTask>(task: T, opts?: RunTaskOptions): Promise<ResultOf<T['type']>> {
     return this.timeLimit.run(this.get(), task, opts);
+  }
+
+  private backendProbe: Promise<BackendInfo> | null = null;
+
+  /**
+   * The TensorFlow.js backend the worker threads run (for /health): asked of a thread once (an `info`
+   * task in the request lane, which starts one if none runs) and kept; a failed probe is asked again
+   * next time. The main process itself never loads TensorFlow.js.
+   */
+  backend(): Promise<BackendInfo> {
+    this.backendProbe ??= this.run({ type: 'info' }).then(
+      (r) => r.backend,
+      (err: unknown) => {
+        this.backendProbe = null;
+        throw err;
+      },
+    );
+    return this.backendProbe;
   }
 
   /** For /health: the pool's load and whether a task outlived its bound (a stuck pool). Starts no thread. */

@@ -2,9 +2,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { PROJECT_ROOT } from '../paths.js';
-import { CoreInputError } from '../core/errors.js';
 import type { ImageDataset } from '../core/data/dataset.js';
+import { CoreInputError } from '../core/errors.js';
+import { PROJECT_ROOT } from '../paths.js';
 import { datasetKey } from './shared/datasets.js';
 import { CORE_INPUT_ERROR, type DatasetRef, type ProgressMessage, type ResultOf, type WorkerInit, type WorkerTask } from './tasks.js';
 

@@ -1,4 +1,4 @@
-import { DTYPE_BYTES, FLOAT_DTYPES, type DType } from '../tensors.js';
+import { DTYPE_BYTES, type DType, FLOAT_DTYPES } from '../tensors.js';
 
 /**
  * Exact float conversions between the checkpoint dtypes and float32.

@@ -1,5 +1,5 @@
-import { open, type FileHandle } from 'node:fs/promises';
-import { DTYPE_BYTES, type CheckpointReader, type TensorEntry } from '../tensors.js';
+import { type FileHandle, open } from 'node:fs/promises';
+import { type CheckpointReader, DTYPE_BYTES, type TensorEntry } from '../tensors.js';
 import type { ByteSource } from './byte-source.js';
 import { decodeFloat32 } from './dtype.js';
 

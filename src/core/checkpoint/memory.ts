@@ -1,4 +1,4 @@
-import { DTYPE_BYTES, type CheckpointReader, type DType, type TensorEntry } from '../tensors.js';
+import { type CheckpointReader, DTYPE_BYTES, type DType, type TensorEntry } from '../tensors.js';
 
 /**
  * A checkpoint held in memory as float32 tensors: for tests, benchmarks and small models built in a

@@ -15,7 +15,7 @@ import {
   u64le,
 } from '../../../test/fixtures/checkpoint/helpers.js';
 import { CoreInputError } from '../errors.js';
-import { DTYPE_BYTES, FLOAT_DTYPES, type DType, type TensorStats } from '../tensors.js';
+import { DTYPE_BYTES, type DType, FLOAT_DTYPES, type TensorStats } from '../tensors.js';
 import { decodeFloat32, encodeFromFloat32 } from './dtype.js';
 import { MemoryCheckpoint } from './memory.js';
 import {
@@ -23,8 +23,8 @@ import {
   openSafetensors,
   parseSafetensorsHeader,
   SafetensorsIngest,
-  SafetensorsWriter,
   type SafetensorsIngestResult,
+  SafetensorsWriter,
 } from './safetensors.js';
 import { writeCheckpointLike } from './write-like.js';
 

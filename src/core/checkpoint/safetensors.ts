@@ -1,11 +1,11 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { CoreInputError } from '../errors.js';
 import { DTYPE_BYTES, type DType, type TensorEntry, type TensorStats } from '../tensors.js';
 import type { ByteSource } from './byte-source.js';
 import { FileCheckpointReader, SourceCheckpointReader } from './file-reader.js';
 import { scanJsonKeys } from './json-scan.js';
 import { TensorStatsAccumulator } from './stats.js';
-import { layoutTensors, shapeSize, TensorStreamWriter, type ByteSink, type TensorSpec } from './tensor-writer.js';
+import { type ByteSink, layoutTensors, shapeSize, type TensorSpec, TensorStreamWriter } from './tensor-writer.js';
 
 /**
  * safetensors (https://github.com/huggingface/safetensors): an 8-byte little-endian u64 header

@@ -1,5 +1,5 @@
 import { CoreInputError } from '../errors.js';
-import { DTYPE_BYTES, FLOAT_DTYPES, type DType, type TensorEntry } from '../tensors.js';
+import { DTYPE_BYTES, type DType, FLOAT_DTYPES, type TensorEntry } from '../tensors.js';
 import { encodeFromFloat32 } from './dtype.js';
 
 /**

@@ -7,7 +7,7 @@ import { concatBytes, expectCoreError, fixture, fixtureJson, memorySink, outcome
 import { CoreInputError } from '../errors.js';
 import type { TensorEntry } from '../tensors.js';
 import { FileCheckpointReader } from './file-reader.js';
-import { modelJsonForDownload, openTfjsWeights, parseModelJson, TfjsWeightsWriter, WeightsIngest, type TfjsModelJson } from './tfjs.js';
+import { modelJsonForDownload, openTfjsWeights, parseModelJson, type TfjsModelJson, TfjsWeightsWriter, WeightsIngest } from './tfjs.js';
 import { writeCheckpointLike } from './write-like.js';
 
 const MODEL = 'invalid-tfjs-model';

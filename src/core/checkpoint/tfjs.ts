@@ -5,8 +5,8 @@ import type { ByteSource } from './byte-source.js';
 import { FileCheckpointReader, SourceCheckpointReader } from './file-reader.js';
 import { scanJsonKeys } from './json-scan.js';
 import { TensorStatsAccumulator } from './stats.js';
+import { type ByteSink, layoutTensors, shapeSize, type TensorSpec, TensorStreamWriter } from './tensor-writer.js';
 import { parseQuantization, QUANTIZED_BYTES, type SourceWeight, type TfjsQuantization } from './tfjs-quantization.js';
-import { layoutTensors, shapeSize, TensorStreamWriter, type ByteSink, type TensorSpec } from './tensor-writer.js';
 
 /**
  * TensorFlow.js layers models: `model.json` (topology + weights manifest) plus weight files whose

@@ -1,4 +1,4 @@
-import { DTYPE_BYTES, FLOAT_DTYPES, type CheckpointReader, type TensorEntry } from '../tensors.js';
+import { type CheckpointReader, DTYPE_BYTES, FLOAT_DTYPES, type TensorEntry } from '../tensors.js';
 import { type CheckpointFormat, TensorRangeReader } from './file-reader.js';
 import { SafetensorsWriter } from './safetensors.js';
 import type { ByteSink } from './tensor-writer.js';

@@ -1,3 +1,3 @@
 export * from './classification.js';
-export * from './weights.js';
 export * from './ensemble.js';
+export * from './weights.js';

@@ -4,8 +4,8 @@ import { MemoryCheckpoint } from '../checkpoint/memory.js';
 import { CoreInputError } from '../errors.js';
 import { maskHash } from '../masks/compare.js';
 import { applyMask, isKept, type Mask } from '../masks/mask.js';
-import { selectPrunable } from './prunable.js';
 import { magnitudeGlobal, PruneBuffers, prune } from './methods.js';
+import { selectPrunable } from './prunable.js';
 
 type T = { name: string; shape: number[]; data: Float32Array };
 const tensor = (name: string, shape: number[], values: number[]): T => ({ name, shape, data: Float32Array.from(values) });

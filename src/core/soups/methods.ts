@@ -1,5 +1,5 @@
 import { CoreInputError } from '../errors.js';
-import { SOUP_PARAMETERS_ERROR, normalizeWeights } from './weights.js';
+import { normalizeWeights, SOUP_PARAMETERS_ERROR } from './weights.js';
 
 /**
  * Soup methods, mergekit style: each is a small description (name, parameters with defaults, a

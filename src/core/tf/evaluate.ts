@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { fillBatch, type ImageDataset, sampleSize, type SplitName } from '../data/dataset.js';
+import { fillBatch, type ImageDataset, type SplitName, sampleSize } from '../data/dataset.js';
 import { defaultSparseMatMul, type SparseMatMulMode, withSparseMatMul } from './sparse-matmul.js';
 
 export interface EvaluationOutput {

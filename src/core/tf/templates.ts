@@ -2,8 +2,9 @@ import * as tf from '@tensorflow/tfjs';
 import { CoreInputError } from '../errors.js';
 import { checkSeed } from '../random.js';
 
-export const ARCHITECTURES = ['lenet-300-100', 'cnn-bn', 'resnet-small'] as const;
-export type Architecture = (typeof ARCHITECTURES)[number];
+import { ARCHITECTURES, type Architecture } from './architectures.js';
+
+export { ARCHITECTURES, type Architecture };
 
 export interface TemplateOptions {
   /** [height, width, channels] of one sample. */

@@ -1,9 +1,9 @@
 import { compareWeightsAsync } from '../../core/metrics/weights.js';
 import { isPrunable } from '../../core/pruning/prunable.js';
 import type { CheckpointReader } from '../../core/tensors.js';
-import type { CompareModelsTask, ModelDistance } from '../tasks.js';
 import type { TaskContext } from '../shared/context.js';
 import { openStoredModel } from '../shared/stored-models.js';
+import type { CompareModelsTask, ModelDistance } from '../tasks.js';
 
 async function* tensorsOf(reader: CheckpointReader) {
   for (const e of reader.tensors) if (isPrunable(e)) yield reader.readFloat32(e.name);

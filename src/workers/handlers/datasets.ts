@@ -1,6 +1,6 @@
-import type { DatasetSummary, InspectDatasetTask } from '../tasks.js';
 import type { TaskContext } from '../shared/context.js';
 import { readDataset } from '../shared/datasets.js';
+import type { DatasetSummary, InspectDatasetTask } from '../tasks.js';
 
 /** Parses and validates a dataset (the upload check), answering its shape and split sizes. */
 export async function runInspectDataset(task: InspectDatasetTask, ctx: TaskContext): Promise<DatasetSummary> {

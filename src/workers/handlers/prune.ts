@@ -14,9 +14,9 @@ import { PruneBuffers, prune } from '../../core/pruning/methods.js';
 import type { CheckpointReader } from '../../core/tensors.js';
 import type { ArtifactStore } from '../../storage/artifact-store.js';
 import { writeCheckpointArtifact } from '../../storage/checkpoint-output.js';
-import type { ApplyMaskTask, MaskedModelResult, PruneTask, StoredModelRef } from '../tasks.js';
 import type { TaskContext } from '../shared/context.js';
 import { openStoredModel, readStoredMask } from '../shared/stored-models.js';
+import type { ApplyMaskTask, MaskedModelResult, PruneTask, StoredModelRef } from '../tasks.js';
 
 // Tasks on one thread run one at a time: one set of scratch buffers per thread spares the slow first
 // touch of fresh memory on every prune.
