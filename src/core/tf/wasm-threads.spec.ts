@@ -23,6 +23,8 @@ interface Probe {
 
 const probeCode = `
 const { parentPort, workerData } = require('node:worker_threads');
+// A pthread worker that cannot start (the shim revokes each blob: URL as it starts one).
+if (workerData.breakPthreads) URL.revokeObjectURL = () => { throw new Error('simulated pthread start failure'); };
 (async () => {
   const { initBackend } = await import(workerData.backend);
   const { buildTemplate } = await import(workerData.templates);
@@ -54,11 +56,11 @@ function threadCpu(): Map<string, number> {
   return out;
 }
 
-async function probe(threads: number): Promise<{ probe: Probe; newThreadCpu: number[]; threadsAfterExit: number; threadsBefore: number }> {
+async function probe(threads: number, breakPthreads = false): Promise<{ probe: Probe; newThreadCpu: number[]; threadsAfterExit: number; threadsBefore: number }> {
   const before = threadCpu();
   const worker = new Worker(probeCode, {
     eval: true,
-    workerData: { threads, backend: pathToFileURL(join(dist, 'backend.js')).href, templates: pathToFileURL(join(dist, 'templates.js')).href },
+    workerData: { threads, breakPthreads, backend: pathToFileURL(join(dist, 'backend.js')).href, templates: pathToFileURL(join(dist, 'templates.js')).href },
   });
   let newThreadCpu: number[] = [];
   const result = await new Promise<Probe>((resolve, reject) => {
@@ -98,5 +100,15 @@ describe.skipIf(unavailable !== null)('the threaded wasm build in a worker threa
     expect(cpu[1]).toBeGreaterThan(0.05 * cpu[0]);
     expect(one.threadsAfterExit).toBeLessThanOrEqual(one.threadsBefore);
     expect(two.threadsAfterExit).toBeLessThanOrEqual(two.threadsBefore);
+  }, 180_000);
+
+  it('falls back to the single-threaded build, with the reason, where the pthreads cannot start', async () => {
+    const one = await probe(1);
+    const broken = await probe(2, true);
+    expect(broken.probe.wasmThreads).toBe(1);
+    expect(broken.probe.wasmThreadsError).toMatch(/did not initialise/);
+    expect(broken.probe.pthreadWorkers).toBe(0);
+    expect(broken.probe.logits).toEqual(one.probe.logits);
+    expect(broken.threadsAfterExit).toBeLessThanOrEqual(broken.threadsBefore);
   }, 180_000);
 });
