@@ -11,6 +11,11 @@ describe('loadConfig', () => {
     expect(c.workers).toBeGreaterThanOrEqual(1);
     expect(c.logLevel).toBe('info');
     expect(c.backend).toBe('auto');
+    expect(c.wasmThreads).toBe(1);
+  });
+
+  it('takes WASM_THREADS, the XNNPACK threads of each worker thread', () => {
+    expect(loadConfig({ WASM_THREADS: '2' }).wasmThreads).toBe(2);
   });
 
   it('polls job queues every 10 s on the embedded database and every 2 s on Postgres, and writes progress every 5 s, unless told otherwise', () => {
@@ -43,6 +48,8 @@ describe('loadConfig', () => {
     ['API_KEYS', 'missing-scope'],
     ['LOG_LEVEL', 'loud'],
     ['TFJS_BACKEND', 'cuda'],
+    ['WASM_THREADS', '0'],
+    ['WASM_THREADS', '9'],
     ['MAX_UPLOAD_BYTES', '12'],
     ['JOB_POLL_SECONDS', '0.1'],
     ['JOB_POLL_SECONDS', 'soon'],

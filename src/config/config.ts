@@ -84,6 +84,9 @@ class Environment {
   @IsOptional() @IsIn(EVAL_SPARSE_MODES)
   EVAL_SPARSE?: EvalSparseMode;
 
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(8)
+  WASM_THREADS?: number;
+
   @IsOptional() @IsString()
   WEBHOOK_SECRET?: string;
 
@@ -122,6 +125,11 @@ export interface AppConfig {
   backend: BackendPreference;
   /** EVAL_SPARSE: 'auto' (sparse product for pruned Dense kernels), 'dense' or 'sparse' (always where it applies). */
   evalSparse: EvalSparseMode;
+  /**
+   * WASM_THREADS: XNNPACK threads per worker thread on the wasm backend (1: the single-threaded
+   * build; 2..8: the threaded-SIMD build, src/core/tf/wasm-threads.ts).
+   */
+  wasmThreads: number;
   webhookSecret: string | null;
   /** How long a request may take to arrive in full (headers and body), in ms. */
   requestTimeoutMs: number;
@@ -156,7 +164,7 @@ export class ConfigError extends Error {
 
 const KNOWN = new Set(Object.keys(new Environment()).concat([
   'PORT', 'HOST', 'DATABASE_URL', 'DATA_DIR', 'API_KEYS', 'WORKERS', 'LOG_LEVEL', 'MAX_UPLOAD_BYTES',
-  'TFJS_BACKEND', 'EVAL_SPARSE', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
+  'TFJS_BACKEND', 'EVAL_SPARSE', 'WASM_THREADS', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
   'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL',
   'ARTIFACT_CACHE_BYTES', 'ARTIFACT_CACHE_DIR', 'TASK_LEASE_SECONDS', 'TASK_MAX_ATTEMPTS', 'JOB_POLL_SECONDS',
   'PROGRESS_WRITE_SECONDS',
@@ -235,6 +243,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     progressWriteMs: (parsed.PROGRESS_WRITE_SECONDS ?? DEFAULT_PROGRESS_WRITE_SECONDS) * 1000,
     backend: parsed.TFJS_BACKEND ?? 'auto',
     evalSparse: parsed.EVAL_SPARSE ?? 'auto',
+    wasmThreads: parsed.WASM_THREADS ?? 1,
     webhookSecret: parsed.WEBHOOK_SECRET ?? null,
     artifacts,
   };

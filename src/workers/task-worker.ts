@@ -71,7 +71,7 @@ const handlers: Handlers = {
 };
 
 export default async function runTask({ task, port, dataset, idleThreads }: { task: WorkerTask; port?: MessagePort; dataset?: ImageDataset; idleThreads?: number }) {
-  const backend = await initBackend(init.backend);
+  const backend = await initBackend(init.backend, init.wasmThreads ?? 1);
   setDefaultSparseMatMul(init.evalSparse ?? 'auto');
   const ctx: TaskContext = {
     init,

@@ -24,6 +24,8 @@ export interface WorkerInit {
   backend: BackendPreference;
   /** EVAL_SPARSE for this thread's evaluations (absent: 'auto'). */
   evalSparse?: SparseMatMulMode;
+  /** WASM_THREADS: XNNPACK threads of this thread's wasm backend (absent: 1). */
+  wasmThreads?: number;
   /** The artifact store the thread opens (once) and hands to every handler. */
   artifacts: ArtifactStoreConfig;
   cacheDir: string;

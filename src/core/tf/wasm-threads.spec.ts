@@ -1,0 +1,114 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { describe, expect, it } from 'vitest';
+import { PROJECT_ROOT } from '../../paths.js';
+import { threadedWasmUnavailable } from './wasm-threads.js';
+
+// The backend runs in a worker thread, as in the service's pool; the thread loads the built code.
+const dist = join(PROJECT_ROOT, 'dist', 'src', 'core', 'tf');
+const unavailable =
+  threadedWasmUnavailable() ??
+  (process.platform !== 'linux' ? 'threads are counted from /proc/self/task (Linux)' : null) ??
+  (existsSync(join(dist, 'backend.js')) ? null : `${dist}/backend.js is missing: run \`npm run build\``);
+if (unavailable) console.log(`wasm-threads.spec: skipped: ${unavailable}`);
+
+interface Probe {
+  wasmThreads: number;
+  wasmThreadsError?: string;
+  pthreadWorkers: number;
+  logits: number[];
+}
+
+const probeCode = `
+const { parentPort, workerData } = require('node:worker_threads');
+// A pthread worker that cannot start (the shim revokes each blob: URL as it starts one).
+if (workerData.breakPthreads) URL.revokeObjectURL = () => { throw new Error('simulated pthread start failure'); };
+(async () => {
+  const { initBackend } = await import(workerData.backend);
+  const { buildTemplate } = await import(workerData.templates);
+  const info = await initBackend('wasm', workerData.threads);
+  const tf = await import('@tensorflow/tfjs');
+  const model = buildTemplate('cnn-bn', { inputShape: [8, 8, 1], classes: 4, seed: 3 });
+  const x = tf.tensor4d(Float32Array.from({ length: 16 * 64 }, (_, i) => Math.sin(i * 0.37)), [16, 8, 8, 1]);
+  const logits = Array.from(model.predict(x).dataSync());
+  // Work big enough to split: 384 x 384 matrix products.
+  const a = tf.randomNormal([384, 384], 0, 1, 'float32', 1);
+  for (let i = 0; i < 8; i++) tf.tidy(() => tf.matMul(a, a).dataSync());
+  const pthread = tf.backend().wasm.PThread;
+  parentPort.postMessage({ wasmThreads: info.wasmThreads, wasmThreadsError: info.wasmThreadsError, pthreadWorkers: pthread ? pthread.runningWorkers.length : 0, logits });
+})().catch((e) => parentPort.postMessage({ error: String(e && e.stack || e) }));
+`;
+
+/** CPU time (ms) of each thread of this process, by thread id (Linux). */
+function threadCpu(): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const t of readdirSync('/proc/self/task')) {
+    try {
+      const s = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+      out.set(t, (Number(f[11]) + Number(f[12])) * 10);
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
+}
+
+async function probe(threads: number, breakPthreads = false): Promise<{ probe: Probe; newThreadCpu: number[]; threadsAfterExit: number; threadsBefore: number }> {
+  const before = threadCpu();
+  const worker = new Worker(probeCode, {
+    eval: true,
+    workerData: { threads, breakPthreads, backend: pathToFileURL(join(dist, 'backend.js')).href, templates: pathToFileURL(join(dist, 'templates.js')).href },
+  });
+  let newThreadCpu: number[] = [];
+  const result = await new Promise<Probe>((resolve, reject) => {
+    worker.once('message', (m: Probe & { error?: string }) => {
+      newThreadCpu = [...threadCpu()].filter(([t]) => !before.has(t)).map(([, ms]) => ms);
+      if (m.error) reject(new Error(m.error));
+      else resolve(m);
+    });
+    worker.once('error', reject);
+  });
+  // The thread ends by itself (its pthread workers do not hold it), and takes them with it.
+  const code = await new Promise<number>((resolve) => worker.once('exit', resolve));
+  expect(code).toBe(0);
+  let threadsAfterExit = threadCpu().size;
+  for (let i = 0; i < 50 && threadsAfterExit > before.size; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    threadsAfterExit = threadCpu().size;
+  }
+  return { probe: result, newThreadCpu, threadsAfterExit, threadsBefore: before.size };
+}
+
+describe.skipIf(unavailable !== null)('the threaded wasm build in a worker thread', () => {
+  it('starts with 2 XNNPACK threads, gives the single-threaded logits, splits work, and leaves no thread behind', async () => {
+    const one = await probe(1);
+    const two = await probe(2);
+    expect(one.probe.wasmThreads).toBe(1);
+    expect(two.probe.wasmThreadsError).toBeUndefined();
+    expect(two.probe.wasmThreads).toBe(2);
+    expect(two.probe.pthreadWorkers).toBe(1);
+    expect(two.probe.logits.length).toBe(16 * 4);
+    for (let i = 0; i < one.probe.logits.length; i++) {
+      expect(Math.abs(two.probe.logits[i] - one.probe.logits[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(one.probe.logits[i])));
+    }
+    // A second OS thread did part of the matrix products (work stealing lets the calling thread
+    // take most of it on a busy machine, not all of it).
+    const cpu = [...two.newThreadCpu].sort((a, b) => b - a);
+    expect(cpu[1]).toBeGreaterThan(0.05 * cpu[0]);
+    expect(one.threadsAfterExit).toBeLessThanOrEqual(one.threadsBefore);
+    expect(two.threadsAfterExit).toBeLessThanOrEqual(two.threadsBefore);
+  }, 180_000);
+
+  it('falls back to the single-threaded build, with the reason, where the pthreads cannot start', async () => {
+    const one = await probe(1);
+    const broken = await probe(2, true);
+    expect(broken.probe.wasmThreads).toBe(1);
+    expect(broken.probe.wasmThreadsError).toMatch(/did not initialise/);
+    expect(broken.probe.pthreadWorkers).toBe(0);
+    expect(broken.probe.logits).toEqual(one.probe.logits);
+    expect(broken.threadsAfterExit).toBeLessThanOrEqual(broken.threadsBefore);
+  }, 180_000);
+});
