@@ -575,7 +575,7 @@ async function writeResults(api: Client, r: Results): Promise<void> {
     const tests = Array.from({ length: n }, (_, e) => meanOf(at(e, (p) => p.testAccuracy)));
     const bestEpoch = tests.indexOf(Math.max(...tests)) + 1;
     const back = Math.min(5, n - 1);
-    say(`Evaluated after each epoch (${cfg.trainer === 'pytorch' ? 'by bench/sms_pytorch.py, in eval mode, as the built-in engine\'s `evaluateEachEpoch` does' : '\`evaluateEachEpoch\`'}), before any BN recalibration; the learning rate decays linearly to 0 at epoch ${cfg.pretrainEpochs}, so the last epochs also anneal. Best mean test accuracy at epoch ${bestEpoch} (${(Math.max(...tests) * 100).toFixed(2)} %)${back ? `; the last ${back} epochs added ${pp(tests[n - 1] - tests[n - 1 - back])}` : ''}.`);
+    say(`Evaluated after each epoch (${cfg.trainer === 'pytorch' ? 'by bench/sms_pytorch.py, in eval mode, as the built-in engine\'s `evaluateEachEpoch` does' : '`evaluateEachEpoch`'}), before any BN recalibration; the learning rate decays linearly to 0 at epoch ${cfg.pretrainEpochs}, so the last epochs also anneal. Best mean test accuracy at epoch ${bestEpoch} (${(Math.max(...tests) * 100).toFixed(2)} %)${back ? `; the last ${back} epochs added ${pp(tests[n - 1] - tests[n - 1 - back])}` : ''}.`);
     say();
     say('| epoch | test | val |');
     say('| ---: | ---: | ---: |');

@@ -54,6 +54,25 @@ export interface ArtifactStore {
   close(): Promise<void>;
 }
 
+/**
+ * The first half of every store's `collectGarbage`: deletes the listed objects older than `cutoff`
+ * (epoch ms) that `isReferenced` rejects, one at a time, and returns their addresses.
+ */
+export async function deleteUnreferenced(
+  store: Pick<ArtifactStore, 'list' | 'delete'>,
+  isReferenced: (sha256: string) => Promise<boolean> | boolean,
+  cutoff: number,
+): Promise<string[]> {
+  const deleted: string[] = [];
+  for await (const obj of store.list()) {
+    if (obj.mtimeMs > cutoff) continue;
+    if (await isReferenced(obj.sha256)) continue;
+    await store.delete(obj.sha256);
+    deleted.push(obj.sha256);
+  }
+  return deleted;
+}
+
 export interface ArtifactWriter {
   readonly bytesWritten: number;
   write(chunk: Uint8Array): Promise<void>;

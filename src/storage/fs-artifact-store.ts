@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type ArtifactStore, type ArtifactWriter, asUnwritable, type ByteRange, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
+import { type ArtifactStore, type ArtifactWriter, asUnwritable, type ByteRange, deleteUnreferenced, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
 
 /**
  * A writer that streams bytes into a temporary file while hashing them. `commit()` renames it to
@@ -212,13 +212,7 @@ export class FsArtifactStore implements ArtifactStore {
     graceMs = 10 * 60_000,
   ): Promise<{ deleted: string[]; tempFilesDeleted: number }> {
     const cutoff = Date.now() - graceMs;
-    const deleted: string[] = [];
-    for await (const obj of this.list()) {
-      if (obj.mtimeMs > cutoff) continue;
-      if (await isReferenced(obj.sha256)) continue;
-      await this.delete(obj.sha256);
-      deleted.push(obj.sha256);
-    }
+    const deleted = await deleteUnreferenced(this, isReferenced, cutoff);
     let tempFilesDeleted = 0;
     for (const name of await readdir(this.tmpDir).catch(() => [] as string[])) {
       const path = join(this.tmpDir, name);

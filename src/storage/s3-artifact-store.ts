@@ -23,7 +23,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import type { ByteSource } from '../core/checkpoint/byte-source.js';
 import { ArtifactCache, CacheClient, removeStaleCacheDirs, serveCache } from './artifact-cache.js';
-import { type ArtifactStore, type ArtifactWriter, type ByteRange, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
+import { type ArtifactStore, type ArtifactWriter, type ByteRange, deleteUnreferenced, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
 
 /** How to reach a bucket: plain data, handed to worker threads as it is. */
 export interface S3StoreConfig {
@@ -467,13 +467,7 @@ export class S3ArtifactStore implements ArtifactStore {
     graceMs = 10 * 60_000,
   ): Promise<{ deleted: string[]; tempFilesDeleted: number }> {
     const cutoff = Date.now() - graceMs;
-    const deleted: string[] = [];
-    for await (const obj of this.list()) {
-      if (obj.mtimeMs > cutoff) continue;
-      if (await isReferenced(obj.sha256)) continue;
-      await this.delete(obj.sha256);
-      deleted.push(obj.sha256);
-    }
+    const deleted = await deleteUnreferenced(this, isReferenced, cutoff);
     let tempFilesDeleted = 0;
     // Temporary objects of writes that crashed between their upload and their copy.
     for await (const o of this.listKeys(this.tempPrefix)) {
