@@ -1,7 +1,7 @@
 /**
  * Encoding helpers for hand-written WebAssembly modules (src/core/soups/kernels.ts,
  * src/core/tf/sparse-matmul.ts): LEB128 numbers, vectors, sections, names and the few
- * instructions both build with.
+ * instructions both build with; and the little of the WebAssembly API both use, compiled once.
  */
 export function uleb(n: number): number[] {
   const out: number[] = [];
@@ -37,3 +37,35 @@ export const V128 = 0x7b;
 export const get = (i: number) => [0x20, ...uleb(i)];
 export const set = (i: number) => [0x21, ...uleb(i)];
 export const i32c = (v: number) => [0x41, ...sleb(v)];
+
+// The project's lib (ES2023, no DOM) does not declare WebAssembly: the little used here, typed locally.
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+}
+export interface WasmApi {
+  Memory: new (descriptor: { initial: number }) => WasmMemory;
+  Module: new (bytes: Uint8Array<ArrayBuffer>) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+  validate(bytes: Uint8Array<ArrayBuffer>): boolean;
+}
+/** The runtime's WebAssembly, or undefined where it has none. */
+export const wasmApi = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
+
+/**
+ * The module `bytes()` encodes, compiled on the first call and kept; null where WebAssembly (or
+ * the SIMD the module uses) is unavailable or the bytes do not validate, so callers fall back.
+ */
+export function compiledOnce(bytes: () => Uint8Array<ArrayBuffer>): () => object | null {
+  let compiled: object | null | undefined;
+  return () => {
+    if (compiled === undefined) {
+      try {
+        const b = bytes();
+        compiled = wasmApi?.validate(b) ? new wasmApi.Module(b) : null;
+      } catch {
+        compiled = null;
+      }
+    }
+    return compiled;
+  };
+}

@@ -1,4 +1,4 @@
-import { get, I32, i32c, name, section, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { compiledOnce, get, I32, i32c, name, section, set, uleb, V128, vec, type WasmMemory, wasmApi } from '../wasm-bytes.js';
 /**
  * The merge's inner loops as a tiny WebAssembly SIMD module, assembled here from bytes (no build step,
  * no dependency). V8 does not vectorise `acc[i] += w * x[i]` over typed arrays: measured here at
@@ -243,38 +243,14 @@ export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
   ]);
 }
 
-// The project's lib (ES2023, no DOM) does not declare WebAssembly: the little used here, typed locally.
-export interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-}
-interface WasmApi {
-  Memory: new (descriptor: { initial: number }) => WasmMemory;
-  Module: new (bytes: Uint8Array<ArrayBuffer>) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-  validate(bytes: Uint8Array<ArrayBuffer>): boolean;
-}
-const wasmApi = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
-
 /** A memory for the kernels (the JS fallback's when WebAssembly is missing: a plain buffer). */
 export function createMemory(bytes: number): WasmMemory {
   const pages = Math.ceil(bytes / 65536);
   return wasmApi ? new wasmApi.Memory({ initial: pages }) : { buffer: new ArrayBuffer(pages * 65536) };
 }
 
-let compiled: object | null | undefined;
-
 /** The compiled module, or null where WebAssembly SIMD is unavailable (the JS kernels then run). */
-function kernelModule(): object | null {
-  if (compiled === undefined) {
-    try {
-      const bytes = kernelModuleBytes();
-      compiled = wasmApi?.validate(bytes) ? new wasmApi.Module(bytes) : null;
-    } catch {
-      compiled = null;
-    }
-  }
-  return compiled;
-}
+const kernelModule = compiledOnce(kernelModuleBytes);
 
 /** Writes the nibble → lane-mask table at address 0 (lane l all ones iff bit l of the nibble). */
 export function writeLaneTable(memory: ArrayBuffer): void {

@@ -8,7 +8,8 @@ import { CoreInputError } from '../errors.js';
 import { checkMaskFits, type Mask } from '../masks/mask.js';
 import { compileRule, type PrunableRule } from '../pruning/prunable.js';
 import { type CheckpointReader, DTYPE_BYTES, FLOAT_DTYPES, type TensorEntry } from '../tensors.js';
-import { createMemory, jsKernels, type Kernels, TABLE_BYTES, TABLE_ENTRY_BYTES, type WasmMemory, wasmKernels, writeLaneTable } from './kernels.js';
+import { createMemory, jsKernels, type Kernels, TABLE_BYTES, TABLE_ENTRY_BYTES, wasmKernels, writeLaneTable } from './kernels.js';
+import type { WasmMemory } from '../wasm-bytes.js';
 import { compareLayouts, countDifferentElements, mismatchError } from './validate.js';
 import { normalizeWeights } from './weights.js';
 

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { get, I32, i32c, name, section, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { compiledOnce, get, I32, i32c, name, section, set, uleb, V128, vec, wasmApi } from '../wasm-bytes.js';
 
 /**
  * Sparse-aware inference for dense layers on the wasm backend.
@@ -260,26 +260,7 @@ interface SparseExports {
   transpose4(dst: number, dstStride: number, src: number, srcStride: number, quads: number, dstStep: number, srcStep: number): void;
 }
 
-interface WasmApi {
-  Memory: new (d: { initial: number }) => { buffer: ArrayBuffer };
-  Module: new (bytes: Uint8Array<ArrayBuffer>) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-  validate(bytes: Uint8Array<ArrayBuffer>): boolean;
-}
-const wasmApi = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
-
-let compiled: object | null | undefined;
-function sparseModule(): object | null {
-  if (compiled === undefined) {
-    try {
-      const bytes = sparseModuleBytes();
-      compiled = wasmApi?.validate(bytes) ? new wasmApi.Module(bytes) : null;
-    } catch {
-      compiled = null;
-    }
-  }
-  return compiled;
-}
+const sparseModule = compiledOnce(sparseModuleBytes);
 
 const instances = new WeakMap<object, { exports: SparseExports; memory: { buffer: ArrayBuffer } } | null>();
 function instanceFor(backend: WasmBackend) {
