@@ -285,7 +285,9 @@ function pretrainPytorch(cfg: Config, url: string, seed: number): Promise<Dense>
       out += c.toString();
     });
     child.stderr.on('data', (c: Buffer) => {
-      err = (err + c.toString()).slice(-4000);
+      const text = c.toString();
+      err = (err + text).slice(-4000);
+      for (const line of text.split('\n')) if (line.startsWith('progress: ')) console.log(`dense seed ${seed}: ${line.slice(10)}`);
     });
     child.once('error', rej);
     child.once('exit', (code) => {

@@ -117,6 +117,8 @@ class CurveProgress(st.Progress):
         self.model.train()
         self.curve.append({"epoch": step / self.per_epoch, "testAccuracy": test, "valAccuracy": val})
         self.eval_seconds += time.monotonic() - t
+        # One progress line per epoch on stderr (bench/sms.ts shows it), the result stays on stdout.
+        print(f"progress: epoch {step / self.per_epoch:g} of {self.total / self.per_epoch:g}, test {test * 100:.2f} %, val {val * 100:.2f} %", file=sys.stderr, flush=True)
 
 
 def load_cached():
