@@ -1,6 +1,7 @@
 // Sums vitest JSON reports and prints the closing `N passed, N failed` line. A failed CI step that is
 // not a test (lint, drift, stale spec) counts as one failure, so the line never hides it.
 import { existsSync, readFileSync } from 'node:fs';
+import { basename, relative } from 'node:path';
 
 const args = process.argv.slice(2);
 const stepStatus = Number(args.pop());
@@ -18,6 +19,18 @@ for (const file of args) {
   failed += r.numFailedTests;
   skipped += r.numPendingTests + (r.numTodoTests ?? 0);
   if (!r.success && r.numFailedTests === 0) failed++;
+  // Name every failed test here, next to the closing line: a CI log is often read from its tail.
+  for (const suite of r.testResults ?? []) {
+    for (const t of suite.assertionResults ?? []) {
+      if (t.status !== 'failed') continue;
+      const where = suite.name ? `${relative(process.cwd(), suite.name)} > ` : '';
+      const why = String(t.failureMessages?.[0] ?? '').split('\n')[0].slice(0, 300);
+      console.log(`FAILED (${basename(file, '.json')}) ${where}${t.fullName ?? t.title}${why ? `: ${why}` : ''}`);
+    }
+    if (suite.status === 'failed' && (suite.assertionResults ?? []).length === 0) {
+      console.log(`FAILED (${basename(file, '.json')}) ${suite.name}: ${String(suite.message ?? '').split('\n')[0].slice(0, 300)}`);
+    }
+  }
 }
 const stepFailures = stepStatus !== 0 && failed === 0 ? 1 : 0;
 console.log(`${passed} passed, ${failed + stepFailures} failed, ${skipped} skipped`);
