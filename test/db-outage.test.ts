@@ -13,7 +13,7 @@ import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js';
  * machine's Postgres server is never touched. Postgres only: the embedded database is inside the
  * process and cannot be cut from outside.
  */
-const OUTAGE_SECONDS = Number(process.env.DB_OUTAGE_SECONDS ?? 15);
+const OUTAGE_SECONDS = Number(process.env.DB_OUTAGE_SECONDS ?? 60);
 const base = process.env.DATABASE_URL;
 if (!base) console.log('db-outage: skipped, it needs a Postgres server (TEST_DATABASE_URL with npm run test:pg); the embedded PGlite lives inside the process');
 

@@ -34,6 +34,21 @@ export const name = (s: string) => [...uleb(s.length), ...Array.from(s, (c) => c
 export const I32 = 0x7f;
 export const V128 = 0x7b;
 
+/**
+ * A module that imports its memory as `env.memory` (one page at least) and exports each function by
+ * its name: the magic and version, then the type, import, function, export and code sections.
+ */
+export function moduleBytes(types: number[][], funcs: { name: string; type: number; code: number[] }[]): Uint8Array<ArrayBuffer> {
+  return Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec(types)),
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, ...uleb(1)]])),
+    ...section(3, vec(funcs.map((f) => uleb(f.type)))),
+    ...section(7, vec(funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
+    ...section(10, vec(funcs.map((f) => f.code))),
+  ]);
+}
+
 export const get = (i: number) => [0x20, ...uleb(i)];
 export const set = (i: number) => [0x21, ...uleb(i)];
 export const i32c = (v: number) => [0x41, ...sleb(v)];

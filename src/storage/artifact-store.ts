@@ -1,3 +1,5 @@
+import { readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ByteSource } from '../core/checkpoint/byte-source.js';
 
@@ -69,6 +71,20 @@ export async function deleteUnreferenced(
     if (await isReferenced(obj.sha256)) continue;
     await store.delete(obj.sha256);
     deleted.push(obj.sha256);
+  }
+  return deleted;
+}
+
+/** Deletes the spool files in `dir` last written at or before `cutoff` (crashed uploads); returns how many. */
+export async function sweepTempFiles(dir: string, cutoff: number): Promise<number> {
+  let deleted = 0;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const path = join(dir, name);
+    const s = await stat(path).catch(() => null);
+    if (s && s.mtimeMs <= cutoff) {
+      await rm(path, { force: true });
+      deleted++;
+    }
   }
   return deleted;
 }

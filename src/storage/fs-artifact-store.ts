@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, type ReadStream } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type ArtifactStore, type ArtifactWriter, asUnwritable, type ByteRange, deleteUnreferenced, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
+import { type ArtifactStore, type ArtifactWriter, asUnwritable, type ByteRange, deleteUnreferenced, isSha256, type StoredArtifact, sweepTempFiles, UploadTooLargeError, writeAll } from './artifact-store.js';
 
 /**
  * A writer that streams bytes into a temporary file while hashing them. `commit()` renames it to
@@ -213,15 +213,7 @@ export class FsArtifactStore implements ArtifactStore {
   ): Promise<{ deleted: string[]; tempFilesDeleted: number }> {
     const cutoff = Date.now() - graceMs;
     const deleted = await deleteUnreferenced(this, isReferenced, cutoff);
-    let tempFilesDeleted = 0;
-    for (const name of await readdir(this.tmpDir).catch(() => [] as string[])) {
-      const path = join(this.tmpDir, name);
-      const s = await stat(path).catch(() => null);
-      if (s && s.mtimeMs <= cutoff) {
-        await rm(path, { force: true });
-        tempFilesDeleted++;
-      }
-    }
+    const tempFilesDeleted = await sweepTempFiles(this.tmpDir, cutoff);
     return { deleted, tempFilesDeleted };
   }
 }

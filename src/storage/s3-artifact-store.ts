@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -23,7 +23,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import type { ByteSource } from '../core/checkpoint/byte-source.js';
 import { ArtifactCache, CacheClient, removeStaleCacheDirs, serveCache } from './artifact-cache.js';
-import { type ArtifactStore, type ArtifactWriter, type ByteRange, deleteUnreferenced, isSha256, type StoredArtifact, UploadTooLargeError, writeAll } from './artifact-store.js';
+import { type ArtifactStore, type ArtifactWriter, type ByteRange, deleteUnreferenced, isSha256, type StoredArtifact, sweepTempFiles, UploadTooLargeError, writeAll } from './artifact-store.js';
 
 /** How to reach a bucket: plain data, handed to worker threads as it is. */
 export interface S3StoreConfig {
@@ -487,14 +487,7 @@ export class S3ArtifactStore implements ArtifactStore {
       if (!isUnsupported(err)) throw err;
     }
     // Spool files of crashed multipart uploads, on this machine.
-    for (const name of await readdir(this.tmpDir).catch(() => [] as string[])) {
-      const path = join(this.tmpDir, name);
-      const s = await stat(path).catch(() => null);
-      if (s && s.mtimeMs <= cutoff) {
-        await rm(path, { force: true });
-        tempFilesDeleted++;
-      }
-    }
+    tempFilesDeleted += await sweepTempFiles(this.tmpDir, cutoff);
     return { deleted, tempFilesDeleted };
   }
 }

@@ -1,4 +1,4 @@
-import { compiledOnce, get, I32, i32c, name, section, set, uleb, V128, vec, type WasmMemory, wasmApi } from '../wasm-bytes.js';
+import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec, type WasmMemory, wasmApi } from '../wasm-bytes.js';
 /**
  * The merge's inner loops as a tiny WebAssembly SIMD module, assembled here from bytes (no build step,
  * no dependency). V8 does not vectorise `acc[i] += w * x[i]` over typed arrays: measured here at
@@ -233,14 +233,7 @@ export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
     { name: 'meanMasked', type: 3, code: fn(meanLocals, meanBody('bits')) },
     { name: 'meanDerived', type: 2, code: fn(meanLocals, meanBody('derive')) },
   ];
-  return Uint8Array.from([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec(types)),
-    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, ...uleb(1)]])),
-    ...section(3, vec(funcs.map((f) => uleb(f.type)))),
-    ...section(7, vec(funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
-    ...section(10, vec(funcs.map((f) => f.code))),
-  ]);
+  return moduleBytes(types, funcs);
 }
 
 /** A memory for the kernels (the JS fallback's when WebAssembly is missing: a plain buffer). */

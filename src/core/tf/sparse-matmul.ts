@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { compiledOnce, get, I32, i32c, name, section, set, uleb, V128, vec, wasmApi } from '../wasm-bytes.js';
+import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec, wasmApi } from '../wasm-bytes.js';
 
 /**
  * Sparse-aware inference for dense layers on the wasm backend.
@@ -165,14 +165,7 @@ export function sparseModuleBytes(): Uint8Array<ArrayBuffer> {
     { name: 'strided', type: 1, code: fn([[1, I32]], stridedBody()) },
     { name: 'transpose4', type: 2, code: fn([[1, I32], [8, V128]], transpose4Body()) },
   ];
-  return Uint8Array.from([
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec(types)),
-    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, ...uleb(1)]])),
-    ...section(3, vec(funcs.map((f) => uleb(f.type)))),
-    ...section(7, vec(funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
-    ...section(10, vec(funcs.map((f) => f.code))),
-  ]);
+  return moduleBytes(types, funcs);
 }
 
 // ---- the weight's column lists ----
