@@ -18,10 +18,10 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, open, rename, rm } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../src/common/free-port.js';
 import { openSafetensors, SafetensorsIngest, SafetensorsWriter } from '../src/core/checkpoint/safetensors.js';
 import type { TensorSpec } from '../src/core/checkpoint/tensor-writer.js';
 import { impliedMask } from '../src/core/masks/implied.js';
@@ -114,17 +114,6 @@ async function ensureFile(): Promise<{ bytes: number; tensors: number; largest: 
   return { bytes: expected, tensors: specs.length, largest, created: true, ms: performance.now() - t0 };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => res(port));
-    });
-  });
-}
 
 function procStatus(pid: number): { rss: number; hwm: number } {
   try {

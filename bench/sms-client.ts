@@ -3,7 +3,6 @@
  * `npm run bench:sms` (bench/sms.ts): JSON requests whose errors carry the problem+json `detail`,
  * and a server-sent-events reader for `GET /runs/{id}/events`.
  */
-import { createServer } from 'node:net';
 
 /** An API error: the problem+json body's title and detail (and field errors, when the body lists them). */
 export class ApiError extends Error {
@@ -200,14 +199,4 @@ export async function waitForRun(api: Client, id: string, everyMs = 2000): Promi
 
 export const pct = (x: number | null | undefined, digits = 2) => (x == null || !Number.isFinite(x) ? 'n/a' : `${(x * 100).toFixed(digits)} %`);
 
-/** A free local TCP port for a service child process (bench:sms, bench:rss). */
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
+export { freePort } from '../src/common/free-port.js';

@@ -15,15 +15,7 @@ export function prepareDataDir(dataDir: string): void {
   if (!process.env.DATABASE_URL && template && !existsSync(join(dataDir, 'pglite'))) cpSync(template, join(dataDir, 'pglite'), { recursive: true });
 }
 
-/** A port nothing listens on now (the OS picks it). */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
+export { freePort } from '../../src/common/free-port.js';
 
 export async function startService(env: Record<string, string>, port: number): Promise<ServiceProcess> {
   const child = spawn(process.execPath, ['dist/src/main.js'], {
