@@ -3,6 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, relative } from 'node:path';
 
+const firstLine = (message) => String(message).split('\n')[0].slice(0, 300);
 const args = process.argv.slice(2);
 const stepStatus = Number(args.pop());
 let passed = 0;
@@ -20,16 +21,11 @@ for (const file of args) {
   skipped += r.numPendingTests + (r.numTodoTests ?? 0);
   if (!r.success && r.numFailedTests === 0) failed++;
   // Name every failed test here, next to the closing line: a CI log is often read from its tail.
+  const named = (what, message) => console.log(`FAILED (${basename(file, '.json')}) ${what}${message ? `: ${firstLine(message)}` : ''}`);
   for (const suite of r.testResults ?? []) {
-    for (const t of suite.assertionResults ?? []) {
-      if (t.status !== 'failed') continue;
-      const where = suite.name ? `${relative(process.cwd(), suite.name)} > ` : '';
-      const why = String(t.failureMessages?.[0] ?? '').split('\n')[0].slice(0, 300);
-      console.log(`FAILED (${basename(file, '.json')}) ${where}${t.fullName ?? t.title}${why ? `: ${why}` : ''}`);
-    }
-    if (suite.status === 'failed' && (suite.assertionResults ?? []).length === 0) {
-      console.log(`FAILED (${basename(file, '.json')}) ${suite.name}: ${String(suite.message ?? '').split('\n')[0].slice(0, 300)}`);
-    }
+    const tests = suite.assertionResults ?? [];
+    for (const t of tests) if (t.status === 'failed') named(`${relative(process.cwd(), suite.name ?? '')} > ${t.fullName ?? t.title}`, t.failureMessages?.[0]);
+    if (suite.status === 'failed' && tests.length === 0) named(relative(process.cwd(), suite.name ?? ''), suite.message);
   }
 }
 const stepFailures = stepStatus !== 0 && failed === 0 ? 1 : 0;

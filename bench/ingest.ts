@@ -114,7 +114,6 @@ async function ensureFile(): Promise<{ bytes: number; tensors: number; largest: 
   return { bytes: expected, tensors: specs.length, largest, created: true, ms: performance.now() - t0 };
 }
 
-
 function procStatus(pid: number): { rss: number; hwm: number } {
   try {
     const s = readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -335,7 +335,6 @@ async function postJson(port: number, path: string, body: unknown): Promise<Answ
 
 // ---------- the service under test ----------
 
-
 interface Service {
   child: ChildProcess;
   port: number;
