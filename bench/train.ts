@@ -14,6 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { ImageDataset } from '../src/core/data/dataset.js';
 import { type BackendPreference, initBackend } from '../src/core/tf/backend.js';
 import { evaluateModel } from '../src/core/tf/evaluate.js';
+import { gemmAvailable, setWasmGemm, type WasmGemmMode } from '../src/core/tf/gemm.js';
 import { buildTemplate } from '../src/core/tf/templates.js';
 import { type TrainingConfig, trainModel } from '../src/core/tf/train.js';
 import '../src/core/tf/wasm-kernels.js';
@@ -68,6 +69,8 @@ export function benchTrainingConfig(ds: ImageDataset, batchSize: number, steps: 
 export interface TrainingMeasurement {
   arch: string;
   backend: string;
+  /** WASM_GEMM the windows ran with (wasm only). */
+  gemm?: WasmGemmMode;
   steps: number;
   batchSize: number;
   /** Best window (the machine is shared: the best is the least disturbed). */
@@ -83,8 +86,14 @@ let cached: ImageDataset | null = null;
  * Trains `arch` for `repeats` timed windows of `steps` steps (batch 128, MNIST) after `warmup`
  * untimed steps. Runs wherever it is called (main thread or a worker thread).
  */
-export async function measureTraining(arch: string, backend: BackendPreference, steps: number, options: { warmup?: number; repeats?: number } = {}): Promise<TrainingMeasurement> {
+export async function measureTraining(
+  arch: string,
+  backend: BackendPreference,
+  steps: number,
+  options: { warmup?: number; repeats?: number; gemm?: WasmGemmMode } = {},
+): Promise<TrainingMeasurement> {
   const info = await initBackend(backend);
+  if (options.gemm) setWasmGemm(options.gemm);
   cached ??= loadMnistForBench();
   const ds = cached;
   const batchSize = 128;
@@ -101,6 +110,7 @@ export async function measureTraining(arch: string, backend: BackendPreference, 
   return {
     arch,
     backend: info.name,
+    ...(options.gemm ? { gemm: options.gemm } : {}),
     steps,
     batchSize,
     samplesPerSecond: sorted[0].sps,
@@ -154,14 +164,25 @@ async function main() {
   );
   const loadLine = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
   console.log(`load (1/5/15 min) at start: ${loadLine()}`);
+  // On wasm, both matrix-product kernels in alternating rounds (WASM_GEMM: the FMA kernel, XNNPACK).
+  const modes: (WasmGemmMode | undefined)[] = info.name === 'wasm' && gemmAvailable() ? ['auto', 'xnnpack'] : [undefined];
+  const rounds = Number(arg('rounds', '3'));
   const ours: TrainingMeasurement[] = [];
   for (const arch of ['lenet-300-100', 'cnn-bn']) {
     const n = arch === 'cnn-bn' ? Math.max(10, Math.round(steps / 3)) : steps;
-    ours.push(await measureTraining(arch, backend, n));
+    const perMode = new Map<WasmGemmMode | undefined, TrainingMeasurement[]>(modes.map((m) => [m, []]));
+    for (let r = 0; r < rounds; r++) {
+      for (const gemm of r % 2 ? [...modes].reverse() : modes) perMode.get(gemm)?.push(await measureTraining(arch, backend, n, { gemm, repeats: 1, warmup: 3 }));
+    }
+    for (const [gemm, ms] of perMode) {
+      const sorted = [...ms].sort((a, b) => b.samplesPerSecond - a.samplesPerSecond);
+      ours.push({ ...sorted[0], medianSamplesPerSecond: sorted[Math.floor(sorted.length / 2)].samplesPerSecond, ...(gemm ? { gemm } : {}) });
+    }
   }
+  if (modes.length > 1) setWasmGemm('auto');
   const peer = args.includes('--no-peer') ? { rows: [], note: 'PyTorch peer not run (--no-peer)' } : runPeer(steps);
   console.log('');
-  console.log('samples/s, best of 3 windows (median in brackets); per core = samples/s ÷ threads');
+  console.log(`samples/s, best of ${rounds} windows (median in brackets), the kernels' windows alternating; per core = samples/s ÷ threads`);
   console.log('| model | sparsoup 1 thread | PyTorch 1 thread | PyTorch 2 threads | PyTorch 2 thr per core | sparsoup / PyTorch per core (1 thread) |');
   console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
   for (const m of ours) {
@@ -169,12 +190,19 @@ async function main() {
     const p2 = peer.rows.find((r) => r.arch === m.arch && r.threads === 2);
     const f = (v: number | undefined) => (v == null ? 'n/a' : v.toFixed(0));
     console.log(
-      `| ${m.arch} | ${f(m.samplesPerSecond)} [${f(m.medianSamplesPerSecond)}] (${m.msPerStep.toFixed(1)} ms/step) | ${f(p1?.samples_per_second)} [${f(p1?.median)}] | ${f(p2?.samples_per_second)} [${f(p2?.median)}] | ${f(p2 ? p2.samples_per_second / 2 : undefined)} | ${p1 ? (m.samplesPerSecond / p1.samples_per_second).toFixed(2) : 'n/a'} |`,
+      `| ${m.arch}${m.gemm ? (m.gemm === 'auto' ? ' (FMA kernel)' : ' (XNNPACK)') : ''} | ${f(m.samplesPerSecond)} [${f(m.medianSamplesPerSecond)}] (${m.msPerStep.toFixed(1)} ms/step) | ${f(p1?.samples_per_second)} [${f(p1?.median)}] | ${f(p2?.samples_per_second)} [${f(p2?.median)}] | ${f(p2 ? p2.samples_per_second / 2 : undefined)} | ${p1 ? (m.samplesPerSecond / p1.samples_per_second).toFixed(2) : 'n/a'} |`,
     );
   }
   console.log('');
   for (const line of peer.note.split('\n')) console.log(`peer: ${line || 'n/a'}`);
-  console.log('sparsoup: one thread, tfjs wasm with the kernel fixes (src/core/tf/wasm-kernels.ts), the op-chain optimizer step, losses read back every 16 steps, batches filled into reused buffers.');
+  console.log(
+    'sparsoup: one thread, tfjs wasm with the kernel fixes (src/core/tf/wasm-kernels.ts), the op-chain optimizer step, losses read back every 16 steps, batches filled into reused buffers; matrix products on the Relaxed SIMD FMA kernel (src/core/tf/gemm.ts, WASM_GEMM=auto) or XNNPACK (WASM_GEMM=xnnpack).',
+  );
+  const fma = ours.filter((m) => m.gemm === 'auto');
+  for (const m of fma) {
+    const x = ours.find((o) => o.arch === m.arch && o.gemm === 'xnnpack');
+    if (x) console.log(`${m.arch}: FMA kernel / XNNPACK ${(m.samplesPerSecond / x.samplesPerSecond).toFixed(2)}× (best), ${(m.medianSamplesPerSecond / x.medianSamplesPerSecond).toFixed(2)}× (median)`);
+  }
   console.log(`load (1/5/15 min) at end: ${loadLine()}`);
   if (args.includes('--accuracy')) {
     // One epoch each, to show the throughput figures are for models that actually learn.

@@ -37,12 +37,15 @@ export const V128 = 0x7b;
 /**
  * A module that imports its memory as `env.memory` (one page at least) and exports each function by
  * its name: the magic and version, then the type, import, function, export and code sections.
+ * `shared` declares the memory shared (as a threaded Emscripten build's is: a shared memory can only
+ * be imported as shared, and a shared import must state a maximum, here the 4 GiB of wasm32).
  */
-export function moduleBytes(types: number[][], funcs: { name: string; type: number; code: number[] }[]): Uint8Array<ArrayBuffer> {
+export function moduleBytes(types: number[][], funcs: { name: string; type: number; code: number[] }[], shared = false): Uint8Array<ArrayBuffer> {
+  const limits = shared ? [0x03, ...uleb(1), ...uleb(65536)] : [0x00, ...uleb(1)];
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec(types)),
-    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, 0x00, ...uleb(1)]])),
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...limits]])),
     ...section(3, vec(funcs.map((f) => uleb(f.type)))),
     ...section(7, vec(funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
     ...section(10, vec(funcs.map((f) => f.code))),
@@ -58,7 +61,7 @@ export interface WasmMemory {
   readonly buffer: ArrayBuffer;
 }
 export interface WasmApi {
-  Memory: new (descriptor: { initial: number }) => WasmMemory;
+  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
   Module: new (bytes: Uint8Array<ArrayBuffer>) => object;
   Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
   validate(bytes: Uint8Array<ArrayBuffer>): boolean;

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec, wasmApi } from '../wasm-bytes.js';
+import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
 /**
  * Sparse-aware inference for dense layers on the wasm backend.
@@ -154,7 +155,7 @@ function transpose4Body(): number[] {
   ];
 }
 
-export function sparseModuleBytes(): Uint8Array<ArrayBuffer> {
+export function sparseModuleBytes(shared = false): Uint8Array<ArrayBuffer> {
   const types = [
     [0x60, ...vec(new Array(10).fill([I32])), ...vec([])],
     [0x60, ...vec(new Array(5).fill([I32])), ...vec([])],
@@ -165,7 +166,7 @@ export function sparseModuleBytes(): Uint8Array<ArrayBuffer> {
     { name: 'strided', type: 1, code: fn([[1, I32]], stridedBody()) },
     { name: 'transpose4', type: 2, code: fn([[1, I32], [8, V128]], transpose4Body()) },
   ];
-  return moduleBytes(types, funcs);
+  return moduleBytes(types, funcs, shared);
 }
 
 // ---- the weight's column lists ----
@@ -239,14 +240,7 @@ export function referenceSparseMatMul(x: Float32Array, rows: number, cols: Spars
 // ---- the kernel ----
 
 type Info = tf.TensorInfo;
-interface WasmBackend {
-  disposeData(dataId: object): boolean;
-  makeOutput(shape: number[], dtype: tf.DataType): Info;
-  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
-  typedArrayFromHeap(info: Info): Float32Array | Int32Array | Uint8Array;
-  wasm: { asm?: Record<string, unknown> };
-}
-type Kernel = (args: { inputs: Record<string, Info | null | undefined>; backend: WasmBackend; attrs: Record<string, unknown> }) => Info;
+type Kernel = (args: { inputs: Record<string, Info | null | undefined>; backend: HeapBackend; attrs: Record<string, unknown> }) => Info;
 interface SparseExports {
   spmm(yp: number, xp: number, tiles: number, panelBytes: number, n: number, pairs: number, colptr: number, bias: number, hasBias: number, relu: number): void;
   strided(dst: number, dstStep: number, src: number, srcStep: number, count: number): void;
@@ -254,18 +248,9 @@ interface SparseExports {
 }
 
 const sparseModule = compiledOnce(sparseModuleBytes);
-
-const instances = new WeakMap<object, { exports: SparseExports; memory: { buffer: ArrayBuffer } } | null>();
-function instanceFor(backend: WasmBackend) {
-  let inst = instances.get(backend);
-  if (inst === undefined) {
-    const memory = Object.values(backend.wasm.asm ?? {}).find((v) => wasmApi && v instanceof wasmApi.Memory) as { buffer: ArrayBuffer } | undefined;
-    const mod = sparseModule();
-    inst = memory && mod && wasmApi ? { exports: new wasmApi.Instance(mod, { env: { memory } }).exports as unknown as SparseExports, memory } : null;
-    instances.set(backend, inst);
-  }
-  return inst;
-}
+const sharedSparseModule = compiledOnce(() => sparseModuleBytes(true));
+const KEY = {};
+const instanceFor = (backend: HeapBackend) => heapInstance<SparseExports>(backend, KEY, (shared) => (shared ? sharedSparseModule() : sparseModule()));
 
 let mode: SparseMatMulMode | 'off' = 'off';
 let minSparsity = SPARSE_MIN_SPARSITY;
@@ -312,11 +297,7 @@ export const sparseMatMulInternals = {
   },
 };
 
-const offsetOf = (backend: WasmBackend, info: Info) => {
-  const d = backend.dataIdMap.get(info.dataId);
-  if (!d) throw new Error('sparse matmul: a tensor has no data on the wasm heap');
-  return d.memoryOffset;
-};
+const offsetOf = heapOffset;
 
 /** Wraps the backend's `_FusedMatMul`: the sparse product where it applies, the original otherwise. */
 export function sparseFusedMatMul(original: Kernel): Kernel {

@@ -1,12 +1,16 @@
 import * as tf from '@tensorflow/tfjs';
+import { heapMatMul } from './gemm.js';
 import { sparseFusedMatMul } from './sparse-matmul.js';
+import type { HeapBackend } from './wasm-heap.js';
 
 /**
  * Kernel fixes for the wasm backend (measured on this project's machines; see the README's benchmarks):
  * - `Conv2DBackpropFilter` is missing on wasm (tfjs issue 8474): without it no CNN trains. It is
  *   rebuilt from the fast XNNPACK Conv2D over transposed operands.
- * - `BatchMatMul` with a transposed operand bypasses XNNPACK (~12× slower): an explicit transpose
- *   followed by the plain matmul is used instead.
+ * - `BatchMatMul` and `_FusedMatMul` (linear or ReLU) run on a fused multiply-add kernel where
+ *   Relaxed SIMD is available (src/core/tf/gemm.ts: ~2× XNNPACK's wasm build, which has no FMA),
+ *   transposed operands included. Elsewhere: `BatchMatMul` with a transposed operand bypasses
+ *   XNNPACK (~12× slower), so an explicit transpose followed by the plain matmul is used instead.
  * - `MaxPoolGrad` on wasm drops the gradient of windows whose maximum is negative (it starts the
  *   running max at 0, not −∞); pooling after ReLU never sees that, pooling elsewhere does. A plain
  *   loop over the heap replaces it (first maximum wins, as on cpu).
@@ -170,7 +174,9 @@ const conv2DBackpropFilterIm2col: Kernel = ({ inputs, backend, attrs }) => {
   }
   if (xc !== x) free(backend, xc);
   const dy3 = { dataId: dy.dataId, shape: [1, m, co], dtype: dy.dtype };
-  const out = call('BatchMatMul', backend, { a: patches, b: dy3 }, { transposeA: false, transposeB: false });
+  const out =
+    heapMatMul(backend as unknown as HeapBackend, patches, dy3, false, false, null, false) ??
+    call('BatchMatMul', backend, { a: patches, b: dy3 }, { transposeA: false, transposeB: false });
   free(backend, patches);
   return { ...out, shape: [kh, kw, ci, co] };
 };
@@ -202,6 +208,8 @@ function swapLast(rank: number): number[] {
 const batchMatMul: Kernel = ({ inputs, backend, attrs }) => {
   let { a, b } = inputs;
   const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
+  const fma = heapMatMul(backend as unknown as HeapBackend, a, b, transposeA, transposeB, null, false);
+  if (fma) return fma;
   if (!transposeA && !transposeB) return call('BatchMatMul', backend, inputs, attrs);
   const temps: Info[] = [];
   if (transposeA) {
@@ -429,6 +437,18 @@ function leadingReduction(name: 'Sum' | 'Mean'): Kernel {
   };
 }
 
+/** A Dense layer's y = act(x·W + bias): the FMA kernel for linear and ReLU, the native kernel otherwise. */
+function fusedMatMul(args: { inputs: Record<string, Info | null | undefined>; backend: HeapBackend; attrs: Record<string, unknown> }): Info {
+  const { a, b, bias, preluActivationWeights } = args.inputs;
+  const { transposeA, transposeB, activation } = args.attrs as { transposeA: boolean; transposeB: boolean; activation?: string };
+  const act = activation ?? 'linear';
+  const fma =
+    a && b && !preluActivationWeights && (act === 'linear' || act === 'relu')
+      ? heapMatMul(args.backend, a, b, transposeA, transposeB, bias ?? null, act === 'relu')
+      : null;
+  return fma ?? call('_FusedMatMul', args.backend as unknown as WasmBackend, args.inputs as Record<string, Info>, args.attrs);
+}
+
 const identity: Kernel = ({ inputs, backend }) => {
   const { x } = inputs;
   backend.incRef(x.dataId);
@@ -445,7 +465,7 @@ const FIXES: Record<string, Kernel> = {
   Mean: leadingReduction('Mean'),
   Identity: identity,
   // Sparse × dense for pruned Dense kernels, inside evaluation only (src/core/tf/sparse-matmul.ts).
-  _FusedMatMul: sparseFusedMatMul((args) => call('_FusedMatMul', args.backend as unknown as WasmBackend, args.inputs as Record<string, Info>, args.attrs)) as unknown as Kernel,
+  _FusedMatMul: sparseFusedMatMul(fusedMatMul) as unknown as Kernel,
 };
 
 let registered = false;
