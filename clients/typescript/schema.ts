@@ -692,6 +692,11 @@ export interface components {
         };
         BackendHealthDto: {
             detail?: string;
+            /**
+             * @description what runs dense matrix products: fma (wasm: sparsoup's Relaxed SIMD fused multiply-add kernel), xnnpack (wasm: WASM_GEMM=xnnpack, or V8 without Relaxed SIMD), native (libtensorflow or the cpu backend)
+             * @enum {string|null}
+             */
+            matMul: "fma" | "xnnpack" | "native" | null;
             /** @enum {string|null} */
             name: "tensorflow-gpu" | "tensorflow" | "wasm" | "cpu" | null;
             ok: boolean;

@@ -11,6 +11,9 @@ export type BackendPreference = (typeof BACKEND_NAMES)[number];
 /** EVAL_SPARSE: how evaluation runs pruned Dense layers on wasm (src/core/tf/sparse-matmul.ts). */
 export const EVAL_SPARSE_MODES = ['auto', 'dense', 'sparse'] as const;
 export type EvalSparseMode = (typeof EVAL_SPARSE_MODES)[number];
+/** WASM_GEMM: what runs dense matrix products on wasm (src/core/tf/gemm.ts). */
+export const WASM_GEMM_MODES = ['auto', 'xnnpack'] as const;
+export type WasmGemmMode = (typeof WASM_GEMM_MODES)[number];
 
 /** read: GET only; write: everything; worker: the task protocol only (lease, heartbeat, result, fail, and the downloads a task names). */
 export type ApiKeyScope = 'read' | 'write' | 'worker';
@@ -87,6 +90,9 @@ class Environment {
   @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(8)
   WASM_THREADS?: number;
 
+  @IsOptional() @IsIn(WASM_GEMM_MODES)
+  WASM_GEMM?: WasmGemmMode;
+
   @IsOptional() @IsString()
   WEBHOOK_SECRET?: string;
 
@@ -130,6 +136,11 @@ export interface AppConfig {
    * build; 2..8: the threaded-SIMD build, src/core/tf/wasm-threads.ts).
    */
   wasmThreads: number;
+  /**
+   * WASM_GEMM: 'auto' runs the wasm backend's dense matrix products on the Relaxed SIMD FMA kernel
+   * (src/core/tf/gemm.ts) where V8 has it; 'xnnpack' keeps them all on XNNPACK.
+   */
+  wasmGemm: WasmGemmMode;
   webhookSecret: string | null;
   /** How long a request may take to arrive in full (headers and body), in ms. */
   requestTimeoutMs: number;
@@ -164,7 +175,7 @@ export class ConfigError extends Error {
 
 const KNOWN = new Set(Object.keys(new Environment()).concat([
   'PORT', 'HOST', 'DATABASE_URL', 'DATA_DIR', 'API_KEYS', 'WORKERS', 'LOG_LEVEL', 'MAX_UPLOAD_BYTES',
-  'TFJS_BACKEND', 'EVAL_SPARSE', 'WASM_THREADS', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
+  'TFJS_BACKEND', 'EVAL_SPARSE', 'WASM_THREADS', 'WASM_GEMM', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
   'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL',
   'ARTIFACT_CACHE_BYTES', 'ARTIFACT_CACHE_DIR', 'TASK_LEASE_SECONDS', 'TASK_MAX_ATTEMPTS', 'JOB_POLL_SECONDS',
   'PROGRESS_WRITE_SECONDS',
@@ -244,6 +255,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     backend: parsed.TFJS_BACKEND ?? 'auto',
     evalSparse: parsed.EVAL_SPARSE ?? 'auto',
     wasmThreads: parsed.WASM_THREADS ?? 1,
+    wasmGemm: parsed.WASM_GEMM ?? 'auto',
     webhookSecret: parsed.WEBHOOK_SECRET ?? null,
     artifacts,
   };

@@ -21,6 +21,12 @@ export class BackendHealthDto extends HealthCheckDto {
   @ApiProperty({ nullable: true }) tfjsVersion: string | null;
   @ApiProperty({ description: 'backends tried before this one, with why each was passed over', type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, reason: { type: 'string' } } } })
   skipped: { name: string; reason: string }[];
+  @ApiProperty({
+    enum: ['fma', 'xnnpack', 'native'],
+    nullable: true,
+    description: "what runs dense matrix products: fma (wasm: sparsoup's Relaxed SIMD fused multiply-add kernel), xnnpack (wasm: WASM_GEMM=xnnpack, or V8 without Relaxed SIMD), native (libtensorflow or the cpu backend)",
+  })
+  matMul: 'fma' | 'xnnpack' | 'native' | null;
 }
 
 export class WorkersHealthDto extends HealthCheckDto {

@@ -57,9 +57,9 @@ export class HealthService {
   private async backend() {
     try {
       const info = await withTimeout(this.pool.backend(), 30_000);
-      return { ok: true, name: info.name, tfjsVersion: info.tfjsVersion, skipped: info.skipped };
+      return { ok: true, name: info.name, tfjsVersion: info.tfjsVersion, skipped: info.skipped, matMul: info.matMul ?? null };
     } catch (err) {
-      return { ok: false, name: null, tfjsVersion: null, skipped: [], detail: err instanceof Error ? err.message : String(err) };
+      return { ok: false, name: null, tfjsVersion: null, skipped: [], matMul: null, detail: err instanceof Error ? err.message : String(err) };
     }
   }
 }

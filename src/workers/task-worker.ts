@@ -8,6 +8,7 @@ import { workerData } from 'piscina';
 import type { ImageDataset } from '../core/data/dataset.js';
 import { CoreInputError } from '../core/errors.js';
 import { initBackend } from '../core/tf/backend.js';
+import { gemmAvailable, setWasmGemm } from '../core/tf/gemm.js';
 import { setDefaultSparseMatMul } from '../core/tf/sparse-matmul.js';
 import { createArtifactStore } from '../storage/create.js';
 import { runCompareModels } from './handlers/compare.js';
@@ -28,7 +29,7 @@ const store = createArtifactStore(init.artifacts);
 type Handlers = { [K in TaskName]: (task: TaskOf<K>, ctx: TaskContext) => Promise<ResultOf<K>> };
 
 const handlers: Handlers = {
-  info: async (_task, ctx) => ({ backend: ctx.backend, threadId }),
+  info: async (_task, ctx) => ({ backend: { ...ctx.backend, matMul: ctx.backend.name !== 'wasm' ? 'native' : gemmAvailable() ? 'fma' : 'xnnpack' }, threadId }),
   prune: runPrune,
   'apply-mask': runApplyMask,
   'inspect-dataset': runInspectDataset,
@@ -73,6 +74,7 @@ const handlers: Handlers = {
 export default async function runTask({ task, port, dataset, idleThreads }: { task: WorkerTask; port?: MessagePort; dataset?: ImageDataset; idleThreads?: number }) {
   const backend = await initBackend(init.backend, init.wasmThreads ?? 1);
   setDefaultSparseMatMul(init.evalSparse ?? 'auto');
+  setWasmGemm(init.wasmGemm ?? 'auto');
   const ctx: TaskContext = {
     init,
     store,

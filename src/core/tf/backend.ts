@@ -17,6 +17,12 @@ export interface BackendInfo {
   wasmThreads: number;
   /** Why the threaded wasm build was asked for (`wasmThreads` > 1) but not used. */
   wasmThreadsError?: string;
+  /**
+   * What runs dense matrix products in the thread that answered: 'fma' (wasm, the Relaxed SIMD
+   * kernel of gemm.ts), 'xnnpack' (wasm, WASM_GEMM=xnnpack or no Relaxed SIMD), 'native' (libtensorflow,
+   * or the cpu backend's JS). Set by the worker's `info` task, which knows the thread's WASM_GEMM.
+   */
+  matMul?: 'fma' | 'xnnpack' | 'native';
 }
 
 const ORDER: BackendName[] = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'];
