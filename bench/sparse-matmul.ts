@@ -1,6 +1,7 @@
 /**
- * The crossover of the sparse `_FusedMatMul` (src/core/tf/sparse-matmul.ts) against XNNPACK's dense
- * one, per layer shape and sparsity, on the wasm backend, one thread: ms per call (median), and the
+ * The crossover of the sparse `_FusedMatMul` (src/core/tf/sparse-matmul.ts) against the dense ones
+ * (XNNPACK's, and the Relaxed SIMD FMA kernel of src/core/tf/gemm.ts, which WASM_GEMM=auto runs),
+ * per layer shape and sparsity, on the wasm backend, one thread: CPU ms per call (median), and the
  * largest difference of the outputs.
  *
  *   npm run build && node dist/bench/sparse-matmul.js [-- --batch 512 --reps 20]
@@ -8,6 +9,7 @@
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/core/tf/backend.js';
+import { gemmAvailable, setWasmGemm } from '../src/core/tf/gemm.js';
 import { type SparseMatMulMode, withSparseMatMul } from '../src/core/tf/sparse-matmul.js';
 import { printMachine } from './machine.js';
 
@@ -32,8 +34,9 @@ async function main() {
   await initBackend('wasm');
   console.log(`# bench sparse-matmul — batch ${B}, median of ${REPS} calls, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   printMachine();
-  console.log('| K×N | sparsity | dense CPU ms | sparse CPU ms | dense ÷ sparse | max |Δ| |');
-  console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+  if (!gemmAvailable()) throw new Error('the FMA kernel is unavailable here (Relaxed SIMD)');
+  console.log('| K×N | sparsity | XNNPACK CPU ms | FMA CPU ms | sparse CPU ms | XNNPACK ÷ sparse | FMA ÷ sparse | max |Δ| |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const [K, N] of SHAPES) {
     for (const s of SPARSITIES) {
       const x = tf.randomUniform([B, K], 0, 1, 'float32', 1);
@@ -43,30 +46,30 @@ async function main() {
       const w = tf.tensor2d(wv, [K, N]);
       const bias = tf.randomNormal([N], 0, 0.1, 'float32', 4);
       // dataSync outside tf.tidy: a typed array returned from a tidy is walked element by element.
-      const run = (m: SparseMatMulMode) => {
-        const y = withSparseMatMul(m, () => tf.fused.matMul({ a: x, b: w, bias, activation: 'relu' }));
+      const run = (m: SparseMatMulMode | 'xnnpack') => {
+        setWasmGemm(m === 'xnnpack' ? 'xnnpack' : 'auto');
+        const y = withSparseMatMul(m === 'xnnpack' ? 'dense' : m, () => tf.fused.matMul({ a: x, b: w, bias, activation: 'relu' }));
         const v = y.dataSync();
         y.dispose();
+        setWasmGemm('auto');
         return v;
       };
+      const xn = run('xnnpack');
       const d = run('dense');
       const sp = run('sparse');
       let diff = 0;
-      for (let i = 0; i < d.length; i++) diff = Math.max(diff, Math.abs(d[i] - sp[i]));
-      // Interleaved: the machine is shared, so both paths see the same moments.
-      const tds: number[] = [];
-      const tss: number[] = [];
+      for (let i = 0; i < d.length; i++) diff = Math.max(diff, Math.abs(d[i] - sp[i]), Math.abs(xn[i] - sp[i]));
+      // Interleaved: the machine is shared, so all paths see the same moments.
+      const times = { xnnpack: [] as number[], dense: [] as number[], sparse: [] as number[] };
       for (let i = 0; i < REPS; i++) {
-        let t0 = cpuMs();
-        run('dense');
-        tds.push(cpuMs() - t0);
-        t0 = cpuMs();
-        run('sparse');
-        tss.push(cpuMs() - t0);
+        for (const m of ['xnnpack', 'dense', 'sparse'] as const) {
+          const t0 = cpuMs();
+          run(m);
+          times[m].push(cpuMs() - t0);
+        }
       }
-      const td = median(tds);
-      const ts = median(tss);
-      console.log(`| ${K}×${N} | ${s} | ${td.toFixed(2)} | ${ts.toFixed(2)} | ${(td / ts).toFixed(2)}× | ${diff.toExponential(1)} |`);
+      const [tx, td, ts] = [median(times.xnnpack), median(times.dense), median(times.sparse)];
+      console.log(`| ${K}×${N} | ${s} | ${tx.toFixed(2)} | ${td.toFixed(2)} | ${ts.toFixed(2)} | ${(tx / ts).toFixed(2)}× | ${(td / ts).toFixed(2)}× | ${diff.toExponential(1)} |`);
       tf.dispose([x, w, bias]);
     }
   }
