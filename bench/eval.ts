@@ -27,7 +27,7 @@ import { evaluateModel } from '../src/core/tf/evaluate.js';
 import { type SparseMatMulMode, sparseMatMulInternals } from '../src/core/tf/sparse-matmul.js';
 import { ARCHITECTURES, buildTemplate } from '../src/core/tf/templates.js';
 import { trainModel } from '../src/core/tf/train.js';
-import { openblasPeerEnv, printMachine } from './machine.js';
+import { openblasPeerEnv, peerBlasMissing, printMachine } from './machine.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, here.endsWith(join('dist', 'bench')) ? '../..' : '..');
@@ -62,6 +62,8 @@ function runPeer(runs: number, models: string, torchSparse: boolean): { rows: Pe
   if (!existsSync(python)) return { rows: [], notes: [], skipped: `${python} is missing` };
   const probe = spawnSync(python, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
   if (probe.status !== 0) return { rows: [], notes: [], skipped: `${python} has no torch/numpy (apt-get install python3-torch python3-numpy)` };
+  const blas = peerBlasMissing();
+  if (blas) return { rows: [], notes: [], skipped: blas };
   const rows: PeerRow[] = [];
   const notes: string[] = [];
   for (const threads of [1, 2]) {

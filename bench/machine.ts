@@ -1,5 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
+import { join } from 'node:path';
 
 /** The machine a benchmark ran on, for its printout. */
 export interface MachineInfo {
@@ -45,6 +46,19 @@ export function printMachine(): MachineInfo {
   return info;
 }
 
+const OPENBLAS_DIR = '/usr/lib/x86_64-linux-gnu/openblas-pthread';
+
+/**
+ * Why a PyTorch or NumPy peer would not be a fair one here, or null: without Debian's OpenBLAS
+ * (package libopenblas0-pthread) torch falls back to the reference BLAS, 10× slower than OpenBLAS on
+ * lenet-300-100, and any ratio against it would flatter sparsoup.
+ */
+export function peerBlasMissing(): string | null {
+  return existsSync(join(OPENBLAS_DIR, 'libblas.so.3'))
+    ? null
+    : `no OpenBLAS in ${OPENBLAS_DIR} (the peer would run on the reference BLAS): apt-get install libopenblas0-pthread`;
+}
+
 /**
  * The environment for a Python peer with `threads` threads: Debian's pthread OpenBLAS instead of the
  * reference BLAS, and passive waiting so OpenBLAS's and torch's threads do not fight over the cores.
@@ -52,7 +66,7 @@ export function printMachine(): MachineInfo {
 export function openblasPeerEnv(threads: number): NodeJS.ProcessEnv {
   return {
     ...process.env,
-    LD_LIBRARY_PATH: '/usr/lib/x86_64-linux-gnu/openblas-pthread',
+    LD_LIBRARY_PATH: OPENBLAS_DIR,
     OMP_NUM_THREADS: String(threads),
     OPENBLAS_NUM_THREADS: String(threads),
     OMP_WAIT_POLICY: 'PASSIVE',

@@ -18,7 +18,7 @@ import { gemmAvailable, setWasmGemm, type WasmGemmMode } from '../src/core/tf/ge
 import { buildTemplate } from '../src/core/tf/templates.js';
 import { type TrainingConfig, trainModel } from '../src/core/tf/train.js';
 import '../src/core/tf/wasm-kernels.js';
-import { openblasPeerEnv } from './machine.js';
+import { openblasPeerEnv, peerBlasMissing } from './machine.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, here.endsWith(join('dist', 'bench')) ? '../..' : '..');
@@ -131,6 +131,8 @@ function runPeer(steps: number): { rows: PeerRow[]; note: string } {
   const script = join(root, 'bench/peers/train.py');
   const rows: PeerRow[] = [];
   const notes: string[] = [];
+  const blas = peerBlasMissing();
+  if (blas) return { rows, note: `PyTorch peer skipped: ${blas}` };
   for (const threads of [1, 2]) {
     const res = spawnSync('/usr/bin/python3', [script, '--steps', String(steps), '--threads', String(threads)], {
       encoding: 'utf8',

@@ -5,7 +5,7 @@ import { loadBuiltin } from '../src/core/data/builtin.js';
 import { initBackend } from '../src/core/tf/backend.js';
 import { evaluateModel } from '../src/core/tf/evaluate.js';
 import { loadModel, saveModel } from '../src/core/tf/model-io.js';
-import { SPARSE_MIN_SPARSITY, sparseMatMulInternals } from '../src/core/tf/sparse-matmul.js';
+import { sparseMatMulInternals } from '../src/core/tf/sparse-matmul.js';
 import { buildTemplate } from '../src/core/tf/templates.js';
 import { trainModel } from '../src/core/tf/train.js';
 import { startTestApp, type TestApp } from './support/app.js';
@@ -76,7 +76,7 @@ describe('evaluation of a pruned model over HTTP: sparse path and dense path agr
       .filter((w) => w.originalName.endsWith('/kernel'))
       .filter((w) => {
         const v = w.read().dataSync();
-        return v.filter((x) => x === 0).length / v.length >= SPARSE_MIN_SPARSITY;
+        return v.filter((x) => x === 0).length / v.length >= sparseMatMulInternals.minSparsity;
       }).length;
     expect(sparseLayers).toBeGreaterThanOrEqual(2);
     sparseMatMulInternals.resetStats();

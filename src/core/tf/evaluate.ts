@@ -31,7 +31,7 @@ export function softmaxRows(logits: Float32Array, classes: number): Float32Array
 export interface EvaluateOptions {
   batchSize?: number;
   /**
-   * Dense layers whose kernel is pruned (at least SPARSE_MIN_SPARSITY zeros) run as a sparse ×
+   * Dense layers whose kernel is pruned (at least the crossover's zeros, sparse-matmul.ts) run as a sparse ×
    * dense product on the wasm backend ('auto'); 'dense' keeps every layer dense, 'sparse' takes the
    * sparse path for every eligible layer. Default: the thread's setting (EVAL_SPARSE, 'auto').
    * Other backends ignore it. See src/core/tf/sparse-matmul.ts.

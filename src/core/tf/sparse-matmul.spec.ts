@@ -3,7 +3,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Mulberry32 } from '../random.js';
 import { initBackend } from './backend.js';
 import { evaluateModel } from './evaluate.js';
-import { referenceSparseMatMul, SPARSE_MIN_SPARSITY, type SparseMatMulMode, sparseColumns, sparseMatMulInternals, withSparseMatMul } from './sparse-matmul.js';
+import { setWasmGemm } from './gemm.js';
+import { referenceSparseMatMul, SPARSE_MIN_SPARSITY, SPARSE_MIN_SPARSITY_XNNPACK, type SparseMatMulMode, sparseColumns, sparseMatMulInternals, withSparseMatMul } from './sparse-matmul.js';
 import { buildTemplate } from './templates.js';
 import { syntheticDataset } from './testing.js';
 
@@ -77,9 +78,23 @@ describe('sparse × dense _FusedMatMul on wasm', () => {
     }
   }
 
-  it("'auto' takes the sparse path from SPARSE_MIN_SPARSITY zeros on, dense below; outside evaluation nothing changes", () => {
+  it("'auto' takes the sparse path from the crossover's zeros on, dense below; outside evaluation nothing changes", () => {
     const [rows, k, n] = [40, 50, 20];
     const x = sparseValues(rows * k, 0, 7);
+    // The crossover follows the dense product: the FMA kernel here, XNNPACK with WASM_GEMM=xnnpack.
+    expect(sparseMatMulInternals.minSparsity).toBe(SPARSE_MIN_SPARSITY);
+    const between = sparseValues(k * n, (SPARSE_MIN_SPARSITY + SPARSE_MIN_SPARSITY_XNNPACK) / 2, 10);
+    sparseMatMulInternals.resetStats();
+    fused('auto', x, rows, between, k, n, null, true);
+    expect(sparseMatMulInternals.stats).toEqual({ sparse: 0, dense: 1 });
+    setWasmGemm('xnnpack');
+    try {
+      expect(sparseMatMulInternals.minSparsity).toBe(SPARSE_MIN_SPARSITY_XNNPACK);
+      fused('auto', x, rows, between, k, n, null, true);
+      expect(sparseMatMulInternals.stats).toEqual({ sparse: 1, dense: 1 });
+    } finally {
+      setWasmGemm('auto');
+    }
     const below = sparseValues(k * n, SPARSE_MIN_SPARSITY - 0.2, 8);
     const above = sparseValues(k * n, SPARSE_MIN_SPARSITY + 0.2, 9);
     sparseMatMulInternals.resetStats();
@@ -127,7 +142,7 @@ describe('sparse × dense _FusedMatMul on wasm', () => {
     let sparseLayers = 0;
     for (const w of kernels) {
       const v = (w.read().dataSync() as Float32Array).map((x) => (Math.abs(x) < threshold ? 0 : x));
-      if (v.filter((x) => x === 0).length / v.length >= SPARSE_MIN_SPARSITY) sparseLayers++;
+      if (v.filter((x) => x === 0).length / v.length >= sparseMatMulInternals.minSparsity) sparseLayers++;
       w.write(tf.tensor(v, w.shape as number[]));
     }
     expect(sparseLayers).toBeGreaterThanOrEqual(2);

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { gemmAvailable } from './gemm.js';
 import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
 /**
@@ -26,8 +27,9 @@ import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
  *
  * When it runs: only inside `withSparseMatMul` (evaluation sets it; training never does), for
  * float32 `_FusedMatMul` with linear or ReLU activation, rank-1 bias or none, no transposed x, and a
- * weight shared by the whole batch, whose fraction of zeros is at least `SPARSE_MIN_SPARSITY` ('auto')
- * or always ('sparse'); 'dense' keeps XNNPACK. The per-weight decision and its CSC lists are cached
+ * weight shared by the whole batch, whose fraction of zeros is at least the crossover against the
+ * dense product in use ('auto': `SPARSE_MIN_SPARSITY` against the FMA kernel of gemm.ts,
+ * `SPARSE_MIN_SPARSITY_XNNPACK` against XNNPACK) or always ('sparse'); 'dense' keeps the dense product. The per-weight decision and its CSC lists are cached
  * by the weight's data id (a weight tensor never changes in place; assigning a variable gives it a
  * new id), in JS memory that goes with the id.
  */
@@ -36,10 +38,12 @@ export type SparseMatMulMode = 'auto' | 'dense' | 'sparse';
 export const SPARSE_MATMUL_MODES: readonly SparseMatMulMode[] = ['auto', 'dense', 'sparse'];
 
 /**
- * Fraction of zeros from which 'auto' takes the sparse path (measured crossover: see the README's
+ * Fraction of zeros from which 'auto' takes the sparse path where dense products run on the FMA
+ * kernel (gemm.ts), and where they run on XNNPACK (measured crossovers: see the README's
  * Evaluation section and `bench/sparse-matmul.ts`).
  */
-export const SPARSE_MIN_SPARSITY = 0.6;
+export const SPARSE_MIN_SPARSITY = 0.7;
+export const SPARSE_MIN_SPARSITY_XNNPACK = 0.6;
 
 /** Accumulator vectors per panel: T = 4·V batch rows at a time. */
 const V = 8;
@@ -253,7 +257,8 @@ const KEY = {};
 const instanceFor = (backend: HeapBackend) => heapInstance<SparseExports>(backend, KEY, (shared) => (shared ? sharedSparseModule() : sparseModule()));
 
 let mode: SparseMatMulMode | 'off' = 'off';
-let minSparsity = SPARSE_MIN_SPARSITY;
+let minSparsityOverride: number | null = null;
+const minSparsity = () => minSparsityOverride ?? (gemmAvailable() ? SPARSE_MIN_SPARSITY : SPARSE_MIN_SPARSITY_XNNPACK);
 const columnsCache = new WeakMap<object, { k: number; n: number; transposed: boolean; sparsity: number; cols: SparseColumns | null }>();
 const stats = { sparse: 0, dense: 0 };
 
@@ -286,11 +291,13 @@ export const sparseMatMulInternals = {
     stats.sparse = 0;
     stats.dense = 0;
   },
-  setMinSparsity(s: number): void {
-    minSparsity = s;
+  /** A fixed crossover for tests and benches; null restores the one of the dense product in use. */
+  setMinSparsity(s: number | null): void {
+    minSparsityOverride = s;
   },
+  /** The crossover 'auto' uses now in this thread. */
   get minSparsity(): number {
-    return minSparsity;
+    return minSparsity();
   },
   available(): boolean {
     return sparseModule() !== null;
@@ -326,7 +333,7 @@ export function sparseFusedMatMul(original: Kernel): Kernel {
       entry = { k: K, n: N, transposed: transposeB, sparsity: w.length ? zeros / w.length : 0, cols: null };
       columnsCache.set(b.dataId, entry);
     }
-    if (mode === 'auto' && entry.sparsity < minSparsity) {
+    if (mode === 'auto' && entry.sparsity < minSparsity()) {
       stats.dense++;
       return original(args);
     }
