@@ -1,6 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { CoreInputError } from '../errors.js';
 import type { TensorEntry } from '../tensors.js';
+// Registers the BatchNormalization class saved models deserialise into (its training call is faster on wasm).
+import './batch-norm-train.js';
 
 /** The two parts of a TensorFlow.js layers checkpoint, as `model.save(tf.io.http(…))` sends them. */
 export interface SavedLayersModel {

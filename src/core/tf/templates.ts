@@ -3,6 +3,7 @@ import { CoreInputError } from '../errors.js';
 import { checkSeed } from '../random.js';
 
 import { ARCHITECTURES, type Architecture } from './architectures.js';
+import { batchNormalization } from './batch-norm-train.js';
 
 export { ARCHITECTURES, type Architecture };
 
@@ -43,7 +44,7 @@ export function buildTemplate(architecture: string, options: TemplateOptions): t
     tf.layers
       .conv2d({ name, filters, kernelSize, strides, padding: 'same', useBias: false, kernelInitializer: he() })
       .apply(x) as tf.SymbolicTensor;
-  const bn = (x: tf.SymbolicTensor, name: string) => tf.layers.batchNormalization({ name, ...BN }).apply(x) as tf.SymbolicTensor;
+  const bn = (x: tf.SymbolicTensor, name: string) => batchNormalization({ name, ...BN }).apply(x) as tf.SymbolicTensor;
   const relu = (x: tf.SymbolicTensor, name: string) => tf.layers.reLU({ name }).apply(x) as tf.SymbolicTensor;
   const dense = (x: tf.SymbolicTensor, name: string, units: number, last = false) =>
     tf.layers
