@@ -178,6 +178,52 @@ describe('the FMA matrix-product kernel (gemm.ts)', () => {
     expect(() => setWasmGemm('fast' as 'auto')).toThrow(/WASM_GEMM must be one of auto, xnnpack/);
   });
 
+  it('property: stride-1 convolutions (forward with bias and ReLU, and both gradients) agree with XNNPACK to float32 rounding', () => {
+    let seed = 100;
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 3 }),
+        fc.integer({ min: 1, max: 9 }),
+        fc.integer({ min: 1, max: 9 }),
+        fc.constantFrom(4, 8, 12),
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.constantFrom(8, 16, 5),
+        fc.constantFrom('same', 'valid') as fc.Arbitrary<'same' | 'valid'>,
+        (b, h, w, c, kh, kw, co, pad) => {
+          if (pad === 'valid' && (kh > h || kw > w)) return;
+          const run = () =>
+            tf.tidy(() => {
+              const x = tf.randomNormal([b, h, w, c], 0, 1, 'float32', seed);
+              const f = tf.randomNormal([kh, kw, c, co], 0, 1, 'float32', seed + 1);
+              const bias = tf.randomNormal([co], 0, 1, 'float32', seed + 2);
+              const y = tf.fused.conv2d({ x: x as tf.Tensor4D, filter: f as tf.Tensor4D, strides: 1, pad, bias, activation: 'relu' });
+              const dy = tf.randomNormal(y.shape, 0, 1, 'float32', seed + 3);
+              const [dx, df] = tf.grads((xx: tf.Tensor, ff: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(xx as tf.Tensor4D, ff as tf.Tensor4D, 1, pad), dy)))([x, f]);
+              return [y, dx, df].map((t) => t.dataSync() as Float32Array);
+            });
+          gemmInternals.resetStats();
+          const fma = run();
+          // Forward twice (fused and plain); dx (a convolution of dy) where the output channels come
+          // in fours; dW where they come in eights, or as the ≤ 4-channel patch-matrix product.
+          expect(gemmInternals.stats.calls).toBe(2 + (co % 4 === 0 ? 1 : 0) + (co % 8 === 0 || c <= 4 ? 1 : 0));
+          setWasmGemm('xnnpack');
+          const xnn = run();
+          setWasmGemm('auto');
+          seed += 4;
+          fma.forEach((v, i) => {
+            let peak = 0;
+            for (const q of xnn[i]) peak = Math.max(peak, Math.abs(q));
+            // K = kh·kw·c terms forward and dx, b·h·w positions for dW: float32 rounding of such sums.
+            const terms = i === 2 ? b * h * w : kh * kw * Math.max(c, co);
+            for (let j = 0; j < v.length; j++) expect(Math.abs(v[j] - xnn[i][j])).toBeLessThanOrEqual(terms * 2 ** -22 * (peak + 1));
+          });
+        },
+      ),
+      { numRuns: 60, seed: 11 },
+    );
+  });
+
   it('the gradients of a Dense layer (dW = xᵀ·dy, dx = dy·Wᵀ) match the XNNPACK path', () => {
     const x = tf.tensor2d(values(64 * 50, 7, false), [64, 50]);
     const w = tf.tensor2d(values(50 * 30, 8, false), [50, 30]);

@@ -39,6 +39,8 @@ const add = [0x6a];
 const sub = [0x6b];
 const mul = [0x6c];
 const and = [0x71];
+const eq = [0x46];
+const i32load = (o = 0) => [0x28, 0, ...uleb(o)];
 const geU = [0x4f];
 const geS = [0x4e];
 const mem = (offset: number) => [0, ...uleb(offset)];
@@ -105,7 +107,8 @@ function panelBody(vecs: number): number[] {
 /**
  * gemm(c, ldc, ap, bp, M, N, K, bias, hasBias, relu, scratch): C[M, N] (row stride ldc bytes) from
  * packed A (ceil(M/MR) panels of MR·K floats) and packed B (ceil(N/8) panels of 8·K floats); bias
- * (if hasBias) holds ceil(N/8)·8 floats; scratch holds MR·8 floats. `fused` false builds the same
+ * (if hasBias = 1) holds ceil(N/8)·8 floats; hasBias = 2 adds to C instead (C += A·B, for a product
+ * split along K; M and N whole tiles); scratch holds MR·8 floats. `fused` false builds the same
  * kernel with a separate multiply and add (WebAssembly SIMD 1.0), for comparison only.
  */
 function gemmBody(fused: boolean): number[] {
@@ -155,15 +158,30 @@ function gemmBody(fused: boolean): number[] {
       ...bump(r, i32c(1)),
     ]),
   ];
+  const cpOfTile = [...get(c), ...get(i0), ...get(ldc), ...mul, ...add, ...get(j0), ...i32c(4), ...mul, ...add, ...set(cp)];
   const tile = [
-    ...init(0), ...tee(acc[0]), ...Array.from({ length: MR - 1 }, (_, rr) => tee(acc[2 * rr + 2])).flat(), 0x1a,
-    ...init(1), ...tee(acc[1]), ...Array.from({ length: MR - 1 }, (_, rr) => tee(acc[2 * rr + 3])).flat(), 0x1a,
+    ...ifElse(
+      [...get(hasBias), ...i32c(2), ...eq],
+      // Accumulate: start from C's tile (whole tiles only: the caller checks M % MR = N % 8 = 0).
+      [
+        ...cpOfTile,
+        ...Array.from({ length: MR }, (_, rr) => [
+          ...get(cp), ...vload(0), ...set(acc[2 * rr]),
+          ...get(cp), ...vload(16), ...set(acc[2 * rr + 1]),
+          ...bump(cp, get(ldc)),
+        ]).flat(),
+      ],
+      [
+        ...init(0), ...tee(acc[0]), ...Array.from({ length: MR - 1 }, (_, rr) => tee(acc[2 * rr + 2])).flat(), 0x1a,
+        ...init(1), ...tee(acc[1]), ...Array.from({ length: MR - 1 }, (_, rr) => tee(acc[2 * rr + 3])).flat(), 0x1a,
+      ],
+    ),
     ...get(aPanel), ...set(a),
     ...get(bPanel), ...set(b),
     ...get(bPanel), ...get(K), ...i32c(4 * NR), ...mul, ...add, ...set(bEnd),
     ...whileBelow(b, bEnd, step),
     ...ifThen(get(relu), acc.flatMap((x) => [...get(x), ...vzero, ...f32x4max, ...set(x)])),
-    ...get(c), ...get(i0), ...get(ldc), ...mul, ...add, ...get(j0), ...i32c(4), ...mul, ...add, ...set(cp),
+    ...cpOfTile,
     ...ifElse(
       [...get(M), ...get(i0), ...sub, ...i32c(MR), ...geS, ...get(N), ...get(j0), ...sub, ...i32c(NR), ...geS, ...and],
       fullStore,
@@ -185,17 +203,129 @@ function gemmBody(fused: boolean): number[] {
   ];
 }
 
+const divU = [0x6e];
+const ltU = [0x49];
+const select = [0x1b];
+const shuffle = (...lanes: number[]) => simd(0x0d, ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
+
+/**
+ * im2col4(dst, x, zero, m0, panels, M, H, W, C4, OH, OW, KH, KW, top, left): `panels` packed A
+ * panels of a stride-1 convolution's patch matrix, for output rows m0, m0 + 1, …: row m is output
+ * position (b, oy, ox) of an NHWC x [B, H, W, 4·C4], column k = (kh·KW + kw)·C + c holds
+ * x[b, oy + kh − top, ox + kw − left, c], or 0 outside the image (read from `zero`, C floats of 0);
+ * rows past M are 0. Panel layout as `gemm` reads it: Ap[p][k][r]; four channels of four rows at a
+ * time, moved by one 4×4 transpose.
+ */
+function im2col4Body(): number[] {
+  const [dst, x, zero, m0, panels, M, H, W, C4, OH, OW, KH, KW, top, left] = Array.from({ length: 15 }, (_, i) => i);
+  const [p, m, b, rem, oy, kh, kw, q, pix, rowB, imgB, area, iy, ix] = Array.from({ length: 14 }, (_, i) => 15 + i);
+  const iy0 = [29, 30, 31, 32];
+  const ix0 = [33, 34, 35, 36];
+  const base = [37, 38, 39, 40];
+  const ptr = [41, 42, 43, 44];
+  const [va, vb, vc, vd, t0, t1, t2, t3] = [45, 46, 47, 48, 49, 50, 51, 52];
+  const coords = [0, 1, 2, 3].flatMap((r) => [
+    ...get(m0), ...get(p), ...i32c(4), ...mul, ...add, ...i32c(r), ...add, ...set(m),
+    ...ifElse(
+      [...get(m), ...get(M), ...ltU],
+      [
+        ...get(m), ...get(area), ...divU, ...set(b),
+        ...get(m), ...get(b), ...get(area), ...mul, ...sub, ...set(rem),
+        ...get(rem), ...get(OW), ...divU, ...set(oy),
+        ...get(oy), ...get(top), ...sub, ...set(iy0[r]),
+        ...get(rem), ...get(oy), ...get(OW), ...mul, ...sub, ...get(left), ...sub, ...set(ix0[r]),
+        ...get(x), ...get(b), ...get(imgB), ...mul, ...add, ...set(base[r]),
+      ],
+      // Past the last row: a row index no tap can bring inside the image.
+      [...i32c(-(1 << 30)), ...set(iy0[r]), ...i32c(0), ...set(ix0[r]), ...get(x), ...set(base[r])],
+    ),
+  ]);
+  const pointers = [0, 1, 2, 3].flatMap((r) => [
+    ...get(iy0[r]), ...get(kh), ...add, ...set(iy),
+    ...get(ix0[r]), ...get(kw), ...add, ...set(ix),
+    ...get(base[r]), ...get(iy), ...get(rowB), ...mul, ...add, ...get(ix), ...get(pix), ...mul, ...add,
+    ...get(zero),
+    ...get(iy), ...get(H), ...ltU, ...get(ix), ...get(W), ...ltU, ...and,
+    ...select, ...set(ptr[r]),
+  ]);
+  const quad = [
+    ...[va, vb, vc, vd].flatMap((v, r) => [...get(ptr[r]), ...vload(), ...set(v)]),
+    ...get(va), ...get(vb), ...shuffle(0, 4, 1, 5), ...set(t0),
+    ...get(va), ...get(vb), ...shuffle(2, 6, 3, 7), ...set(t1),
+    ...get(vc), ...get(vd), ...shuffle(0, 4, 1, 5), ...set(t2),
+    ...get(vc), ...get(vd), ...shuffle(2, 6, 3, 7), ...set(t3),
+    ...get(dst), ...get(t0), ...get(t2), ...shuffle(0, 1, 4, 5), ...vstore(0),
+    ...get(dst), ...get(t0), ...get(t2), ...shuffle(2, 3, 6, 7), ...vstore(16),
+    ...get(dst), ...get(t1), ...get(t3), ...shuffle(0, 1, 4, 5), ...vstore(32),
+    ...get(dst), ...get(t1), ...get(t3), ...shuffle(2, 3, 6, 7), ...vstore(48),
+    ...bump(dst, i32c(64)),
+    ...ptr.flatMap((pp) => bump(pp, i32c(16))),
+    ...bump(q, i32c(1)),
+  ];
+  return [
+    ...get(C4), ...i32c(16), ...mul, ...set(pix),
+    ...get(W), ...get(pix), ...mul, ...set(rowB),
+    ...get(H), ...get(rowB), ...mul, ...set(imgB),
+    ...get(OH), ...get(OW), ...mul, ...set(area),
+    ...i32c(0), ...set(p),
+    ...whileBelow(p, panels, [
+      ...coords,
+      ...i32c(0), ...set(kh),
+      ...whileBelow(kh, KH, [
+        ...i32c(0), ...set(kw),
+        ...whileBelow(kw, KW, [
+          ...pointers,
+          ...i32c(0), ...set(q),
+          ...whileBelow(q, C4, quad),
+          ...bump(kw, i32c(1)),
+        ]),
+        ...bump(kh, i32c(1)),
+      ]),
+      ...bump(p, i32c(1)),
+    ]),
+  ];
+}
+
+/**
+ * patchQuads(dst, table, count, zero, H, W, pixB, rowB, kh, kw, ci0B): one A panel of a filter
+ * gradient (rows: four channels ci0.. of tap (kh, kw); k: output positions): for each of `count`
+ * positions, whose (iy0, ix0, image base) the table holds as three i32, the four floats at
+ * x[iy0 + kh, ix0 + kw, ci0..ci0+3] (or zeros outside the image) as one vector.
+ */
+function patchQuadsBody(): number[] {
+  const [dst, table, count, zero, H, W, pixB, rowB, kh, kw, ci0B] = Array.from({ length: 11 }, (_, i) => i);
+  const [end, iy, ix] = [11, 12, 13];
+  return [
+    ...get(table), ...get(count), ...i32c(12), ...mul, ...add, ...set(end),
+    ...whileBelow(table, end, [
+      ...get(table), ...i32load(0), ...get(kh), ...add, ...set(iy),
+      ...get(table), ...i32load(4), ...get(kw), ...add, ...set(ix),
+      ...get(dst),
+      ...get(table), ...i32load(8), ...get(iy), ...get(rowB), ...mul, ...add, ...get(ix), ...get(pixB), ...mul, ...add, ...get(ci0B), ...add,
+      ...get(zero),
+      ...get(iy), ...get(H), ...ltU, ...get(ix), ...get(W), ...ltU, ...and,
+      ...select, ...vload(), ...vstore(),
+      ...bump(dst, i32c(16)),
+      ...bump(table, i32c(12)),
+    ]),
+  ];
+}
+
 export function gemmModuleBytes(fused = true, shared = false): Uint8Array<ArrayBuffer> {
   const types = [
     [0x60, ...vec(new Array(8).fill([I32])), ...vec([])],
     [0x60, ...vec(new Array(11).fill([I32])), ...vec([])],
     [0x60, ...vec(new Array(4).fill([I32])), ...vec([])],
+    [0x60, ...vec(new Array(15).fill([I32])), ...vec([])],
+    [0x60, ...vec(new Array(11).fill([I32])), ...vec([])],
   ];
   return moduleBytes(types, [
     { name: 'pack', type: 0, code: fn([[4, I32]], packBody()) },
     { name: 'gemm', type: 1, code: fn([[13, I32], [2 * MR + 3, V128]], gemmBody(fused)) },
     { name: 'panelA', type: 2, code: fn([[1, I32]], panelBody(MR / 4)) },
     { name: 'panelB', type: 2, code: fn([[1, I32]], panelBody(NR / 4)) },
+    { name: 'im2col4', type: 3, code: fn([[30, I32], [8, V128]], im2col4Body()) },
+    { name: 'patchQuads', type: 4, code: fn([[3, I32]], patchQuadsBody()) },
   ], shared);
 }
 
@@ -203,6 +333,8 @@ export interface GemmExports {
   pack(dst: number, dRow: number, dEl: number, src: number, sRow: number, sEl: number, rows: number, count: number): void;
   panelA(dst: number, src: number, sRow: number, rows: number): void;
   panelB(dst: number, src: number, sRow: number, rows: number): void;
+  patchQuads(dst: number, table: number, count: number, zero: number, h: number, w: number, pixB: number, rowB: number, kh: number, kw: number, ci0B: number): void;
+  im2col4(dst: number, x: number, zero: number, m0: number, panels: number, m: number, h: number, w: number, c4: number, oh: number, ow: number, kh: number, kw: number, top: number, left: number): void;
   gemm(c: number, ldc: number, ap: number, bp: number, m: number, n: number, k: number, bias: number, hasBias: number, relu: number, scratch: number): void;
 }
 
@@ -264,6 +396,29 @@ type Info = tf.TensorInfo;
 const KEY = {};
 const sizeOf = (shape: number[]) => shape.reduce((p, d) => p * d, 1);
 
+/** Bp[q][k][c] = B[k, q·8 + c] for every panel q; B[k, n] at k·N + n, or at n·K + k when transposed. */
+function packB(e: GemmExports, bpP: number, bBase: number, K: number, N: number, transposeB: boolean): void {
+  for (let q = 0; q < Math.ceil(N / NR); q++) {
+    const cols = Math.min(NR, N - q * NR);
+    const dst = bpP + q * NR * K * 4;
+    if (transposeB) e.pack(dst, 4, NR * 4, bBase + q * NR * K * 4, K * 4, 4, cols, K);
+    else if (cols === NR) e.panelB(dst, bBase + q * NR * 4, N * 4, K);
+    else e.pack(dst, NR * 4, 4, bBase + q * NR * 4, N * 4, 4, K, cols);
+  }
+}
+
+/** The bias padded to whole panels, written after the scratch tile (the scratch buffer holds both); its offset. */
+function padBias(backend: HeapBackend, heap: ArrayBuffer, scratchP: number, bias: Info | null, N: number): number {
+  const biasP = scratchP + MR * NR * 4;
+  if (bias) {
+    const padded = new Float32Array(heap, biasP, Math.ceil(N / NR) * NR);
+    padded.fill(0);
+    padded.set(new Float32Array(heap, heapOffset(backend, bias), N));
+  }
+  return biasP;
+}
+const scratchFloats = (bias: Info | null, N: number) => MR * NR + (bias ? Math.ceil(N / NR) * NR : 0);
+
 /**
  * out = act(a·b + bias) on the heap, with tfjs's BatchMatMul conventions: a [...batch, M, K] (or
  * [...batch, K, M] with transposeA), b [...batch, K, N] (or [..., N, K]), the batch dims equal or
@@ -295,17 +450,11 @@ export function heapMatMul(backend: HeapBackend, a: Info, b: Info, transposeA: b
   const bPanels = Math.ceil(N / NR);
   const ap = backend.makeOutput([Math.max(1, aPanels * MR * K)], 'float32');
   const bp = backend.makeOutput([Math.max(1, bPanels * NR * K)], 'float32');
-  const scratch = backend.makeOutput([bias ? Math.max(MR * NR, bPanels * NR) + MR * NR : MR * NR], 'float32');
+  const scratch = backend.makeOutput([scratchFloats(bias, N)], 'float32');
   // Offsets and views only after the last allocation (an allocation may grow the heap).
   const [aP, bP, outP, apP, bpP, scratchP] = [a, b, out, ap, bp, scratch].map((t) => heapOffset(backend, t));
   const heap = inst.memory.buffer;
-  // The padded bias after the scratch tile; the panels' padding rows and columns zero.
-  const biasP = scratchP + MR * NR * 4;
-  if (bias) {
-    const padded = new Float32Array(heap, biasP, bPanels * NR);
-    padded.fill(0);
-    padded.set(new Float32Array(heap, heapOffset(backend, bias), N));
-  }
+  const biasP = padBias(backend, heap, scratchP, bias, N);
   if (M % MR) new Float32Array(heap, apP + (aPanels - 1) * MR * K * 4, MR * K).fill(0);
   if (N % NR) new Float32Array(heap, bpP + (bPanels - 1) * NR * K * 4, NR * K).fill(0);
   const e = inst.exports;
@@ -320,20 +469,126 @@ export function heapMatMul(backend: HeapBackend, a: Info, b: Info, transposeA: b
       else if (rows === MR) e.panelA(dst, aBase + p * MR * 4, M * 4, K);
       else e.pack(dst, MR * 4, 4, aBase + p * MR * 4, M * 4, 4, K, rows);
     }
-    if (t === 0 || bCount !== 1) {
-      for (let q = 0; q < bPanels; q++) {
-        const cols = Math.min(NR, N - q * NR);
-        const dst = bpP + q * NR * K * 4;
-        // Bp[q][k][c] = B[k, q·8 + c]; B[k, n] at k·N + n, or at n·K + k when transposed.
-        if (transposeB) e.pack(dst, 4, NR * 4, bBase + q * NR * K * 4, K * 4, 4, cols, K);
-        else if (cols === NR) e.panelB(dst, bBase + q * NR * 4, N * 4, K);
-        else e.pack(dst, NR * 4, 4, bBase + q * NR * 4, N * 4, 4, K, cols);
-      }
-    }
+    if (t === 0 || bCount !== 1) packB(e, bpP, bBase, K, N, transposeB);
     e.gemm(outP + t * M * N * 4, N * 4, apP, bpP, M, N, K, biasP, bias ? 1 : 0, relu ? 1 : 0, scratchP);
   }
   for (const x of [ap, bp, scratch]) backend.disposeData(x.dataId);
   stats.calls++;
   stats.macs += batches * M * N * K;
+  return out;
+}
+
+/** Bytes of packed patches per chunk (512 rows at K = 288): they stay in L2 while `gemm` reads them. */
+const CONV_CHUNK_BYTES = 1 << 19;
+
+export interface ConvGeometry {
+  outHeight: number;
+  outWidth: number;
+  top: number;
+  left: number;
+}
+
+/**
+ * A stride-1, dilation-1 NHWC convolution out = act(conv(x, filter) + bias) on the heap: the patch
+ * matrix packed chunk by chunk straight into `gemm`'s panels (`im2col4`), times the filter as B
+ * [KH·KW·C, Co]. Null where it does not apply (input channels not a multiple of 4, not float32, the
+ * module unavailable, WASM_GEMM=xnnpack): the caller runs the backend's convolution.
+ */
+export function heapConv2D(backend: HeapBackend, x: Info, filter: Info, bias: Info | null, relu: boolean, g: ConvGeometry): Info | null {
+  if (threadMode !== 'auto' || x.dtype !== 'float32' || filter.dtype !== 'float32' || x.shape.length !== 4 || filter.shape.length !== 4) return null;
+  const [B, H, W, C] = x.shape;
+  const [KH, KW, CI, CO] = filter.shape;
+  if (CI !== C || C % 4 !== 0 || C === 0) return null;
+  if (bias && (bias.dtype !== 'float32' || sizeOf(bias.shape) !== CO || bias.shape.length > 1)) return null;
+  const inst = heapInstance<GemmExports>(backend, KEY, gemmModule);
+  if (!inst) return null;
+  const M = B * g.outHeight * g.outWidth;
+  const K = KH * KW * C;
+  const N = CO;
+  const out = backend.makeOutput([B, g.outHeight, g.outWidth, CO], 'float32');
+  if (M === 0 || N === 0) return out;
+  const chunkPanels = Math.max(1, Math.floor(CONV_CHUNK_BYTES / (MR * K * 4)));
+  const chunkRows = chunkPanels * MR;
+  const ap = backend.makeOutput([Math.max(1, Math.min(chunkPanels, Math.ceil(M / MR)) * MR * K)], 'float32');
+  const bp = backend.makeOutput([Math.max(1, Math.ceil(N / NR) * NR * K)], 'float32');
+  const zero = backend.makeOutput([C], 'float32');
+  const scratch = backend.makeOutput([scratchFloats(bias, N)], 'float32');
+  const [xP, fP, outP, apP, bpP, zeroP, scratchP] = [x, filter, out, ap, bp, zero, scratch].map((t) => heapOffset(backend, t));
+  const heap = inst.memory.buffer;
+  new Float32Array(heap, zeroP, C).fill(0);
+  const biasP = padBias(backend, heap, scratchP, bias, N);
+  if (N % NR) new Float32Array(heap, bpP + (Math.ceil(N / NR) - 1) * NR * K * 4, NR * K).fill(0);
+  const e = inst.exports;
+  packB(e, bpP, fP, K, N, false);
+  for (let m0 = 0; m0 < M; m0 += chunkRows) {
+    const rows = Math.min(chunkRows, M - m0);
+    e.im2col4(apP, xP, zeroP, m0, Math.ceil(rows / MR), M, H, W, C / 4, g.outHeight, g.outWidth, KH, KW, g.top, g.left);
+    e.gemm(outP + m0 * N * 4, N * 4, apP, bpP, rows, N, K, biasP, bias ? 1 : 0, relu ? 1 : 0, scratchP);
+  }
+  for (const t of [ap, bp, zero, scratch]) backend.disposeData(t.dataId);
+  stats.calls++;
+  stats.macs += M * N * K;
+  return out;
+}
+
+/** Output positions per block of a filter gradient (the product's K): A and B blocks stay in L2. */
+const FILTER_BLOCK = 512;
+
+/**
+ * The filter gradient of a stride-1, dilation-1 NHWC convolution, dW[kh, kw, ci, co] =
+ * Σ_positions x[b, oy + kh − top, ox + kw − left, ci] · dy[b, oy, ox, co], as a product of the
+ * transposed patch matrix and dy split along the positions: per block, the patch rows four channels
+ * at a time (`patchQuads`) and dy's rows (`panelB`), then `gemm` adding into dW. Null where it does
+ * not apply (channels not a multiple of 4, output channels not a multiple of 8, …).
+ */
+export function heapConv2DBackpropFilter(backend: HeapBackend, x: Info, dy: Info, filterShape: number[], g: ConvGeometry): Info | null {
+  if (threadMode !== 'auto' || x.dtype !== 'float32' || dy.dtype !== 'float32' || x.shape.length !== 4 || dy.shape.length !== 4) return null;
+  const [B, H, W, C] = x.shape;
+  const [KH, KW, CI, CO] = filterShape;
+  if (CI !== C || C % 4 !== 0 || CO % NR !== 0 || C === 0 || CO === 0) return null;
+  if (dy.shape[0] !== B || dy.shape[1] !== g.outHeight || dy.shape[2] !== g.outWidth || dy.shape[3] !== CO) return null;
+  const inst = heapInstance<GemmExports>(backend, KEY, gemmModule);
+  if (!inst) return null;
+  const K = KH * KW * C; // rows of dW
+  const P = B * g.outHeight * g.outWidth; // positions: the product's K
+  const out = backend.makeOutput([KH, KW, C, CO], 'float32');
+  const block = Math.min(FILTER_BLOCK, Math.max(1, P));
+  const ap = backend.makeOutput([K * block], 'float32');
+  const bp = backend.makeOutput([CO * block], 'float32');
+  const table = backend.makeOutput([3 * block], 'int32');
+  const zero = backend.makeOutput([4], 'float32');
+  const scratch = backend.makeOutput([MR * NR], 'float32');
+  const [xP, dyP, outP, apP, bpP, tableP, zeroP, scratchP] = [x, dy, out, ap, bp, table, zero, scratch].map((t) => heapOffset(backend, t));
+  const heap = inst.memory.buffer;
+  new Float32Array(heap, zeroP, 4).fill(0);
+  if (P === 0) new Float32Array(heap, outP, K * CO).fill(0);
+  const e = inst.exports;
+  const pix = C * 4;
+  const rowB = W * pix;
+  const imgB = H * rowB;
+  const area = g.outHeight * g.outWidth;
+  const t = new Int32Array(heap, tableP, 3 * block);
+  for (let m0 = 0; m0 < P; m0 += block) {
+    const count = Math.min(block, P - m0);
+    for (let i = 0; i < count; i++) {
+      const m = m0 + i;
+      const b = Math.floor(m / area);
+      const rem = m - b * area;
+      const oy = Math.floor(rem / g.outWidth);
+      t[3 * i] = oy - g.top;
+      t[3 * i + 1] = rem - oy * g.outWidth - g.left;
+      t[3 * i + 2] = xP + b * imgB;
+    }
+    for (let p = 0; p < K / MR; p++) {
+      const k0 = p * MR;
+      const tap = Math.floor(k0 / C);
+      e.patchQuads(apP + p * count * MR * 4, tableP, count, zeroP, H, W, pix, rowB, Math.floor(tap / KW), tap % KW, (k0 % C) * 4);
+    }
+    for (let q = 0; q < CO / NR; q++) e.panelB(bpP + q * count * NR * 4, dyP + (m0 * CO + q * NR) * 4, CO * 4, count);
+    e.gemm(outP, CO * 4, apP, bpP, K, CO, count, 0, m0 === 0 ? 0 : 2, 0, scratchP);
+  }
+  for (const x2 of [ap, bp, table, zero, scratch]) backend.disposeData(x2.dataId);
+  stats.calls++;
+  stats.macs += K * CO * P;
   return out;
 }

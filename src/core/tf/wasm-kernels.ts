@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { heapMatMul } from './gemm.js';
+import { heapConv2D, heapConv2DBackpropFilter, heapMatMul } from './gemm.js';
 import { sparseFusedMatMul } from './sparse-matmul.js';
 import type { HeapBackend } from './wasm-heap.js';
 
@@ -9,7 +9,9 @@ import type { HeapBackend } from './wasm-heap.js';
  *   rebuilt from the fast XNNPACK Conv2D over transposed operands.
  * - `BatchMatMul` and `_FusedMatMul` (linear or ReLU) run on a fused multiply-add kernel where
  *   Relaxed SIMD is available (src/core/tf/gemm.ts: ~2× XNNPACK's wasm build, which has no FMA),
- *   transposed operands included. Elsewhere: `BatchMatMul` with a transposed operand bypasses
+ *   transposed operands included; so do stride-1 convolutions with channels in fours (`Conv2D`,
+ *   `FusedConv2D`, the stride-1 `Conv2DBackpropInput` below, and `Conv2DBackpropFilter` with output
+ *   channels in eights), their patch matrices packed straight into the kernel's panels. Elsewhere: `BatchMatMul` with a transposed operand bypasses
  *   XNNPACK (~12× slower), so an explicit transpose followed by the plain matmul is used instead.
  * - `MaxPoolGrad` on wasm drops the gradient of windows whose maximum is negative (it starts the
  *   running max at 0, not −∞); pooling after ReLU never sees that, pooling elsewhere does. A plain
@@ -181,9 +183,23 @@ const conv2DBackpropFilterIm2col: Kernel = ({ inputs, backend, attrs }) => {
   return { ...out, shape: [kh, kw, ci, co] };
 };
 
-/** Patch matrix for few input channels, transposed convolution otherwise (measured crossover). */
+/**
+ * The FMA kernel's blocked product of patches and dy where it applies (stride 1, channels a multiple
+ * of 4, output channels of 8); else the patch matrix for few input channels, the transposed
+ * convolution otherwise (measured crossover).
+ */
 const conv2DBackpropFilter: Kernel = (args) => {
-  const ci = args.inputs.x.shape[3];
+  const { x, dy } = args.inputs;
+  const dilations = args.attrs.dilations as number | number[] | undefined;
+  if (((args.attrs.dataFormat as string | undefined) ?? 'NHWC') === 'NHWC' && (dilations == null || (Array.isArray(dilations) ? dilations : [dilations]).every((d) => d === 1))) {
+    const info = convInfo(x.shape, args.attrs.filterShape as number[], args.attrs);
+    if (info.strideHeight === 1 && info.strideWidth === 1) {
+      const g = { outHeight: info.outHeight, outWidth: info.outWidth, top: info.padInfo.top, left: info.padInfo.left };
+      const fma = heapConv2DBackpropFilter(args.backend as unknown as HeapBackend, x, dy, args.attrs.filterShape as number[], g);
+      if (fma) return fma;
+    }
+  }
+  const ci = x.shape[3];
   return ci <= IM2COL_MAX_CHANNELS ? conv2DBackpropFilterIm2col(args) : conv2DBackpropFilterConv(args);
 };
 
@@ -275,7 +291,7 @@ const conv2DBackpropInput: Kernel = ({ inputs, backend, attrs }) => {
     }
     pad = 'valid';
   }
-  const out = call('Conv2D', backend, { x, filter: swapped }, { strides: [1, 1], dilations: [1, 1], pad, dataFormat: 'NHWC' });
+  const out = conv2D({ inputs: { x, filter: swapped }, backend, attrs: { strides: [1, 1], dilations: [1, 1], pad, dataFormat: 'NHWC' } });
   free(backend, swapped);
   if (x !== dy) free(backend, x);
   return out;
@@ -449,6 +465,30 @@ function fusedMatMul(args: { inputs: Record<string, Info | null | undefined>; ba
   return fma ?? call('_FusedMatMul', args.backend as unknown as WasmBackend, args.inputs as Record<string, Info>, args.attrs);
 }
 
+/**
+ * A stride-1, dilation-1 NHWC convolution (linear or ReLU, optional bias) on the FMA kernel
+ * (gemm.ts: the patch matrix packed straight into its panels) where it applies; null otherwise.
+ */
+function fmaConv(backend: WasmBackend, x: Info, filter: Info, bias: Info | null, activation: string | undefined, attrs: Record<string, unknown>): Info | null {
+  const act = activation ?? 'linear';
+  if (act !== 'linear' && act !== 'relu') return null;
+  if (((attrs.dataFormat as string | undefined) ?? 'NHWC') !== 'NHWC') return null;
+  const dilations = attrs.dilations as number | number[] | undefined;
+  if (dilations != null && (Array.isArray(dilations) ? dilations : [dilations]).some((d) => d !== 1)) return null;
+  const info = convInfo(x.shape, filter.shape, attrs);
+  if (info.strideHeight !== 1 || info.strideWidth !== 1) return null;
+  const g = { outHeight: info.outHeight, outWidth: info.outWidth, top: info.padInfo.top, left: info.padInfo.left };
+  return heapConv2D(backend as unknown as HeapBackend, x, filter, bias, act === 'relu', g);
+}
+
+const conv2D: Kernel = ({ inputs, backend, attrs }) => fmaConv(backend, inputs.x, inputs.filter, null, 'linear', attrs) ?? call('Conv2D', backend, inputs, attrs);
+
+const fusedConv2D: Kernel = ({ inputs, backend, attrs }) => {
+  const { x, filter, bias, preluActivationWeights } = inputs as Record<string, Info | undefined>;
+  const fma = x && filter && !preluActivationWeights ? fmaConv(backend, x, filter, bias ?? null, attrs.activation as string | undefined, attrs) : null;
+  return fma ?? call('FusedConv2D', backend, inputs, attrs);
+};
+
 const identity: Kernel = ({ inputs, backend }) => {
   const { x } = inputs;
   backend.incRef(x.dataId);
@@ -464,6 +504,8 @@ const FIXES: Record<string, Kernel> = {
   Sum: leadingReduction('Sum'),
   Mean: leadingReduction('Mean'),
   Identity: identity,
+  Conv2D: conv2D,
+  FusedConv2D: fusedConv2D,
   // Sparse × dense for pruned Dense kernels, inside evaluation only (src/core/tf/sparse-matmul.ts).
   _FusedMatMul: sparseFusedMatMul(fusedMatMul) as unknown as Kernel,
 };
