@@ -14,7 +14,19 @@ import * as tf from '@tensorflow/tfjs';
 import type { ImageDataset } from '../src/core/data/dataset.js';
 import { type BackendPreference, initBackend } from '../src/core/tf/backend.js';
 import { evaluateModel } from '../src/core/tf/evaluate.js';
-import { gemmAvailable, setWasmGemm, type WasmGemmMode } from '../src/core/tf/gemm.js';
+import { batchNormTrainInternals } from '../src/core/tf/batch-norm-train.js';
+import { gemmAvailable, setWasmGemm } from '../src/core/tf/gemm.js';
+
+/**
+ * Which kernels train on wasm: sparsoup's (the FMA matrix products and convolutions of gemm.ts, the
+ * batch-norm kernels of batch-norm-train.ts: the default) or tfjs's own (WASM_GEMM=xnnpack and
+ * tfjs-layers' batch-norm chain: what ran before them).
+ */
+export type KernelSet = 'sparsoup' | 'tfjs';
+function useKernels(k: KernelSet): void {
+  setWasmGemm(k === 'tfjs' ? 'xnnpack' : 'auto');
+  batchNormTrainInternals.setEnabled(k !== 'tfjs');
+}
 import { buildTemplate } from '../src/core/tf/templates.js';
 import { type TrainingConfig, trainModel } from '../src/core/tf/train.js';
 import '../src/core/tf/wasm-kernels.js';
@@ -69,8 +81,8 @@ export function benchTrainingConfig(ds: ImageDataset, batchSize: number, steps: 
 export interface TrainingMeasurement {
   arch: string;
   backend: string;
-  /** WASM_GEMM the windows ran with (wasm only). */
-  gemm?: WasmGemmMode;
+  /** The kernels the windows ran with (wasm only). */
+  kernels?: KernelSet;
   steps: number;
   batchSize: number;
   /** Best window (the machine is shared: the best is the least disturbed). */
@@ -90,10 +102,10 @@ export async function measureTraining(
   arch: string,
   backend: BackendPreference,
   steps: number,
-  options: { warmup?: number; repeats?: number; gemm?: WasmGemmMode } = {},
+  options: { warmup?: number; repeats?: number; kernels?: KernelSet } = {},
 ): Promise<TrainingMeasurement> {
   const info = await initBackend(backend);
-  if (options.gemm) setWasmGemm(options.gemm);
+  if (options.kernels) useKernels(options.kernels);
   cached ??= loadMnistForBench();
   const ds = cached;
   const batchSize = 128;
@@ -110,7 +122,7 @@ export async function measureTraining(
   return {
     arch,
     backend: info.name,
-    ...(options.gemm ? { gemm: options.gemm } : {}),
+    ...(options.kernels ? { kernels: options.kernels } : {}),
     steps,
     batchSize,
     samplesPerSecond: sorted[0].sps,
@@ -167,21 +179,21 @@ async function main() {
   const loadLine = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
   console.log(`load (1/5/15 min) at start: ${loadLine()}`);
   // On wasm, both matrix-product kernels in alternating rounds (WASM_GEMM: the FMA kernel, XNNPACK).
-  const modes: (WasmGemmMode | undefined)[] = info.name === 'wasm' && gemmAvailable() ? ['auto', 'xnnpack'] : [undefined];
+  const modes: (KernelSet | undefined)[] = info.name === 'wasm' && gemmAvailable() ? ['sparsoup', 'tfjs'] : [undefined];
   const rounds = Number(arg('rounds', '3'));
   const ours: TrainingMeasurement[] = [];
   for (const arch of ['lenet-300-100', 'cnn-bn']) {
     const n = arch === 'cnn-bn' ? Math.max(10, Math.round(steps / 3)) : steps;
-    const perMode = new Map<WasmGemmMode | undefined, TrainingMeasurement[]>(modes.map((m) => [m, []]));
+    const perMode = new Map<KernelSet | undefined, TrainingMeasurement[]>(modes.map((m) => [m, []]));
     for (let r = 0; r < rounds; r++) {
-      for (const gemm of r % 2 ? [...modes].reverse() : modes) perMode.get(gemm)?.push(await measureTraining(arch, backend, n, { gemm, repeats: 1, warmup: 3 }));
+      for (const kernels of r % 2 ? [...modes].reverse() : modes) perMode.get(kernels)?.push(await measureTraining(arch, backend, n, { kernels, repeats: 1, warmup: 3 }));
     }
-    for (const [gemm, ms] of perMode) {
+    for (const [kernels, ms] of perMode) {
       const sorted = [...ms].sort((a, b) => b.samplesPerSecond - a.samplesPerSecond);
-      ours.push({ ...sorted[0], medianSamplesPerSecond: sorted[Math.floor(sorted.length / 2)].samplesPerSecond, ...(gemm ? { gemm } : {}) });
+      ours.push({ ...sorted[0], medianSamplesPerSecond: sorted[Math.floor(sorted.length / 2)].samplesPerSecond, ...(kernels ? { kernels } : {}) });
     }
   }
-  if (modes.length > 1) setWasmGemm('auto');
+  if (modes.length > 1) useKernels('sparsoup');
   const peer = args.includes('--no-peer') ? { rows: [], note: 'PyTorch peer not run (--no-peer)' } : runPeer(steps);
   console.log('');
   console.log(`samples/s, best of ${rounds} windows (median in brackets), the kernels' windows alternating; per core = samples/s ÷ threads`);
@@ -192,18 +204,18 @@ async function main() {
     const p2 = peer.rows.find((r) => r.arch === m.arch && r.threads === 2);
     const f = (v: number | undefined) => (v == null ? 'n/a' : v.toFixed(0));
     console.log(
-      `| ${m.arch}${m.gemm ? (m.gemm === 'auto' ? ' (FMA kernel)' : ' (XNNPACK)') : ''} | ${f(m.samplesPerSecond)} [${f(m.medianSamplesPerSecond)}] (${m.msPerStep.toFixed(1)} ms/step) | ${f(p1?.samples_per_second)} [${f(p1?.median)}] | ${f(p2?.samples_per_second)} [${f(p2?.median)}] | ${f(p2 ? p2.samples_per_second / 2 : undefined)} | ${p1 ? (m.samplesPerSecond / p1.samples_per_second).toFixed(2) : 'n/a'} |`,
+      `| ${m.arch}${m.kernels ? ` (${m.kernels === 'sparsoup' ? "sparsoup's kernels" : "tfjs's kernels"})` : ''} | ${f(m.samplesPerSecond)} [${f(m.medianSamplesPerSecond)}] (${m.msPerStep.toFixed(1)} ms/step) | ${f(p1?.samples_per_second)} [${f(p1?.median)}] | ${f(p2?.samples_per_second)} [${f(p2?.median)}] | ${f(p2 ? p2.samples_per_second / 2 : undefined)} | ${p1 ? (m.samplesPerSecond / p1.samples_per_second).toFixed(2) : 'n/a'} |`,
     );
   }
   console.log('');
   for (const line of peer.note.split('\n')) console.log(`peer: ${line || 'n/a'}`);
   console.log(
-    'sparsoup: one thread, tfjs wasm with the kernel fixes (src/core/tf/wasm-kernels.ts), the op-chain optimizer step, losses read back every 16 steps, batches filled into reused buffers; matrix products on the Relaxed SIMD FMA kernel (src/core/tf/gemm.ts, WASM_GEMM=auto) or XNNPACK (WASM_GEMM=xnnpack).',
+    "sparsoup: one thread, tfjs wasm with the kernel fixes (src/core/tf/wasm-kernels.ts), the op-chain optimizer step, losses read back every 16 steps, batches filled into reused buffers; sparsoup's kernels: matrix products and stride-1 convolutions on the Relaxed SIMD FMA kernel (src/core/tf/gemm.ts), batch norm on src/core/tf/batch-norm-train.ts; tfjs's: XNNPACK (WASM_GEMM=xnnpack) and tfjs-layers' batch-norm chain.",
   );
-  const fma = ours.filter((m) => m.gemm === 'auto');
+  const fma = ours.filter((m) => m.kernels === 'sparsoup');
   for (const m of fma) {
-    const x = ours.find((o) => o.arch === m.arch && o.gemm === 'xnnpack');
-    if (x) console.log(`${m.arch}: FMA kernel / XNNPACK ${(m.samplesPerSecond / x.samplesPerSecond).toFixed(2)}× (best), ${(m.medianSamplesPerSecond / x.medianSamplesPerSecond).toFixed(2)}× (median)`);
+    const x = ours.find((o) => o.arch === m.arch && o.kernels === 'tfjs');
+    if (x) console.log(`${m.arch}: sparsoup's kernels / tfjs's ${(m.samplesPerSecond / x.samplesPerSecond).toFixed(2)}× (best), ${(m.medianSamplesPerSecond / x.medianSamplesPerSecond).toFixed(2)}× (median)`);
   }
   console.log(`load (1/5/15 min) at end: ${loadLine()}`);
   if (args.includes('--accuracy')) {
