@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Mulberry32 } from '../random.js';
 import { initBackend } from './backend.js';
+import { maxPoolGradInternals } from './max-pool-grad.js';
 import { internals, registerWasmKernelFixes } from './wasm-kernels.js';
 
 // Deterministic pseudo-random inputs so a failure reproduces.
@@ -167,6 +168,39 @@ describe('wasm kernel fixes match the cpu backend', () => {
     const cpu = await grad('cpu');
     const wasm = await grad('wasm');
     expect(relError(wasm, cpu)).toBeLessThanOrEqual(1e-6);
+  });
+
+  it.each([
+    { x: [3, 8, 8, 4] },
+    { x: [2, 9, 7, 8] },
+    { x: [1, 6, 10, 12] },
+    { x: [2, 5, 5, 3] },
+  ])('MaxPoolGrad 2×2/2 x=$x: the SIMD kernel equals the JS loop bit for bit, with ties (first maximum wins), NaN and ±0', async ({ x }) => {
+    await tf.setBackend('wasm');
+    // Few distinct values so windows tie often; a NaN and signed zeros in some windows.
+    const input = Float32Array.from(randoms(size(x), 11), (v) => Math.round(v * 2) / 2);
+    input[5] = Number.NaN;
+    input[17] = -0;
+    const weights = randoms(size(x) / 4, 12);
+    const grad = (simd: boolean) => {
+      internals.setSimdPoolGrad(simd);
+      maxPoolGradInternals.resetStats();
+      try {
+        return tf.tidy(() => {
+          const t = tf.tensor4d(input, x as [number, number, number, number]);
+          const y = tf.maxPool(t, 2, 2, 'valid');
+          const w = tf.tensor(weights.subarray(0, y.size), y.shape);
+          return tf.grad((u: tf.Tensor) => tf.maxPool(u as tf.Tensor4D, 2, 2, 'valid').mul(w).sum())(t).dataSync() as Float32Array;
+        });
+      } finally {
+        internals.setSimdPoolGrad(true);
+      }
+    };
+    const js = grad(false);
+    expect(maxPoolGradInternals.stats.calls).toBe(0);
+    const simd = grad(true);
+    expect(maxPoolGradInternals.stats.calls).toBe(x[3] % 4 === 0 ? 1 : 0);
+    expect(Array.from(simd).map((v) => Object.is(v, -0) ? '-0' : v)).toEqual(Array.from(js).map((v) => Object.is(v, -0) ? '-0' : v));
   });
 
   it('a conv layer gradient through tf.grad works on wasm and frees its intermediates', async () => {

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { heapConv2D, heapConv2DBackpropFilter, heapMatMul } from './gemm.js';
+import { heapMaxPoolGrad2x2 } from './max-pool-grad.js';
 import { sparseFusedMatMul } from './sparse-matmul.js';
 import type { HeapBackend } from './wasm-heap.js';
 
@@ -204,11 +205,16 @@ const conv2DBackpropFilter: Kernel = (args) => {
 };
 
 let IM2COL_MAX_CHANNELS = 4;
+let useSimdPoolGrad = true;
 
 /** For tests and benchmarks: both filter-gradient paths, and the switch between them. */
 export const internals = {
   conv2DBackpropFilterConv,
   conv2DBackpropFilterIm2col,
+  /** The 2×2 pooling gradient on the SIMD kernel (max-pool-grad.ts) or the JS loop (its reference). */
+  setSimdPoolGrad(on: boolean): void {
+    useSimdPoolGrad = on;
+  },
   setIm2colMaxChannels(n: number): void {
     IM2COL_MAX_CHANNELS = n;
   },
@@ -356,8 +362,12 @@ const maxPoolGrad: Kernel = ({ inputs, backend, attrs }) => {
   const x = backend.typedArrayFromHeap(input);
   const g = backend.typedArrayFromHeap(dy);
   const dx = backend.typedArrayFromHeap(out) as Float32Array;
+  const twoByTwo = fh === 2 && fw === 2 && strideHeight === 2 && strideWidth === 2 && top === 0 && left === 0 && outHeight * 2 <= inHeight && outWidth * 2 <= inWidth;
+  // The SIMD kernel writes every input inside a window; only odd sizes leave inputs to zero first.
+  if (!twoByTwo || !useSimdPoolGrad || c % 4 !== 0 || outHeight * 2 !== inHeight || outWidth * 2 !== inWidth) dx.fill(0);
+  if (twoByTwo && useSimdPoolGrad && heapMaxPoolGrad2x2(backend as unknown as HeapBackend, out, input, dy)) return out;
   dx.fill(0);
-  if (fh === 2 && fw === 2 && strideHeight === 2 && strideWidth === 2 && top === 0 && left === 0 && outHeight * 2 <= inHeight && outWidth * 2 <= inWidth) {
+  if (twoByTwo) {
     maxPoolGrad2x2(x as Float32Array, g as Float32Array, dx, batchSize, inHeight, inWidth, c, outHeight, outWidth);
     return out;
   }
