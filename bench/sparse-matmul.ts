@@ -1,6 +1,6 @@
 /**
  * The crossover of the sparse `_FusedMatMul` (src/core/tf/sparse-matmul.ts) against the dense ones
- * (XNNPACK's, and the Relaxed SIMD FMA kernel of src/core/tf/gemm.ts, which WASM_GEMM=auto runs),
+ * (XNNPACK's, and the Relaxed SIMD FMA kernel of src/core/tf/gemm.ts, which WASM_KERNELS=sparsoup runs),
  * per layer shape and sparsity, on the wasm backend, one thread: CPU ms per call (median), and the
  * largest difference of the outputs.
  *
@@ -9,7 +9,8 @@
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/core/tf/backend.js';
-import { gemmAvailable, setWasmGemm } from '../src/core/tf/gemm.js';
+import { gemmAvailable } from '../src/core/tf/gemm.js';
+import { setWasmKernels } from '../src/core/tf/kernel-set.js';
 import { type SparseMatMulMode, withSparseMatMul } from '../src/core/tf/sparse-matmul.js';
 import { printMachine } from './machine.js';
 
@@ -47,11 +48,11 @@ async function main() {
       const bias = tf.randomNormal([N], 0, 0.1, 'float32', 4);
       // dataSync outside tf.tidy: a typed array returned from a tidy is walked element by element.
       const run = (m: SparseMatMulMode | 'xnnpack') => {
-        setWasmGemm(m === 'xnnpack' ? 'xnnpack' : 'auto');
+        setWasmKernels(m === 'xnnpack' ? 'tfjs' : 'sparsoup');
         const y = withSparseMatMul(m === 'xnnpack' ? 'dense' : m, () => tf.fused.matMul({ a: x, b: w, bias, activation: 'relu' }));
         const v = y.dataSync();
         y.dispose();
-        setWasmGemm('auto');
+        setWasmKernels('sparsoup');
         return v;
       };
       const xn = run('xnnpack');

@@ -14,18 +14,17 @@ import * as tf from '@tensorflow/tfjs';
 import type { ImageDataset } from '../src/core/data/dataset.js';
 import { type BackendPreference, initBackend } from '../src/core/tf/backend.js';
 import { evaluateModel } from '../src/core/tf/evaluate.js';
-import { batchNormTrainInternals } from '../src/core/tf/batch-norm-train.js';
-import { gemmAvailable, setWasmGemm } from '../src/core/tf/gemm.js';
+import { gemmAvailable } from '../src/core/tf/gemm.js';
+import { setWasmKernels, type WasmKernels } from '../src/core/tf/kernel-set.js';
 
 /**
- * Which kernels train on wasm: sparsoup's (the FMA matrix products and convolutions of gemm.ts, the
- * batch-norm kernels of batch-norm-train.ts: the default) or tfjs's own (WASM_GEMM=xnnpack and
+ * Which kernels train on wasm (WASM_KERNELS): sparsoup's (the FMA matrix products and convolutions
+ * of gemm.ts, the batch-norm and pooling-gradient kernels: the default) or tfjs's own (XNNPACK,
  * tfjs-layers' batch-norm chain: what ran before them).
  */
-export type KernelSet = 'sparsoup' | 'tfjs';
+type KernelSet = WasmKernels;
 function useKernels(k: KernelSet): void {
-  setWasmGemm(k === 'tfjs' ? 'xnnpack' : 'auto');
-  batchNormTrainInternals.setEnabled(k !== 'tfjs');
+  setWasmKernels(k);
 }
 import { buildTemplate } from '../src/core/tf/templates.js';
 import { type TrainingConfig, trainModel } from '../src/core/tf/train.js';
@@ -178,7 +177,7 @@ async function main() {
   );
   const loadLine = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
   console.log(`load (1/5/15 min) at start: ${loadLine()}`);
-  // On wasm, both matrix-product kernels in alternating rounds (WASM_GEMM: the FMA kernel, XNNPACK).
+  // On wasm, both kernel sets in alternating rounds (WASM_KERNELS: sparsoup's, tfjs's).
   const modes: (KernelSet | undefined)[] = info.name === 'wasm' && gemmAvailable() ? ['sparsoup', 'tfjs'] : [undefined];
   const rounds = Number(arg('rounds', '3'));
   const ours: TrainingMeasurement[] = [];
@@ -210,7 +209,7 @@ async function main() {
   console.log('');
   for (const line of peer.note.split('\n')) console.log(`peer: ${line || 'n/a'}`);
   console.log(
-    "sparsoup: one thread, tfjs wasm with the kernel fixes (src/core/tf/wasm-kernels.ts), the op-chain optimizer step, losses read back every 16 steps, batches filled into reused buffers; sparsoup's kernels: matrix products and stride-1 convolutions on the Relaxed SIMD FMA kernel (src/core/tf/gemm.ts), batch norm on src/core/tf/batch-norm-train.ts; tfjs's: XNNPACK (WASM_GEMM=xnnpack) and tfjs-layers' batch-norm chain.",
+    "sparsoup: one thread, tfjs wasm with the kernel fixes (src/core/tf/wasm-kernels.ts), the op-chain optimizer step, losses read back every 16 steps, batches filled into reused buffers; sparsoup's kernels: matrix products and stride-1 convolutions on the Relaxed SIMD FMA kernel (src/core/tf/gemm.ts), batch norm on src/core/tf/batch-norm-train.ts; tfjs's (WASM_KERNELS=tfjs): XNNPACK and tfjs-layers' batch-norm chain.",
   );
   const fma = ours.filter((m) => m.kernels === 'sparsoup');
   for (const m of fma) {

@@ -693,7 +693,7 @@ export interface components {
         BackendHealthDto: {
             detail?: string;
             /**
-             * @description what runs dense matrix products: fma (wasm: sparsoup's Relaxed SIMD fused multiply-add kernel), xnnpack (wasm: WASM_GEMM=xnnpack, or V8 without Relaxed SIMD), native (libtensorflow or the cpu backend)
+             * @description what runs dense matrix products: fma (wasm: sparsoup's Relaxed SIMD fused multiply-add kernel), xnnpack (wasm: WASM_KERNELS=tfjs, or V8 without Relaxed SIMD), native (libtensorflow or the cpu backend)
              * @enum {string|null}
              */
             matMul: "fma" | "xnnpack" | "native" | null;

@@ -11,9 +11,9 @@ export type BackendPreference = (typeof BACKEND_NAMES)[number];
 /** EVAL_SPARSE: how evaluation runs pruned Dense layers on wasm (src/core/tf/sparse-matmul.ts). */
 export const EVAL_SPARSE_MODES = ['auto', 'dense', 'sparse'] as const;
 export type EvalSparseMode = (typeof EVAL_SPARSE_MODES)[number];
-/** WASM_GEMM: what runs dense matrix products on wasm (src/core/tf/gemm.ts). */
-export const WASM_GEMM_MODES = ['auto', 'xnnpack'] as const;
-export type WasmGemmMode = (typeof WASM_GEMM_MODES)[number];
+/** WASM_KERNELS: sparsoup's WebAssembly SIMD kernels on wasm or tfjs's own (src/core/tf/kernel-set.ts). */
+export const WASM_KERNEL_SETS = ['sparsoup', 'tfjs'] as const;
+export type WasmKernels = (typeof WASM_KERNEL_SETS)[number];
 
 /** read: GET only; write: everything; worker: the task protocol only (lease, heartbeat, result, fail, and the downloads a task names). */
 export type ApiKeyScope = 'read' | 'write' | 'worker';
@@ -90,8 +90,8 @@ class Environment {
   @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(8)
   WASM_THREADS?: number;
 
-  @IsOptional() @IsIn(WASM_GEMM_MODES)
-  WASM_GEMM?: WasmGemmMode;
+  @IsOptional() @IsIn(WASM_KERNEL_SETS)
+  WASM_KERNELS?: WasmKernels;
 
   @IsOptional() @IsString()
   WEBHOOK_SECRET?: string;
@@ -137,10 +137,11 @@ export interface AppConfig {
    */
   wasmThreads: number;
   /**
-   * WASM_GEMM: 'auto' runs the wasm backend's dense matrix products on the Relaxed SIMD FMA kernel
-   * (src/core/tf/gemm.ts) where V8 has it; 'xnnpack' keeps them all on XNNPACK.
+   * WASM_KERNELS: 'sparsoup' runs the wasm backend's hot operations on sparsoup's WebAssembly SIMD
+   * kernels (FMA matrix products and convolutions where V8 has Relaxed SIMD, batch norm, pooling
+   * gradient: src/core/tf/kernel-set.ts); 'tfjs' keeps tfjs's own (XNNPACK, tfjs-layers' batch norm).
    */
-  wasmGemm: WasmGemmMode;
+  wasmKernels: WasmKernels;
   webhookSecret: string | null;
   /** How long a request may take to arrive in full (headers and body), in ms. */
   requestTimeoutMs: number;
@@ -175,7 +176,7 @@ export class ConfigError extends Error {
 
 const KNOWN = new Set(Object.keys(new Environment()).concat([
   'PORT', 'HOST', 'DATABASE_URL', 'DATA_DIR', 'API_KEYS', 'WORKERS', 'LOG_LEVEL', 'MAX_UPLOAD_BYTES',
-  'TFJS_BACKEND', 'EVAL_SPARSE', 'WASM_THREADS', 'WASM_GEMM', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
+  'TFJS_BACKEND', 'EVAL_SPARSE', 'WASM_THREADS', 'WASM_KERNELS', 'WEBHOOK_SECRET', 'REQUEST_TIMEOUT_SECONDS', 'TASK_TIMEOUT_SECONDS', 'ARTIFACTS_URL',
   'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_REGION', 'AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL',
   'ARTIFACT_CACHE_BYTES', 'ARTIFACT_CACHE_DIR', 'TASK_LEASE_SECONDS', 'TASK_MAX_ATTEMPTS', 'JOB_POLL_SECONDS',
   'PROGRESS_WRITE_SECONDS',
@@ -255,7 +256,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     backend: parsed.TFJS_BACKEND ?? 'auto',
     evalSparse: parsed.EVAL_SPARSE ?? 'auto',
     wasmThreads: parsed.WASM_THREADS ?? 1,
-    wasmGemm: parsed.WASM_GEMM ?? 'auto',
+    wasmKernels: parsed.WASM_KERNELS ?? 'sparsoup',
     webhookSecret: parsed.WEBHOOK_SECRET ?? null,
     artifacts,
   };

@@ -24,7 +24,7 @@ export class BackendHealthDto extends HealthCheckDto {
   @ApiProperty({
     enum: ['fma', 'xnnpack', 'native'],
     nullable: true,
-    description: "what runs dense matrix products: fma (wasm: sparsoup's Relaxed SIMD fused multiply-add kernel), xnnpack (wasm: WASM_GEMM=xnnpack, or V8 without Relaxed SIMD), native (libtensorflow or the cpu backend)",
+    description: "what runs dense matrix products: fma (wasm: sparsoup's Relaxed SIMD fused multiply-add kernel), xnnpack (wasm: WASM_KERNELS=tfjs, or V8 without Relaxed SIMD), native (libtensorflow or the cpu backend)",
   })
   matMul: 'fma' | 'xnnpack' | 'native' | null;
 }

@@ -8,7 +8,7 @@ import { type BackendPreference, initBackend } from '../core/tf/backend.js';
 import { assignBatchNormStatistics, batchNormMoments } from '../core/tf/bn-recalibration.js';
 import { evaluateModel } from '../core/tf/evaluate.js';
 import { namedWeights, setWeightsFromBytes } from '../core/tf/model-io.js';
-import { setWasmGemm } from '../core/tf/gemm.js';
+import { setWasmKernels } from '../core/tf/kernel-set.js';
 import { setDefaultSparseMatMul } from '../core/tf/sparse-matmul.js';
 import type { ScoreHelperInit, ScoreHelperReply, ScoreHelperRequest } from './score-helper.js';
 
@@ -18,7 +18,7 @@ const port = parentPort!;
 async function main() {
   await initBackend(init.backend as BackendPreference);
   setDefaultSparseMatMul(init.evalSparse ?? 'auto');
-  setWasmGemm(init.wasmGemm ?? 'auto');
+  setWasmKernels(init.wasmKernels ?? 'sparsoup');
   const model = await tf.models.modelFromJSON(init.topology as unknown as tf.io.ModelJSON);
   const variables = namedWeights(model);
   const ds = init.dataset;

@@ -5,7 +5,7 @@ import type * as tf from '@tensorflow/tfjs';
 import type { ImageDataset } from '../core/data/dataset.js';
 import type { TensorEntry } from '../core/tensors.js';
 import type { BatchMoments } from '../core/tf/bn-recalibration.js';
-import type { WasmGemmMode } from '../core/tf/gemm.js';
+import type { WasmKernels } from '../core/tf/kernel-set.js';
 import type { SparseMatMulMode } from '../core/tf/sparse-matmul.js';
 import { PROJECT_ROOT } from '../paths.js';
 
@@ -20,8 +20,8 @@ export interface ScoreHelperInit {
   backend: string;
   /** The soup thread's EVAL_SPARSE, so both halves of a score run alike. */
   evalSparse?: SparseMatMulMode;
-  /** The soup thread's WASM_GEMM, likewise. */
-  wasmGemm?: WasmGemmMode;
+  /** The soup thread's WASM_KERNELS, likewise. */
+  wasmKernels?: WasmKernels;
   topology: unknown;
   /** The layout of the weight bytes `load` sends (TensorFlow.js weights, offsets from 0). */
   entries: readonly TensorEntry[];

@@ -8,7 +8,8 @@ import { workerData } from 'piscina';
 import type { ImageDataset } from '../core/data/dataset.js';
 import { CoreInputError } from '../core/errors.js';
 import { initBackend } from '../core/tf/backend.js';
-import { gemmAvailable, setWasmGemm } from '../core/tf/gemm.js';
+import { gemmAvailable } from '../core/tf/gemm.js';
+import { setWasmKernels } from '../core/tf/kernel-set.js';
 import { setDefaultSparseMatMul } from '../core/tf/sparse-matmul.js';
 import { createArtifactStore } from '../storage/create.js';
 import { runCompareModels } from './handlers/compare.js';
@@ -74,7 +75,7 @@ const handlers: Handlers = {
 export default async function runTask({ task, port, dataset, idleThreads }: { task: WorkerTask; port?: MessagePort; dataset?: ImageDataset; idleThreads?: number }) {
   const backend = await initBackend(init.backend, init.wasmThreads ?? 1);
   setDefaultSparseMatMul(init.evalSparse ?? 'auto');
-  setWasmGemm(init.wasmGemm ?? 'auto');
+  setWasmKernels(init.wasmKernels ?? 'sparsoup');
   const ctx: TaskContext = {
     init,
     store,

@@ -13,7 +13,7 @@ import type { KernelLayout, PruneMethod, PruneStats } from '../core/pruning/meth
 import type { GreedyComparison, GreedyStep } from '../core/soups/greedy.js';
 import type { TensorEntry } from '../core/tensors.js';
 import type { BackendInfo, BackendPreference } from '../core/tf/backend.js';
-import type { WasmGemmMode } from '../core/tf/gemm.js';
+import type { WasmKernels } from '../core/tf/kernel-set.js';
 import type { SparseMatMulMode } from '../core/tf/sparse-matmul.js';
 import type { TrainingConfig, TrainResult } from '../core/tf/train.js';
 import type { StoredArtifact } from '../storage/artifact-store.js';
@@ -27,8 +27,8 @@ export interface WorkerInit {
   evalSparse?: SparseMatMulMode;
   /** WASM_THREADS: XNNPACK threads of this thread's wasm backend (absent: 1). */
   wasmThreads?: number;
-  /** WASM_GEMM for this thread's matrix products (absent: 'auto'). */
-  wasmGemm?: WasmGemmMode;
+  /** WASM_KERNELS for this thread (absent: 'sparsoup'). */
+  wasmKernels?: WasmKernels;
   /** The artifact store the thread opens (once) and hands to every handler. */
   artifacts: ArtifactStoreConfig;
   cacheDir: string;

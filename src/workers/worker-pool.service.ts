@@ -26,7 +26,7 @@ export class WorkerPoolService implements OnApplicationShutdown {
     // One more thread for requests while queue work fills the WORKERS threads (started on demand, ended after a minute idle).
     this.pool ??= new WorkerPool(
       Math.max(1, this.config.workers),
-      { backend: this.config.backend, evalSparse: this.config.evalSparse, wasmThreads: this.config.wasmThreads, wasmGemm: this.config.wasmGemm, artifacts: this.artifacts.threadConfig, cacheDir: join(this.config.dataDir, 'cache') },
+      { backend: this.config.backend, evalSparse: this.config.evalSparse, wasmThreads: this.config.wasmThreads, wasmKernels: this.config.wasmKernels, artifacts: this.artifacts.threadConfig, cacheDir: join(this.config.dataDir, 'cache') },
       { requestThreads: this.config.workers > 0 ? 1 : 0 },
     );
     return this.pool;

@@ -3,8 +3,7 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { augmentBatch, augmentSeed } from './augment.js';
 import { initBackend } from './backend.js';
-import { batchNormTrainInternals } from './batch-norm-train.js';
-import { setWasmGemm } from './gemm.js';
+import { setWasmKernels } from './kernel-set.js';
 import { buildTemplate } from './templates.js';
 import { syntheticDataset } from './testing.js';
 import { type TrainingConfig, trainModel, validateTrainingConfig } from './train.js';
@@ -101,17 +100,15 @@ describe('trainModel with augment', () => {
 
   it('off ("none" or absent) is bit-identical to training before augmentation existed', async () => {
     // Recorded with the training loop as it was before `augment` was added (same model, data, config,
-    // wasm), when every matrix product ran on XNNPACK and batch norm on tfjs's chain: the FMA kernel
-    // (gemm.ts) and the batch-norm kernels (batch-norm-train.ts) round differently.
+    // wasm), when tfjs's kernels ran everything (WASM_KERNELS=tfjs): sparsoup's FMA products and
+    // batch-norm kernels round differently.
     const before = '252cb07b8bb7532de059c0d1f49cb2f7e862da4c88d5eaefe116b6c4197fdfc9';
-    setWasmGemm('xnnpack');
-    batchNormTrainInternals.setEnabled(false);
+    setWasmKernels('tfjs');
     try {
       expect(await fingerprint(base)).toBe(before);
       expect(await fingerprint({ ...base, augment: 'none' })).toBe(before);
     } finally {
-      setWasmGemm('auto');
-      batchNormTrainInternals.setEnabled(true);
+      setWasmKernels('sparsoup');
     }
   });
 

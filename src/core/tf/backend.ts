@@ -19,8 +19,8 @@ export interface BackendInfo {
   wasmThreadsError?: string;
   /**
    * What runs dense matrix products in the thread that answered: 'fma' (wasm, the Relaxed SIMD
-   * kernel of gemm.ts), 'xnnpack' (wasm, WASM_GEMM=xnnpack or no Relaxed SIMD), 'native' (libtensorflow,
-   * or the cpu backend's JS). Set by the worker's `info` task, which knows the thread's WASM_GEMM.
+   * kernel of gemm.ts), 'xnnpack' (wasm, WASM_KERNELS=tfjs or no Relaxed SIMD), 'native' (libtensorflow,
+   * or the cpu backend's JS). Set by the worker's `info` task, which knows the thread's WASM_KERNELS.
    */
   matMul?: 'fma' | 'xnnpack' | 'native';
 }

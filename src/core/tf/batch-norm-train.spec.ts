@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend.js';
 import { batchNormTrain, batchNormTrainInternals, FastBatchNormalization } from './batch-norm-train.js';
+import { setWasmKernels } from './kernel-set.js';
 import { buildTemplate } from './templates.js';
 import { syntheticDataset } from './testing.js';
 import { trainModel } from './train.js';
@@ -114,7 +115,7 @@ describe('batch norm in training mode on the wasm kernels (batch-norm-train.ts)'
     }
   });
 
-  it('falls back to tfjs\'s chain where the kernels do not apply: channels not a multiple of 4, or inference', () => {
+  it('falls back to tfjs\'s chain where the kernels do not apply: channels not a multiple of 4, inference, WASM_KERNELS=tfjs', () => {
     const layer = new FastBatchNormalization({});
     const x3 = tf.randomNormal([2, 3, 3, 3], 0, 1, 'float32', 5);
     batchNormTrainInternals.resetStats();
@@ -128,6 +129,13 @@ describe('batch norm in training mode on the wasm kernels (batch-norm-train.ts)'
     expect(batchNormTrainInternals.stats.forward).toBe(0);
     layer4.apply(x4, { training: true });
     expect(batchNormTrainInternals.stats.forward).toBe(1);
+    setWasmKernels('tfjs');
+    try {
+      tf.tidy(() => layer4.apply(x4, { training: true }) as tf.Tensor);
+      expect(batchNormTrainInternals.stats.forward).toBe(1);
+    } finally {
+      setWasmKernels('sparsoup');
+    }
     tf.dispose([x3, x4, y, want]);
   });
 });

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { wasmKernels } from './kernel-set.js';
 import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
 /**
@@ -24,7 +25,8 @@ import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
  *
  * `FastBatchNormalization` is tfjs-layers' `BatchNormalization` with only its training-mode call
  * changed, registered under the same class name so saved models load into it; anywhere the kernels do
- * not apply (another backend, channels not last or not a multiple of 4, no γ or β) it is the original.
+ * not apply (another backend, WASM_KERNELS=tfjs, channels not last or not a multiple of 4, no γ or β)
+ * it is the original.
  */
 
 // ---- the module ----
@@ -319,9 +321,9 @@ export function registerBatchNormTrainKernels(): void {
   });
 }
 
-/** Whether the kernels can take this input here: wasm, float32, channels last, a multiple of 4, module compiled. */
+/** Whether the kernels can take this input here: WASM_KERNELS=sparsoup, wasm, float32, channels last, a multiple of 4, module compiled. */
 export function batchNormTrainApplies(x: tf.Tensor, axis: number): boolean {
-  if (!enabled || tf.getBackend() !== 'wasm' || x.dtype !== 'float32' || x.rank < 2) return false;
+  if (!enabled || wasmKernels() !== 'sparsoup' || tf.getBackend() !== 'wasm' || x.dtype !== 'float32' || x.rank < 2) return false;
   if (axis !== -1 && axis !== x.rank - 1) return false;
   const C = x.shape[x.rank - 1];
   if (C === 0 || C % 4 !== 0 || x.size === 0) return false;

@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { wasmApi } from '../wasm-bytes.js';
 import { initBackend } from './backend.js';
-import { type GemmExports, gemmAvailable, gemmInternals, gemmModule, MR, NR, setWasmGemm } from './gemm.js';
+import { type GemmExports, gemmAvailable, gemmInternals, gemmModule, MR, NR } from './gemm.js';
+import { setWasmKernels } from './kernel-set.js';
 
 /** Seeded values: integers in [−4, 4] (every product and sum exact in float32) or uniform in [−0.5, 0.5). */
 function values(n: number, seed: number, integers: boolean): Float32Array {
@@ -48,7 +49,7 @@ describe('the FMA matrix-product kernel (gemm.ts)', () => {
   beforeAll(async () => {
     await initBackend('wasm');
   });
-  afterEach(() => setWasmGemm('auto'));
+  afterEach(() => setWasmKernels('sparsoup'));
 
   it('compiles here (Relaxed SIMD switched on by the module itself) and is what dense products run on', () => {
     expect(gemmAvailable()).toBe(true);
@@ -162,20 +163,20 @@ describe('the FMA matrix-product kernel (gemm.ts)', () => {
     expect(Object.is(out[2], 0)).toBe(true);
   });
 
-  it("WASM_GEMM 'xnnpack' leaves every product to the backend's kernels, with the same values to float32 rounding", () => {
+  it("WASM_KERNELS 'tfjs' leaves every product to the backend's kernels, with the same values to float32 rounding", () => {
     const a = values(40 * 33, 5, false);
     const b = values(33 * 17, 6, false);
     const run = () => tf.tidy(() => tf.matMul(tf.tensor2d(a, [33, 40]), tf.tensor2d(b, [17, 33]), true, true).dataSync() as Float32Array);
     gemmInternals.resetStats();
     const fma = run();
     expect(gemmInternals.stats.calls).toBe(1);
-    setWasmGemm('xnnpack');
+    setWasmKernels('tfjs');
     gemmInternals.resetStats();
     const xnn = run();
     expect(gemmInternals.stats.calls).toBe(0);
     expect(gemmAvailable()).toBe(false);
     for (let i = 0; i < fma.length; i++) expect(Math.abs(fma[i] - xnn[i])).toBeLessThan(1e-5);
-    expect(() => setWasmGemm('fast' as 'auto')).toThrow(/WASM_GEMM must be one of auto, xnnpack/);
+    expect(() => setWasmKernels('fast' as 'tfjs')).toThrow(/WASM_KERNELS must be one of sparsoup, tfjs/);
   });
 
   it('property: stride-1 convolutions (forward with bias and ReLU, and both gradients) agree with XNNPACK to float32 rounding', () => {
@@ -211,9 +212,9 @@ describe('the FMA matrix-product kernel (gemm.ts)', () => {
           const dx = co % 4 === 0 && c >= 8 ? 1 : 0;
           const dw = co % 8 === 0 || c <= 4 ? 1 : 0;
           expect(gemmInternals.stats.calls).toBe(forward + dx + dw);
-          setWasmGemm('xnnpack');
+          setWasmKernels('tfjs');
           const xnn = run();
-          setWasmGemm('auto');
+          setWasmKernels('sparsoup');
           seed += 4;
           fma.forEach((v, i) => {
             let peak = 0;
@@ -240,7 +241,7 @@ describe('the FMA matrix-product kernel (gemm.ts)', () => {
     gemmInternals.resetStats();
     const [dxF, dwF] = grads();
     expect(gemmInternals.stats.calls).toBe(3); // forward, dx, dW
-    setWasmGemm('xnnpack');
+    setWasmKernels('tfjs');
     const [dxX, dwX] = grads();
     for (const [p, q] of [[dxF, dxX], [dwF, dwX]]) {
       let worst = 0;

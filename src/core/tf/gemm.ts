@@ -1,6 +1,7 @@
 import { setFlagsFromString } from 'node:v8';
 import type * as tf from '@tensorflow/tfjs';
 import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { wasmKernels } from './kernel-set.js';
 import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
 /**
@@ -13,7 +14,8 @@ import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
  * `vfmadd231ps` on an x86-64 with FMA3 (and `fmla` on arm64), twice the multiply-adds per cycle.
  * Node 20's V8 has Relaxed SIMD behind `--experimental-wasm-relaxed-simd` (it ships unflagged from
  * V8 11.4, Node 22); `enableRelaxedSimd()` turns that flag on for the process before anything is
- * compiled. Where it is off or unsupported, `gemmAvailable()` is false and the callers keep XNNPACK.
+ * compiled. Where it is off or unsupported (or WASM_KERNELS=tfjs), `gemmAvailable()` is false and the
+ * callers keep XNNPACK.
  *
  * Layout (all pointers are byte offsets into the backend's memory):
  * - A is packed into panels of MR rows, k-major: Ap[p][k][r] = A[p·MR + r, k] (rows past M zero);
@@ -364,22 +366,9 @@ export const gemmModuleUnfused = compiledOnce(() => gemmModuleBytes(false));
 
 // ---- on the wasm backend's heap ----
 
-/** WASM_GEMM: 'auto' runs dense products on this kernel where Relaxed SIMD is available, 'xnnpack' never. */
-export type WasmGemmMode = 'auto' | 'xnnpack';
-export const WASM_GEMM_MODES: readonly WasmGemmMode[] = ['auto', 'xnnpack'];
-let threadMode: WasmGemmMode = 'auto';
-
-export function setWasmGemm(m: WasmGemmMode): void {
-  if (!WASM_GEMM_MODES.includes(m)) throw new Error(`WASM_GEMM must be one of ${WASM_GEMM_MODES.join(', ')}, got ${m}`);
-  threadMode = m;
-}
-export function wasmGemmMode(): WasmGemmMode {
-  return threadMode;
-}
-
-/** Whether this thread's dense products run here: the mode is 'auto' and the FMA module compiles. */
+/** Whether this thread's dense products run here: WASM_KERNELS is 'sparsoup' and the FMA module compiles. */
 export function gemmAvailable(): boolean {
-  return threadMode === 'auto' && gemmModule(false) !== null;
+  return wasmKernels() === 'sparsoup' && gemmModule(false) !== null;
 }
 
 const stats = { calls: 0, macs: 0 };
@@ -427,7 +416,7 @@ const scratchFloats = (bias: Info | null, N: number) => MR * NR + (bias ? Math.c
  * runs the backend's own kernel.
  */
 export function heapMatMul(backend: HeapBackend, a: Info, b: Info, transposeA: boolean, transposeB: boolean, bias: Info | null, relu: boolean): Info | null {
-  if (threadMode !== 'auto' || a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || a.shape.length !== b.shape.length) return null;
+  if (wasmKernels() !== 'sparsoup' || a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || a.shape.length !== b.shape.length) return null;
   const r = a.shape.length;
   const M = transposeA ? a.shape[r - 1] : a.shape[r - 2];
   const K = transposeA ? a.shape[r - 2] : a.shape[r - 1];
@@ -492,11 +481,11 @@ export interface ConvGeometry {
  * A stride-1, dilation-1 NHWC convolution out = act(conv(x, filter) + bias) on the heap: the patch
  * matrix packed chunk by chunk straight into `gemm`'s panels (`im2col4`), times the filter as B
  * [KH·KW·C, Co]. Null where it does not apply (input channels not a multiple of 4, fewer than 8
- * output channels, not float32, the module unavailable, WASM_GEMM=xnnpack): the caller runs the
+ * output channels, not float32, the module unavailable, WASM_KERNELS=tfjs): the caller runs the
  * backend's convolution.
  */
 export function heapConv2D(backend: HeapBackend, x: Info, filter: Info, bias: Info | null, relu: boolean, g: ConvGeometry): Info | null {
-  if (threadMode !== 'auto' || x.dtype !== 'float32' || filter.dtype !== 'float32' || x.shape.length !== 4 || filter.shape.length !== 4) return null;
+  if (wasmKernels() !== 'sparsoup' || x.dtype !== 'float32' || filter.dtype !== 'float32' || x.shape.length !== 4 || filter.shape.length !== 4) return null;
   const [B, H, W, C] = x.shape;
   const [KH, KW, CI, CO] = filter.shape;
   if (CI !== C || C % 4 !== 0 || C === 0) return null;
@@ -546,7 +535,7 @@ const FILTER_BLOCK = 512;
  * not apply (channels not a multiple of 4, output channels not a multiple of 8, …).
  */
 export function heapConv2DBackpropFilter(backend: HeapBackend, x: Info, dy: Info, filterShape: number[], g: ConvGeometry): Info | null {
-  if (threadMode !== 'auto' || x.dtype !== 'float32' || dy.dtype !== 'float32' || x.shape.length !== 4 || dy.shape.length !== 4) return null;
+  if (wasmKernels() !== 'sparsoup' || x.dtype !== 'float32' || dy.dtype !== 'float32' || x.shape.length !== 4 || dy.shape.length !== 4) return null;
   const [B, H, W, C] = x.shape;
   const [KH, KW, CI, CO] = filterShape;
   if (CI !== C || C % 4 !== 0 || CO % NR !== 0 || C === 0 || CO === 0) return null;

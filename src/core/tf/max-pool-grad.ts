@@ -1,4 +1,5 @@
 import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { wasmKernels } from './kernel-set.js';
 import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
 /**
@@ -98,12 +99,13 @@ export const maxPoolGradInternals = {
 
 /**
  * dx for 2×2/2 valid max pooling of x [B, H, W, C] (C a multiple of 4), dy [B, H/2, W/2, C]
- * (floors), into `dx` (already zero where no window reaches); false where the module is unavailable.
+ * (floors), into `dx` (already zero where no window reaches); false where it does not apply (WASM_KERNELS=tfjs,
+ * channels not in fours, the module unavailable).
  */
 export function heapMaxPoolGrad2x2(backend: HeapBackend, dx: { dataId: object }, x: { dataId: object; shape: number[] }, dy: { dataId: object; shape: number[] }): boolean {
   const [, H, W, C] = x.shape;
   const [B, OH, OW] = dy.shape;
-  if (C % 4 !== 0) return false;
+  if (C % 4 !== 0 || wasmKernels() !== 'sparsoup') return false;
   const inst = heapInstance<PoolExports>(backend, KEY, (shared) => compiled[shared ? 1 : 0]());
   if (!inst) return false;
   const off = (t: { dataId: object }) => heapOffset(backend, t as never);

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Mulberry32 } from '../random.js';
 import { initBackend } from './backend.js';
 import { evaluateModel } from './evaluate.js';
-import { setWasmGemm } from './gemm.js';
+import { setWasmKernels } from './kernel-set.js';
 import { referenceSparseMatMul, SPARSE_MIN_SPARSITY, SPARSE_MIN_SPARSITY_XNNPACK, type SparseMatMulMode, sparseColumns, sparseMatMulInternals, withSparseMatMul } from './sparse-matmul.js';
 import { buildTemplate } from './templates.js';
 import { syntheticDataset } from './testing.js';
@@ -81,19 +81,19 @@ describe('sparse × dense _FusedMatMul on wasm', () => {
   it("'auto' takes the sparse path from the crossover's zeros on, dense below; outside evaluation nothing changes", () => {
     const [rows, k, n] = [40, 50, 20];
     const x = sparseValues(rows * k, 0, 7);
-    // The crossover follows the dense product: the FMA kernel here, XNNPACK with WASM_GEMM=xnnpack.
+    // The crossover follows the dense product: the FMA kernel here, XNNPACK with WASM_KERNELS=tfjs.
     expect(sparseMatMulInternals.minSparsity).toBe(SPARSE_MIN_SPARSITY);
     const between = sparseValues(k * n, (SPARSE_MIN_SPARSITY + SPARSE_MIN_SPARSITY_XNNPACK) / 2, 10);
     sparseMatMulInternals.resetStats();
     fused('auto', x, rows, between, k, n, null, true);
     expect(sparseMatMulInternals.stats).toEqual({ sparse: 0, dense: 1 });
-    setWasmGemm('xnnpack');
+    setWasmKernels('tfjs');
     try {
       expect(sparseMatMulInternals.minSparsity).toBe(SPARSE_MIN_SPARSITY_XNNPACK);
       fused('auto', x, rows, between, k, n, null, true);
       expect(sparseMatMulInternals.stats).toEqual({ sparse: 1, dense: 1 });
     } finally {
-      setWasmGemm('auto');
+      setWasmKernels('sparsoup');
     }
     const below = sparseValues(k * n, SPARSE_MIN_SPARSITY - 0.2, 8);
     const above = sparseValues(k * n, SPARSE_MIN_SPARSITY + 0.2, 9);

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { heapConv2D, heapConv2DBackpropFilter, heapMatMul } from './gemm.js';
+import { wasmKernels } from './kernel-set.js';
 import { heapMaxPoolGrad2x2 } from './max-pool-grad.js';
 import { sparseFusedMatMul } from './sparse-matmul.js';
 import type { HeapBackend } from './wasm-heap.js';
@@ -364,7 +365,7 @@ const maxPoolGrad: Kernel = ({ inputs, backend, attrs }) => {
   const dx = backend.typedArrayFromHeap(out) as Float32Array;
   const twoByTwo = fh === 2 && fw === 2 && strideHeight === 2 && strideWidth === 2 && top === 0 && left === 0 && outHeight * 2 <= inHeight && outWidth * 2 <= inWidth;
   // The SIMD kernel writes every input inside a window; only odd sizes leave inputs to zero first.
-  if (!twoByTwo || !useSimdPoolGrad || c % 4 !== 0 || outHeight * 2 !== inHeight || outWidth * 2 !== inWidth) dx.fill(0);
+  if (!twoByTwo || !useSimdPoolGrad || wasmKernels() !== 'sparsoup' || c % 4 !== 0 || outHeight * 2 !== inHeight || outWidth * 2 !== inWidth) dx.fill(0);
   if (twoByTwo && useSimdPoolGrad && heapMaxPoolGrad2x2(backend as unknown as HeapBackend, out, input, dy)) return out;
   dx.fill(0);
   if (twoByTwo) {

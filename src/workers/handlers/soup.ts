@@ -11,7 +11,7 @@ import { hasBatchNorm } from '../../core/tf/batch-norm.js';
 import { assignBatchNormStatistics, type BatchMoments, batchNormMoments, recalibrationIndices } from '../../core/tf/bn-recalibration.js';
 import { evaluateModel } from '../../core/tf/evaluate.js';
 import { namedWeights, setWeightsFromBytes } from '../../core/tf/model-io.js';
-import { wasmGemmMode } from '../../core/tf/gemm.js';
+import { wasmKernels } from '../../core/tf/kernel-set.js';
 import { defaultSparseMatMul } from '../../core/tf/sparse-matmul.js';
 import type { ArtifactStore, StoredArtifact } from '../../storage/artifact-store.js';
 import { writeCheckpointArtifact } from '../../storage/checkpoint-output.js';
@@ -235,7 +235,7 @@ async function startSetScorer(
     helper = await startScoreHelper(model, {
       backend: 'wasm',
       evalSparse: defaultSparseMatMul(),
-      wasmGemm: wasmGemmMode(),
+      wasmKernels: wasmKernels(),
       entries,
       dataset: ds,
       recalibration: recalIndices,

@@ -9,27 +9,27 @@ import { trainModel } from '../src/core/tf/train.js';
 import { startTestApp, type TestApp } from './support/app.js';
 
 /**
- * WASM_GEMM through the API: the default service runs dense products on the Relaxed SIMD FMA kernel
- * and says so in /health; WASM_GEMM=xnnpack keeps XNNPACK; a trained model evaluates alike on both.
+ * WASM_KERNELS through the API: the default service runs dense products on the Relaxed SIMD FMA
+ * kernel and says so in /health; WASM_KERNELS=tfjs keeps XNNPACK; a trained model evaluates alike on both.
  */
-describe('WASM_GEMM: the FMA kernel and XNNPACK over HTTP', () => {
+describe("WASM_KERNELS: sparsoup's kernels and tfjs's over HTTP", () => {
   let fma: TestApp;
   let xnn: TestApp;
   beforeAll(async () => {
     const info = await initBackend();
     if (info.name !== 'wasm') throw new Error(`this test is about the wasm backend, got ${info.name}`);
     fma = await startTestApp({ WORKERS: '1' });
-    xnn = await startTestApp({ WORKERS: '1', WASM_GEMM: 'xnnpack' });
+    xnn = await startTestApp({ WORKERS: '1', WASM_KERNELS: 'tfjs' });
   });
   afterAll(async () => {
     await fma?.close();
     await xnn?.close();
   });
 
-  it('rejects a bad WASM_GEMM at start-up, naming it; the default is auto', async () => {
+  it('rejects a bad WASM_KERNELS at start-up, naming it; the default is sparsoup', async () => {
     const { loadConfig } = await import('../src/config/config.js');
-    expect(() => loadConfig({ WASM_GEMM: 'blas' })).toThrow(/WASM_GEMM/);
-    expect(loadConfig({}).wasmGemm).toBe('auto');
+    expect(() => loadConfig({ WASM_KERNELS: 'blas' })).toThrow(/WASM_KERNELS/);
+    expect(loadConfig({}).wasmKernels).toBe('sparsoup');
   });
 
   it('/health names what runs the matrix products in the worker threads', async () => {
