@@ -11,7 +11,8 @@ export interface HeapBackend {
   makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
   dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
   typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-  wasm: { asm?: Record<string, unknown> };
+  /** The Emscripten module: the single-threaded build exports its memory among `asm`; the threaded one creates it in JS and keeps it as `wasmMemory`. */
+  wasm: { asm?: Record<string, unknown>; wasmMemory?: unknown };
 }
 
 export interface HeapInstance<E> {
@@ -35,7 +36,8 @@ export function heapInstance<E>(backend: HeapBackend, key: object, compiled: (sh
   let inst = perBackend.get(key);
   if (inst === undefined) {
     inst = null;
-    const memory = Object.values(backend.wasm.asm ?? {}).find((v) => wasmApi && v instanceof wasmApi.Memory) as WasmMemory | undefined;
+    const isMemory = (v: unknown) => wasmApi !== undefined && v instanceof wasmApi.Memory;
+    const memory = (isMemory(backend.wasm.wasmMemory) ? backend.wasm.wasmMemory : Object.values(backend.wasm.asm ?? {}).find(isMemory)) as WasmMemory | undefined;
     const shared = typeof SharedArrayBuffer !== 'undefined' && memory?.buffer instanceof SharedArrayBuffer;
     const mod = memory && compiled(shared);
     if (memory && mod && wasmApi) {

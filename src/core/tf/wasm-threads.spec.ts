@@ -19,6 +19,7 @@ interface Probe {
   wasmThreadsError?: string;
   pthreadWorkers: number;
   logits: number[];
+  fmaCalls: number;
 }
 
 const probeCode = `
@@ -28,16 +29,21 @@ if (workerData.breakPthreads) URL.revokeObjectURL = () => { throw new Error('sim
 (async () => {
   const { initBackend } = await import(workerData.backend);
   const { buildTemplate } = await import(workerData.templates);
+  const { gemmInternals } = await import(workerData.gemm);
+  const { setWasmKernels } = await import(workerData.kernelSet);
   const info = await initBackend('wasm', workerData.threads);
   const tf = await import('@tensorflow/tfjs');
   const model = buildTemplate('cnn-bn', { inputShape: [8, 8, 1], classes: 4, seed: 3 });
   const x = tf.tensor4d(Float32Array.from({ length: 16 * 64 }, (_, i) => Math.sin(i * 0.37)), [16, 8, 8, 1]);
   const logits = Array.from(model.predict(x).dataSync());
-  // Work big enough to split: 384 x 384 matrix products.
+  // sparsoup's FMA kernel ran the products and conv2 (on the threaded build's shared memory too).
+  const fmaCalls = gemmInternals.stats.calls;
+  // Work big enough to split: 384 x 384 matrix products, on XNNPACK (its pool splits them).
+  setWasmKernels('tfjs');
   const a = tf.randomNormal([384, 384], 0, 1, 'float32', 1);
   for (let i = 0; i < 8; i++) tf.tidy(() => tf.matMul(a, a).dataSync());
   const pthread = tf.backend().wasm.PThread;
-  parentPort.postMessage({ wasmThreads: info.wasmThreads, wasmThreadsError: info.wasmThreadsError, pthreadWorkers: pthread ? pthread.runningWorkers.length : 0, logits });
+  parentPort.postMessage({ wasmThreads: info.wasmThreads, wasmThreadsError: info.wasmThreadsError, pthreadWorkers: pthread ? pthread.runningWorkers.length : 0, logits, fmaCalls });
 })().catch((e) => parentPort.postMessage({ error: String(e && e.stack || e) }));
 `;
 
@@ -60,7 +66,14 @@ async function probe(threads: number, breakPthreads = false): Promise<{ probe: P
   const before = threadCpu();
   const worker = new Worker(probeCode, {
     eval: true,
-    workerData: { threads, breakPthreads, backend: pathToFileURL(join(dist, 'backend.js')).href, templates: pathToFileURL(join(dist, 'templates.js')).href },
+    workerData: {
+      threads,
+      breakPthreads,
+      backend: pathToFileURL(join(dist, 'backend.js')).href,
+      templates: pathToFileURL(join(dist, 'templates.js')).href,
+      gemm: pathToFileURL(join(dist, 'gemm.js')).href,
+      kernelSet: pathToFileURL(join(dist, 'kernel-set.js')).href,
+    },
   });
   let newThreadCpu: number[] = [];
   const result = await new Promise<Probe>((resolve, reject) => {
@@ -83,7 +96,7 @@ async function probe(threads: number, breakPthreads = false): Promise<{ probe: P
 }
 
 describe.skipIf(unavailable !== null)('the threaded wasm build in a worker thread', () => {
-  it('starts with 2 XNNPACK threads, gives the single-threaded logits, splits work, and leaves no thread behind', async () => {
+  it('starts with 2 XNNPACK threads, gives the single-threaded logits, runs the FMA kernel on its shared memory, splits work, and leaves no thread behind', async () => {
     const one = await probe(1);
     const two = await probe(2);
     expect(one.probe.wasmThreads).toBe(1);
@@ -91,6 +104,9 @@ describe.skipIf(unavailable !== null)('the threaded wasm build in a worker threa
     expect(two.probe.wasmThreads).toBe(2);
     expect(two.probe.pthreadWorkers).toBe(1);
     expect(two.probe.logits.length).toBe(16 * 4);
+    // The FMA kernel finds the threaded build's (shared) memory as it finds the plain build's.
+    expect(one.probe.fmaCalls).toBeGreaterThan(0);
+    expect(two.probe.fmaCalls).toBe(one.probe.fmaCalls);
     for (let i = 0; i < one.probe.logits.length; i++) {
       expect(Math.abs(two.probe.logits[i] - one.probe.logits[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(one.probe.logits[i])));
     }
