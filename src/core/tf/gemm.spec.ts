@@ -205,11 +205,11 @@ describe('the FMA matrix-product kernel (gemm.ts)', () => {
             });
           gemmInternals.resetStats();
           const fma = run();
-          // On the FMA kernel: the forward twice (fused and plain) from 8 output channels; dx, a
-          // convolution of dy (co channels in, c out), where co comes in fours and c ≥ 8; dW where
-          // co comes in eights, or as the ≤ 4-channel patch-matrix product.
-          const forward = co >= 8 ? 2 : 0;
-          const dx = co % 4 === 0 && c >= 8 ? 1 : 0;
+          // On the FMA kernel: the forward twice (fused and plain); dx, a convolution of dy (co
+          // channels in), where co comes in fours; dW where co comes in eights, or as the ≤ 4-channel
+          // patch-matrix product.
+          const forward = 2;
+          const dx = co % 4 === 0 ? 1 : 0;
           const dw = co % 8 === 0 || c <= 4 ? 1 : 0;
           expect(gemmInternals.stats.calls).toBe(forward + dx + dw);
           setWasmKernels('tfjs');

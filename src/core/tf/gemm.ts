@@ -480,18 +480,17 @@ export interface ConvGeometry {
 /**
  * A stride-1, dilation-1 NHWC convolution out = act(conv(x, filter) + bias) on the heap: the patch
  * matrix packed chunk by chunk straight into `gemm`'s panels (`im2col4`), times the filter as B
- * [KH·KW·C, Co]. Null where it does not apply (input channels not a multiple of 4, fewer than 8
- * output channels, not float32, the module unavailable, WASM_KERNELS=tfjs): the caller runs the
- * backend's convolution.
+ * [KH·KW·C, Co]. Null where it does not apply (input channels not a multiple of 4, not float32, the
+ * module unavailable, WASM_KERNELS=tfjs): the caller runs the backend's convolution. Fewer than 8
+ * output channels pad B's panel with zero columns (8× the work for 1 channel, the input gradient of
+ * a first layer on grey images), and still measured faster than XNNPACK there (bench:profile: that
+ * gradient ~11 ms on this kernel against ~20 ms on XNNPACK at batch 128).
  */
 export function heapConv2D(backend: HeapBackend, x: Info, filter: Info, bias: Info | null, relu: boolean, g: ConvGeometry): Info | null {
   if (wasmKernels() !== 'sparsoup' || x.dtype !== 'float32' || filter.dtype !== 'float32' || x.shape.length !== 4 || filter.shape.length !== 4) return null;
   const [B, H, W, C] = x.shape;
   const [KH, KW, CI, CO] = filter.shape;
   if (CI !== C || C % 4 !== 0 || C === 0) return null;
-  // Fewer than 8 output channels would pad the product's B panel with zero columns (8× the work
-  // for 1 channel: the input gradient of a first layer on grey images); XNNPACK does those better.
-  if (CO < NR) return null;
   if (bias && (bias.dtype !== 'float32' || sizeOf(bias.shape) !== CO || bias.shape.length > 1)) return null;
   const inst = heapInstance<GemmExports>(backend, KEY, gemmModule);
   if (!inst) return null;
