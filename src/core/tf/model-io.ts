@@ -1,8 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { CoreInputError } from '../errors.js';
 import type { TensorEntry } from '../tensors.js';
-// Registers the BatchNormalization class saved models deserialise into (its training call is faster on wasm).
+// Register the BatchNormalization and Conv2D classes saved models deserialise into (faster training on wasm).
 import './batch-norm-train.js';
+import './conv-layer.js';
 
 /** The two parts of a TensorFlow.js layers checkpoint, as `model.save(tf.io.http(…))` sends them. */
 export interface SavedLayersModel {

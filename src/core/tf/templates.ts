@@ -4,6 +4,7 @@ import { checkSeed } from '../random.js';
 
 import { ARCHITECTURES, type Architecture } from './architectures.js';
 import { batchNormalization } from './batch-norm-train.js';
+import { conv2d } from './conv-layer.js';
 
 export { ARCHITECTURES, type Architecture };
 
@@ -41,9 +42,7 @@ export function buildTemplate(architecture: string, options: TemplateOptions): t
   const input = tf.input({ shape: inputShape, name: 'input' });
 
   const conv = (x: tf.SymbolicTensor, name: string, filters: number, kernelSize: number, strides = 1) =>
-    tf.layers
-      .conv2d({ name, filters, kernelSize, strides, padding: 'same', useBias: false, kernelInitializer: he() })
-      .apply(x) as tf.SymbolicTensor;
+    conv2d({ name, filters, kernelSize, strides, padding: 'same', useBias: false, kernelInitializer: he() }).apply(x) as tf.SymbolicTensor;
   const bn = (x: tf.SymbolicTensor, name: string) => batchNormalization({ name, ...BN }).apply(x) as tf.SymbolicTensor;
   const relu = (x: tf.SymbolicTensor, name: string) => tf.layers.reLU({ name }).apply(x) as tf.SymbolicTensor;
   const dense = (x: tf.SymbolicTensor, name: string, units: number, last = false) =>
