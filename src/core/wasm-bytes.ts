@@ -87,3 +87,44 @@ export function compiledOnce(bytes: () => Uint8Array<ArrayBuffer>): () => object
     return compiled;
   };
 }
+
+// ---- instructions shared by the tf kernels' modules (gemm.ts, batch-norm-train.ts, max-pool-grad.ts,
+// sparse-matmul.ts): i32 arithmetic, memory access with an offset (align hint 1: every access may be
+// unaligned), SIMD, and the structured control the loops are built from ----
+
+export const tee = (i: number) => [0x22, ...uleb(i)];
+export const add = [0x6a];
+export const sub = [0x6b];
+export const mul = [0x6c];
+export const divU = [0x6e];
+export const and = [0x71];
+export const eq = [0x46];
+export const ltU = [0x49];
+export const geS = [0x4e];
+export const geU = [0x4f];
+export const select = [0x1b];
+export const mem = (offset: number) => [0, ...uleb(offset)];
+export const i32load = (o = 0) => [0x28, ...mem(o)];
+export const f32load = (o = 0) => [0x2a, ...mem(o)];
+export const f32store = (o = 0) => [0x38, ...mem(o)];
+export const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
+export const vload = (o = 0) => simd(0x00, ...mem(o));
+export const vsplat32 = (o = 0) => simd(0x09, ...mem(o));
+export const vstore = (o = 0) => simd(0x0b, ...mem(o));
+export const vzero = simd(0x0c, ...new Array(16).fill(0));
+/** i8x16.shuffle of two vectors by float lanes (0–3 the first, 4–7 the second). */
+export const shuffle = (...lanes: number[]) => simd(0x0d, ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
+export const ifThen = (cond: number[], body: number[]) => [...cond, 0x04, 0x40, ...body, 0x0b];
+export const ifElse = (cond: number[], then: number[], otherwise: number[]) => [...cond, 0x04, 0x40, ...then, 0x05, ...otherwise, 0x0b];
+export const ifElseV128 = (cond: number[], then: number[], otherwise: number[]) => [...cond, 0x04, V128, ...then, 0x05, ...otherwise, 0x0b];
+/** while (local p < local end, unsigned) body — tested first. */
+export function whileBelow(p: number, end: number, body: number[]): number[] {
+  return [0x02, 0x40, 0x03, 0x40, ...get(p), ...get(end), ...geU, 0x0d, 1, ...body, 0x0c, 0, 0x0b, 0x0b];
+}
+/** local p += by (by: the instructions that push the step). */
+export const bump = (p: number, by: number[]) => [...get(p), ...by, ...add, ...set(p)];
+/** A function's code entry: its locals ([count, type] runs) and body, length-prefixed. */
+export function funcCode(locals: [number, number][], body: number[]): number[] {
+  const code = [...vec(locals.map(([count, type]) => [...uleb(count), type])), ...body, 0x0b];
+  return [...uleb(code.length), ...code];
+}

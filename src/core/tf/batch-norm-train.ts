@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { add, bump, compiledOnce, funcCode, get, I32, i32c, moduleBytes, mul, set, simd, V128, vec, vload, vstore, whileBelow } from '../wasm-bytes.js';
 import { wasmKernels } from './kernel-set.js';
 import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
@@ -31,28 +31,13 @@ import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
 // ---- the module ----
 
-const add = [0x6a];
-const mul = [0x6c];
-const geU = [0x4f];
-const mem = (offset: number) => [0, ...uleb(offset)];
-const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
-const vload = (o = 0) => simd(0x00, ...mem(o));
-const vstore = (o = 0) => simd(0x0b, ...mem(o));
 const highToLow = simd(0x0d, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
 const promoteLow = simd(0x5f);
 const f32x4add = simd(0xe4);
 const f32x4sub = simd(0xe5);
 const f32x4mul = simd(0xe6);
 const f64x2add = simd(0xf0);
-function whileBelow(p: number, end: number, body: number[]): number[] {
-  return [0x02, 0x40, 0x03, 0x40, ...get(p), ...get(end), ...geU, 0x0d, 1, ...body, 0x0c, 0, 0x0b, 0x0b];
-}
-const bump = (p: number, by: number[]) => [...get(p), ...by, ...add, ...set(p)];
 
-function fn(locals: [number, number][], body: number[]): number[] {
-  const code = [...vec(locals.map(([count, type]) => [...uleb(count), type])), ...body, 0x0b];
-  return [...uleb(code.length), ...code];
-}
 
 /**
  * for every row of `main` (nv vectors of 4 floats) and every vector in it: `body`, with local `cp`
@@ -137,11 +122,11 @@ export function batchNormModuleBytes(shared = false): Uint8Array<ArrayBuffer> {
   return moduleBytes(
     types,
     [
-      { name: 'sums', type: 0, code: fn([[4, I32], [1, V128]], sumsBody()) },
-      { name: 'sqdev', type: 1, code: fn([[4, I32], [1, V128]], sqdevBody()) },
-      { name: 'dots', type: 2, code: fn([[4, I32], [2, V128]], dotsBody()) },
-      { name: 'affine', type: 3, code: fn([[3, I32]], affineBody()) },
-      { name: 'affine2', type: 4, code: fn([[3, I32]], affine2Body()) },
+      { name: 'sums', type: 0, code: funcCode([[4, I32], [1, V128]], sumsBody()) },
+      { name: 'sqdev', type: 1, code: funcCode([[4, I32], [1, V128]], sqdevBody()) },
+      { name: 'dots', type: 2, code: funcCode([[4, I32], [2, V128]], dotsBody()) },
+      { name: 'affine', type: 3, code: funcCode([[3, I32]], affineBody()) },
+      { name: 'affine2', type: 4, code: funcCode([[3, I32]], affine2Body()) },
     ],
     shared,
   );

@@ -1,6 +1,6 @@
 import { setFlagsFromString } from 'node:v8';
 import type * as tf from '@tensorflow/tfjs';
-import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { add, and, bump, compiledOnce, divU, eq, f32load, f32store, funcCode, geS, get, I32, i32c, i32load, ifElse, ifElseV128, ifThen, ltU, moduleBytes, mul, select, set, shuffle, simd, sub, tee, V128, vec, vload, vsplat32, vstore, vzero, whileBelow } from '../wasm-bytes.js';
 import { wasmKernels } from './kernel-set.js';
 import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
@@ -36,40 +36,11 @@ export const MR = 4;
 /** Columns of B per micro-tile (two float32x4). */
 export const NR = 8;
 
-const tee = (i: number) => [0x22, ...uleb(i)];
-const add = [0x6a];
-const sub = [0x6b];
-const mul = [0x6c];
-const and = [0x71];
-const eq = [0x46];
-const i32load = (o = 0) => [0x28, 0, ...uleb(o)];
-const geU = [0x4f];
-const geS = [0x4e];
-const mem = (offset: number) => [0, ...uleb(offset)];
-const f32load = (o = 0) => [0x2a, ...mem(o)];
-const f32store = (o = 0) => [0x38, ...mem(o)];
-const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
-const vload = (o = 0) => simd(0x00, ...mem(o));
-const vsplat32 = (o = 0) => simd(0x09, ...mem(o));
-const vstore = (o = 0) => simd(0x0b, ...mem(o));
-const vzero = simd(0x0c, ...new Array(16).fill(0));
 const f32x4add = simd(0xe4);
 const f32x4mul = simd(0xe6);
 const f32x4max = simd(0xe9);
 const relaxedMadd = simd(0x105);
-const ifThen = (cond: number[], body: number[]) => [...cond, 0x04, 0x40, ...body, 0x0b];
-const ifElse = (cond: number[], then: number[], otherwise: number[]) => [...cond, 0x04, 0x40, ...then, 0x05, ...otherwise, 0x0b];
-const ifElseV128 = (cond: number[], then: number[], otherwise: number[]) => [...cond, 0x04, V128, ...then, 0x05, ...otherwise, 0x0b];
-/** while (p < end) body — unsigned, tested first. */
-function whileBelow(p: number, end: number, body: number[]): number[] {
-  return [0x02, 0x40, 0x03, 0x40, ...get(p), ...get(end), ...geU, 0x0d, 1, ...body, 0x0c, 0, 0x0b, 0x0b];
-}
-const bump = (p: number, by: number[]) => [...get(p), ...by, ...add, ...set(p)];
 
-function fn(locals: [number, number][], body: number[]): number[] {
-  const code = [...vec(locals.map(([count, type]) => [...uleb(count), type])), ...body, 0x0b];
-  return [...uleb(code.length), ...code];
-}
 
 /**
  * pack(dst, dRow, dEl, src, sRow, sEl, rows, count): for i < rows, j < count:
@@ -205,10 +176,6 @@ function gemmBody(fused: boolean): number[] {
   ];
 }
 
-const divU = [0x6e];
-const ltU = [0x49];
-const select = [0x1b];
-const shuffle = (...lanes: number[]) => simd(0x0d, ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
 
 /**
  * im2col4(dst, x, zero, m0, panels, M, H, W, C4, OH, OW, KH, KW, top, left): `panels` packed A
@@ -322,12 +289,12 @@ export function gemmModuleBytes(fused = true, shared = false): Uint8Array<ArrayB
     [0x60, ...vec(new Array(11).fill([I32])), ...vec([])],
   ];
   return moduleBytes(types, [
-    { name: 'pack', type: 0, code: fn([[4, I32]], packBody()) },
-    { name: 'gemm', type: 1, code: fn([[13, I32], [2 * MR + 3, V128]], gemmBody(fused)) },
-    { name: 'panelA', type: 2, code: fn([[1, I32]], panelBody(MR / 4)) },
-    { name: 'panelB', type: 2, code: fn([[1, I32]], panelBody(NR / 4)) },
-    { name: 'im2col4', type: 3, code: fn([[30, I32], [8, V128]], im2col4Body()) },
-    { name: 'patchQuads', type: 4, code: fn([[3, I32]], patchQuadsBody()) },
+    { name: 'pack', type: 0, code: funcCode([[4, I32]], packBody()) },
+    { name: 'gemm', type: 1, code: funcCode([[13, I32], [2 * MR + 3, V128]], gemmBody(fused)) },
+    { name: 'panelA', type: 2, code: funcCode([[1, I32]], panelBody(MR / 4)) },
+    { name: 'panelB', type: 2, code: funcCode([[1, I32]], panelBody(NR / 4)) },
+    { name: 'im2col4', type: 3, code: funcCode([[30, I32], [8, V128]], im2col4Body()) },
+    { name: 'patchQuads', type: 4, code: funcCode([[3, I32]], patchQuadsBody()) },
   ], shared);
 }
 

@@ -1,4 +1,4 @@
-import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { add, bump, compiledOnce, funcCode, get, I32, i32c, moduleBytes, mul, set, simd, V128, vec, vload, vstore, whileBelow } from '../wasm-bytes.js';
 import { wasmKernels } from './kernel-set.js';
 import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
@@ -11,23 +11,12 @@ import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
  * The JavaScript loop in wasm-kernels.ts is the fallback (and the tests' reference).
  */
 
-const add = [0x6a];
-const mul = [0x6c];
-const geU = [0x4f];
-const mem = (offset: number) => [0, ...uleb(offset)];
-const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
-const vload = (o = 0) => simd(0x00, ...mem(o));
-const vstore = (o = 0) => simd(0x0b, ...mem(o));
 const f32x4gt = simd(0x44);
 const vnot = simd(0x4d);
 const vand = simd(0x4e);
 const vandnot = simd(0x4f);
 const vor = simd(0x50);
 const bitselect = simd(0x52);
-function whileBelow(p: number, end: number, body: number[]): number[] {
-  return [0x02, 0x40, 0x03, 0x40, ...get(p), ...get(end), ...geU, 0x0d, 1, ...body, 0x0c, 0, 0x0b, 0x0b];
-}
-const bump = (p: number, by: number[]) => [...get(p), ...by, ...add, ...set(p)];
 
 /** grad(dx, x, g, rowsOut, outW, C4, rowB): one image, its output rows in order (each two input rows down). */
 function gradBody(): number[] {
@@ -74,13 +63,9 @@ function gradBody(): number[] {
   ];
 }
 
-function fn(locals: [number, number][], body: number[]): number[] {
-  const code = [...vec(locals.map(([count, type]) => [...uleb(count), type])), ...body, 0x0b];
-  return [...uleb(code.length), ...code];
-}
 
 export function maxPoolGradModuleBytes(shared = false): Uint8Array<ArrayBuffer> {
-  return moduleBytes([[0x60, ...vec(new Array(7).fill([I32])), ...vec([])]], [{ name: 'grad', type: 0, code: fn([[6, I32], [9, V128]], gradBody()) }], shared);
+  return moduleBytes([[0x60, ...vec(new Array(7).fill([I32])), ...vec([])]], [{ name: 'grad', type: 0, code: funcCode([[6, I32], [9, V128]], gradBody()) }], shared);
 }
 
 interface PoolExports {

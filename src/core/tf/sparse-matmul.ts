@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { compiledOnce, get, I32, i32c, moduleBytes, set, uleb, V128, vec } from '../wasm-bytes.js';
+import { add, bump, compiledOnce, f32load, f32store, funcCode, get, I32, i32c, i32load, ifElseV128, ifThen, moduleBytes, mul, set, shuffle, simd, tee, V128, vec, vload, vstore, vzero, whileBelow } from '../wasm-bytes.js';
 import { gemmAvailable } from './gemm.js';
 import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
@@ -51,33 +51,11 @@ const T = 4 * V;
 
 // ---- the module's bytes (same conventions as src/core/soups/kernels.ts) ----
 
-const tee = (i: number) => [0x22, ...uleb(i)];
-const add = [0x6a];
-const mul = [0x6c];
-const geU = [0x4f];
-const mem = (offset: number) => [0, ...uleb(offset)];
-const i32load = (o = 0) => [0x28, ...mem(o)];
-const f32load = (o = 0) => [0x2a, ...mem(o)];
-const f32store = [0x38, ...mem(0)];
-const simd = (op: number, ...imm: number[]) => [0xfd, ...uleb(op), ...imm];
-const vload = (o = 0) => simd(0x00, ...mem(o));
-const vstore = (o = 0) => simd(0x0b, ...mem(o));
-const vzero = simd(0x0c, ...new Array(16).fill(0));
 const f32x4splat = simd(0x13);
 const f32x4add = simd(0xe4);
 const f32x4mul = simd(0xe6);
 const f32x4pmax = simd(0xeb);
-const ifThen = (cond: number[], body: number[]) => [...cond, 0x04, 0x40, ...body, 0x0b];
-const ifElseV128 = (cond: number[], then: number[], otherwise: number[]) => [...cond, 0x04, V128, ...then, 0x05, ...otherwise, 0x0b];
-function whileBelow(p: number, end: number, body: number[]): number[] {
-  return [0x02, 0x40, 0x03, 0x40, ...get(p), ...get(end), ...geU, 0x0d, 1, ...body, 0x0c, 0, 0x0b, 0x0b];
-}
-const bump = (p: number, by: number[]) => [...get(p), ...by, ...add, ...set(p)];
 
-function fn(locals: [number, number][], body: number[]): number[] {
-  const code = [...vec(locals.map(([count, type]) => [...uleb(count), type])), ...body, 0x0b];
-  return [...uleb(code.length), ...code];
-}
 
 /**
  * spmm(yp, xp, tiles, panelBytes, n, pairs, colptr, bias, hasBias, relu):
@@ -125,11 +103,10 @@ function stridedBody(): number[] {
   const end = 5;
   return [
     ...get(dst), ...get(count), ...get(dstStep), ...mul, ...add, ...set(end),
-    ...whileBelow(dst, end, [...get(dst), ...get(src), ...f32load(), ...f32store, ...bump(dst, get(dstStep)), ...bump(src, get(srcStep))]),
+    ...whileBelow(dst, end, [...get(dst), ...get(src), ...f32load(), ...f32store(), ...bump(dst, get(dstStep)), ...bump(src, get(srcStep))]),
   ];
 }
 
-const shuffle = (...lanes: number[]) => simd(0x0d, ...lanes.flatMap((l) => [4 * l, 4 * l + 1, 4 * l + 2, 4 * l + 3]));
 
 /**
  * transpose4(dst, dstStride, src, srcStride, quads, dstStep, srcStep): `quads` times, four vectors
@@ -166,9 +143,9 @@ export function sparseModuleBytes(shared = false): Uint8Array<ArrayBuffer> {
     [0x60, ...vec(new Array(7).fill([I32])), ...vec([])],
   ];
   const funcs = [
-    { name: 'spmm', type: 0, code: fn([[7, I32], [V + 1, V128]], spmmBody()) },
-    { name: 'strided', type: 1, code: fn([[1, I32]], stridedBody()) },
-    { name: 'transpose4', type: 2, code: fn([[1, I32], [8, V128]], transpose4Body()) },
+    { name: 'spmm', type: 0, code: funcCode([[7, I32], [V + 1, V128]], spmmBody()) },
+    { name: 'strided', type: 1, code: funcCode([[1, I32]], stridedBody()) },
+    { name: 'transpose4', type: 2, code: funcCode([[1, I32], [8, V128]], transpose4Body()) },
   ];
   return moduleBytes(types, funcs, shared);
 }
