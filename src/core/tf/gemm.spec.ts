@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { wasmApi } from '../wasm-bytes.js';
 import { initBackend } from './backend.js';
-import { type GemmExports, gemmAvailable, gemmInternals, gemmModule, MR, NR } from './gemm.js';
+import { enableRelaxedSimd, type GemmExports, gemmAvailable, gemmInternals, gemmModule, MR, NR, relaxedSimdAvailable } from './gemm.js';
 import { setWasmKernels } from './kernel-set.js';
 
 /** Seeded values: integers in [−4, 4] (every product and sum exact in float32) or uniform in [−0.5, 0.5). */
@@ -53,6 +53,8 @@ describe('the FMA matrix-product kernel (gemm.ts)', () => {
 
   it('compiles here (Relaxed SIMD switched on by the module itself) and is what dense products run on', () => {
     expect(gemmAvailable()).toBe(true);
+    expect(relaxedSimdAvailable()).toBe(true);
+    expect(enableRelaxedSimd()).toBe(true); // again: nothing to do, still available
     gemmInternals.resetStats();
     tf.tidy(() => tf.matMul(tf.ones([3, 5]), tf.ones([5, 2])).dataSync());
     expect(gemmInternals.stats.calls).toBe(1);

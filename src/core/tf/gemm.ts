@@ -1,6 +1,6 @@
 import { setFlagsFromString } from 'node:v8';
 import type * as tf from '@tensorflow/tfjs';
-import { add, and, bump, compiledOnce, divU, eq, f32load, f32store, funcCode, geS, get, I32, i32c, i32load, ifElse, ifElseV128, ifThen, ltU, moduleBytes, mul, select, set, shuffle, simd, sub, tee, V128, vec, vload, vsplat32, vstore, vzero, whileBelow } from '../wasm-bytes.js';
+import { add, and, bump, compiledOnce, divU, eq, f32load, f32store, funcCode, geS, get, I32, i32c, i32load, ifElse, ifElseV128, ifThen, ltU, moduleBytes, mul, select, set, shuffle, simd, sub, tee, V128, vec, vload, vsplat32, vstore, vzero, wasmApi, whileBelow  } from '../wasm-bytes.js';
 import { wasmKernels } from './kernel-set.js';
 import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
@@ -307,17 +307,27 @@ export interface GemmExports {
   gemm(c: number, ldc: number, ap: number, bp: number, m: number, n: number, k: number, bias: number, hasBias: number, relu: number, scratch: number): void;
 }
 
+/** A one-function module that uses Relaxed SIMD: relaxed_madd of three zero vectors. */
+const relaxedProbe = () => moduleBytes([[0x60, ...vec([]), ...vec([[V128]])]], [{ name: 'f', type: 0, code: funcCode([], [...vzero, ...vzero, ...vzero, ...relaxedMadd]) }]);
+
+/** Whether this V8 compiles Relaxed SIMD as things stand. */
+export function relaxedSimdAvailable(): boolean {
+  return wasmApi?.validate(relaxedProbe()) ?? false;
+}
+
 /**
- * Turns on Relaxed SIMD for this process (a V8 flag: process-wide, read when a module is compiled);
- * false where V8 refuses. Harmless where it is already on or shipped.
+ * Turns Relaxed SIMD on for this process if V8 has it but not by default (Node 20's V8 11.3: a flag,
+ * process-wide, read when a module is compiled); nothing where it already validates (V8 ≥ 11.4,
+ * Node ≥ 22, which would warn of an unknown flag). True where it is available afterwards.
  */
 export function enableRelaxedSimd(): boolean {
+  if (relaxedSimdAvailable()) return true;
   try {
     setFlagsFromString('--experimental-wasm-relaxed-simd');
-    return true;
   } catch {
     return false;
   }
+  return relaxedSimdAvailable();
 }
 
 const compiled = [false, true].map((shared) =>
