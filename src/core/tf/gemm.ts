@@ -1,6 +1,7 @@
 import { setFlagsFromString } from 'node:v8';
 import type * as tf from '@tensorflow/tfjs';
-import { add, and, bump, compiledOnce, divU, eq, f32load, f32store, funcCode, geS, get, I32, i32c, i32load, ifElse, ifElseV128, ifThen, ltU, moduleBytes, mul, select, set, shuffle, simd, sub, tee, V128, vec, vload, vsplat32, vstore, vzero, wasmApi, whileBelow  } from '../wasm-bytes.js';
+import { add, and, bump, compiledOnce, divU, eq, f32load, f32store, funcCode, geS, get, I32, i32c, i32load, ifElse, ifElseV128, ifThen, ltU, moduleBytes, mul, select, set, shuffle, simd, sub, tee, V128, vec, vload, vsplat32, vstore, vzero, type WasmMemory, wasmApi, whileBelow } from '../wasm-bytes.js';
+import { KernelHelper } from './kernel-helper.js';
 import { wasmKernels } from './kernel-set.js';
 import { type HeapBackend, heapInstance, heapOffset } from './wasm-heap.js';
 
@@ -348,13 +349,18 @@ export function gemmAvailable(): boolean {
   return wasmKernels() === 'sparsoup' && gemmModule(false) !== null;
 }
 
-const stats = { calls: 0, macs: 0 };
+const stats = { calls: 0, macs: 0, split: 0 };
 /** For tests and benches: products computed here since the last reset, and their multiply-adds. */
 export const gemmInternals = {
   stats,
   resetStats(): void {
     stats.calls = 0;
     stats.macs = 0;
+    stats.split = 0;
+  },
+  /** Whether products split with a helper thread where they can (the threaded build); for A/B benches. */
+  setSplit(on: boolean): void {
+    splitEnabled = on;
   },
 };
 
@@ -373,9 +379,12 @@ function packB(e: GemmExports, bpP: number, bBase: number, K: number, N: number,
   }
 }
 
-/** The bias padded to whole panels, written after the scratch tile (the scratch buffer holds both); its offset. */
+/**
+ * The scratch buffer holds the calling thread's edge tile, the helper's, then the bias padded to
+ * whole panels; writes the bias and returns its offset.
+ */
 function padBias(backend: HeapBackend, heap: ArrayBuffer, scratchP: number, bias: Info | null, N: number): number {
-  const biasP = scratchP + MR * NR * 4;
+  const biasP = scratchP + 2 * MR * NR * 4;
   if (bias) {
     const padded = new Float32Array(heap, biasP, Math.ceil(N / NR) * NR);
     padded.fill(0);
@@ -383,7 +392,31 @@ function padBias(backend: HeapBackend, heap: ArrayBuffer, scratchP: number, bias
   }
   return biasP;
 }
-const scratchFloats = (bias: Info | null, N: number) => MR * NR + (bias ? Math.ceil(N / NR) * NR : 0);
+const scratchFloats = (bias: Info | null, N: number) => 2 * MR * NR + (bias ? Math.ceil(N / NR) * NR : 0);
+/** The helper's edge tile in the scratch buffer. */
+const helperScratch = (scratchP: number) => scratchP + MR * NR * 4;
+
+/** Multiply-adds from which a product is split with the helper thread (below, the handshake costs more). */
+const SPLIT_MIN_MACS = 1 << 21;
+const GEMM_FUNCS = ['pack', 'gemm', 'panelA', 'panelB', 'im2col4', 'patchQuads'] as const;
+const helpers = new WeakMap<object, KernelHelper | null>();
+let splitEnabled = true;
+
+/**
+ * The helper thread of this backend, started on first use: only on the threaded build (its heap is
+ * a shared memory, `WASM_THREADS` ≥ 2) and only for work of at least `macs` ≥ SPLIT_MIN_MACS.
+ */
+function helperFor(backend: HeapBackend, memory: WasmMemory, macs: number): KernelHelper | null {
+  if (!splitEnabled || macs < SPLIT_MIN_MACS || typeof SharedArrayBuffer === 'undefined' || !(memory.buffer instanceof SharedArrayBuffer)) return null;
+  let h = helpers.get(backend);
+  if (h === undefined) {
+    const mod = gemmModule(true);
+    h = mod ? KernelHelper.start(memory, mod, GEMM_FUNCS) : null;
+    helpers.set(backend, h);
+  }
+  if (h) stats.split++;
+  return h;
+}
 
 /**
  * out = act(a·b + bias) on the heap, with tfjs's BatchMatMul conventions: a [...batch, M, K] (or
@@ -436,7 +469,15 @@ export function heapMatMul(backend: HeapBackend, a: Info, b: Info, transposeA: b
       else e.pack(dst, MR * 4, 4, aBase + p * MR * 4, M * 4, 4, K, rows);
     }
     if (t === 0 || bCount !== 1) packB(e, bpP, bBase, K, N, transposeB);
-    e.gemm(outP + t * M * N * 4, N * 4, apP, bpP, M, N, K, biasP, bias ? 1 : 0, relu ? 1 : 0, scratchP);
+    const c = outP + t * M * N * 4;
+    const h = aPanels >= 2 ? helperFor(backend, inst.memory, M * N * K) : null;
+    if (h) {
+      // The helper takes the second half of A's panels: output rows from `rows0` on.
+      const rows0 = Math.ceil(aPanels / 2) * MR;
+      h.post([['gemm', c + rows0 * N * 4, N * 4, apP + rows0 * K * 4, bpP, M - rows0, N, K, biasP, bias ? 1 : 0, relu ? 1 : 0, helperScratch(scratchP)]]);
+      e.gemm(c, N * 4, apP, bpP, rows0, N, K, biasP, bias ? 1 : 0, relu ? 1 : 0, scratchP);
+      h.wait();
+    } else e.gemm(c, N * 4, apP, bpP, M, N, K, biasP, bias ? 1 : 0, relu ? 1 : 0, scratchP);
   }
   for (const x of [ap, bp, scratch]) backend.disposeData(x.dataId);
   stats.calls++;
@@ -478,7 +519,11 @@ export function heapConv2D(backend: HeapBackend, x: Info, filter: Info, bias: In
   if (M === 0 || N === 0) return out;
   const chunkPanels = Math.max(1, Math.floor(CONV_CHUNK_BYTES / (MR * K * 4)));
   const chunkRows = chunkPanels * MR;
-  const ap = backend.makeOutput([Math.max(1, Math.min(chunkPanels, Math.ceil(M / MR)) * MR * K)], 'float32');
+  const chunks = Math.ceil(M / chunkRows);
+  // Odd chunks to the helper (two calls a chunk), each thread with its own panel buffer.
+  const h = chunks >= 2 && chunks <= 1000 ? helperFor(backend, inst.memory, M * N * K) : null;
+  const apFloats = Math.max(1, Math.min(chunkPanels, Math.ceil(M / MR)) * MR * K);
+  const ap = backend.makeOutput([h ? 2 * apFloats : apFloats], 'float32');
   const bp = backend.makeOutput([Math.max(1, Math.ceil(N / NR) * NR * K)], 'float32');
   const zero = backend.makeOutput([C], 'float32');
   const scratch = backend.makeOutput([scratchFloats(bias, N)], 'float32');
@@ -489,10 +534,23 @@ export function heapConv2D(backend: HeapBackend, x: Info, filter: Info, bias: In
   if (N % NR) new Float32Array(heap, bpP + (Math.ceil(N / NR) - 1) * NR * K * 4, NR * K).fill(0);
   const e = inst.exports;
   packB(e, bpP, fP, K, N, false);
-  for (let m0 = 0; m0 < M; m0 += chunkRows) {
+  const chunk = (i: number, a: number, s: number) => {
+    const m0 = i * chunkRows;
     const rows = Math.min(chunkRows, M - m0);
-    e.im2col4(apP, xP, zeroP, m0, Math.ceil(rows / MR), M, H, W, C / 4, g.outHeight, g.outWidth, KH, KW, g.top, g.left);
-    e.gemm(outP + m0 * N * 4, N * 4, apP, bpP, rows, N, K, biasP, bias ? 1 : 0, relu ? 1 : 0, scratchP);
+    return [
+      ['im2col4', a, xP, zeroP, m0, Math.ceil(rows / MR), M, H, W, C / 4, g.outHeight, g.outWidth, KH, KW, g.top, g.left],
+      ['gemm', outP + m0 * N * 4, N * 4, a, bpP, rows, N, K, biasP, bias ? 1 : 0, relu ? 1 : 0, s],
+    ] as [string, ...number[]][];
+  };
+  const run = ([name, ...args]: [string, ...number[]]) => (e as unknown as Record<string, (...a: number[]) => void>)[name](...args);
+  if (h) {
+    const theirs: [string, ...number[]][] = [];
+    for (let i = 1; i < chunks; i += 2) theirs.push(...chunk(i, apP + apFloats * 4, helperScratch(scratchP)));
+    h.post(theirs);
+    for (let i = 0; i < chunks; i += 2) for (const call of chunk(i, apP, scratchP)) run(call);
+    h.wait();
+  } else {
+    for (let i = 0; i < chunks; i++) for (const call of chunk(i, apP, scratchP)) run(call);
   }
   for (const t of [ap, bp, zero, scratch]) backend.disposeData(t.dataId);
   stats.calls++;
@@ -526,8 +584,12 @@ export function heapConv2DBackpropFilter(backend: HeapBackend, x: Info, dy: Info
   const bp = backend.makeOutput([CO * block], 'float32');
   const table = backend.makeOutput([3 * block], 'int32');
   const zero = backend.makeOutput([4], 'float32');
-  const scratch = backend.makeOutput([MR * NR], 'float32');
+  const scratch = backend.makeOutput([2 * MR * NR], 'float32');
   const [xP, dyP, outP, apP, bpP, tableP, zeroP, scratchP] = [x, dy, out, ap, bp, table, zero, scratch].map((t) => heapOffset(backend, t));
+  // The helper takes the second half of dW's rows (A's panels) in every block.
+  const panels = K / MR;
+  const h = panels >= 2 && panels <= 1000 ? helperFor(backend, inst.memory, K * CO * P) : null;
+  const mine = h ? Math.ceil(panels / 2) : panels;
   const heap = inst.memory.buffer;
   new Float32Array(heap, zeroP, 4).fill(0);
   if (P === 0) new Float32Array(heap, outP, K * CO).fill(0);
@@ -548,13 +610,25 @@ export function heapConv2DBackpropFilter(backend: HeapBackend, x: Info, dy: Info
       t[3 * i + 1] = rem - oy * g.outWidth - g.left;
       t[3 * i + 2] = xP + b * imgB;
     }
-    for (let p = 0; p < K / MR; p++) {
+    const quads = (p: number): [string, ...number[]] => {
       const k0 = p * MR;
       const tap = Math.floor(k0 / C);
-      e.patchQuads(apP + p * count * MR * 4, tableP, count, zeroP, H, W, pix, rowB, Math.floor(tap / KW), tap % KW, (k0 % C) * 4);
-    }
+      return ['patchQuads', apP + p * count * MR * 4, tableP, count, zeroP, H, W, pix, rowB, Math.floor(tap / KW), tap % KW, (k0 % C) * 4];
+    };
     for (let q = 0; q < CO / NR; q++) e.panelB(bpP + q * count * NR * 4, dyP + (m0 * CO + q * NR) * 4, CO * 4, count);
-    e.gemm(outP, CO * 4, apP, bpP, K, CO, count, 0, m0 === 0 ? 0 : 2, 0, scratchP);
+    const mode = m0 === 0 ? 0 : 2;
+    if (h) {
+      const theirs: [string, ...number[]][] = [];
+      for (let p = mine; p < panels; p++) theirs.push(quads(p));
+      theirs.push(['gemm', outP + mine * MR * CO * 4, CO * 4, apP + mine * count * MR * 4, bpP, K - mine * MR, CO, count, 0, mode, 0, helperScratch(scratchP)]);
+      h.post(theirs);
+    }
+    for (let p = 0; p < mine; p++) {
+      const [, ...args] = quads(p);
+      (e.patchQuads as (...a: number[]) => void)(...args);
+    }
+    e.gemm(outP, CO * 4, apP, bpP, mine * MR, CO, count, 0, mode, 0, scratchP);
+    h?.wait();
   }
   for (const x2 of [ap, bp, table, zero, scratch]) backend.disposeData(x2.dataId);
   stats.calls++;

@@ -20,6 +20,8 @@ interface Probe {
   pthreadWorkers: number;
   logits: number[];
   fmaCalls: number;
+  splits: number;
+  splitIdentical: boolean;
 }
 
 const probeCode = `
@@ -38,12 +40,30 @@ if (workerData.breakPthreads) URL.revokeObjectURL = () => { throw new Error('sim
   const logits = Array.from(model.predict(x).dataSync());
   // sparsoup's FMA kernel ran the products and conv2 (on the threaded build's shared memory too).
   const fmaCalls = gemmInternals.stats.calls;
+  // Split with the helper thread where the heap is shared: the same values bit for bit.
+  const pa = tf.randomNormal([256, 512], 0, 1, 'float32', 5);
+  const pb = tf.randomNormal([512, 96], 0, 1, 'float32', 6);
+  const xc = tf.randomNormal([32, 10, 10, 8], 0, 1, 'float32', 7);
+  const fc = tf.randomNormal([3, 3, 8, 16], 0, 1, 'float32', 8);
+  const dyc = tf.randomNormal([32, 10, 10, 16], 0, 1, 'float32', 9);
+  const work = () => [
+    tf.tidy(() => Array.from(tf.matMul(pa, pb).dataSync())),
+    tf.tidy(() => Array.from(tf.conv2d(xc, fc, 1, 'same').dataSync())),
+    tf.tidy(() => Array.from(tf.grads((x, f) => tf.sum(tf.mul(tf.conv2d(x, f, 1, 'same'), dyc)))([xc, fc])[1].dataSync())),
+  ];
+  gemmInternals.setSplit(false);
+  const alone = work();
+  gemmInternals.setSplit(true);
+  gemmInternals.resetStats();
+  const split = work();
+  const splits = gemmInternals.stats.split;
+  const splitIdentical = alone.every((v, i) => v.length === split[i].length && v.every((q, j) => Object.is(q, split[i][j])));
   // Work big enough to split: 384 x 384 matrix products, on XNNPACK (its pool splits them).
   setWasmKernels('tfjs');
   const a = tf.randomNormal([384, 384], 0, 1, 'float32', 1);
   for (let i = 0; i < 8; i++) tf.tidy(() => tf.matMul(a, a).dataSync());
   const pthread = tf.backend().wasm.PThread;
-  parentPort.postMessage({ wasmThreads: info.wasmThreads, wasmThreadsError: info.wasmThreadsError, pthreadWorkers: pthread ? pthread.runningWorkers.length : 0, logits, fmaCalls });
+  parentPort.postMessage({ wasmThreads: info.wasmThreads, wasmThreadsError: info.wasmThreadsError, pthreadWorkers: pthread ? pthread.runningWorkers.length : 0, logits, fmaCalls, splits, splitIdentical });
 })().catch((e) => parentPort.postMessage({ error: String(e && e.stack || e) }));
 `;
 
@@ -107,6 +127,12 @@ describe.skipIf(unavailable !== null)('the threaded wasm build in a worker threa
     // The FMA kernel finds the threaded build's (shared) memory as it finds the plain build's.
     expect(one.probe.fmaCalls).toBeGreaterThan(0);
     expect(two.probe.fmaCalls).toBe(one.probe.fmaCalls);
+    // A product, a convolution and a filter gradient split with the helper thread on the shared
+    // memory, bit for bit the one-thread values; never on the single-threaded build's own memory.
+    expect(two.probe.splits).toBe(5); // the matmul, the conv forward (again under grads), dx, dW
+    expect(two.probe.splitIdentical).toBe(true);
+    expect(one.probe.splits).toBe(0);
+    expect(one.probe.splitIdentical).toBe(true);
     for (let i = 0; i < one.probe.logits.length; i++) {
       expect(Math.abs(two.probe.logits[i] - one.probe.logits[i])).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(one.probe.logits[i])));
     }
