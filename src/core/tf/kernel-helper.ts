@@ -17,6 +17,7 @@ import type { WasmMemory } from '../wasm-bytes.js';
 const CALL_WORDS = 16;
 const MAX_CALLS = 1024;
 const HEADER = 4;
+const WAIT_LIMIT_MS = 120_000;
 
 const HELPER = `
 const { workerData } = require('node:worker_threads');
@@ -92,13 +93,19 @@ export class KernelHelper {
     Atomics.notify(c, 0);
   }
 
-  /** Blocks until the helper has finished the last posted job. */
+  /**
+   * Blocks until the helper has finished the last posted job. A job takes milliseconds; a helper
+   * silent for two minutes is gone (its thread cannot report an error while this one blocks), and
+   * that is an error rather than a hang.
+   */
   wait(): void {
     const c = this.ctrl;
+    const deadline = Date.now() + WAIT_LIMIT_MS;
     for (;;) {
       const done = Atomics.load(c, 1);
       if (done === this.posted) return;
-      Atomics.wait(c, 1, done);
+      if (Date.now() > deadline) throw new Error('the kernel helper thread stopped answering');
+      Atomics.wait(c, 1, done, 1000);
     }
   }
 
