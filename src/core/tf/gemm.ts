@@ -396,8 +396,11 @@ const scratchFloats = (bias: Info | null, N: number) => 2 * MR * NR + (bias ? Ma
 /** The helper's edge tile in the scratch buffer. */
 const helperScratch = (scratchP: number) => scratchP + MR * NR * 4;
 
-/** Multiply-adds from which a product is split with the helper thread (below, the handshake costs more). */
-const SPLIT_MIN_MACS = 1 << 21;
+/**
+ * Multiply-adds from which a product is split with the helper thread: measured (bench:imp) to pay
+ * for convolutions (cnn-bn's conv2: 462 M) but to lose on lenet-300-100's products (≤ 30 M).
+ */
+const SPLIT_MIN_MACS = 1 << 26;
 const GEMM_FUNCS = ['pack', 'gemm', 'panelA', 'panelB', 'im2col4', 'patchQuads'] as const;
 const helpers = new WeakMap<object, KernelHelper | null>();
 let splitEnabled = true;

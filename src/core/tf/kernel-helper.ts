@@ -10,7 +10,7 @@ import type { WasmMemory } from '../wasm-bytes.js';
  *
  * The two threads meet on a small SharedArrayBuffer with `Atomics`: word 0 counts the jobs posted,
  * word 1 the jobs done, word 2 the number of calls, word 3 is set once the helper runs; then 16 words
- * per call (the function's index and up to 15 i32 arguments). Each side spins for up to 2 ms before
+ * per call (the function's index and up to 15 i32 arguments). Each side spins for up to 0.2 ms before
  * it sleeps in `Atomics.wait` (a wake-up from sleep took longer than the half product it was to
  * overlap); idle, the helper sleeps (no CPU). It is unref'd: it ends with its thread.
  */
@@ -20,7 +20,7 @@ const MAX_CALLS = 1024;
 const HEADER = 4;
 const WAIT_LIMIT_MS = 120_000;
 /** How long either side spins before it sleeps in Atomics.wait. */
-const SPIN_MS = 2;
+const SPIN_MS = 0.2;
 
 const HELPER = `
 const { workerData } = require('node:worker_threads');

@@ -41,11 +41,12 @@ if (workerData.breakPthreads) URL.revokeObjectURL = () => { throw new Error('sim
   // sparsoup's FMA kernel ran the products and conv2 (on the threaded build's shared memory too).
   const fmaCalls = gemmInternals.stats.calls;
   // Split with the helper thread where the heap is shared: the same values bit for bit.
-  const pa = tf.randomNormal([256, 512], 0, 1, 'float32', 5);
-  const pb = tf.randomNormal([512, 96], 0, 1, 'float32', 6);
-  const xc = tf.randomNormal([32, 10, 10, 8], 0, 1, 'float32', 7);
-  const fc = tf.randomNormal([3, 3, 8, 16], 0, 1, 'float32', 8);
-  const dyc = tf.randomNormal([32, 10, 10, 16], 0, 1, 'float32', 9);
+  // Sizes past the split threshold (2^26 multiply-adds).
+  const pa = tf.randomNormal([512, 1024], 0, 1, 'float32', 5);
+  const pb = tf.randomNormal([1024, 128], 0, 1, 'float32', 6);
+  const xc = tf.randomNormal([64, 16, 16, 32], 0, 1, 'float32', 7);
+  const fc = tf.randomNormal([3, 3, 32, 64], 0, 1, 'float32', 8);
+  const dyc = tf.randomNormal([64, 16, 16, 64], 0, 1, 'float32', 9);
   const work = () => [
     tf.tidy(() => Array.from(tf.matMul(pa, pb).dataSync())),
     tf.tidy(() => Array.from(tf.conv2d(xc, fc, 1, 'same').dataSync())),
