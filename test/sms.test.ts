@@ -115,7 +115,9 @@ describe('IMP and SMS runs', () => {
   });
 
   it('cancels mid-phase, leaving finished phases and their models in place', async () => {
-    const created = (await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, goalSparsity: 0.8, phases: 2, m: 2, training: { ...TRAIN, epochs: 0.5 } }).expect(202)).body;
+    // 20 epochs of the slice: long enough (about a second a candidate) that the cancel lands while
+    // phase 2 trains; at 0.5 epochs the FMA kernels finish a candidate in tens of ms, before it.
+    const created = (await request(t.http).post('/runs').send({ kind: 'sms', modelId: dense, datasetId: data, goalSparsity: 0.8, phases: 2, m: 2, training: { ...TRAIN, epochs: 20 } }).expect(202)).body;
     // Phase 2's candidates have started training (phase 1 is then finished).
     await waitForRunEvent(t, created.id, (e) => e.type === 'candidate-started' && e.data.phase === 2);
     await request(t.http).post(`/runs/${created.id}/cancel`).expect(200);
