@@ -20,7 +20,7 @@ import { startTestApp, type TestApp } from './support/app.js';
 import { safetensorsBytes, seededWeights } from './support/checkpoints.js';
 import { uploadMnistSlice } from './support/datasets.js';
 import { PoolProbe } from './support/pool-probe.js';
-import { waitForRun, waitForRunEvent } from './support/runs.js';
+import { waitForRun } from './support/runs.js';
 
 const TRAIN = { epochs: 0.25, batchSize: 32, learningRate: 0.05, schedule: 'constant' as const };
 
@@ -118,10 +118,14 @@ describe('services against a real database, with a probe around the worker pool'
 
     it('a phase whose prune fails once is retried by its job: the run ends with one mask and one pruned model per phase', async () => {
       const masksBefore = await count(MaskEntity);
+      // Phase 1's training held at the pool (its prune is done by then), so the injected failure
+      // meets phase 2's prune however fast phase 1 trains.
+      const held = probe.holdNext('train');
       const created = await runs.create({ kind: 'imp', modelId: template, datasetId: dataset, goalSparsity: 0.75, phases: 2, training: TRAIN } as never);
-      await waitForRunEvent(t, created.id, (e) => e.type === 'phase-training' && e.data.phase === 1);
+      await held.reached;
       const prunesBefore = probe.count('prune');
       probe.failNext('prune', new Error('the worker thread stopped (injected by the test)'));
+      held.release();
       const run = await waitForRun(t, created.id, 180_000);
       expect(run.status).toBe('succeeded');
       // Phase 2 asked the pool twice: the injected failure, then the retry that pruned.
