@@ -16,16 +16,6 @@ import { type BackendPreference, initBackend } from '../src/core/tf/backend.js';
 import { evaluateModel } from '../src/core/tf/evaluate.js';
 import { gemmAvailable } from '../src/core/tf/gemm.js';
 import { setWasmKernels, type WasmKernels } from '../src/core/tf/kernel-set.js';
-
-/**
- * Which kernels train on wasm (WASM_KERNELS): sparsoup's (the FMA matrix products and convolutions
- * of gemm.ts, the batch-norm and pooling-gradient kernels: the default) or tfjs's own (XNNPACK,
- * tfjs-layers' batch-norm chain: what ran before them).
- */
-type KernelSet = WasmKernels;
-function useKernels(k: KernelSet): void {
-  setWasmKernels(k);
-}
 import { buildTemplate } from '../src/core/tf/templates.js';
 import { type TrainingConfig, trainModel } from '../src/core/tf/train.js';
 import '../src/core/tf/wasm-kernels.js';
@@ -81,7 +71,7 @@ export interface TrainingMeasurement {
   arch: string;
   backend: string;
   /** The kernels the windows ran with (wasm only). */
-  kernels?: KernelSet;
+  kernels?: WasmKernels;
   steps: number;
   batchSize: number;
   /** Best window (the machine is shared: the best is the least disturbed). */
@@ -101,10 +91,10 @@ export async function measureTraining(
   arch: string,
   backend: BackendPreference,
   steps: number,
-  options: { warmup?: number; repeats?: number; kernels?: KernelSet } = {},
+  options: { warmup?: number; repeats?: number; kernels?: WasmKernels } = {},
 ): Promise<TrainingMeasurement> {
   const info = await initBackend(backend);
-  if (options.kernels) useKernels(options.kernels);
+  if (options.kernels) setWasmKernels(options.kernels);
   cached ??= loadMnistForBench();
   const ds = cached;
   const batchSize = 128;
@@ -178,12 +168,12 @@ async function main() {
   const loadLine = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
   console.log(`load (1/5/15 min) at start: ${loadLine()}`);
   // On wasm, both kernel sets in alternating rounds (WASM_KERNELS: sparsoup's, tfjs's).
-  const modes: (KernelSet | undefined)[] = info.name === 'wasm' && gemmAvailable() ? ['sparsoup', 'tfjs'] : [undefined];
+  const modes: (WasmKernels | undefined)[] = info.name === 'wasm' && gemmAvailable() ? ['sparsoup', 'tfjs'] : [undefined];
   const rounds = Number(arg('rounds', '3'));
   const ours: TrainingMeasurement[] = [];
   for (const arch of ['lenet-300-100', 'cnn-bn']) {
     const n = arch === 'cnn-bn' ? Math.max(10, Math.round(steps / 3)) : steps;
-    const perMode = new Map<KernelSet | undefined, TrainingMeasurement[]>(modes.map((m) => [m, []]));
+    const perMode = new Map<WasmKernels | undefined, TrainingMeasurement[]>(modes.map((m) => [m, []]));
     for (let r = 0; r < rounds; r++) {
       for (const kernels of r % 2 ? [...modes].reverse() : modes) perMode.get(kernels)?.push(await measureTraining(arch, backend, n, { kernels, repeats: 1, warmup: 3 }));
     }
@@ -192,7 +182,7 @@ async function main() {
       ours.push({ ...sorted[0], medianSamplesPerSecond: sorted[Math.floor(sorted.length / 2)].samplesPerSecond, ...(kernels ? { kernels } : {}) });
     }
   }
-  if (modes.length > 1) useKernels('sparsoup');
+  if (modes.length > 1) setWasmKernels('sparsoup');
   const peer = args.includes('--no-peer') ? { rows: [], note: 'PyTorch peer not run (--no-peer)' } : runPeer(steps);
   console.log('');
   console.log(`samples/s, best of ${rounds} windows (median in brackets), the kernels' windows alternating; per core = samples/s ÷ threads`);

@@ -2,6 +2,8 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { plainToInstance, Transform } from 'class-transformer';
 import { IsIn, IsInt, IsNumber, IsOptional, IsString, Matches, Max, Min, validateSync } from 'class-validator';
+// kernel-set.ts imports nothing: no TensorFlow.js in the main process for it.
+import { WASM_KERNEL_SETS, type WasmKernels } from '../core/tf/kernel-set.js';
 import type { ArtifactStoreConfig } from '../storage/create.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -11,9 +13,6 @@ export type BackendPreference = (typeof BACKEND_NAMES)[number];
 /** EVAL_SPARSE: how evaluation runs pruned Dense layers on wasm (src/core/tf/sparse-matmul.ts). */
 export const EVAL_SPARSE_MODES = ['auto', 'dense', 'sparse'] as const;
 export type EvalSparseMode = (typeof EVAL_SPARSE_MODES)[number];
-/** WASM_KERNELS: sparsoup's WebAssembly SIMD kernels on wasm or tfjs's own (src/core/tf/kernel-set.ts). */
-export const WASM_KERNEL_SETS = ['sparsoup', 'tfjs'] as const;
-export type WasmKernels = (typeof WASM_KERNEL_SETS)[number];
 
 /** read: GET only; write: everything; worker: the task protocol only (lease, heartbeat, result, fail, and the downloads a task names). */
 export type ApiKeyScope = 'read' | 'write' | 'worker';

@@ -158,9 +158,6 @@ export const batchNormTrainInternals = {
   setEnabled(on: boolean): void {
     enabled = on;
   },
-  get enabled(): boolean {
-    return enabled;
-  },
   resetStats(): void {
     stats.forward = 0;
     stats.backward = 0;

@@ -42,7 +42,6 @@ const f32x4mul = simd(0xe6);
 const f32x4max = simd(0xe9);
 const relaxedMadd = simd(0x105);
 
-
 /**
  * pack(dst, dRow, dEl, src, sRow, sEl, rows, count): for i < rows, j < count:
  * f32 at dst + i·dRow + j·dEl = f32 at src + i·sRow + j·sEl (strides in bytes).
@@ -177,7 +176,6 @@ function gemmBody(fused: boolean): number[] {
   ];
 }
 
-
 /**
  * im2col4(dst, x, zero, m0, panels, M, H, W, C4, OH, OW, KH, KW, top, left): `panels` packed A
  * panels of a stride-1 convolution's patch matrix, for output rows m0, m0 + 1, …: row m is output
@@ -287,7 +285,6 @@ export function gemmModuleBytes(fused = true, shared = false): Uint8Array<ArrayB
     [0x60, ...vec(new Array(11).fill([I32])), ...vec([])],
     [0x60, ...vec(new Array(4).fill([I32])), ...vec([])],
     [0x60, ...vec(new Array(15).fill([I32])), ...vec([])],
-    [0x60, ...vec(new Array(11).fill([I32])), ...vec([])],
   ];
   return moduleBytes(types, [
     { name: 'pack', type: 0, code: funcCode([[4, I32]], packBody()) },
@@ -295,7 +292,7 @@ export function gemmModuleBytes(fused = true, shared = false): Uint8Array<ArrayB
     { name: 'panelA', type: 2, code: funcCode([[1, I32]], panelBody(MR / 4)) },
     { name: 'panelB', type: 2, code: funcCode([[1, I32]], panelBody(NR / 4)) },
     { name: 'im2col4', type: 3, code: funcCode([[30, I32], [8, V128]], im2col4Body()) },
-    { name: 'patchQuads', type: 4, code: funcCode([[3, I32]], patchQuadsBody()) },
+    { name: 'patchQuads', type: 1, code: funcCode([[3, I32]], patchQuadsBody()) },
   ], shared);
 }
 
@@ -395,6 +392,14 @@ function padBias(backend: HeapBackend, heap: ArrayBuffer, scratchP: number, bias
 const scratchFloats = (bias: Info | null, N: number) => 2 * MR * NR + (bias ? Math.ceil(N / NR) * NR : 0);
 /** The helper's edge tile in the scratch buffer. */
 const helperScratch = (scratchP: number) => scratchP + MR * NR * 4;
+
+/** A call as the helper takes it: a function of the module and its i32 arguments. */
+type Call = [string, ...number[]];
+/** The same calls on this thread's instance. */
+function runHere(e: GemmExports, calls: readonly Call[]): void {
+  const fns = e as unknown as Record<string, (...args: number[]) => void>;
+  for (const [name, ...args] of calls) fns[name](...args);
+}
 
 /**
  * Multiply-adds from which a product is split with the helper thread: measured (bench:imp) to pay
@@ -543,17 +548,16 @@ export function heapConv2D(backend: HeapBackend, x: Info, filter: Info, bias: In
     return [
       ['im2col4', a, xP, zeroP, m0, Math.ceil(rows / MR), M, H, W, C / 4, g.outHeight, g.outWidth, KH, KW, g.top, g.left],
       ['gemm', outP + m0 * N * 4, N * 4, a, bpP, rows, N, K, biasP, bias ? 1 : 0, relu ? 1 : 0, s],
-    ] as [string, ...number[]][];
+    ] as Call[];
   };
-  const run = ([name, ...args]: [string, ...number[]]) => (e as unknown as Record<string, (...a: number[]) => void>)[name](...args);
   if (h) {
-    const theirs: [string, ...number[]][] = [];
+    const theirs: Call[] = [];
     for (let i = 1; i < chunks; i += 2) theirs.push(...chunk(i, apP + apFloats * 4, helperScratch(scratchP)));
     h.post(theirs);
-    for (let i = 0; i < chunks; i += 2) for (const call of chunk(i, apP, scratchP)) run(call);
+    for (let i = 0; i < chunks; i += 2) runHere(e, chunk(i, apP, scratchP));
     h.wait();
   } else {
-    for (let i = 0; i < chunks; i++) for (const call of chunk(i, apP, scratchP)) run(call);
+    for (let i = 0; i < chunks; i++) runHere(e, chunk(i, apP, scratchP));
   }
   for (const t of [ap, bp, zero, scratch]) backend.disposeData(t.dataId);
   stats.calls++;
@@ -613,7 +617,7 @@ export function heapConv2DBackpropFilter(backend: HeapBackend, x: Info, dy: Info
       t[3 * i + 1] = rem - oy * g.outWidth - g.left;
       t[3 * i + 2] = xP + b * imgB;
     }
-    const quads = (p: number): [string, ...number[]] => {
+    const quads = (p: number): Call => {
       const k0 = p * MR;
       const tap = Math.floor(k0 / C);
       return ['patchQuads', apP + p * count * MR * 4, tableP, count, zeroP, H, W, pix, rowB, Math.floor(tap / KW), tap % KW, (k0 % C) * 4];
@@ -621,15 +625,12 @@ export function heapConv2DBackpropFilter(backend: HeapBackend, x: Info, dy: Info
     for (let q = 0; q < CO / NR; q++) e.panelB(bpP + q * count * NR * 4, dyP + (m0 * CO + q * NR) * 4, CO * 4, count);
     const mode = m0 === 0 ? 0 : 2;
     if (h) {
-      const theirs: [string, ...number[]][] = [];
+      const theirs: Call[] = [];
       for (let p = mine; p < panels; p++) theirs.push(quads(p));
       theirs.push(['gemm', outP + mine * MR * CO * 4, CO * 4, apP + mine * count * MR * 4, bpP, K - mine * MR, CO, count, 0, mode, 0, helperScratch(scratchP)]);
       h.post(theirs);
     }
-    for (let p = 0; p < mine; p++) {
-      const [, ...args] = quads(p);
-      (e.patchQuads as (...a: number[]) => void)(...args);
-    }
+    for (let p = 0; p < mine; p++) runHere(e, [quads(p)]);
     e.gemm(outP, CO * 4, apP, bpP, mine * MR, CO, count, 0, mode, 0, scratchP);
     h?.wait();
   }

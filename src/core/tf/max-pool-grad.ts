@@ -84,8 +84,8 @@ export const maxPoolGradInternals = {
 
 /**
  * dx for 2×2/2 valid max pooling of x [B, H, W, C] (C a multiple of 4), dy [B, H/2, W/2, C]
- * (floors), into `dx` (already zero where no window reaches); false where it does not apply (WASM_KERNELS=tfjs,
- * channels not in fours, the module unavailable).
+ * (floors), into `dx`, zeroed first only where odd sizes leave inputs no window reaches; false where
+ * it does not apply (WASM_KERNELS=tfjs, channels not in fours, the module unavailable): nothing written.
  */
 export function heapMaxPoolGrad2x2(backend: HeapBackend, dx: { dataId: object }, x: { dataId: object; shape: number[] }, dy: { dataId: object; shape: number[] }): boolean {
   const [, H, W, C] = x.shape;
@@ -95,6 +95,7 @@ export function heapMaxPoolGrad2x2(backend: HeapBackend, dx: { dataId: object },
   if (!inst) return false;
   const off = (t: { dataId: object }) => heapOffset(backend, t as never);
   const [dxP, xP, gP] = [dx, x, dy].map(off);
+  if (2 * OH !== H || 2 * OW !== W) new Float32Array(inst.memory.buffer, dxP, B * H * W * C).fill(0);
   const rowB = W * C * 4;
   // One call per image: an odd H leaves a row between images that no window reads.
   for (let b = 0; b < B; b++) inst.exports.grad(dxP + b * H * rowB, xP + b * H * rowB, gP + b * OH * OW * C * 4, OH, OW, C / 4, rowB);

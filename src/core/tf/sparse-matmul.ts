@@ -56,7 +56,6 @@ const f32x4add = simd(0xe4);
 const f32x4mul = simd(0xe6);
 const f32x4pmax = simd(0xeb);
 
-
 /**
  * spmm(yp, xp, tiles, panelBytes, n, pairs, colptr, bias, hasBias, relu):
  * for each of `tiles` x panels (panelBytes apart) and each of the n columns, V accumulators over the
@@ -106,7 +105,6 @@ function stridedBody(): number[] {
     ...whileBelow(dst, end, [...get(dst), ...get(src), ...f32load(), ...f32store(), ...bump(dst, get(dstStep)), ...bump(src, get(srcStep))]),
   ];
 }
-
 
 /**
  * transpose4(dst, dstStride, src, srcStride, quads, dstStep, srcStep): `quads` times, four vectors
@@ -281,8 +279,6 @@ export const sparseMatMulInternals = {
   },
 };
 
-const offsetOf = heapOffset;
-
 /** Wraps the backend's `_FusedMatMul`: the sparse product where it applies, the original otherwise. */
 export function sparseFusedMatMul(original: Kernel): Kernel {
   return (args) => {
@@ -327,7 +323,7 @@ export function sparseFusedMatMul(original: Kernel): Kernel {
     const colptr = backend.makeOutput([N + 1], 'int32');
     // Offsets and views only after the last allocation (an allocation may grow the heap).
     const heap = inst.memory.buffer;
-    const [aP, outP, xpP, ypP, pairsP, colptrP] = [a, out, xp, yp, pairs, colptr].map((t) => offsetOf(backend, t));
+    const [aP, outP, xpP, ypP, pairsP, colptrP] = [a, out, xp, yp, pairs, colptr].map((t) => heapOffset(backend, t));
     new Uint8Array(heap, pairsP, cols.nnz * 8).set(new Uint8Array(cols.pairs));
     new Int32Array(heap, colptrP, N + 1).set(cols.colptr);
     const e = inst.exports;
@@ -344,7 +340,7 @@ export function sparseFusedMatMul(original: Kernel): Kernel {
       if (K & 3) for (let i = 0; i < 4; i++) e.strided(xAt(r + i) + 4 * kq * T * 4, T * 4, aP + ((r + i) * K + 4 * kq) * 4, 4, K & 3);
     }
     for (let r = rq; r < rows; r++) e.strided(xAt(r), T * 4, aP + r * K * 4, 4, K);
-    e.spmm(ypP, xpP, tiles, panel, N, pairsP, colptrP, bias ? offsetOf(backend, bias) : 0, bias ? 1 : 0, act === 'relu' ? 1 : 0);
+    e.spmm(ypP, xpP, tiles, panel, N, pairsP, colptrP, bias ? heapOffset(backend, bias) : 0, bias ? 1 : 0, act === 'relu' ? 1 : 0);
     // Output panels → y, the same way back.
     const yAt = (r: number) => ypP + (Math.floor(r / T) * N * T + (r % T)) * 4;
     for (let r = 0; r < rq; r += 4) {

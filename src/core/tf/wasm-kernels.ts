@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { heapConv2D, heapConv2DBackpropFilter, heapMatMul } from './gemm.js';
-import { wasmKernels } from './kernel-set.js';
+import { type ConvGeometry, heapConv2D, heapConv2DBackpropFilter, heapMatMul } from './gemm.js';
 import { heapMaxPoolGrad2x2 } from './max-pool-grad.js';
 import { sparseFusedMatMul } from './sparse-matmul.js';
 import type { HeapBackend } from './wasm-heap.js';
@@ -192,15 +191,10 @@ const conv2DBackpropFilterIm2col: Kernel = ({ inputs, backend, attrs }) => {
  */
 const conv2DBackpropFilter: Kernel = (args) => {
   const { x, dy } = args.inputs;
-  const dilations = args.attrs.dilations as number | number[] | undefined;
-  if (((args.attrs.dataFormat as string | undefined) ?? 'NHWC') === 'NHWC' && (dilations == null || (Array.isArray(dilations) ? dilations : [dilations]).every((d) => d === 1))) {
-    const info = convInfo(x.shape, args.attrs.filterShape as number[], args.attrs);
-    if (info.strideHeight === 1 && info.strideWidth === 1) {
-      const g = { outHeight: info.outHeight, outWidth: info.outWidth, top: info.padInfo.top, left: info.padInfo.left };
-      const fma = heapConv2DBackpropFilter(args.backend as unknown as HeapBackend, x, dy, args.attrs.filterShape as number[], g);
-      if (fma) return fma;
-    }
-  }
+  const filterShape = args.attrs.filterShape as number[];
+  const g = stride1Geometry(x.shape, filterShape, args.attrs);
+  const fma = g ? heapConv2DBackpropFilter(args.backend as unknown as HeapBackend, x, dy, filterShape, g) : null;
+  if (fma) return fma;
   const ci = x.shape[3];
   return ci <= IM2COL_MAX_CHANNELS ? conv2DBackpropFilterIm2col(args) : conv2DBackpropFilterConv(args);
 };
@@ -364,8 +358,6 @@ const maxPoolGrad: Kernel = ({ inputs, backend, attrs }) => {
   const g = backend.typedArrayFromHeap(dy);
   const dx = backend.typedArrayFromHeap(out) as Float32Array;
   const twoByTwo = fh === 2 && fw === 2 && strideHeight === 2 && strideWidth === 2 && top === 0 && left === 0 && outHeight * 2 <= inHeight && outWidth * 2 <= inWidth;
-  // The SIMD kernel writes every input inside a window; only odd sizes leave inputs to zero first.
-  if (!twoByTwo || !useSimdPoolGrad || wasmKernels() !== 'sparsoup' || c % 4 !== 0 || outHeight * 2 !== inHeight || outWidth * 2 !== inWidth) dx.fill(0);
   if (twoByTwo && useSimdPoolGrad && heapMaxPoolGrad2x2(backend as unknown as HeapBackend, out, input, dy)) return out;
   dx.fill(0);
   if (twoByTwo) {
@@ -476,6 +468,16 @@ function fusedMatMul(args: { inputs: Record<string, Info | null | undefined>; ba
   return fma ?? call('_FusedMatMul', args.backend as unknown as WasmBackend, args.inputs as Record<string, Info>, args.attrs);
 }
 
+/** The output size and leading padding of an NHWC convolution with stride 1 and dilation 1; null for any other. */
+function stride1Geometry(xShape: number[], filterShape: number[], attrs: Record<string, unknown>): ConvGeometry | null {
+  if (((attrs.dataFormat as string | undefined) ?? 'NHWC') !== 'NHWC') return null;
+  const dilations = attrs.dilations as number | number[] | undefined;
+  if (dilations != null && (Array.isArray(dilations) ? dilations : [dilations]).some((d) => d !== 1)) return null;
+  const info = convInfo(xShape, filterShape, attrs);
+  if (info.strideHeight !== 1 || info.strideWidth !== 1) return null;
+  return { outHeight: info.outHeight, outWidth: info.outWidth, top: info.padInfo.top, left: info.padInfo.left };
+}
+
 /**
  * A stride-1, dilation-1 NHWC convolution (linear or ReLU, optional bias) on the FMA kernel
  * (gemm.ts: the patch matrix packed straight into its panels) where it applies; null otherwise.
@@ -483,13 +485,8 @@ function fusedMatMul(args: { inputs: Record<string, Info | null | undefined>; ba
 function fmaConv(backend: WasmBackend, x: Info, filter: Info, bias: Info | null, activation: string | undefined, attrs: Record<string, unknown>): Info | null {
   const act = activation ?? 'linear';
   if (act !== 'linear' && act !== 'relu') return null;
-  if (((attrs.dataFormat as string | undefined) ?? 'NHWC') !== 'NHWC') return null;
-  const dilations = attrs.dilations as number | number[] | undefined;
-  if (dilations != null && (Array.isArray(dilations) ? dilations : [dilations]).some((d) => d !== 1)) return null;
-  const info = convInfo(x.shape, filter.shape, attrs);
-  if (info.strideHeight !== 1 || info.strideWidth !== 1) return null;
-  const g = { outHeight: info.outHeight, outWidth: info.outWidth, top: info.padInfo.top, left: info.padInfo.left };
-  return heapConv2D(backend as unknown as HeapBackend, x, filter, bias, act === 'relu', g);
+  const g = stride1Geometry(x.shape, filter.shape, attrs);
+  return g ? heapConv2D(backend as unknown as HeapBackend, x, filter, bias, act === 'relu', g) : null;
 }
 
 const conv2D: Kernel = ({ inputs, backend, attrs }) => fmaConv(backend, inputs.x, inputs.filter, null, 'linear', attrs) ?? call('Conv2D', backend, inputs, attrs);
