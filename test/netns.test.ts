@@ -224,8 +224,10 @@ describe.skipIf(reason !== null)('workers on other machines: two network namespa
     form.append('labels', new Blob([labels]), 'labels');
     const data = (await call<{ id: string }>('/datasets?name=slice', { form })).id;
     const template = await call<{ id: string }>('/models/templates', { body: { architecture: 'lenet-300-100', datasetId: data, seed: 1 } });
+    // 40 epochs of the slice: about a second a candidate, so the kill lands while one trains (at 2
+    // epochs the FMA kernels could finish a candidate before the kill arrived).
     const run = await call<{ id: string }>('/runs', {
-      body: { kind: 'sms', modelId: template.id, datasetId: data, goalSparsity: 0.5, phases: 1, m: 2, training: { epochs: 2, batchSize: 32, learningRate: 0.05, schedule: 'constant' }, soup: { method: 'uniform' } },
+      body: { kind: 'sms', modelId: template.id, datasetId: data, goalSparsity: 0.5, phases: 1, m: 2, training: { epochs: 40, batchSize: 32, learningRate: 0.05, schedule: 'constant' }, soup: { method: 'uniform' } },
     });
 
     // Follow the run's events; kill the worker as soon as it has started a candidate.
